@@ -1,0 +1,95 @@
+//! Kernel struct member offsets and tracepoint field offsets, resolved at load time.
+//!
+//! Nothing here is hard-coded for one kernel: the agent reads `/sys/kernel/btf/vmlinux` and the
+//! tracepoint `format` files, fills a [`KernelOffsets`] and sets it as the programs' `OFFSETS`
+//! global. The programs refuse to run (and count an error) while `magic` is not [`OFFSETS_MAGIC`].
+
+/// Marks a [`KernelOffsets`] that user space filled in.
+pub const OFFSETS_MAGIC: u32 = 0x5e45_0001;
+
+/// Byte offsets of the members the programs read, all relative to the start of their struct.
+///
+/// `*_ns_inum` offsets are the offset of the namespace's `ns` member plus the offset of
+/// `ns_common.inum`, so one read gets the inode number from a namespace pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub magic: u32,
+
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_cred: u32,
+    pub task_nsproxy: u32,
+    pub task_thread_pid: u32,
+    pub task_start_boottime: u32,
+    pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    pub task_comm: u32,
+    pub task_cgroups: u32,
+
+    // task->cgroups->dfl_cgrp->kn->id: the cgroup2 id of any task, not only the current one.
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+
+    // struct cred
+    pub cred_uid: u32,
+    pub cred_gid: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    pub cred_cap_effective: u32,
+    pub cred_user_ns: u32,
+
+    // struct nsproxy
+    pub nsproxy_uts_ns: u32,
+    pub nsproxy_ipc_ns: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub nsproxy_net_ns: u32,
+    pub nsproxy_cgroup_ns: u32,
+
+    // <namespace>.ns.inum
+    pub uts_ns_inum: u32,
+    pub ipc_ns_inum: u32,
+    pub mnt_ns_inum: u32,
+    pub pid_ns_inum: u32,
+    pub net_ns_inum: u32,
+    pub cgroup_ns_inum: u32,
+    pub user_ns_inum: u32,
+
+    // struct pid / struct upid
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+
+    // struct mm_struct / struct signal_struct
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub signal_live: u32,
+
+    // Tracepoint record fields (from tracefs `format` files).
+    pub tp_exec_filename: u32,
+    pub tp_cgroup_root: u32,
+    pub tp_cgroup_level: u32,
+    pub tp_cgroup_id: u32,
+    pub tp_cgroup_path: u32,
+
+    /// The cgroup hierarchy whose ids `bpf_get_current_cgroup_id()` returns (cgroup2: 0).
+    pub dfl_hierarchy_id: u32,
+}
+
+impl KernelOffsets {
+    /// All zero: what the programs see until user space sets the global.
+    pub const fn zeroed() -> Self {
+        // SAFETY: only u32 fields; all-zero is a valid value.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u32 fields, no padding, every bit pattern valid.
+unsafe impl aya::Pod for KernelOffsets {}

@@ -1,0 +1,219 @@
+//! Ring buffer records: process lifecycle and cgroup lifecycle.
+//!
+//! Layout rules: `repr(C)`, every struct a multiple of 8 bytes with explicit padding, sizes fixed at
+//! compile time (the agent checks `size_of` against the record length before reading).
+
+/// Version of every layout in this module; the agent drops records of any other version.
+pub const RECORD_VERSION: u16 = 1;
+
+/// Bytes of `argv` copied per exec (NUL-separated, as in `/proc/PID/cmdline`).
+pub const ARGV_MAX: usize = 1024;
+/// Bytes of the executable path copied per exec.
+pub const FILENAME_MAX: usize = 512;
+/// Bytes of a cgroup path copied per cgroup event.
+pub const CGROUP_PATH_MAX: usize = 512;
+/// Bytes of `comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Ring buffers, one per domain so one domain's flood cannot starve another.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ring {
+    /// Process and container lifecycle.
+    Process = 0,
+}
+
+/// Number of [`Ring`]s; the size of the per-ring drop counter array.
+pub const RING_COUNT: u32 = 1;
+
+/// The programs, as indexes of the per-hook error counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Exec = 0,
+    Fork = 1,
+    Exit = 2,
+    CgroupMkdir = 3,
+    CgroupRmdir = 4,
+}
+
+/// Number of [`Hook`]s; the size of the per-hook error counter array.
+pub const HOOK_COUNT: u32 = 5;
+
+/// What follows a [`RecordHeader`].
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    CgroupMkdir = 4,
+    CgroupRmdir = 5,
+}
+
+impl RecordKind {
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::Exec,
+            2 => Self::Fork,
+            3 => Self::Exit,
+            4 => Self::CgroupMkdir,
+            5 => Self::CgroupRmdir,
+            _ => return None,
+        })
+    }
+}
+
+/// The first 16 bytes of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RecordHeader {
+    pub version: u16,
+    pub kind: u16,
+    pub cpu: u32,
+    /// `bpf_ktime_get_boot_ns()` when the hook ran.
+    pub boot_ns: u64,
+}
+
+/// Identity of a task as seen from the root pid namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TaskIds {
+    /// Thread id.
+    pub pid: u32,
+    /// Process id (thread group id).
+    pub tgid: u32,
+    /// The real parent's tgid.
+    pub ppid: u32,
+    /// The tgid inside the task's own pid namespace.
+    pub ns_tgid: u32,
+    /// cgroup2 id (`bpf_get_current_cgroup_id()` for the current task).
+    pub cgroup_id: u64,
+    /// Task start, `CLOCK_BOOTTIME` ns (`task_struct.start_boottime`).
+    pub start_boot_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Credentials from `task_struct.cred`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// Effective capability set (`kernel_cap_t`, bit N = capability N).
+    pub cap_effective: u64,
+}
+
+/// Namespace inode numbers (as in `readlink /proc/PID/ns/*`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    pub mnt: u32,
+    pub pid: u32,
+    pub net: u32,
+    pub uts: u32,
+    pub ipc: u32,
+    pub user: u32,
+    pub cgroup: u32,
+    pub _pad: u32,
+}
+
+/// `ExecRecord.flags`: argv was longer than [`ARGV_MAX`].
+pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
+/// `ExecRecord.flags`: the filename was longer than [`FILENAME_MAX`].
+pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
+/// `ExecRecord.flags`: some fields could not be read (see the hook's error counter).
+pub const EXEC_PARTIAL: u32 = 1 << 2;
+
+/// A successful `execve`, from `sched:sched_process_exec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRecord {
+    pub header: RecordHeader,
+    pub task: TaskIds,
+    pub creds: Creds,
+    pub ns: Namespaces,
+    pub flags: u32,
+    /// Bytes of `argv` filled.
+    pub argv_len: u32,
+    /// Bytes of `filename` filled, without the NUL.
+    pub filename_len: u32,
+    pub _pad: u32,
+    pub filename: [u8; FILENAME_MAX],
+    pub argv: [u8; ARGV_MAX],
+}
+
+/// A new process (not a thread), from `sched_process_fork`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub header: RecordHeader,
+    /// The child; `ppid` is the forking process.
+    pub child: TaskIds,
+}
+
+/// A process whose last thread exited, from `sched:sched_process_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub header: RecordHeader,
+    pub task: TaskIds,
+    /// `task_struct.exit_code`: `(status << 8) | signal`, as `wait(2)` reports it.
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+/// `CgroupRecord.flags`: the path was longer than [`CGROUP_PATH_MAX`].
+pub const CGROUP_PATH_TRUNCATED: u32 = 1 << 0;
+
+/// A cgroup created or removed in the default hierarchy, from `cgroup:cgroup_{mkdir,rmdir}`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupRecord {
+    pub header: RecordHeader,
+    pub cgroup_id: u64,
+    pub hierarchy_id: i32,
+    pub level: i32,
+    pub flags: u32,
+    /// Bytes of `path` filled, without the NUL.
+    pub path_len: u32,
+    pub path: [u8; CGROUP_PATH_MAX],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn records_are_8_byte_multiples() {
+        for size in [
+            size_of::<RecordHeader>(),
+            size_of::<TaskIds>(),
+            size_of::<Creds>(),
+            size_of::<Namespaces>(),
+            size_of::<ExecRecord>(),
+            size_of::<ForkRecord>(),
+            size_of::<ExitRecord>(),
+            size_of::<CgroupRecord>(),
+        ] {
+            assert_eq!(size % 8, 0, "size {size}");
+        }
+    }
+
+    #[test]
+    fn record_kinds_round_trip() {
+        for k in [
+            RecordKind::Exec,
+            RecordKind::Fork,
+            RecordKind::Exit,
+            RecordKind::CgroupMkdir,
+            RecordKind::CgroupRmdir,
+        ] {
+            assert_eq!(RecordKind::from_u16(k as u16), Some(k));
+        }
+        assert_eq!(RecordKind::from_u16(0), None);
+    }
+}

@@ -1,0 +1,35 @@
+//! Probes, one module per hook family: you find a probe by the thing it watches.
+
+mod cgroup;
+mod feature;
+mod process;
+
+use sensor_common::{RECORD_VERSION, RecordHeader, RecordKind};
+
+use crate::kernel;
+
+/// The header every record starts with.
+#[inline(always)]
+pub fn header(kind: RecordKind) -> RecordHeader {
+    RecordHeader {
+        version: RECORD_VERSION,
+        kind: kind as u16,
+        cpu: kernel::cpu(),
+        boot_ns: kernel::boot_ns(),
+    }
+}
+
+/// Runs a probe body; an error is counted against its hook instead of vanishing.
+macro_rules! run_probe {
+    ($hook:expr, $body:expr) => {{
+        if !$crate::maps::offsets_ready() {
+            $crate::maps::count_error($hook);
+            return 0;
+        }
+        if $body.is_err() {
+            $crate::maps::count_error($hook);
+        }
+        0
+    }};
+}
+pub(crate) use run_probe;

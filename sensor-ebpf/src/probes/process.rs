@@ -1,0 +1,171 @@
+//! Process lifecycle: `sched_process_exec`, `sched_process_fork` and `sched_process_exit`.
+//!
+//! exec and exit use the plain tracepoints (stable fields, current task); fork uses the raw
+//! tracepoint because only its arguments carry the child's `task_struct`.
+
+use aya_ebpf::{
+    helpers::generated,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use sensor_common::{
+    ARGV_MAX, Creds, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_PARTIAL, ExecRecord,
+    ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring, TaskIds,
+};
+
+use super::{header, run_probe};
+use crate::{
+    kernel::{self, ReadResult, read, read_ptr},
+    maps::{PROC_EVENTS, count_drop, off},
+};
+
+const EMPTY_IDS: TaskIds = TaskIds {
+    pid: 0,
+    tgid: 0,
+    ppid: 0,
+    ns_tgid: 0,
+    cgroup_id: 0,
+    start_boot_ns: 0,
+    comm: [0; 16],
+};
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    run_probe!(Hook::Exec, try_exec(&ctx))
+}
+
+fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
+    let Some(mut entry) = PROC_EVENTS.reserve::<ExecRecord>(0) else {
+        count_drop(Ring::Process);
+        return Ok(());
+    };
+    // SAFETY: the reservation is sized for an ExecRecord; every field read later is written here
+    // or covered by a length field.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    rec.header = header(RecordKind::Exec);
+    rec.task = EMPTY_IDS;
+    rec.creds = Creds {
+        uid: 0,
+        gid: 0,
+        euid: 0,
+        egid: 0,
+        cap_effective: 0,
+    };
+    rec.ns = Namespaces::default();
+    rec.flags = 0;
+    rec.argv_len = 0;
+    rec.filename_len = 0;
+    rec._pad = 0;
+
+    let task = kernel::current_task();
+    let ok = kernel::task_ids(task, &mut rec.task).is_ok()
+        & kernel::task_creds(task, &mut rec.creds).is_ok()
+        & kernel::task_namespaces(task, &mut rec.ns).is_ok()
+        & exec_filename(ctx, rec).is_ok()
+        & exec_argv(task, rec).is_ok();
+    if !ok {
+        rec.flags |= EXEC_PARTIAL;
+    }
+    entry.submit(0);
+    if ok { Ok(()) } else { Err(-1) }
+}
+
+/// The path given to execve, from the tracepoint's `filename` (`__data_loc char[]`).
+#[inline(always)]
+fn exec_filename(ctx: &TracePointContext, rec: &mut ExecRecord) -> ReadResult<()> {
+    let at = off!(tp_exec_filename) as usize;
+    // SAFETY: the offset comes from the tracepoint's format file.
+    let loc: u32 = unsafe { ctx.read_at(at) }.map_err(|e| e as i64)?;
+    let src = (ctx_ptr(ctx)).wrapping_add((loc & 0xffff) as usize);
+    let len = kernel::read_kernel_str(src, &mut rec.filename)?;
+    rec.filename_len = len as u32;
+    if (loc >> 16) as usize > FILENAME_MAX {
+        rec.flags |= EXEC_FILENAME_TRUNCATED;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn ctx_ptr(ctx: &TracePointContext) -> *const u8 {
+    use aya_ebpf::EbpfContext;
+    ctx.as_ptr() as *const u8
+}
+
+/// The first [`ARGV_MAX`] bytes of the new program's arguments (`mm->arg_start..arg_end`).
+#[inline(always)]
+fn exec_argv(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
+    let mm = read_ptr(task, off!(task_mm))?;
+    let start = read::<u64>(mm, off!(mm_arg_start))?;
+    let end = read::<u64>(mm, off!(mm_arg_end))?;
+    let mut len = end.saturating_sub(start);
+    if len > ARGV_MAX as u64 {
+        len = ARGV_MAX as u64;
+        rec.flags |= EXEC_ARGV_TRUNCATED;
+    }
+    // SAFETY: `len <= ARGV_MAX`, the size of the destination; the helper validates `start`.
+    let ret = unsafe {
+        generated::bpf_probe_read_user(
+            rec.argv.as_mut_ptr().cast(),
+            len as u32,
+            start as *const core::ffi::c_void,
+        )
+    };
+    if ret < 0 {
+        return Err(ret);
+    }
+    rec.argv_len = len as u32;
+    Ok(())
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    run_probe!(Hook::Fork, try_fork(&ctx)) as i32
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
+    // TP_PROTO(struct task_struct *parent, struct task_struct *child)
+    let child: *const u8 = ctx.arg(1);
+    let pid = read::<u32>(child, off!(task_pid))?;
+    let tgid = read::<u32>(child, off!(task_tgid))?;
+    if pid != tgid {
+        return Ok(()); // a new thread, not a new process
+    }
+    let Some(mut entry) = PROC_EVENTS.reserve::<ForkRecord>(0) else {
+        count_drop(Ring::Process);
+        return Ok(());
+    };
+    // SAFETY: sized for a ForkRecord; all fields written below.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    rec.header = header(RecordKind::Fork);
+    rec.child = EMPTY_IDS;
+    let res = kernel::task_ids(child, &mut rec.child);
+    entry.submit(0);
+    res
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    run_probe!(Hook::Exit, try_exit())
+}
+
+fn try_exit() -> ReadResult<()> {
+    let task = kernel::current_task();
+    // Only the last thread of a process: do_exit decrements signal->live before this tracepoint.
+    let signal = read_ptr(task, off!(task_signal))?;
+    if read::<i32>(signal, off!(signal_live))? != 0 {
+        return Ok(());
+    }
+    let Some(mut entry) = PROC_EVENTS.reserve::<ExitRecord>(0) else {
+        count_drop(Ring::Process);
+        return Ok(());
+    };
+    // SAFETY: sized for an ExitRecord; all fields written below.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    rec.header = header(RecordKind::Exit);
+    rec.task = EMPTY_IDS;
+    rec._pad = 0;
+    rec.exit_code = read::<i32>(task, off!(task_exit_code)).unwrap_or(0);
+    let res = kernel::task_ids(task, &mut rec.task);
+    entry.submit(0);
+    res
+}

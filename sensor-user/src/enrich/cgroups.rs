@@ -1,0 +1,296 @@
+//! The cgroup table (`cgroup id -> path`) and the containers it implies.
+//!
+//! Learned from `cgroup_mkdir`/`cgroup_rmdir` records (a runtime creates a container's cgroup
+//! before its first process runs, so even a container that lives a few milliseconds is known by
+//! the time its first exec arrives) plus one scan of the cgroup2 mount at start-up.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use super::container_id::{ContainerId, ContainerRef, resolve};
+use crate::types::{BootNs, CgroupId};
+
+/// A known cgroup.
+#[derive(Clone, Debug)]
+pub struct CgroupEntry {
+    pub path: String,
+    pub container: Option<ContainerRef>,
+}
+
+/// A container that is running (its cgroup exists).
+#[derive(Clone, Debug)]
+pub struct LiveContainer {
+    pub cref: ContainerRef,
+    /// The container's own cgroup.
+    pub cgroup_path: String,
+    pub cgroup_id: CgroupId,
+    /// When its cgroup was created, or an estimate (see `exact`).
+    pub started: BootNs,
+    /// `started` is the cgroup's creation (seen by the kernel hook), not an estimate.
+    pub exact: bool,
+}
+
+/// A change in the set of running containers.
+#[derive(Clone, Debug)]
+pub enum ContainerChange {
+    Started {
+        container: LiveContainer,
+        already_running: bool,
+    },
+    Exited {
+        container: LiveContainer,
+        at: BootNs,
+    },
+}
+
+#[derive(Default)]
+pub struct CgroupTable {
+    cgroups: HashMap<CgroupId, CgroupEntry>,
+    containers: HashMap<ContainerId, LiveContainer>,
+}
+
+/// The cgroup2 mount point, from `/proc/self/mountinfo`.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let mount_point = pre.split_whitespace().nth(4)?;
+        (post.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+impl CgroupTable {
+    pub fn container_count(&self) -> usize {
+        self.containers.len()
+    }
+
+    pub fn get(&self, id: CgroupId) -> Option<&CgroupEntry> {
+        self.cgroups.get(&id)
+    }
+
+    pub fn container(&self, id: &ContainerId) -> Option<&LiveContainer> {
+        self.containers.get(id)
+    }
+
+    /// Walks the cgroup2 hierarchy under `mount`; every container found is reported as already
+    /// running, with `now` as its provisional start.
+    pub fn scan(&mut self, mount: &Path, now: BootNs) -> Vec<ContainerChange> {
+        let mut changes = Vec::new();
+        let mut stack = vec![mount.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
+            let rel = dir
+                .strip_prefix(mount)
+                .map(|p| format!("/{}", p.display()))
+                .unwrap_or_default();
+            let rel = if rel == "/" {
+                rel
+            } else {
+                rel.trim_end_matches('/').to_string()
+            };
+            if let Some(change) = self.add(CgroupId(meta.ino()), &rel, now, false) {
+                changes.push(change);
+            }
+            if let Ok(entries) = fs::read_dir(&dir) {
+                stack.extend(
+                    entries
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        changes
+            .into_iter()
+            .map(|c| match c {
+                ContainerChange::Started { container, .. } => ContainerChange::Started {
+                    container,
+                    already_running: true,
+                },
+                other => other,
+            })
+            .collect()
+    }
+
+    /// A cgroup was created (or found). Reports a container start when the cgroup is a
+    /// container's own and the container was not known yet.
+    pub fn add(
+        &mut self,
+        id: CgroupId,
+        path: &str,
+        at: BootNs,
+        exact: bool,
+    ) -> Option<ContainerChange> {
+        let container = resolve(path);
+        self.cgroups.insert(
+            id,
+            CgroupEntry {
+                path: path.to_string(),
+                container: container.clone(),
+            },
+        );
+        let cref = container?;
+        if !cref.is_root(path) || self.containers.contains_key(&cref.id) {
+            return None;
+        }
+        Some(self.start(cref, path, id, at, exact))
+    }
+
+    fn start(
+        &mut self,
+        cref: ContainerRef,
+        path: &str,
+        id: CgroupId,
+        at: BootNs,
+        exact: bool,
+    ) -> ContainerChange {
+        let live = LiveContainer {
+            cgroup_path: path[..cref.root_len.min(path.len())].to_string(),
+            cref,
+            cgroup_id: id,
+            started: at,
+            exact,
+        };
+        self.containers.insert(live.cref.id.clone(), live.clone());
+        ContainerChange::Started {
+            container: live,
+            already_running: false,
+        }
+    }
+
+    /// A process runs in container `cref` (found through cgroup `id`): reports a start when the
+    /// container was not known (its cgroup creation was missed).
+    pub fn ensure_container(
+        &mut self,
+        cref: &ContainerRef,
+        path: &str,
+        id: CgroupId,
+        at: BootNs,
+    ) -> Option<ContainerChange> {
+        if self.containers.contains_key(&cref.id) {
+            return None;
+        }
+        let root_id = if cref.is_root(path) { id } else { CgroupId(0) };
+        Some(self.start(cref.clone(), path, root_id, at, false))
+    }
+
+    /// A cgroup was removed. Reports a container exit when it was a container's own cgroup.
+    pub fn remove(&mut self, id: CgroupId, path: &str, at: BootNs) -> Option<ContainerChange> {
+        let entry = self.cgroups.remove(&id);
+        let cref = entry.and_then(|e| e.container).or_else(|| resolve(path))?;
+        if !cref.is_root(path) {
+            return None;
+        }
+        let container = self.containers.remove(&cref.id)?;
+        Some(ContainerChange::Exited { container, at })
+    }
+
+    /// Registers a cgroup learned from `/proc/PID/cgroup` when its id is not known: the id is the
+    /// inode of the directory under the cgroup2 mount.
+    pub fn learn_path(&mut self, mount: &Path, path: &str) -> Option<CgroupId> {
+        let meta = fs::metadata(mount.join(path.trim_start_matches('/'))).ok()?;
+        let id = CgroupId(meta.ino());
+        self.cgroups.entry(id).or_insert_with(|| CgroupEntry {
+            path: path.to_string(),
+            container: resolve(path),
+        });
+        Some(id)
+    }
+
+    /// Lowers a container's provisional start to `t` (the start of its oldest process).
+    pub fn note_process_start(&mut self, id: &ContainerId, t: BootNs) {
+        if let Some(c) = self.containers.get_mut(id)
+            && !c.exact
+            && t.0 > 0
+            && t < c.started
+        {
+            c.started = t;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f4c1b2a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
+
+    #[test]
+    fn container_lifecycle_from_mkdir_rmdir() {
+        let mut t = CgroupTable::default();
+        assert!(t.add(CgroupId(10), "/docker", BootNs(1), true).is_none());
+        let path = format!("/docker/{ID}");
+        let Some(ContainerChange::Started {
+            container,
+            already_running,
+        }) = t.add(CgroupId(11), &path, BootNs(100), true)
+        else {
+            panic!("no start")
+        };
+        assert!(!already_running);
+        assert_eq!(container.cref.id.as_str(), ID);
+        assert_eq!(container.cgroup_path, path);
+        // A nested cgroup of the same container is not a second start, nor is its removal an exit.
+        assert!(
+            t.add(
+                CgroupId(12),
+                &format!("{path}/init.scope"),
+                BootNs(150),
+                true
+            )
+            .is_none()
+        );
+        assert!(
+            t.remove(CgroupId(12), &format!("{path}/init.scope"), BootNs(160))
+                .is_none()
+        );
+        assert_eq!(
+            t.get(CgroupId(11))
+                .unwrap()
+                .container
+                .as_ref()
+                .unwrap()
+                .id
+                .as_str(),
+            ID
+        );
+        let Some(ContainerChange::Exited { container, at }) =
+            t.remove(CgroupId(11), &path, BootNs(400))
+        else {
+            panic!("no exit")
+        };
+        assert_eq!(at.since(container.started).as_nanos(), 300);
+        assert_eq!(t.container_count(), 0);
+        assert!(t.remove(CgroupId(11), &path, BootNs(500)).is_none());
+    }
+
+    #[test]
+    fn missed_mkdir_is_recovered_once() {
+        let mut t = CgroupTable::default();
+        let path = format!("/system.slice/docker-{ID}.scope");
+        let cref = resolve(&path).unwrap();
+        assert!(
+            t.ensure_container(&cref, &path, CgroupId(5), BootNs(9))
+                .is_some()
+        );
+        assert!(
+            t.ensure_container(&cref, &path, CgroupId(5), BootNs(9))
+                .is_none()
+        );
+        t.note_process_start(&cref.id, BootNs(3));
+        assert_eq!(t.container(&cref.id).unwrap().started, BootNs(3));
+    }
+
+    #[test]
+    fn finds_cgroup2_mount() {
+        // Every supported host has a cgroup2 mount (hybrid or unified).
+        let mount = cgroup2_mount().expect("cgroup2 mount");
+        assert!(mount.join("cgroup.procs").exists(), "{}", mount.display());
+    }
+}

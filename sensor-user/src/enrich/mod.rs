@@ -1,0 +1,340 @@
+//! Enrichment: typed kernel records in, attributed events out.
+//!
+//! Owns the process table and the cgroup table. Every event from a process says which container
+//! it ran in (full id, runtime) or that it ran on the host, and carries the process's ancestry up
+//! to the container's first process.
+
+pub mod cgroups;
+pub mod container_id;
+pub mod process_table;
+pub mod procfs;
+
+use std::path::PathBuf;
+
+use sensor_common::{EXEC_ARGV_TRUNCATED, EXEC_PARTIAL, ExecRecord, TaskIds};
+use sensor_proto::{self as pb, event::Body};
+
+use self::{
+    cgroups::{CgroupTable, ContainerChange, LiveContainer},
+    container_id::ContainerRef,
+    process_table::{ProcInfo, ProcessTable},
+};
+use crate::{
+    caps,
+    clock::{Clock, duration},
+    decode::{Record, c_str, split_args},
+    types::{BootNs, CgroupId, Pid},
+};
+
+/// Turns records into events; see the module doc.
+pub struct Enricher {
+    clock: Clock,
+    node: String,
+    procs: ProcessTable,
+    cgroups: CgroupTable,
+    cgroup_mount: Option<PathBuf>,
+}
+
+/// Where a process runs: a known container, or the host.
+enum Placement {
+    Host,
+    Container(ContainerRef),
+}
+
+impl Enricher {
+    pub fn new(clock: Clock, node: String) -> Self {
+        Self {
+            clock,
+            node,
+            procs: ProcessTable::default(),
+            cgroups: CgroupTable::default(),
+            cgroup_mount: cgroups::cgroup2_mount(),
+        }
+    }
+
+    pub fn process_count(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn container_count(&self) -> usize {
+        self.cgroups.container_count()
+    }
+
+    /// Scans the cgroup2 hierarchy and `/proc`; returns `container_started` events (with
+    /// `already_running`) for containers that predate the sensor.
+    pub fn bootstrap(&mut self) -> Vec<pb::Event> {
+        let now = Clock::boot_now();
+        let mut changes = match &self.cgroup_mount {
+            Some(mount) => self.cgroups.scan(&mount.clone(), now),
+            None => Vec::new(),
+        };
+        for pid in procfs::all_pids() {
+            let Some(snap) = procfs::snapshot(pid) else {
+                continue;
+            };
+            let cgroup_id = snap
+                .cgroup_path
+                .as_deref()
+                .and_then(|p| self.learn(p))
+                .unwrap_or_default();
+            let info = ProcInfo::from_snapshot(Pid(pid), snap, cgroup_id);
+            if let Some(Placement::Container(cref)) = self
+                .cgroups
+                .get(cgroup_id)
+                .map(|e| placement(e.container.as_ref()))
+            {
+                self.cgroups.note_process_start(&cref.id, info.start);
+            }
+            self.procs.insert(info);
+        }
+        // Report start estimates lowered by the process scan.
+        for change in &mut changes {
+            if let ContainerChange::Started { container, .. } = change
+                && let Some(live) = self.cgroups.container(&container.cref.id)
+            {
+                *container = live.clone();
+            }
+        }
+        changes
+            .into_iter()
+            .map(|c| self.container_event(c, now))
+            .collect()
+    }
+
+    /// Drops process entries whose exit was missed.
+    pub fn sweep(&mut self) -> usize {
+        self.procs.sweep()
+    }
+
+    /// Enriches one record, appending the events it yields to `out`.
+    pub fn handle(&mut self, record: Record, out: &mut Vec<pb::Event>) {
+        match record {
+            Record::Exec(r) => self.on_exec(&r, out),
+            Record::Fork(r) => self.on_fork(&r.child, BootNs(r.header.boot_ns), out),
+            Record::Exit(r) => self.on_exit(&r.task, r.exit_code, BootNs(r.header.boot_ns), out),
+            Record::CgroupMkdir(r) => {
+                let at = BootNs(r.header.boot_ns);
+                let path = c_str(&r.path, r.path_len as usize);
+                if let Some(change) = self.cgroups.add(CgroupId(r.cgroup_id), &path, at, true) {
+                    out.push(self.container_event(change, at));
+                }
+            }
+            Record::CgroupRmdir(r) => {
+                let at = BootNs(r.header.boot_ns);
+                let path = c_str(&r.path, r.path_len as usize);
+                if let Some(change) = self.cgroups.remove(CgroupId(r.cgroup_id), &path, at) {
+                    out.push(self.container_event(change, at));
+                }
+            }
+        }
+    }
+
+    fn on_exec(&mut self, r: &ExecRecord, out: &mut Vec<pb::Event>) {
+        let at = BootNs(r.header.boot_ns);
+        let argv_len = (r.argv_len as usize).min(r.argv.len());
+        let info = ProcInfo {
+            exe: c_str(&r.filename, r.filename_len as usize),
+            args: split_args(&r.argv[..argv_len]),
+            uid: r.creds.uid,
+            gid: r.creds.gid,
+            euid: r.creds.euid,
+            egid: r.creds.egid,
+            cap_effective: r.creds.cap_effective,
+            namespaces: r.ns,
+            ..task_info(&r.task)
+        };
+        let tid = r.task.pid;
+        self.procs.insert(info.clone());
+        let body = Body::Exec(pb::Exec {
+            args_truncated: r.flags & EXEC_ARGV_TRUNCATED != 0,
+            partial: r.flags & EXEC_PARTIAL != 0,
+        });
+        self.process_event(&info, tid, at, body, out);
+    }
+
+    fn on_fork(&mut self, child: &TaskIds, at: BootNs, out: &mut Vec<pb::Event>) {
+        let info = self.procs.fork(task_info(child)).clone();
+        let body = Body::Fork(pb::Fork {
+            parent_pid: child.ppid,
+        });
+        self.process_event(&info, child.pid, at, body, out);
+    }
+
+    fn on_exit(&mut self, task: &TaskIds, code: i32, at: BootNs, out: &mut Vec<pb::Event>) {
+        let info = self
+            .procs
+            .remove(Pid(task.tgid))
+            .unwrap_or_else(|| task_info(task));
+        let body = Body::Exit(pb::Exit {
+            exit_status: (code >> 8) & 0xff,
+            signal: code & 0x7f,
+            lifetime: Some(duration(at.since(BootNs(task.start_boot_ns)))),
+        });
+        self.process_event(&info, task.pid, at, body, out);
+    }
+
+    /// Builds an event about `info`, preceded by a `container_started` if its container was not
+    /// known yet.
+    fn process_event(
+        &mut self,
+        info: &ProcInfo,
+        tid: u32,
+        at: BootNs,
+        body: Body,
+        out: &mut Vec<pb::Event>,
+    ) {
+        let placement = self.place(info);
+        let container = match &placement {
+            Placement::Host => None,
+            Placement::Container(cref) => {
+                let path = self
+                    .cgroups
+                    .get(info.cgroup_id)
+                    .map(|e| e.path.clone())
+                    .unwrap_or_default();
+                if let Some(change) = self
+                    .cgroups
+                    .ensure_container(cref, &path, info.cgroup_id, at)
+                {
+                    out.push(self.container_event(change, at));
+                }
+                self.cgroups.container(&cref.id).map(container_proto)
+            }
+        };
+        let ancestry = self
+            .procs
+            .ancestry(info.pid, |p| match &placement {
+                Placement::Host => true,
+                Placement::Container(c) => self
+                    .cgroups
+                    .get(p.cgroup_id)
+                    .and_then(|e| e.container.as_ref())
+                    .is_some_and(|pc| pc.id == c.id),
+            })
+            .into_iter()
+            .map(|p| pb::Ancestor {
+                pid: p.pid.0,
+                exe: p.exe.clone(),
+                comm: p.comm.clone(),
+            })
+            .collect();
+        let mut process = self.process_proto(info, tid);
+        process.ancestry = ancestry;
+        out.push(
+            pb::Event {
+                time: Some(self.clock.timestamp(at)),
+                node: self.node.clone(),
+                host: container.is_none(),
+                container,
+                process: Some(process),
+                ..Default::default()
+            }
+            .with_body(body),
+        );
+    }
+
+    /// The container `info` runs in, learning its cgroup from /proc if the id is unknown.
+    fn place(&mut self, info: &ProcInfo) -> Placement {
+        if self.cgroups.get(info.cgroup_id).is_none()
+            && let Some(path) = procfs::snapshot(info.pid.0).and_then(|s| s.cgroup_path)
+        {
+            self.learn(&path);
+        }
+        placement(
+            self.cgroups
+                .get(info.cgroup_id)
+                .and_then(|e| e.container.as_ref()),
+        )
+    }
+
+    fn learn(&mut self, path: &str) -> Option<CgroupId> {
+        let mount = self.cgroup_mount.clone()?;
+        self.cgroups.learn_path(&mount, path)
+    }
+
+    fn process_proto(&self, p: &ProcInfo, tid: u32) -> pb::Process {
+        let ns = &p.namespaces;
+        pb::Process {
+            pid: p.pid.0,
+            tid,
+            ppid: p.ppid.0,
+            ns_pid: p.ns_pid,
+            comm: p.comm.clone(),
+            exe: p.exe.clone(),
+            args: p.args.clone(),
+            uid: p.uid,
+            gid: p.gid,
+            euid: p.euid,
+            egid: p.egid,
+            cgroup_id: p.cgroup_id.0,
+            start_time: (p.start.0 > 0).then(|| self.clock.timestamp(p.start)),
+            namespaces: Some(pb::Namespaces {
+                mnt: ns.mnt,
+                pid: ns.pid,
+                net: ns.net,
+                uts: ns.uts,
+                ipc: ns.ipc,
+                user: ns.user,
+                cgroup: ns.cgroup,
+            }),
+            cap_effective: caps::names(p.cap_effective),
+            ancestry: Vec::new(),
+        }
+    }
+
+    fn container_event(&self, change: ContainerChange, at: BootNs) -> pb::Event {
+        let (live, body) = match change {
+            ContainerChange::Started {
+                container,
+                already_running,
+            } => (
+                container,
+                Body::ContainerStarted(pb::ContainerStarted { already_running }),
+            ),
+            ContainerChange::Exited { container, at } => {
+                let body = Body::ContainerExited(pb::ContainerExited {
+                    lifetime: Some(duration(at.since(container.started))),
+                    lifetime_exact: container.exact,
+                });
+                (container, body)
+            }
+        };
+        pb::Event {
+            time: Some(self.clock.timestamp(at)),
+            node: self.node.clone(),
+            container: Some(container_proto(&live)),
+            ..Default::default()
+        }
+        .with_body(body)
+    }
+}
+
+fn placement(container: Option<&ContainerRef>) -> Placement {
+    match container {
+        Some(c) => Placement::Container(c.clone()),
+        None => Placement::Host,
+    }
+}
+
+fn container_proto(c: &LiveContainer) -> pb::Container {
+    pb::Container {
+        id: c.cref.id.as_str().to_string(),
+        runtime: c.cref.runtime.as_str().to_string(),
+        cgroup_path: c.cgroup_path.clone(),
+        cgroup_id: c.cgroup_id.0,
+        pod_uid: c.cref.pod_uid.clone().unwrap_or_default(),
+    }
+}
+
+/// The ids a record carries, as a (partial) process entry.
+fn task_info(t: &TaskIds) -> ProcInfo {
+    ProcInfo {
+        pid: Pid(t.tgid),
+        ppid: Pid(t.ppid),
+        ns_pid: t.ns_tgid,
+        comm: c_str(&t.comm, t.comm.len()),
+        cgroup_id: CgroupId(t.cgroup_id),
+        start: BootNs(t.start_boot_ns),
+        ..Default::default()
+    }
+}

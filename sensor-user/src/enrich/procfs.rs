@@ -1,0 +1,145 @@
+//! Reading a process's state from `/proc`, for processes that predate the sensor and as a
+//! fallback when a kernel record was lost.
+
+use std::fs;
+
+use sensor_common::Namespaces;
+
+use crate::{clock::ticks_to_boot_ns, types::BootNs};
+
+/// What `/proc/PID` tells about a process.
+#[derive(Clone, Debug, Default)]
+pub struct ProcSnapshot {
+    pub ppid: u32,
+    pub ns_pid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub args: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub cap_effective: u64,
+    pub start: BootNs,
+    pub namespaces: Namespaces,
+    /// The cgroup2 path (`0::` line of `/proc/PID/cgroup`).
+    pub cgroup_path: Option<String>,
+}
+
+/// Reads `/proc/<pid>`; `None` when the process is gone.
+pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
+    let dir = format!("/proc/{pid}");
+    let stat = fs::read_to_string(format!("{dir}/stat")).ok()?;
+    // comm may hold spaces and parentheses: the fields start after the last ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head
+        .split_once('(')
+        .map(|(_, c)| c.to_string())
+        .unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, starttime field 22.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = ticks_to_boot_ns(fields.get(19)?.parse().ok()?);
+    let mut snap = ProcSnapshot {
+        ppid,
+        comm,
+        start,
+        ..Default::default()
+    };
+
+    if let Ok(status) = fs::read_to_string(format!("{dir}/status")) {
+        parse_status(&status, &mut snap);
+    }
+    snap.exe = fs::read_link(format!("{dir}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if let Ok(cmdline) = fs::read(format!("{dir}/cmdline")) {
+        snap.args = crate::decode::split_args(&cmdline);
+    }
+    snap.cgroup_path = fs::read_to_string(format!("{dir}/cgroup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        });
+    let ns = |name: &str| ns_inode(&format!("{dir}/ns/{name}"));
+    snap.namespaces = Namespaces {
+        mnt: ns("mnt"),
+        pid: ns("pid"),
+        net: ns("net"),
+        uts: ns("uts"),
+        ipc: ns("ipc"),
+        user: ns("user"),
+        cgroup: ns("cgroup"),
+        _pad: 0,
+    };
+    Some(snap)
+}
+
+fn parse_status(status: &str, snap: &mut ProcSnapshot) {
+    for line in status.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let nums: Vec<&str> = value.split_whitespace().collect();
+        let n = |i: usize| nums.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+        match key {
+            "Uid" => (snap.uid, snap.euid) = (n(0), n(1)),
+            "Gid" => (snap.gid, snap.egid) = (n(0), n(1)),
+            "CapEff" => snap.cap_effective = u64::from_str_radix(value.trim(), 16).unwrap_or(0),
+            // The innermost pid namespace's view is the last number.
+            "NSpid" => snap.ns_pid = nums.last().and_then(|v| v.parse().ok()).unwrap_or(0),
+            _ => {}
+        }
+    }
+}
+
+/// The inode in a namespace link like `net:[4026531840]`; 0 when unreadable.
+pub fn ns_inode(link: &str) -> u32 {
+    fs::read_link(link)
+        .ok()
+        .and_then(|t| {
+            let t = t.to_string_lossy().into_owned();
+            t.split_once('[')?.1.strip_suffix(']')?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Pids of every process in `/proc`.
+pub fn all_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_of_self() {
+        let me = snapshot(std::process::id()).expect("own /proc entry");
+        assert_eq!(me.ppid, std::os::unix::process::parent_id());
+        assert!(!me.comm.is_empty());
+        assert!(me.exe.starts_with('/'), "{}", me.exe);
+        assert!(!me.args.is_empty());
+        assert_eq!(me.namespaces.net, ns_inode("/proc/self/ns/net"));
+        assert_ne!(me.namespaces.net, 0);
+        assert!(me.start.0 > 0);
+    }
+
+    #[test]
+    fn status_fields() {
+        let mut s = ProcSnapshot::default();
+        parse_status(
+            "Uid:\t1000\t0\t0\t0\nGid:\t5\t6\t6\t6\nCapEff:\t0000000000200000\nNSpid:\t812\t1\n",
+            &mut s,
+        );
+        assert_eq!((s.uid, s.euid, s.gid, s.egid), (1000, 0, 5, 6));
+        assert_eq!(s.cap_effective, 1 << 21);
+        assert_eq!(s.ns_pid, 1);
+    }
+}

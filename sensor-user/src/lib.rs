@@ -1,0 +1,13 @@
+//! The sensor agent, by pipeline stage: `loader` (kernel side in), `decode`, `enrich`, `output`,
+//! with `agent` wiring them into `sensor run`.
+
+pub mod agent;
+pub mod caps;
+pub mod clock;
+pub mod decode;
+pub mod enrich;
+pub mod health;
+pub mod loader;
+pub mod output;
+pub mod privileges;
+pub mod types;

@@ -1,0 +1,173 @@
+//! `sensor check`: what this kernel offers and which hooks the sensor will use, by probing
+//! (loading and attaching real programs), never by guessing from the version number.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Result, bail};
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, FEntry, KProbe},
+};
+
+use super::{HOOKS, attach, btf::VMLINUX_BTF, open, tracefs};
+use crate::privileges;
+
+/// One probed capability.
+pub struct Probe {
+    pub what: &'static str,
+    pub result: Result<String, String>,
+}
+
+/// Runs every probe, prints the report, and fails with a one-line reason when the sensor cannot
+/// run here.
+pub fn run() -> Result<()> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("kernel:      {}", kernel.trim());
+    let btf = Path::new(VMLINUX_BTF).exists();
+    println!("btf:         {}", if btf { VMLINUX_BTF } else { "missing" });
+    let root = privileges::euid() == 0;
+    println!(
+        "privileges:  {}",
+        if root {
+            "root".to_string()
+        } else {
+            format!("uid {} (not root)", privileges::euid())
+        }
+    );
+    if !root {
+        bail!("cannot run here: not root; run `sudo sensor check`");
+    }
+    let tracefs = tracefs::ensure_tracefs();
+    println!(
+        "tracefs:     {}",
+        tracefs
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| format!("{e:#}"))
+    );
+    if !btf {
+        bail!(
+            "cannot run here: the kernel has no BTF at {VMLINUX_BTF} (needs CONFIG_DEBUG_INFO_BTF=y)"
+        );
+    }
+    if let Err(e) = tracefs {
+        bail!("cannot run here: no tracefs: {e:#}");
+    }
+
+    let (mut ebpf, _) = open()?;
+    let mut report = String::new();
+    let mut failed = Vec::new();
+    for spec in HOOKS {
+        let status = match attach(&mut ebpf, spec) {
+            Ok(()) => "usable: loaded and attached".to_string(),
+            Err(e) => {
+                failed.push(spec.name);
+                format!("FAILED: {e:#}")
+            }
+        };
+        writeln!(
+            report,
+            "  {:<13} {:<40} {status}",
+            spec.name,
+            spec.attach.to_string()
+        )?;
+    }
+
+    println!("program types:");
+    let probes = probe_program_types(&mut ebpf);
+    for p in &probes {
+        match &p.result {
+            Ok(how) => println!("  {:<15} usable: {how}", p.what),
+            Err(why) => println!("  {:<15} unavailable: {why}", p.what),
+        }
+    }
+    println!("hooks in use (default set: tracepoints and raw tracepoints):");
+    print!("{report}");
+    let optional: Vec<&str> = probes
+        .iter()
+        .filter(|p| p.result.is_err())
+        .map(|p| p.what)
+        .collect();
+    if !optional.is_empty() {
+        println!("not used here: {} (see reasons above)", optional.join(", "));
+    }
+    if !failed.is_empty() {
+        bail!(
+            "cannot run here: hooks {} failed to attach (see above)",
+            failed.join(", ")
+        );
+    }
+    println!("ok: the sensor can run on this kernel");
+    Ok(())
+}
+
+/// Loads and attaches one program of each type the sensor can use.
+fn probe_program_types(ebpf: &mut Ebpf) -> Vec<Probe> {
+    let aya_btf = Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"));
+    let tp = |name| {
+        HOOKS
+            .iter()
+            .find(|h| h.program == name)
+            .map(|h| h.attach.to_string())
+            .unwrap_or_default()
+    };
+    let mut probes = vec![
+        Probe {
+            what: "tracepoint",
+            result: Ok(format!("{} attached", tp("sched_process_exec"))),
+        },
+        Probe {
+            what: "raw_tracepoint",
+            result: Ok(format!("{} attached", tp("sched_process_fork"))),
+        },
+    ];
+    probes.push(Probe {
+        what: "tp_btf",
+        result: aya_btf.clone().and_then(|btf| {
+            let p: &mut BtfTracePoint = program(ebpf, "feature_tp_btf")?;
+            p.load("sched_process_exec", &btf)
+                .map_err(|e| format!("load: {e:#}"))?;
+            p.attach().map_err(|e| format!("attach: {e:#}"))?;
+            Ok("tp_btf sched_process_exec attached".into())
+        }),
+    });
+    probes.push(Probe {
+        what: "kprobe",
+        result: (|| {
+            let p: &mut KProbe = program(ebpf, "feature_kprobe")?;
+            p.load().map_err(|e| format!("load: {e:#}"))?;
+            p.attach("do_exit", 0).map_err(|e| {
+                let pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+                let hint = if pmu {
+                    ""
+                } else {
+                    " (no kprobe PMU: the kernel is built without CONFIG_KPROBES)"
+                };
+                format!("attach to do_exit: {e:#}{hint}")
+            })?;
+            Ok("kprobe do_exit attached".into())
+        })(),
+    });
+    probes.push(Probe {
+        what: "fentry",
+        result: aya_btf.and_then(|btf| {
+            let p: &mut FEntry = program(ebpf, "feature_fentry")?;
+            p.load("do_exit", &btf)
+                .map_err(|e| format!("load: {e:#}"))?;
+            p.attach().map_err(|e| format!("attach: {e:#}"))?;
+            Ok("fentry do_exit attached".into())
+        }),
+    });
+    probes
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    p.try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())
+}

@@ -1,0 +1,77 @@
+//! Fills [`KernelOffsets`] for the running kernel from BTF and tracepoint format files.
+
+use anyhow::Result;
+use sensor_common::{KernelOffsets, OFFSETS_MAGIC};
+
+use super::{btf::KernelBtf, tracefs::TracepointFormat};
+
+/// The cgroup2 ("default") hierarchy is the first the kernel registers, so its id is 0; v1
+/// hierarchies get 1 and up (see `/proc/self/cgroup`, whose cgroup2 line starts with `0::`).
+pub const DFL_HIERARCHY_ID: u32 = 0;
+
+/// Resolves every offset the programs use; fails naming the first member this kernel lacks.
+pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
+    let exec = TracepointFormat::read(tracefs, "sched", "sched_process_exec")?;
+    let mkdir = TracepointFormat::read(tracefs, "cgroup", "cgroup_mkdir")?;
+    let o = |s: &str, m: &str| btf.offset(s, m);
+    let ns = |s: &str| btf.ns_inum_offset(s);
+    let offsets = KernelOffsets {
+        magic: OFFSETS_MAGIC,
+        task_pid: o("task_struct", "pid")?,
+        task_tgid: o("task_struct", "tgid")?,
+        task_real_parent: o("task_struct", "real_parent")?,
+        task_cred: o("task_struct", "cred")?,
+        task_nsproxy: o("task_struct", "nsproxy")?,
+        task_thread_pid: o("task_struct", "thread_pid")?,
+        task_start_boottime: o("task_struct", "start_boottime")?,
+        task_mm: o("task_struct", "mm")?,
+        task_signal: o("task_struct", "signal")?,
+        task_exit_code: o("task_struct", "exit_code")?,
+        task_comm: o("task_struct", "comm")?,
+        task_cgroups: o("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: o("css_set", "dfl_cgrp")?,
+        cgroup_kn: o("cgroup", "kn")?,
+        kernfs_node_id: o("kernfs_node", "id")?,
+        cred_uid: o("cred", "uid")?,
+        cred_gid: o("cred", "gid")?,
+        cred_euid: o("cred", "euid")?,
+        cred_egid: o("cred", "egid")?,
+        cred_cap_effective: o("cred", "cap_effective")?,
+        cred_user_ns: o("cred", "user_ns")?,
+        nsproxy_uts_ns: o("nsproxy", "uts_ns")?,
+        nsproxy_ipc_ns: o("nsproxy", "ipc_ns")?,
+        nsproxy_mnt_ns: o("nsproxy", "mnt_ns")?,
+        nsproxy_net_ns: o("nsproxy", "net_ns")?,
+        nsproxy_cgroup_ns: o("nsproxy", "cgroup_ns")?,
+        uts_ns_inum: ns("uts_namespace")?,
+        ipc_ns_inum: ns("ipc_namespace")?,
+        mnt_ns_inum: ns("mnt_namespace")?,
+        pid_ns_inum: ns("pid_namespace")?,
+        net_ns_inum: ns("net")?,
+        cgroup_ns_inum: ns("cgroup_namespace")?,
+        user_ns_inum: ns("user_namespace")?,
+        pid_level: o("pid", "level")?,
+        pid_numbers: o("pid", "numbers")?,
+        upid_size: btf.size("upid")?,
+        upid_nr: o("upid", "nr")?,
+        upid_ns: o("upid", "ns")?,
+        mm_arg_start: o("mm_struct", "arg_start")?,
+        mm_arg_end: o("mm_struct", "arg_end")?,
+        signal_live: o("signal_struct", "live")?,
+        tp_exec_filename: exec.offset("filename")?,
+        tp_cgroup_root: mkdir.offset("root")?,
+        tp_cgroup_level: mkdir.offset("level")?,
+        tp_cgroup_id: mkdir.offset("id")?,
+        tp_cgroup_path: mkdir.offset("path")?,
+        dfl_hierarchy_id: DFL_HIERARCHY_ID,
+    };
+    // cgroup_rmdir shares cgroup_mkdir's event class; make sure this kernel agrees.
+    let rmdir = TracepointFormat::read(tracefs, "cgroup", "cgroup_rmdir")?;
+    for field in ["root", "level", "id", "path"] {
+        anyhow::ensure!(
+            rmdir.offset(field)? == mkdir.offset(field)?,
+            "cgroup:cgroup_rmdir field `{field}` differs from cgroup_mkdir's on this kernel"
+        );
+    }
+    Ok(offsets)
+}

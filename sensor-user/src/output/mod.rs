@@ -1,0 +1,3 @@
+//! Sinks: where enriched events go.
+
+pub mod json;

@@ -1,0 +1,206 @@
+//! Process and container attribution on real Docker containers.
+
+use std::time::Duration;
+
+use sensor_tests::{Sensor, docker, docker_run_rm, ev, image, marker};
+use serde_json::Value;
+
+fn assert_docker_container(e: &Value, cid: &str) {
+    assert_eq!(ev::container_id(e), cid, "container id of {e}");
+    assert_eq!(e["container"]["runtime"], "docker", "{e}");
+    assert!(
+        e["host"].as_bool() != Some(true),
+        "container event marked host: {e}"
+    );
+}
+
+#[test]
+fn container_execs_carry_the_full_container_id() {
+    let sensor = Sensor::start("container_execs");
+    let cid = docker_run_rm(&[&image(), "sh", "-c", "id; sleep 0.2"]);
+    let host_marker = marker("host-true");
+    std::process::Command::new("/bin/true")
+        .arg(&host_marker)
+        .status()
+        .unwrap();
+
+    let in_container = |e: &Value| ev::container_id(e) == cid;
+    let sh = sensor.expect("exec of sh in the container", |e| {
+        in_container(e) && ev::is_exec_of(e, "sh")
+    });
+    let id = sensor.expect("exec of id in the container", |e| {
+        in_container(e) && ev::is_exec_of(e, "id")
+    });
+    let sleep = sensor.expect("exec of sleep", |e| {
+        in_container(e) && ev::is_exec_of(e, "sleep")
+    });
+    for e in [&sh, &id, &sleep] {
+        assert_docker_container(e, &cid);
+        let p = &e["process"];
+        assert!(p["pid"].as_u64().unwrap() > 1);
+        assert!(p["start_time"].is_string(), "{p}");
+        assert_ne!(p["namespaces"]["pid"], Value::Null);
+    }
+    assert_eq!(ev::args(&sh), ["sh", "-c", "id; sleep 0.2"]);
+    assert_eq!(
+        sh["process"]["ns_pid"], 1,
+        "sh is the container's first process"
+    );
+    assert_eq!(
+        id["process"]["exe"],
+        "/usr/bin/id".replace("/usr", ""),
+        "{id}"
+    );
+    // id was forked by sh: its ancestry starts at sh and stays inside the container.
+    let ancestry = id["process"]["ancestry"].as_array().unwrap();
+    assert_eq!(ancestry[0]["pid"], sh["process"]["pid"], "{id}");
+    assert_eq!(
+        ancestry.len(),
+        1,
+        "ancestry stops at the container's first process: {id}"
+    );
+    // Container and host namespaces differ.
+    let host_net = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(
+        !host_net.contains(&sh["process"]["namespaces"]["net"].to_string()),
+        "{sh}"
+    );
+
+    let started = sensor.expect("container_started", |e| {
+        ev::kind(e) == "container_started" && in_container(e)
+    });
+    assert_eq!(
+        started["container_started"]["already_running"],
+        Value::Null,
+        "{started}"
+    );
+    assert_eq!(
+        started["container"]["cgroup_path"],
+        format!("/docker/{cid}")
+    );
+    let exited = sensor.expect("container_exited", |e| {
+        ev::kind(e) == "container_exited" && in_container(e)
+    });
+    let lifetime = ev::seconds(&exited["container_exited"]["lifetime"]);
+    assert!(
+        (0.2..10.0).contains(&lifetime),
+        "lifetime {lifetime}: {exited}"
+    );
+    assert_eq!(exited["container_exited"]["lifetime_exact"], true);
+
+    let host = sensor.expect("host /bin/true", |e| {
+        ev::kind(e) == "exec" && ev::args(e).contains(&host_marker.as_str())
+    });
+    assert_eq!(host["host"], true, "{host}");
+    assert_eq!(host["container"], Value::Null, "{host}");
+    assert_eq!(host["process"]["exe"], "/bin/true");
+}
+
+#[test]
+fn a_container_that_lives_milliseconds_is_fully_attributed() {
+    let sensor = Sensor::start("short_lived");
+    let m = marker("short");
+    let cid = docker_run_rm(&[&image(), "true", &m]);
+    let exec = sensor.expect("exec of true", |e| {
+        ev::is_exec_of(e, "true") && ev::args(e).contains(&m.as_str())
+    });
+    assert_docker_container(&exec, &cid);
+    let exit = sensor.expect("exit of true", |e| {
+        ev::kind(e) == "exit" && ev::container_id(e) == cid && ev::args(e).contains(&m.as_str())
+    });
+    assert_eq!(
+        exit["exit"]["exit_status"],
+        Value::Null,
+        "exit status 0 is the default: {exit}"
+    );
+    sensor.expect("container_started", |e| {
+        ev::kind(e) == "container_started" && ev::container_id(e) == cid
+    });
+    let exited = sensor.expect("container_exited", |e| {
+        ev::kind(e) == "container_exited" && ev::container_id(e) == cid
+    });
+    assert!(
+        ev::seconds(&exited["container_exited"]["lifetime"]) < 10.0,
+        "{exited}"
+    );
+}
+
+#[test]
+fn a_container_started_before_the_sensor_is_attributed() {
+    let cid = docker(&["run", "-d", &image(), "sleep", "60"]);
+    let sensor = Sensor::start("preexisting");
+    let started = sensor.expect("already-running container", |e| {
+        ev::kind(e) == "container_started" && ev::container_id(e) == cid
+    });
+    assert_eq!(started["container_started"]["already_running"], true);
+    let m = marker("pre");
+    docker(&["exec", &cid, "sh", "-c", &format!("/bin/true {m}")]);
+    let exec = sensor.expect("exec in the old container", |e| {
+        ev::is_exec_of(e, "/bin/true") && ev::args(e).contains(&m.as_str())
+    });
+    assert_docker_container(&exec, &cid);
+    docker(&["rm", "-f", &cid]);
+    let exited = sensor.expect("container_exited", |e| {
+        ev::kind(e) == "container_exited" && ev::container_id(e) == cid
+    });
+    assert_eq!(
+        exited["container_exited"]["lifetime_exact"],
+        Value::Null,
+        "estimated: {exited}"
+    );
+    assert!(ev::seconds(&exited["container_exited"]["lifetime"]) > 0.0);
+}
+
+#[test]
+fn exits_report_status_and_signal() {
+    let sensor = Sensor::start("exit_status");
+    let m = marker("exit");
+    let cid = docker_run_rm(&[
+        &image(),
+        "sh",
+        "-c",
+        &format!("sh -c 'exit 3' {m}; sh -c 'kill -9 $$' {m}-k; true"),
+    ]);
+    let status = sensor.expect("exit 3", |e| {
+        ev::kind(e) == "exit" && ev::args(e).contains(&m.as_str()) && ev::container_id(e) == cid
+    });
+    assert_eq!(status["exit"]["exit_status"], 3, "{status}");
+    let mk = format!("{m}-k");
+    let killed = sensor.expect("killed", |e| {
+        ev::kind(e) == "exit" && ev::args(e).contains(&mk.as_str())
+    });
+    assert_eq!(killed["exit"]["signal"], 9, "{killed}");
+}
+
+#[test]
+fn health_reports_hooks_and_no_drops() {
+    let sensor = Sensor::start("health");
+    let health = sensor
+        .wait_for(Duration::from_secs(10), |e| {
+            ev::kind(e) == "health" && e["seq"] != "1"
+        })
+        .expect("a periodic health event");
+    let h = &health["health"];
+    assert_eq!(h["rings"][0]["ring"], "process");
+    assert_eq!(
+        h["rings"][0]["dropped"],
+        Value::Null,
+        "no drops at idle: {h}"
+    );
+    let hooks: Vec<&str> = h["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["hook"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hooks,
+        ["exec", "fork", "exit", "cgroup_mkdir", "cgroup_rmdir"]
+    );
+    for hook in h["hooks"].as_array().unwrap() {
+        assert_eq!(hook["errors"], Value::Null, "hook errors: {hook}");
+    }
+}

@@ -1,0 +1,135 @@
+//! `cargo xtask`: bootstrap, build, run, lint and test the sensor (one module per task).
+//!
+//! Run `cargo xtask --help` for the commands. Each step prints one line; steps already done
+//! are skipped quietly.
+
+mod build_agent;
+mod build_ebpf;
+mod docker;
+mod lint;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use setup::Purpose;
+use util::step;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, run and test the container threat sensor",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Prepare this machine: nightly rust-src, bpf-linker 0.13, (for test) Debian packages, tracefs.
+    Setup {
+        /// What to prepare for; `test` also installs Docker and the test tools.
+        #[arg(long = "for", value_enum, default_value_t = Purpose::Test)]
+        purpose: Purpose,
+    },
+    /// Build the eBPF programs (nightly, bpfel-unknown-none) into target/bpf.
+    BuildEbpf,
+    /// Build the self-contained agent target/release/sensor (eBPF object embedded).
+    Build {
+        /// Build target/debug/sensor instead.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build, then run `sensor run --json-out - ARGS...` (needs root).
+    Run {
+        /// Extra arguments for `sensor run`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// rustfmt and clippy (workspace on stable, sensor-ebpf on nightly), warnings are errors.
+    Lint,
+    /// Everything CI checks: setup, lint, build, unit tests, integration tests with Docker.
+    Test {
+        /// Skip rustfmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Passed to the integration test harness (test name filters).
+        #[arg(last = true)]
+        filter: Vec<String>,
+    },
+    /// Start dockerd (if none is running) and build the test image; leave both for manual tests.
+    DockerUp,
+    /// Stop the dockerd that docker-up (or an interrupted `test`) started.
+    DockerDown,
+    /// Run the tests in a VM with other kernels (not built yet).
+    VmTest,
+    /// Measure the sensor's overhead (not built yet).
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let not_built = match &cli.command {
+        Cmd::VmTest => Some("vm-test is not built yet (issue 5)"),
+        Cmd::Bench => Some("bench is not built yet"),
+        _ => None,
+    };
+    if let Some(msg) = not_built {
+        step(msg);
+        return ExitCode::from(2);
+    }
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Cmd) -> Result<()> {
+    let root = util::workspace_root();
+    match command {
+        Cmd::Setup { purpose } => setup::setup(purpose),
+        Cmd::BuildEbpf => {
+            setup::toolchain()?;
+            let obj = build_ebpf::build_ebpf(&root)?;
+            step(format!("eBPF object: {}", obj.display()));
+            Ok(())
+        }
+        Cmd::Build { debug } => {
+            setup::setup(Purpose::Run)?;
+            let obj = build_ebpf::build_ebpf(&root)?;
+            let bin = build_agent::build_agent(&root, &obj, !debug)?;
+            step(format!("built {}", bin.display()));
+            Ok(())
+        }
+        Cmd::Run { args } => run::run(&root, &args),
+        Cmd::Lint => {
+            setup::toolchain()?;
+            lint::lint(&root)
+        }
+        Cmd::Test { no_lint, filter } => test::test(&root, no_lint, &filter),
+        Cmd::DockerUp => {
+            setup::setup(Purpose::Test)?;
+            let dockerd = docker::Dockerd::ensure(&root)?;
+            docker::ensure_test_image(&root)?;
+            if dockerd.started_here() {
+                step("dockerd keeps running; stop it with `cargo xtask docker-down`");
+            }
+            dockerd.keep_running();
+            Ok(())
+        }
+        Cmd::DockerDown => docker::docker_down(&root),
+        Cmd::VmTest | Cmd::Bench => unreachable!("handled in main"),
+    }
+}

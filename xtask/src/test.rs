@@ -1,0 +1,136 @@
+//! `cargo xtask test [--no-lint] [-- TEST-FILTER...]`: the whole check that CI runs.
+//!
+//! setup (incl. Debian packages) -> eBPF build -> lint -> agent build -> unit tests ->
+//! dockerd + test image -> integration tests (real containers against the real sensor) ->
+//! stop the dockerd this run started (also when a step failed).
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::docker::{self, Dockerd};
+use crate::setup::{self, Purpose};
+use crate::util::{self, fmt_duration, run, step};
+use crate::{build_agent, build_ebpf, lint};
+
+/// Records how long each step took, for the summary line.
+struct Steps {
+    started: Instant,
+    done: Vec<(&'static str, Duration)>,
+    failed: Option<&'static str>,
+}
+
+impl Steps {
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = Instant::now();
+        let r = f();
+        self.done.push((name, t.elapsed()));
+        if r.is_err() {
+            self.failed = Some(name);
+        }
+        r
+    }
+
+    fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(n, d)| format!("{n} {}", fmt_duration(*d)))
+            .collect();
+        format!(
+            "in {} ({})",
+            fmt_duration(self.started.elapsed()),
+            parts.join(", ")
+        )
+    }
+}
+
+pub fn test(root: &Path, no_lint: bool, filter: &[String]) -> Result<()> {
+    util::require_root(
+        "the tests need root (eBPF, Docker); run `cargo xtask test` as root \
+         (or `sudo -E env \"PATH=$PATH\" cargo xtask test`)",
+    )?;
+    let mut steps = Steps {
+        started: Instant::now(),
+        done: Vec::new(),
+        failed: None,
+    };
+    let result = test_steps(root, no_lint, filter, &mut steps);
+    let summary = steps.summary();
+    match &result {
+        Ok(()) => step(format!("test: all passed {summary}")),
+        Err(_) => step(format!(
+            "test: FAILED at {} {summary}",
+            steps.failed.unwrap_or("?")
+        )),
+    }
+    result
+}
+
+fn test_steps(root: &Path, no_lint: bool, filter: &[String], steps: &mut Steps) -> Result<()> {
+    steps.time("setup", || setup::setup(Purpose::Test))?;
+    // The eBPF object comes first so that clippy, the build and the unit tests all see the
+    // same SENSOR_BPF_OBJ (otherwise sensor-user's build script reruns between them).
+    let obj = steps.time("build-ebpf", || build_ebpf::build_ebpf(root))?;
+    if !no_lint {
+        steps.time("lint", || lint::lint(root))?;
+    }
+    let sensor = steps.time("build", || build_agent::build_agent(root, &obj, true))?;
+
+    steps.time("unit tests", || {
+        step("running unit tests (sensor-common, sensor-user, sensor-proto, xtask)...");
+        let mut cmd = util::cargo(root)?;
+        cmd.args(["test", "--release"])
+            .args([
+                "-p",
+                "sensor-common",
+                "-p",
+                "sensor-user",
+                "-p",
+                "sensor-proto",
+                "-p",
+                "xtask",
+            ])
+            .env("SENSOR_BPF_OBJ", &obj);
+        run(&mut cmd).context("unit tests failed; see the output above")
+    })?;
+
+    // Stops dockerd when dropped if this run started it: after the integration tests, and
+    // also when anything below fails.
+    let dockerd = steps.time("docker", || {
+        let d = Dockerd::ensure(root)?;
+        docker::ensure_test_image(root)?;
+        Ok(d)
+    })?;
+
+    let artifacts = util::target_dir(root).join("test-artifacts");
+    fs::create_dir_all(&artifacts)
+        .with_context(|| format!("could not create {}", artifacts.display()))?;
+    let integration = steps.time("integration tests", || {
+        step("running integration tests (sensor-tests, real containers)...");
+        let mut cmd = util::cargo(root)?;
+        cmd.args([
+            "test",
+            "--release",
+            "-p",
+            "sensor-tests",
+            "--",
+            "--test-threads=2",
+        ])
+        .args(filter)
+        .env("SENSOR_BPF_OBJ", &obj)
+        .env("SENSOR_BIN", &sensor)
+        .env("SENSOR_TEST_IMAGE", docker::TEST_IMAGE)
+        .env("SENSOR_TEST_ARTIFACTS", &artifacts);
+        run(&mut cmd).with_context(|| {
+            format!(
+                "integration tests failed; see the output above and {}",
+                artifacts.display()
+            )
+        })
+    });
+    drop(dockerd);
+    integration
+}
