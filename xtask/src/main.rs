@@ -3,6 +3,7 @@
 //! Run `cargo xtask --help` for the commands. Each step prints one line; steps already done
 //! are skipped quietly.
 
+mod bench;
 mod build_agent;
 mod build_ebpf;
 mod docker;
@@ -72,15 +73,18 @@ enum Cmd {
     DockerDown,
     /// Run the tests in a VM with other kernels (not built yet).
     VmTest,
-    /// Measure the sensor's overhead (not built yet).
-    Bench,
+    /// Measure the sensor's overhead and throughput (paired with/without in one run).
+    Bench {
+        /// Execs per thread in each exec storm.
+        #[arg(long, default_value_t = 3000)]
+        execs_per_thread: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let not_built = match &cli.command {
         Cmd::VmTest => Some("vm-test is not built yet (issue 5)"),
-        Cmd::Bench => Some("bench is not built yet"),
         _ => None,
     };
     if let Some(msg) = not_built {
@@ -130,6 +134,7 @@ fn dispatch(command: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::DockerDown => docker::docker_down(&root),
-        Cmd::VmTest | Cmd::Bench => unreachable!("handled in main"),
+        Cmd::Bench { execs_per_thread } => bench::bench(&root, execs_per_thread),
+        Cmd::VmTest => unreachable!("handled in main"),
     }
 }

@@ -133,7 +133,7 @@ impl Enricher {
         let at = BootNs(r.header.boot_ns);
         let argv_len = (r.argv_len as usize).min(r.argv.len());
         let info = ProcInfo {
-            exe: c_str(&r.filename, r.filename_len as usize),
+            exe: procfs::resolve_exe(r.task.tgid, c_str(&r.filename, r.filename_len as usize)),
             args: split_args(&r.argv[..argv_len]),
             uid: r.creds.uid,
             gid: r.creds.gid,

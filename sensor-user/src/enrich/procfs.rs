@@ -94,6 +94,22 @@ fn parse_status(status: &str, snap: &mut ProcSnapshot) {
     }
 }
 
+/// The executable of an exec whose path is not telling by itself: relative (`./x`), through
+/// `/proc/self/exe` (busybox, runc re-executing themselves) or a file descriptor (`/dev/fd/5`,
+/// fexecve). Such paths are resolved through `/proc/PID/exe` while the process lives; otherwise
+/// the path given to execve is kept.
+pub fn resolve_exe(pid: u32, filename: String) -> String {
+    let telling = filename.starts_with('/')
+        && !filename.starts_with("/proc/")
+        && !filename.starts_with("/dev/fd/");
+    if telling {
+        return filename;
+    }
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or(filename)
+}
+
 /// The inode in a namespace link like `net:[4026531840]`; 0 when unreadable.
 pub fn ns_inode(link: &str) -> u32 {
     fs::read_link(link)
@@ -129,6 +145,17 @@ mod tests {
         assert_eq!(me.namespaces.net, ns_inode("/proc/self/ns/net"));
         assert_ne!(me.namespaces.net, 0);
         assert!(me.start.0 > 0);
+    }
+
+    #[test]
+    fn resolves_untelling_exe_paths() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap().display().to_string();
+        assert_eq!(resolve_exe(me, "/proc/self/exe".into()), exe);
+        assert_eq!(resolve_exe(me, "/dev/fd/5".into()), exe);
+        assert_eq!(resolve_exe(me, "./relative".into()), exe);
+        assert_eq!(resolve_exe(me, "/bin/sh".into()), "/bin/sh");
+        assert_eq!(resolve_exe(4_194_400, "./gone".into()), "./gone");
     }
 
     #[test]
