@@ -9,8 +9,10 @@
 //! the tracepoint format files, and hands it to the programs as a read-only global before load.
 #![no_std]
 
+pub mod net;
 pub mod offsets;
 pub mod records;
 
+pub use net::*;
 pub use offsets::{KernelOffsets, OFFSETS_MAGIC};
 pub use records::*;

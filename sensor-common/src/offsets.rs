@@ -78,6 +78,47 @@ pub struct KernelOffsets {
     pub tp_cgroup_id: u32,
     pub tp_cgroup_path: u32,
 
+    // fd -> file -> socket: task->files->fdt->fd[n]
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_f_inode: u32,
+    pub file_private_data: u32,
+    pub inode_i_mode: u32,
+    pub inode_i_ino: u32,
+    pub socket_sk: u32,
+
+    // struct sock (sock_common members are relative to struct sock)
+    pub sk_family: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_type: u32,
+    pub sk_protocol: u32,
+    /// `sk->sk_cgrp_data.cgroup`: the socket's cgroup2.
+    pub sk_cgroup: u32,
+
+    // Syscall tracepoints: first argument of sys_enter_*, return value of sys_exit_*.
+    pub tp_sys_arg0: u32,
+    pub tp_sys_ret: u32,
+
+    // sock:inet_sock_set_state
+    pub tp_tcp_skaddr: u32,
+    pub tp_tcp_oldstate: u32,
+    pub tp_tcp_newstate: u32,
+    pub tp_tcp_sport: u32,
+    pub tp_tcp_dport: u32,
+    pub tp_tcp_family: u32,
+    pub tp_tcp_protocol: u32,
+    pub tp_tcp_saddr: u32,
+    pub tp_tcp_daddr: u32,
+    pub tp_tcp_saddr_v6: u32,
+    pub tp_tcp_daddr_v6: u32,
+
     /// The cgroup hierarchy whose ids `bpf_get_current_cgroup_id()` returns (cgroup2: 0).
     pub dfl_hierarchy_id: u32,
 }

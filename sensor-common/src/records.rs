@@ -4,7 +4,7 @@
 //! compile time (the agent checks `size_of` against the record length before reading).
 
 /// Version of every layout in this module; the agent drops records of any other version.
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
 /// Bytes of `argv` copied per exec (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_MAX: usize = 1024;
@@ -19,12 +19,27 @@ pub const COMM_LEN: usize = 16;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ring {
-    /// Process and container lifecycle.
+    /// Process and container lifecycle, namespace changes, stdio redirection.
     Process = 0,
+    /// Socket calls and TCP state changes (rate limited per cgroup).
+    Network = 1,
 }
 
-/// Number of [`Ring`]s; the size of the per-ring drop counter array.
-pub const RING_COUNT: u32 = 1;
+/// Number of [`Ring`]s.
+pub const RING_COUNT: u32 = 2;
+
+/// Why a record was not delivered (index into the drop counters, `ring * DROP_REASONS + reason`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The ring buffer had no room.
+    RingFull = 0,
+    /// The cgroup exceeded its network record rate.
+    RateLimited = 1,
+}
+
+/// Number of [`DropReason`]s.
+pub const DROP_REASONS: u32 = 2;
 
 /// The programs, as indexes of the per-hook error counter array.
 #[repr(u32)]
@@ -35,10 +50,23 @@ pub enum Hook {
     Exit = 2,
     CgroupMkdir = 3,
     CgroupRmdir = 4,
+    Socket = 5,
+    Connect = 6,
+    Accept = 7,
+    Bind = 8,
+    Listen = 9,
+    Dup = 10,
+    Setns = 11,
+    Unshare = 12,
+    Clone = 13,
+    TcpState = 14,
+    Traffic = 15,
+    IcmpSend = 16,
+    IcmpRecv = 17,
 }
 
 /// Number of [`Hook`]s; the size of the per-hook error counter array.
-pub const HOOK_COUNT: u32 = 5;
+pub const HOOK_COUNT: u32 = 18;
 
 /// What follows a [`RecordHeader`].
 #[repr(u16)]
@@ -49,6 +77,10 @@ pub enum RecordKind {
     Exit = 3,
     CgroupMkdir = 4,
     CgroupRmdir = 5,
+    Sock = 6,
+    Dup = 7,
+    Ns = 8,
+    TcpState = 9,
 }
 
 impl RecordKind {
@@ -59,6 +91,10 @@ impl RecordKind {
             3 => Self::Exit,
             4 => Self::CgroupMkdir,
             5 => Self::CgroupRmdir,
+            6 => Self::Sock,
+            7 => Self::Dup,
+            8 => Self::Ns,
+            9 => Self::TcpState,
             _ => return None,
         })
     }
@@ -127,6 +163,9 @@ pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
 /// `ExecRecord.flags`: some fields could not be read (see the hook's error counter).
 pub const EXEC_PARTIAL: u32 = 1 << 2;
 
+/// `ExecRecord.stdio_sockets`: bit N set when fd N (0, 1, 2) is a socket.
+pub const STDIO_SOCKET_MASK: u32 = 0b111;
+
 /// A successful `execve`, from `sched:sched_process_exec`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -140,7 +179,11 @@ pub struct ExecRecord {
     pub argv_len: u32,
     /// Bytes of `filename` filled, without the NUL.
     pub filename_len: u32,
-    pub _pad: u32,
+    /// Bit N set when the new program's fd N (0-2) is a socket.
+    pub stdio_sockets: u32,
+    /// The peer of the first of fds 0-2 that is a socket.
+    pub stdio_peer: crate::net::Endpoint,
+    pub _pad2: u32,
     pub filename: [u8; FILENAME_MAX],
     pub argv: [u8; ARGV_MAX],
 }
@@ -211,6 +254,10 @@ mod tests {
             RecordKind::Exit,
             RecordKind::CgroupMkdir,
             RecordKind::CgroupRmdir,
+            RecordKind::Sock,
+            RecordKind::Dup,
+            RecordKind::Ns,
+            RecordKind::TcpState,
         ] {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }

@@ -4,7 +4,7 @@
 //! fault. Readers return `Result` and callers decide whether a missing field spoils the record.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
-use sensor_common::{COMM_LEN, Creds, Namespaces, TaskIds};
+use sensor_common::{COMM_LEN, Caller, Creds, Endpoint, Namespaces, TaskIds};
 
 use crate::maps::off;
 
@@ -126,4 +126,149 @@ pub fn task_namespaces(task: *const u8, out: &mut Namespaces) -> ReadResult<()> 
 fn ns_inum(holder: *const u8, ptr_offset: u32, inum_offset: u32) -> ReadResult<u32> {
     let ns = read_ptr(holder, ptr_offset)?;
     read::<u32>(ns, inum_offset)
+}
+
+/// The `struct file *` behind `fd` in `task`'s file table.
+#[inline(always)]
+pub fn fd_file(task: *const u8, fd: i64) -> ReadResult<*const u8> {
+    if fd < 0 {
+        return Err(-9); // EBADF
+    }
+    let files = read_ptr(task, off!(task_files))?;
+    let fdt = read_ptr(files, off!(files_fdt))?;
+    let max = read::<u32>(fdt, off!(fdtable_max_fds))?;
+    if fd as u64 >= max as u64 {
+        return Err(-9);
+    }
+    let array = read_ptr(fdt, off!(fdtable_fd))?;
+    read_ptr(array.wrapping_add((fd as usize) * 8), 0)
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+/// The `struct sock *` of a socket file; `None` when the file is not a socket.
+#[inline(always)]
+pub fn file_sock(file: *const u8) -> ReadResult<Option<*const u8>> {
+    let inode = read_ptr(file, off!(file_f_inode))?;
+    let mode = read::<u16>(inode, off!(inode_i_mode))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return Ok(None);
+    }
+    let socket = read_ptr(file, off!(file_private_data))?;
+    Ok(Some(read_ptr(socket, off!(socket_sk))?))
+}
+
+/// The socket behind the current task's `fd`, if it is one.
+#[inline(always)]
+pub fn fd_sock(fd: i64) -> ReadResult<Option<*const u8>> {
+    let file = fd_file(current_task(), fd)?;
+    file_sock(file)
+}
+
+/// Family, type and protocol of a socket.
+#[inline(always)]
+pub fn sock_kind(sk: *const u8) -> ReadResult<(u16, u16, u16)> {
+    Ok((
+        read::<u16>(sk, off!(sk_family))?,
+        read::<u16>(sk, off!(sk_type))?,
+        read::<u16>(sk, off!(sk_protocol))?,
+    ))
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Local and remote addresses of a socket.
+#[inline(always)]
+pub fn sock_endpoints(
+    sk: *const u8,
+    local: &mut Endpoint,
+    remote: &mut Endpoint,
+) -> ReadResult<()> {
+    let family = read::<u16>(sk, off!(sk_family))?;
+    local.family = family;
+    remote.family = family;
+    local.port = read::<u16>(sk, off!(sk_num))?;
+    remote.port = u16::from_be(read::<u16>(sk, off!(sk_dport))?);
+    if family == AF_INET {
+        local.addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off!(sk_rcv_saddr))?);
+        remote.addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off!(sk_daddr))?);
+    } else if family == AF_INET6 {
+        local.addr = read::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr))?;
+        remote.addr = read::<[u8; 16]>(sk, off!(sk_v6_daddr))?;
+    }
+    Ok(())
+}
+
+/// The cgroup2 id a socket is charged to.
+#[inline(always)]
+pub fn sock_cgroup_id(sk: *const u8) -> ReadResult<u64> {
+    let cgrp = read_ptr(sk, off!(sk_cgroup))?;
+    let kn = read_ptr(cgrp, off!(cgroup_kn))?;
+    read::<u64>(kn, off!(kernfs_node_id))
+}
+
+/// Reads a user `struct sockaddr` (IPv4 or IPv6) into `out`; other families keep only `family`.
+#[inline(always)]
+pub fn user_sockaddr(ptr: u64, out: &mut Endpoint) -> ReadResult<()> {
+    if ptr == 0 {
+        return Ok(());
+    }
+    // sockaddr_in6 is the larger: family(2) port(2) flowinfo(4) addr(16).
+    // SAFETY: the helper validates the user address.
+    let raw: [u8; 24] = unsafe { aya_ebpf::helpers::bpf_probe_read_user(ptr as *const [u8; 24]) }
+        .or_else(|_| {
+            // A sockaddr_in (16 bytes) at the end of a page: read just that.
+            // SAFETY: as above.
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(ptr as *const [u8; 16]) }.map(|s| {
+                let mut r = [0u8; 24];
+                r[..16].copy_from_slice(&s);
+                r
+            })
+        })
+        .map_err(|e| e as i64)?;
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    out.family = family;
+    out.port = u16::from_be_bytes([raw[2], raw[3]]);
+    if family == AF_INET {
+        out.addr[..4].copy_from_slice(&raw[4..8]);
+    } else if family == AF_INET6 {
+        out.addr.copy_from_slice(&raw[8..24]);
+    } else {
+        out.port = 0;
+    }
+    Ok(())
+}
+
+/// The current task as a [`Caller`].
+#[inline(always)]
+pub fn caller() -> Caller {
+    // SAFETY: helpers without arguments.
+    let (pid_tgid, cgroup_id) = unsafe {
+        (
+            generated::bpf_get_current_pid_tgid(),
+            generated::bpf_get_current_cgroup_id(),
+        )
+    };
+    Caller {
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        cgroup_id,
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}
+
+/// `pid_tgid` of the current task: the key of entry/exit pairs.
+#[inline(always)]
+pub fn pid_tgid() -> u64 {
+    // SAFETY: no arguments.
+    unsafe { generated::bpf_get_current_pid_tgid() }
+}
+
+/// The current task's cgroup2 id.
+#[inline(always)]
+pub fn current_cgroup_id() -> u64 {
+    // SAFETY: no arguments.
+    unsafe { generated::bpf_get_current_cgroup_id() }
 }

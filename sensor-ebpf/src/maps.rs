@@ -1,26 +1,62 @@
-//! Maps and globals shared by all probes: ring buffers, drop and error counters, kernel offsets.
+//! Maps and globals shared by all probes: ring buffers, drop and error counters, in-kernel
+//! aggregation, filters, and the kernel offsets.
 
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
-use sensor_common::{HOOK_COUNT, Hook, KernelOffsets, OFFSETS_MAGIC, RING_COUNT, Ring};
+use sensor_common::{
+    DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_COUNT, Hook, IcmpKey,
+    IcmpStats, KernelOffsets, OFFSETS_MAGIC, RING_COUNT, RateState, Ring,
+};
 
 /// Process and container lifecycle records. User space may resize it before load.
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Records that could not be reserved, per [`Ring`].
+/// Socket and TCP records: a flood here cannot starve [`PROC_EVENTS`].
 #[map]
-pub static RING_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(RING_COUNT, 0);
+pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Records not delivered, per `ring * DROP_REASONS + reason`.
+#[map]
+pub static RING_DROPS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(RING_COUNT * DROP_REASONS, 0);
 
 /// Failed kernel reads or malformed tracepoint data, per [`Hook`].
 #[map]
 pub static HOOK_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HOOK_COUNT, 0);
 
+/// Traffic volume per (cgroup, peer, protocol, direction), flushed by user space.
+#[map]
+pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
+    LruPerCpuHashMap::with_max_entries(65536, 0);
+
+/// ICMP echo traffic per (cgroup, peer, type, direction), with payload samples.
+#[map]
+pub static ICMP: LruHashMap<IcmpKey, IcmpStats> = LruHashMap::with_max_entries(16384, 0);
+
+/// Scratch space to build an [`IcmpStats`] off the 512-byte stack.
+#[map]
+pub static ICMP_SCRATCH: PerCpuArray<IcmpStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// cgroups user space classified as the host's (not a container's): network activity there is
+/// not reported unless `FILTER.net_host` is set. Unknown cgroups count as containers, so a
+/// brand-new container is never filtered before user space has seen it.
+#[map]
+pub static HOST_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Token buckets for network records, per cgroup.
+#[map]
+pub static NET_RATE: LruHashMap<u64, RateState> = LruHashMap::with_max_entries(16384, 0);
+
 /// Member and field offsets for the running kernel, set by user space before load.
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
+
+/// Filtering and rate limits, set by user space before load.
+#[unsafe(no_mangle)]
+static FILTER: FilterConfig = FilterConfig::default_const();
 
 /// Reads one offset. The volatile read keeps the compiler from folding the zero initialiser.
 macro_rules! off {
@@ -56,11 +92,55 @@ fn bump(map: &PerCpuArray<u64>, index: u32) {
 }
 
 #[inline(always)]
-pub fn count_drop(ring: Ring) {
-    bump(&RING_DROPS, ring as u32);
+pub fn count_drop(ring: Ring, reason: DropReason) {
+    bump(&RING_DROPS, ring as u32 * DROP_REASONS + reason as u32);
 }
 
 #[inline(always)]
 pub fn count_error(hook: Hook) {
     bump(&HOOK_ERRORS, hook as u32);
+}
+
+/// Whether network activity of `cgroup_id` is reported.
+#[inline(always)]
+pub fn net_wanted(cgroup_id: u64) -> bool {
+    volatile(&FILTER.net_host) != 0 || HOST_CGROUPS.get_ptr(cgroup_id).is_none()
+}
+
+/// Takes a token from `cgroup_id`'s bucket; false (and a counted drop) when it is empty.
+#[inline(always)]
+pub fn net_rate_ok(cgroup_id: u64, now: u64) -> bool {
+    let rate = volatile(&FILTER.net_rate_per_sec) as u64;
+    if rate == 0 {
+        return true;
+    }
+    let burst = volatile(&FILTER.net_burst) as u64 * 1000;
+    match NET_RATE.get_ptr_mut(cgroup_id) {
+        Some(state) => {
+            // SAFETY: a live map value; races between CPUs only blur the count.
+            let state = unsafe { &mut *state };
+            // Capped at 10 s so the product stays far below u64::MAX (BPF has no 128-bit
+            // multiply for saturating_mul): rate tokens/s = rate * 1000 milli-tokens per 1e9 ns.
+            let elapsed = core::cmp::min(now.saturating_sub(state.last_ns), 10_000_000_000);
+            let refill = elapsed * rate / 1_000_000;
+            let tokens = core::cmp::min(state.milli_tokens.saturating_add(refill), burst);
+            state.last_ns = now;
+            if tokens >= 1000 {
+                state.milli_tokens = tokens - 1000;
+                true
+            } else {
+                state.milli_tokens = tokens;
+                count_drop(Ring::Network, DropReason::RateLimited);
+                false
+            }
+        }
+        None => {
+            let fresh = RateState {
+                milli_tokens: burst.saturating_sub(1000),
+                last_ns: now,
+            };
+            let _ = NET_RATE.insert(cgroup_id, fresh, 0);
+            true
+        }
+    }
 }

@@ -1,12 +1,14 @@
 //! `sensor run`: load, drain, decode, enrich, write, until SIGINT or SIGTERM.
 //!
-//! One task owns the way from ring buffer to sink, so events leave in the order the kernel
-//! reserved them. The ring is drained through epoll (`AsyncFd`), never by busy polling.
+//! One task owns the way from ring buffers to sink, so events of a ring leave in the order the
+//! kernel reserved them. Rings are drained through epoll (`AsyncFd`), never by busy polling; the
+//! traffic and ICMP aggregates are read on their own interval.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
+use sensor_common::{FilterConfig, Ring};
 use sensor_proto as pb;
 use tokio::{
     io::unix::AsyncFd,
@@ -16,9 +18,10 @@ use tokio::{
 use crate::{
     clock::Clock,
     decode,
+    deliver::{Delivery, DeliveryConfig},
     enrich::Enricher,
     health::{Stats, health_event},
-    loader::{LoadOptions, LoadedSensor},
+    loader::{AggregationMaps, HostCgroupFilter, LoadOptions, LoadedSensor},
     output::json::JsonLines,
     privileges,
 };
@@ -29,15 +32,37 @@ pub struct RunOptions {
     /// `-` for stdout, or a file to append to.
     pub json_out: String,
     pub health_interval: Duration,
-    pub proc_ring_bytes: u32,
+    /// How often traffic and ICMP aggregates are read and reported.
+    pub flow_interval: Duration,
+    pub load: LoadOptions,
     pub node: String,
+    /// gRPC, spool, OTLP and metrics (`deliver`).
+    pub delivery: DeliveryConfig,
 }
 
-/// Events, numbered, counted, and written.
+impl RunOptions {
+    /// Defaults for `node`, as `sensor run` with no flags uses them.
+    pub fn new(node: String) -> Self {
+        Self {
+            json_out: "-".into(),
+            health_interval: Duration::from_secs(10),
+            flow_interval: Duration::from_secs(5),
+            load: LoadOptions {
+                filter: FilterConfig::default_const(),
+                ..LoadOptions::default()
+            },
+            delivery: DeliveryConfig::new(node.clone()),
+            node,
+        }
+    }
+}
+
+/// Events, numbered, counted, written, and handed to the delivery layer.
 struct Emitter {
     sink: JsonLines,
     seq: u64,
     stats: Stats,
+    delivery: Delivery,
 }
 
 impl Emitter {
@@ -45,125 +70,198 @@ impl Emitter {
         self.seq += 1;
         event.seq = self.seq;
         self.stats.count_event(&event.kind);
-        self.sink.write(&event)
+        self.sink.write(&event)?;
+        self.delivery.publish_event(&event);
+        if matches!(event.body, Some(pb::event::Body::Health(_))) {
+            self.delivery.update_health(event);
+        }
+        Ok(())
     }
+}
+
+/// Everything the loop owns besides the rings.
+struct Pipeline {
+    enricher: Enricher,
+    out: Emitter,
+    host_filter: HostCgroupFilter,
+    batch: Vec<pb::Event>,
+}
+
+impl Pipeline {
+    /// Drains one ring completely.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, which: Ring) -> Result<()> {
+        while let Some(item) = ring.next() {
+            self.out.stats.received[which as usize] += 1;
+            match decode::decode(&item) {
+                Ok(record) => self.enricher.handle(record, &mut self.batch),
+                Err(err) => {
+                    self.out.stats.decode_errors += 1;
+                    if self.out.stats.decode_errors == 1 {
+                        log::warn!("dropping undecodable record: {err}");
+                    }
+                }
+            }
+            drop(item);
+            self.flush_batch()?;
+        }
+        self.apply_host_filter();
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<()> {
+        for event in self.batch.drain(..) {
+            self.out.emit(event)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the kernel which cgroups are the host's (their network activity is filtered).
+    fn apply_host_filter(&mut self) {
+        for (cgroup, host) in self.enricher.take_host_cgroup_updates() {
+            if host {
+                if let Err(e) = self.host_filter.mark_host(cgroup.0) {
+                    log::warn!("{e:#}");
+                }
+            } else {
+                self.host_filter.forget(cgroup.0);
+            }
+        }
+    }
+
+    fn aggregates(&mut self, maps: &AggregationMaps) -> Result<()> {
+        let flows = maps
+            .flows
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, per_cpu)| {
+                let total = per_cpu
+                    .iter()
+                    .fold(sensor_common::FlowStats::default(), |a, v| {
+                        sensor_common::FlowStats {
+                            bytes: a.bytes + v.bytes,
+                            packets: a.packets + v.packets,
+                        }
+                    });
+                (k, total)
+            })
+            .collect();
+        let icmp = maps.icmp.iter().filter_map(|r| r.ok()).collect();
+        self.enricher
+            .aggregates(flows, icmp, Clock::boot_now(), &mut self.batch);
+        self.flush_batch()
+    }
+}
+
+/// A ring registered with epoll.
+fn watch(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until it is dropped
+    // together with the AsyncFd.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering a ring buffer with epoll")
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
     privileges::require_root("sensor run")?;
     let started = Instant::now();
     let clock = Clock::new();
-    let mut sensor = LoadedSensor::load(&LoadOptions {
-        proc_ring_bytes: opts.proc_ring_bytes,
-    })?;
-    let ring = sensor.take_proc_ring()?;
+    // First: a socket or spool that cannot be used fails the start before any program loads.
+    let delivery = Delivery::start(opts.delivery.clone()).await?;
+    let mut sensor = LoadedSensor::load(&opts.load)?;
+    let proc_ring = sensor.take_proc_ring()?;
+    let net_ring = sensor.take_net_ring()?;
     let counters = sensor.take_counters()?;
+    let aggregation = sensor.take_aggregation()?;
     let attached_in = started.elapsed();
 
     // Hooks are attached before the scans, so nothing falls between scan and first record.
-    let mut enricher = Enricher::new(clock, opts.node.clone());
-    let mut out = Emitter {
-        sink: JsonLines::open(&opts.json_out)?,
-        seq: 0,
-        stats: Stats::default(),
+    let mut p = Pipeline {
+        enricher: Enricher::new(clock, opts.node.clone()),
+        out: Emitter {
+            sink: JsonLines::open(&opts.json_out)?,
+            seq: 0,
+            stats: Stats::default(),
+            delivery,
+        },
+        host_filter: sensor.take_host_filter()?,
+        batch: Vec::new(),
     };
-    for event in enricher.bootstrap() {
-        out.emit(event)?;
+    for event in p.enricher.bootstrap() {
+        p.out.emit(event)?;
     }
-    out.emit(health_event(
-        started,
-        &counters,
-        &sensor.hooks,
-        &out.stats,
-        &clock,
-        &opts.node,
-    ))?;
-    out.sink.flush()?;
+    p.apply_host_filter();
+    let health = |p: &Pipeline| {
+        health_event(
+            started,
+            &counters,
+            &sensor.hooks,
+            &p.out.stats,
+            &clock,
+            &opts.node,
+        )
+    };
+    p.out.emit(health(&p))?;
+    p.out.sink.flush()?;
     eprintln!(
-        "sensor: {} hooks attached in {} ms, ready in {} ms ({} processes, {} containers known); \
-         writing JSON lines to {}",
+        "sensor: {} programs attached in {} ms, ready in {} ms ({} processes, {} containers known); \
+         writing JSON lines to {}; serving {}",
         sensor.hooks.len(),
         attached_in.as_millis(),
         started.elapsed().as_millis(),
-        enricher.process_count(),
-        enricher.container_count(),
-        out.sink.target(),
+        p.enricher.process_count(),
+        p.enricher.container_count(),
+        p.out.sink.target(),
+        p.out.delivery.endpoints(),
     );
 
-    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until it is dropped
-    // together with the AsyncFd.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("registering the ring buffer with epoll")?;
+    let mut proc_ring = watch(proc_ring)?;
+    let mut net_ring = watch(net_ring)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut health = tokio::time::interval_at(
-        tokio::time::Instant::now() + opts.health_interval,
-        opts.health_interval,
-    );
-    let mut batch = Vec::new();
+    let tick = |d: Duration| tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+    let (mut health_tick, mut flow_tick) = (tick(opts.health_interval), tick(opts.flow_interval));
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting for the ring buffer")?;
-                // Re-arm before draining: a record committed after our last read then wakes us
-                // again. (Clearing after draining can lose that wakeup, and the kernel only
-                // notifies a consumer that has caught up, so the ring would go quiet.)
+            // Re-arm before draining: a record committed after our last read then wakes us
+            // again. (Clearing after draining can lose that wakeup, and the kernel only notifies
+            // a consumer that has caught up, so the ring would go quiet.)
+            guard = proc_ring.readable_mut() => {
+                let mut guard = guard.context("waiting for the process ring")?;
                 guard.clear_ready();
-                drain(guard.get_inner_mut(), &mut enricher, &mut out, &mut batch)?;
-                out.sink.flush()?;
+                p.drain(guard.get_inner_mut(), Ring::Process)?;
+                p.out.sink.flush()?;
             }
-            _ = health.tick() => {
+            guard = net_ring.readable_mut() => {
+                let mut guard = guard.context("waiting for the network ring")?;
+                guard.clear_ready();
+                p.drain(guard.get_inner_mut(), Ring::Network)?;
+                p.out.sink.flush()?;
+            }
+            _ = flow_tick.tick() => {
+                p.aggregates(&aggregation)?;
+                p.out.sink.flush()?;
+            }
+            _ = health_tick.tick() => {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
-                drain(ring.get_mut(), &mut enricher, &mut out, &mut batch)?;
-                enricher.sweep();
-                out.emit(health_event(started, &counters, &sensor.hooks, &out.stats, &clock, &opts.node))?;
-                out.sink.flush()?;
+                p.drain(proc_ring.get_mut(), Ring::Process)?;
+                p.drain(net_ring.get_mut(), Ring::Network)?;
+                p.enricher.sweep();
+                p.out.emit(health(&p))?;
+                p.out.sink.flush()?;
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
-    // Whatever is still in the ring, then a last health report.
-    drain(ring.get_mut(), &mut enricher, &mut out, &mut batch)?;
-    out.emit(health_event(
-        started,
-        &counters,
-        &sensor.hooks,
-        &out.stats,
-        &clock,
-        &opts.node,
-    ))?;
-    out.sink.flush()?;
+    // Whatever is still in the rings and maps, then a last health report.
+    p.drain(proc_ring.get_mut(), Ring::Process)?;
+    p.drain(net_ring.get_mut(), Ring::Network)?;
+    p.aggregates(&aggregation)?;
+    p.out.emit(health(&p))?;
+    p.out.sink.flush()?;
+    p.out.delivery.shutdown().await;
+    let events = p.out.seq;
     drop(sensor);
-    eprintln!(
-        "sensor: stopped after {} events; all hooks detached",
-        out.seq
-    );
-    Ok(())
-}
-
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    enricher: &mut Enricher,
-    out: &mut Emitter,
-    batch: &mut Vec<pb::Event>,
-) -> Result<()> {
-    while let Some(item) = ring.next() {
-        out.stats.received_proc += 1;
-        match decode::decode(&item) {
-            Ok(record) => enricher.handle(record, batch),
-            Err(err) => {
-                out.stats.decode_errors += 1;
-                if out.stats.decode_errors == 1 {
-                    log::warn!("dropping undecodable record: {err}");
-                }
-            }
-        }
-        drop(item);
-        for event in batch.drain(..) {
-            out.emit(event)?;
-        }
-    }
+    eprintln!("sensor: stopped after {events} events; all hooks detached");
     Ok(())
 }

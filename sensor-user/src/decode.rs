@@ -3,7 +3,8 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    CgroupRecord, ExecRecord, ExitRecord, ForkRecord, RECORD_VERSION, RecordHeader, RecordKind,
+    CgroupRecord, DupRecord, ExecRecord, ExitRecord, ForkRecord, NsRecord, RECORD_VERSION,
+    RecordHeader, RecordKind, SockRecord, TcpStateRecord,
 };
 
 /// A record as the kernel wrote it.
@@ -13,6 +14,10 @@ pub enum Record {
     Exit(ExitRecord),
     CgroupMkdir(Box<CgroupRecord>),
     CgroupRmdir(Box<CgroupRecord>),
+    Sock(SockRecord),
+    Dup(DupRecord),
+    Ns(NsRecord),
+    TcpState(TcpStateRecord),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,6 +68,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::Exit => Record::Exit(read(bytes, kind)?),
         RecordKind::CgroupMkdir => Record::CgroupMkdir(Box::new(read(bytes, kind)?)),
         RecordKind::CgroupRmdir => Record::CgroupRmdir(Box::new(read(bytes, kind)?)),
+        RecordKind::Sock => Record::Sock(read(bytes, kind)?),
+        RecordKind::Dup => Record::Dup(read(bytes, kind)?),
+        RecordKind::Ns => Record::Ns(read(bytes, kind)?),
+        RecordKind::TcpState => Record::TcpState(read(bytes, kind)?),
     })
 }
 

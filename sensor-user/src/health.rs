@@ -2,12 +2,12 @@
 
 use std::{collections::HashMap, time::Instant};
 
-use sensor_common::Ring;
+use sensor_common::{DropReason, RING_COUNT, Ring};
 use sensor_proto::{self as pb, event::Body};
 
 use crate::{
     clock::{Clock, duration},
-    loader::{HookSpec, KernelCounters},
+    loader::{HookSpec, KernelCounters, grouped},
 };
 
 /// What user space counted.
@@ -15,7 +15,8 @@ use crate::{
 pub struct Stats {
     pub events_by_kind: HashMap<String, u64>,
     pub decode_errors: u64,
-    pub received_proc: u64,
+    /// Records received, per [`Ring`].
+    pub received: [u64; RING_COUNT as usize],
 }
 
 impl Stats {
@@ -33,17 +34,26 @@ pub fn health_event(
     clock: &Clock,
     node: &str,
 ) -> pb::Event {
-    let rings = vec![pb::RingHealth {
-        ring: "process".into(),
-        dropped: counters.ring_drops(Ring::Process as u32),
-        received: stats.received_proc,
-    }];
-    let hooks = hooks
-        .iter()
-        .map(|h| pb::HookHealth {
-            hook: h.name.into(),
-            attach: h.attach.to_string(),
-            errors: counters.hook_errors(h.hook as u32),
+    let rings = [(Ring::Process, "process"), (Ring::Network, "network")]
+        .into_iter()
+        .map(|(ring, name)| {
+            let full = counters.ring_drops(ring as u32, DropReason::RingFull);
+            let limited = counters.ring_drops(ring as u32, DropReason::RateLimited);
+            pb::RingHealth {
+                ring: name.into(),
+                dropped: full + limited,
+                received: stats.received[ring as usize],
+                dropped_ring_full: full,
+                dropped_rate_limited: limited,
+            }
+        })
+        .collect::<Vec<_>>();
+    let hooks = grouped(hooks)
+        .into_iter()
+        .map(|(hook, name, attach)| pb::HookHealth {
+            hook: name.into(),
+            attach,
+            errors: counters.hook_errors(hook as u32),
         })
         .collect();
     let dropped_total = rings.iter().map(|r| r.dropped).sum();

@@ -1,10 +1,12 @@
 //! The sensor agent, by pipeline stage: `loader` (kernel side in), `decode`, `enrich`, `output`,
+//! `deliver` (gRPC, spool, OTLP, metrics),
 //! with `agent` wiring them into `sensor run`.
 
 pub mod agent;
 pub mod caps;
 pub mod clock;
 pub mod decode;
+pub mod deliver;
 pub mod enrich;
 pub mod health;
 pub mod loader;

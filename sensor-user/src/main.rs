@@ -3,7 +3,10 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use sensor::agent::{self, RunOptions};
+use sensor::{
+    agent::{self, RunOptions},
+    deliver::cli::{DeliveryArgs, WatchArgs},
+};
 
 #[derive(Parser)]
 #[command(
@@ -19,22 +22,61 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Attach to the kernel and write every enriched event as a JSON line until Ctrl-C.
-    Run {
-        /// Where JSON lines go: `-` for stdout, or a file (appended to).
-        #[arg(long, default_value = "-", value_name = "PATH|-")]
-        json_out: String,
-        /// Seconds between `health` events.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        health_interval: u64,
-        /// Size of the process ring buffer in MiB (a power of two).
-        #[arg(long, default_value_t = 8, value_parser = parse_ring_mib)]
-        ring_mib: u32,
-        /// Node name reported in events (default: the hostname).
-        #[arg(long)]
-        node: Option<String>,
-    },
+    Run(RunArgs),
     /// Report what this kernel offers and which hooks the sensor will use; non-zero if it can't run.
     Check,
+    /// Stream alerts (or events) from a running sensor: compact lines for people, JSON for machines.
+    Watch(WatchArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Where JSON lines go: `-` for stdout, or a file (appended to).
+    #[arg(long, default_value = "-", value_name = "PATH|-")]
+    json_out: String,
+    /// Seconds between `health` events.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    health_interval: u64,
+    /// Seconds between traffic and ICMP reports (kernel-aggregated counters).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    flow_interval: u64,
+    /// Size of the process ring buffer in MiB (a power of two).
+    #[arg(long, default_value_t = 8, value_parser = parse_ring_mib)]
+    ring_mib: u32,
+    /// Size of the network ring buffer in MiB (a power of two).
+    #[arg(long, default_value_t = 4, value_parser = parse_ring_mib)]
+    net_ring_mib: u32,
+    /// Also report network activity of host processes (default: containers only).
+    #[arg(long)]
+    net_host: bool,
+    /// Network records per second each cgroup may emit before its records are dropped (and
+    /// counted); 0 for no limit.
+    #[arg(long, default_value_t = 2000)]
+    net_rate: u32,
+    /// Burst allowance above --net-rate, in records.
+    #[arg(long, default_value_t = 4000)]
+    net_burst: u32,
+    /// Node name reported in events (default: the hostname).
+    #[arg(long)]
+    node: Option<String>,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+}
+
+impl RunArgs {
+    fn options(self) -> RunOptions {
+        let mut opts = RunOptions::new(self.node.unwrap_or_else(hostname));
+        opts.delivery = self.delivery.config(&opts.node);
+        opts.json_out = self.json_out;
+        opts.health_interval = Duration::from_secs(self.health_interval);
+        opts.flow_interval = Duration::from_secs(self.flow_interval);
+        opts.load.proc_ring_bytes = self.ring_mib << 20;
+        opts.load.net_ring_bytes = self.net_ring_mib << 20;
+        opts.load.filter.net_host = self.net_host as u32;
+        opts.load.filter.net_rate_per_sec = self.net_rate;
+        opts.load.filter.net_burst = self.net_burst.max(1);
+        opts
+    }
 }
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
@@ -60,18 +102,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check => sensor::loader::check::run(),
-        Command::Run {
-            json_out,
-            health_interval,
-            ring_mib,
-            node,
-        } => {
-            let opts = RunOptions {
-                json_out,
-                health_interval: Duration::from_secs(health_interval),
-                proc_ring_bytes: ring_mib << 20,
-                node: node.unwrap_or_else(hostname),
-            };
+        Command::Watch(args) => args.run(),
+        Command::Run(args) => {
+            let opts = args.options();
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -5,8 +5,8 @@
 //! sensor's stderr is kept). Run outside it, the tests fail saying so.
 
 use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
+    io::{BufRead, BufReader, Read, Write},
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Condvar, Mutex},
     thread,
@@ -73,9 +73,48 @@ pub fn docker_run_rm(args: &[&str]) -> String {
     id
 }
 
+/// A container's IP address on the default bridge.
+pub fn container_ip(cid: &str) -> String {
+    let ip = docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", cid]);
+    assert!(!ip.is_empty(), "container {cid} has no bridge address");
+    ip
+}
+
+/// The default bridge's gateway (the host side of docker0): the one address outside the test's
+/// own containers that tests may send traffic to.
+pub fn bridge_gateway() -> String {
+    docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        "bridge",
+    ])
+}
+
+/// Removes containers when dropped, so a failing test leaves none running.
+pub struct Containers(pub Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(self.0.iter().map(String::as_str));
+            let _ = Command::new("docker").args(&args).output();
+        }
+    }
+}
+
 /// A running `sensor run`, its JSON lines collected as they arrive.
+///
+/// Unless the test passes `--grpc-socket` / `--spool-dir` itself, each sensor gets its own gRPC
+/// socket and alert spool under a fresh temporary directory ([`Sensor::socket`]), so sensors
+/// started in parallel do not collide on `/run/sensor/sensor.sock`.
 pub struct Sensor {
     child: Option<Child>,
+    socket: PathBuf,
+    /// The sensor's own temporary directory, removed when it is dropped.
+    scratch: PathBuf,
     events: Arc<(Mutex<Vec<Value>>, Condvar)>,
     stderr: PathBuf,
     /// Where the collected events are saved when the sensor is dropped, for post-mortems.
@@ -91,8 +130,23 @@ impl Sensor {
     pub fn start_with(name: &str, extra: &[&str]) -> Sensor {
         let stderr = artifacts().join(format!("{name}.stderr"));
         let saved = artifacts().join(format!("{name}.events.jsonl"));
+        let own = scratch_dir(name);
+        let mut delivery: Vec<String> = Vec::new();
+        let socket = match extra.iter().position(|a| *a == "--grpc-socket") {
+            Some(i) => PathBuf::from(extra[i + 1]),
+            None => {
+                let socket = own.join("sensor.sock");
+                delivery.extend(["--grpc-socket".into(), socket.display().to_string()]);
+                socket
+            }
+        };
+        if !extra.contains(&"--spool-dir") {
+            let spool = own.join("spool").display().to_string();
+            delivery.extend(["--spool-dir".into(), spool]);
+        }
         let mut child = Command::new(sensor_bin())
             .args(["run", "--json-out", "-", "--health-interval", "1"])
+            .args(&delivery)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
@@ -113,6 +167,8 @@ impl Sensor {
         });
         let sensor = Sensor {
             child: Some(child),
+            socket,
+            scratch: own,
             events,
             stderr,
             saved,
@@ -127,6 +183,23 @@ impl Sensor {
             );
         }
         sensor
+    }
+
+    /// The sensor's gRPC Unix socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// `kill -9`: the agent gets no chance to clean up.
+    pub fn kill_9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().expect("SIGKILL to the sensor");
+        child.wait().unwrap();
     }
 
     pub fn stderr_text(&self) -> String {
@@ -198,7 +271,47 @@ impl Drop for Sensor {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
+}
+
+/// A fresh, empty directory for `tag` under the system's temporary directory (short, so Unix
+/// socket paths inside stay under their 108-byte limit).
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(marker(&format!("sensor-it-{tag}")));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+    dir
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.0 (no chunking) from `addr`: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// Event field helpers.
@@ -211,6 +324,20 @@ pub mod ev {
 
     pub fn container_id(e: &Value) -> &str {
         e["container"]["id"].as_str().unwrap_or("")
+    }
+
+    /// An endpoint's address with an IPv4-mapped IPv6 prefix removed.
+    pub fn addr(endpoint: &Value) -> &str {
+        let a = endpoint["address"].as_str().unwrap_or("");
+        a.strip_prefix("::ffff:").unwrap_or(a)
+    }
+
+    /// A u64 field (proto3 JSON writes them as strings and omits zero).
+    pub fn u64_of(v: &Value) -> u64 {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| v.as_u64())
+            .unwrap_or(0)
     }
 
     /// `process.args` as strings.

@@ -35,6 +35,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "util-linux",
     "iproute2",
     "procps",
+    // The delivery tests scrape the metrics endpoint with a real Prometheus server.
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -5,7 +5,9 @@
 //! fire too; only the hierarchy whose ids tasks report (`dfl_hierarchy_id`) is kept.
 
 use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
-use sensor_common::{CGROUP_PATH_MAX, CGROUP_PATH_TRUNCATED, CgroupRecord, Hook, RecordKind, Ring};
+use sensor_common::{
+    CGROUP_PATH_MAX, CGROUP_PATH_TRUNCATED, CgroupRecord, DropReason, Hook, RecordKind, Ring,
+};
 
 use super::{header, run_probe};
 use crate::{
@@ -37,7 +39,7 @@ fn cgroup_event(ctx: &TracePointContext, kind: RecordKind) -> ReadResult<()> {
         return Ok(());
     }
     let Some(mut entry) = PROC_EVENTS.reserve::<CgroupRecord>(0) else {
-        count_drop(Ring::Process);
+        count_drop(Ring::Process, DropReason::RingFull);
         return Ok(());
     };
     // SAFETY: sized for a CgroupRecord; fixed fields written below, `path` covered by path_len.

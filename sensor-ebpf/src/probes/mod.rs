@@ -2,7 +2,14 @@
 
 mod cgroup;
 mod feature;
+mod icmp;
+mod namespace;
 mod process;
+mod socket;
+mod stdio;
+pub(crate) mod syscall;
+mod tcp;
+mod traffic;
 
 use sensor_common::{RECORD_VERSION, RecordHeader, RecordKind};
 

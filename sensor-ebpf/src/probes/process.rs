@@ -9,8 +9,9 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    ARGV_MAX, Creds, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_PARTIAL, ExecRecord,
-    ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring, TaskIds,
+    ARGV_MAX, Creds, DropReason, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_PARTIAL,
+    Endpoint, ExecRecord, ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring,
+    TaskIds,
 };
 
 use super::{header, run_probe};
@@ -36,7 +37,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
     let Some(mut entry) = PROC_EVENTS.reserve::<ExecRecord>(0) else {
-        count_drop(Ring::Process);
+        count_drop(Ring::Process, DropReason::RingFull);
         return Ok(());
     };
     // SAFETY: the reservation is sized for an ExecRecord; every field read later is written here
@@ -55,14 +56,17 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
     rec.flags = 0;
     rec.argv_len = 0;
     rec.filename_len = 0;
-    rec._pad = 0;
+    rec.stdio_sockets = 0;
+    rec.stdio_peer = Endpoint::default();
+    rec._pad2 = 0;
 
     let task = kernel::current_task();
     let ok = kernel::task_ids(task, &mut rec.task).is_ok()
         & kernel::task_creds(task, &mut rec.creds).is_ok()
         & kernel::task_namespaces(task, &mut rec.ns).is_ok()
         & exec_filename(ctx, rec).is_ok()
-        & exec_argv(task, rec).is_ok();
+        & exec_argv(task, rec).is_ok()
+        & exec_stdio(task, rec).is_ok();
     if !ok {
         rec.flags |= EXEC_PARTIAL;
     }
@@ -117,6 +121,28 @@ fn exec_argv(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
     Ok(())
 }
 
+/// Which of fds 0-2 of the new program are sockets, and the first one's peer.
+#[inline(always)]
+fn exec_stdio(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
+    for fd in 0..3 {
+        // A closed fd is not an error.
+        let Ok(file) = kernel::fd_file(task, fd) else {
+            continue;
+        };
+        if file.is_null() {
+            continue;
+        }
+        if let Some(sk) = kernel::file_sock(file)? {
+            if rec.stdio_sockets == 0 {
+                let mut local = Endpoint::default();
+                kernel::sock_endpoints(sk, &mut local, &mut rec.stdio_peer)?;
+            }
+            rec.stdio_sockets |= 1 << fd;
+        }
+    }
+    Ok(())
+}
+
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     run_probe!(Hook::Fork, try_fork(&ctx)) as i32
@@ -131,7 +157,7 @@ fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
         return Ok(()); // a new thread, not a new process
     }
     let Some(mut entry) = PROC_EVENTS.reserve::<ForkRecord>(0) else {
-        count_drop(Ring::Process);
+        count_drop(Ring::Process, DropReason::RingFull);
         return Ok(());
     };
     // SAFETY: sized for a ForkRecord; all fields written below.
@@ -140,7 +166,9 @@ fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
     rec.child = EMPTY_IDS;
     let res = kernel::task_ids(child, &mut rec.child);
     entry.submit(0);
-    res
+    res?;
+    // A clone with CLONE_NEW* flags: report the child's new namespaces.
+    super::namespace::on_fork(child, tgid)
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -156,7 +184,7 @@ fn try_exit() -> ReadResult<()> {
         return Ok(());
     }
     let Some(mut entry) = PROC_EVENTS.reserve::<ExitRecord>(0) else {
-        count_drop(Ring::Process);
+        count_drop(Ring::Process, DropReason::RingFull);
         return Ok(());
     };
     // SAFETY: sized for an ExitRecord; all fields written below.

@@ -51,7 +51,16 @@ pub enum ContainerChange {
 pub struct CgroupTable {
     cgroups: HashMap<CgroupId, CgroupEntry>,
     containers: HashMap<ContainerId, LiveContainer>,
+    /// Host cgroups learned (`true`) or removed (`false`) since the last take.
+    host_updates: Vec<(CgroupId, bool)>,
+    /// Removed cgroups and exited containers, kept for [`DEPARTED_GRACE`] so that reports that
+    /// arrive after the removal (traffic and ICMP aggregates) are still attributed.
+    departed: HashMap<CgroupId, (BootNs, CgroupEntry)>,
+    departed_containers: HashMap<ContainerId, (BootNs, LiveContainer)>,
 }
+
+/// How long a removed cgroup stays resolvable.
+pub const DEPARTED_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The cgroup2 mount point, from `/proc/self/mountinfo`.
 pub fn cgroup2_mount() -> Option<PathBuf> {
@@ -68,12 +77,25 @@ impl CgroupTable {
         self.containers.len()
     }
 
+    /// A cgroup, live or recently removed.
     pub fn get(&self, id: CgroupId) -> Option<&CgroupEntry> {
-        self.cgroups.get(&id)
+        self.cgroups
+            .get(&id)
+            .or_else(|| self.departed.get(&id).map(|(_, e)| e))
     }
 
+    /// A container, running or recently exited.
     pub fn container(&self, id: &ContainerId) -> Option<&LiveContainer> {
-        self.containers.get(id)
+        self.containers
+            .get(id)
+            .or_else(|| self.departed_containers.get(id).map(|(_, c)| c))
+    }
+
+    /// Forgets what departed more than [`DEPARTED_GRACE`] before `now`.
+    pub fn prune(&mut self, now: BootNs) {
+        let keep = |t: &BootNs| now.since(*t) < DEPARTED_GRACE;
+        self.departed.retain(|_, (t, _)| keep(t));
+        self.departed_containers.retain(|_, (t, _)| keep(t));
     }
 
     /// Walks the cgroup2 hierarchy under `mount`; every container found is reported as already
@@ -128,6 +150,9 @@ impl CgroupTable {
         exact: bool,
     ) -> Option<ContainerChange> {
         let container = resolve(path);
+        if container.is_none() {
+            self.host_updates.push((id, true));
+        }
         self.cgroups.insert(
             id,
             CgroupEntry {
@@ -173,7 +198,9 @@ impl CgroupTable {
         id: CgroupId,
         at: BootNs,
     ) -> Option<ContainerChange> {
-        if self.containers.contains_key(&cref.id) {
+        // Known, or exited already (a late report is not a new start).
+        if self.containers.contains_key(&cref.id) || self.departed_containers.contains_key(&cref.id)
+        {
             return None;
         }
         let root_id = if cref.is_root(path) { id } else { CgroupId(0) };
@@ -183,11 +210,23 @@ impl CgroupTable {
     /// A cgroup was removed. Reports a container exit when it was a container's own cgroup.
     pub fn remove(&mut self, id: CgroupId, path: &str, at: BootNs) -> Option<ContainerChange> {
         let entry = self.cgroups.remove(&id);
-        let cref = entry.and_then(|e| e.container).or_else(|| resolve(path))?;
+        if entry.as_ref().is_some_and(|e| e.container.is_none()) {
+            self.host_updates.push((id, false));
+        }
+        let cref = entry
+            .as_ref()
+            .and_then(|e| e.container.clone())
+            .or_else(|| resolve(path));
+        if let Some(entry) = entry {
+            self.departed.insert(id, (at, entry));
+        }
+        let cref = cref?;
         if !cref.is_root(path) {
             return None;
         }
         let container = self.containers.remove(&cref.id)?;
+        self.departed_containers
+            .insert(cref.id.clone(), (at, container.clone()));
         Some(ContainerChange::Exited { container, at })
     }
 
@@ -201,6 +240,11 @@ impl CgroupTable {
             container: resolve(path),
         });
         Some(id)
+    }
+
+    /// See [`CgroupTable::host_updates`].
+    pub fn take_host_updates(&mut self) -> Vec<(CgroupId, bool)> {
+        std::mem::take(&mut self.host_updates)
     }
 
     /// Lowers a container's provisional start to `t` (the start of its oldest process).
@@ -268,6 +312,27 @@ mod tests {
         assert_eq!(at.since(container.started).as_nanos(), 300);
         assert_eq!(t.container_count(), 0);
         assert!(t.remove(CgroupId(11), &path, BootNs(500)).is_none());
+    }
+
+    #[test]
+    fn departed_cgroups_stay_resolvable_for_a_while() {
+        let mut t = CgroupTable::default();
+        let path = format!("/docker/{ID}");
+        t.add(CgroupId(11), &path, BootNs(100), true);
+        t.remove(CgroupId(11), &path, BootNs(200));
+        let cref = t
+            .get(CgroupId(11))
+            .and_then(|e| e.container.clone())
+            .expect("still resolvable");
+        assert_eq!(t.container(&cref.id).unwrap().cgroup_id, CgroupId(11));
+        // A late report must not restart the container.
+        assert!(
+            t.ensure_container(&cref, &path, CgroupId(11), BootNs(300))
+                .is_none()
+        );
+        t.prune(BootNs(200 + DEPARTED_GRACE.as_nanos() as u64 + 1));
+        assert!(t.get(CgroupId(11)).is_none());
+        assert!(t.container(&cref.id).is_none());
     }
 
     #[test]

@@ -6,12 +6,14 @@
 
 pub mod cgroups;
 pub mod container_id;
+pub mod names;
+pub mod network;
 pub mod process_table;
 pub mod procfs;
 
 use std::path::PathBuf;
 
-use sensor_common::{EXEC_ARGV_TRUNCATED, EXEC_PARTIAL, ExecRecord, TaskIds};
+use sensor_common::{EXEC_ARGV_TRUNCATED, EXEC_PARTIAL, ExecRecord, Namespaces, TaskIds};
 use sensor_proto::{self as pb, event::Body};
 
 use self::{
@@ -33,6 +35,9 @@ pub struct Enricher {
     procs: ProcessTable,
     cgroups: CgroupTable,
     cgroup_mount: Option<PathBuf>,
+    /// The host's namespaces, to flag changes into them.
+    host_ns: Namespaces,
+    aggregates: network::AggregateState,
 }
 
 /// Where a process runs: a known container, or the host.
@@ -49,6 +54,8 @@ impl Enricher {
             procs: ProcessTable::default(),
             cgroups: CgroupTable::default(),
             cgroup_mount: cgroups::cgroup2_mount(),
+            host_ns: network::host_namespaces(),
+            aggregates: network::AggregateState::default(),
         }
     }
 
@@ -101,8 +108,15 @@ impl Enricher {
             .collect()
     }
 
+    /// cgroups classified since the last call: `(id, true)` for a host cgroup, `(id, false)` for
+    /// one that is gone. The agent applies them to the kernel's host filter.
+    pub fn take_host_cgroup_updates(&mut self) -> Vec<(CgroupId, bool)> {
+        self.cgroups.take_host_updates()
+    }
+
     /// Drops process entries whose exit was missed.
     pub fn sweep(&mut self) -> usize {
+        self.cgroups.prune(Clock::boot_now());
         self.procs.sweep()
     }
 
@@ -119,6 +133,10 @@ impl Enricher {
                     out.push(self.container_event(change, at));
                 }
             }
+            Record::Sock(r) => self.on_sock(&r, out),
+            Record::Dup(r) => self.on_dup(&r, out),
+            Record::Ns(r) => self.on_ns(&r, out),
+            Record::TcpState(r) => self.on_tcp_state(&r, out),
             Record::CgroupRmdir(r) => {
                 let at = BootNs(r.header.boot_ns);
                 let path = c_str(&r.path, r.path_len as usize);
@@ -148,6 +166,12 @@ impl Enricher {
         let body = Body::Exec(pb::Exec {
             args_truncated: r.flags & EXEC_ARGV_TRUNCATED != 0,
             partial: r.flags & EXEC_PARTIAL != 0,
+            stdio_socket_fds: (0..3)
+                .filter(|fd| r.stdio_sockets & (1 << fd) != 0)
+                .collect(),
+            stdio_peer: (r.stdio_sockets != 0)
+                .then(|| names::endpoint(&r.stdio_peer))
+                .flatten(),
         });
         self.process_event(&info, tid, at, body, out);
     }
@@ -227,6 +251,44 @@ impl Enricher {
                 host: container.is_none(),
                 container,
                 process: Some(process),
+                ..Default::default()
+            }
+            .with_body(body),
+        );
+    }
+
+    /// An event about a cgroup's activity, not a process's (TCP state, traffic, ICMP).
+    fn cgroup_event(
+        &mut self,
+        cgroup_id: CgroupId,
+        at: BootNs,
+        body: Body,
+        out: &mut Vec<pb::Event>,
+    ) {
+        let container = match self
+            .cgroups
+            .get(cgroup_id)
+            .and_then(|e| e.container.clone())
+        {
+            None => None,
+            Some(cref) => {
+                let path = self
+                    .cgroups
+                    .get(cgroup_id)
+                    .map(|e| e.path.clone())
+                    .unwrap_or_default();
+                if let Some(change) = self.cgroups.ensure_container(&cref, &path, cgroup_id, at) {
+                    out.push(self.container_event(change, at));
+                }
+                self.cgroups.container(&cref.id).map(container_proto)
+            }
+        };
+        out.push(
+            pb::Event {
+                time: Some(self.clock.timestamp(at)),
+                node: self.node.clone(),
+                host: container.is_none(),
+                container,
                 ..Default::default()
             }
             .with_body(body),

@@ -9,7 +9,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe},
 };
 
-use super::{HOOKS, attach, btf::VMLINUX_BTF, open, tracefs};
+use super::{Attach, HookSpec, attach, btf::VMLINUX_BTF, default_hooks, grouped, open, tracefs};
 use crate::privileges;
 
 /// One probed capability.
@@ -55,26 +55,23 @@ pub fn run() -> Result<()> {
     }
 
     let (mut ebpf, _) = open()?;
+    let hooks = default_hooks();
+    let mut failed: Vec<(&str, String)> = Vec::new();
+    for spec in &hooks {
+        if let Err(e) = attach(&mut ebpf, spec) {
+            failed.push((spec.name, format!("{e:#}")));
+        }
+    }
     let mut report = String::new();
-    let mut failed = Vec::new();
-    for spec in HOOKS {
-        let status = match attach(&mut ebpf, spec) {
-            Ok(()) => "usable: loaded and attached".to_string(),
-            Err(e) => {
-                failed.push(spec.name);
-                format!("FAILED: {e:#}")
-            }
-        };
-        writeln!(
-            report,
-            "  {:<13} {:<40} {status}",
-            spec.name,
-            spec.attach.to_string()
-        )?;
+    for (_, name, attach_points) in grouped(&hooks) {
+        match failed.iter().find(|(n, _)| *n == name) {
+            Some((_, err)) => writeln!(report, "  {name:<15} FAILED: {err}")?,
+            None => writeln!(report, "  {name:<15} usable: {attach_points}")?,
+        }
     }
 
     println!("program types:");
-    let probes = probe_program_types(&mut ebpf);
+    let probes = probe_program_types(&mut ebpf, &hooks, &failed);
     for p in &probes {
         match &p.result {
             Ok(how) => println!("  {:<15} usable: {how}", p.what),
@@ -92,34 +89,42 @@ pub fn run() -> Result<()> {
         println!("not used here: {} (see reasons above)", optional.join(", "));
     }
     if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|(n, _)| *n).collect();
         bail!(
             "cannot run here: hooks {} failed to attach (see above)",
-            failed.join(", ")
+            names.join(", ")
         );
     }
     println!("ok: the sensor can run on this kernel");
     Ok(())
 }
 
-/// Loads and attaches one program of each type the sensor can use.
-fn probe_program_types(ebpf: &mut Ebpf) -> Vec<Probe> {
+/// The result for a program type: what the default hooks of that type did, else a probe load.
+fn probe_program_types(
+    ebpf: &mut Ebpf,
+    hooks: &[HookSpec],
+    failed: &[(&str, String)],
+) -> Vec<Probe> {
     let aya_btf = Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"));
-    let tp = |name| {
-        HOOKS
-            .iter()
-            .find(|h| h.program == name)
-            .map(|h| h.attach.to_string())
-            .unwrap_or_default()
+    let by_kind = |what: &'static str, is: fn(&Attach) -> bool| -> Probe {
+        let Some(h) = hooks.iter().find(|h| is(&h.attach)) else {
+            return Probe {
+                what,
+                result: Err("no hook of this type in the default set".into()),
+            };
+        };
+        let result = match failed.iter().find(|(n, _)| *n == h.name) {
+            Some((_, err)) => Err(err.clone()),
+            None => Ok(format!("{} attached", h.attach)),
+        };
+        Probe { what, result }
     };
     let mut probes = vec![
-        Probe {
-            what: "tracepoint",
-            result: Ok(format!("{} attached", tp("sched_process_exec"))),
-        },
-        Probe {
-            what: "raw_tracepoint",
-            result: Ok(format!("{} attached", tp("sched_process_fork"))),
-        },
+        by_kind("tracepoint", |a| matches!(a, Attach::TracePoint { .. })),
+        by_kind("raw_tracepoint", |a| {
+            matches!(a, Attach::RawTracePoint { .. })
+        }),
+        by_kind("cgroup_skb", |a| matches!(a, Attach::CgroupSkb { .. })),
     ];
     probes.push(Probe {
         what: "tp_btf",

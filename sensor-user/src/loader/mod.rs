@@ -5,97 +5,28 @@
 
 pub mod btf;
 pub mod check;
+pub mod hooks;
 pub mod offsets;
 pub mod tracefs;
 
 use anyhow::{Context, Result, anyhow, bail};
+use std::fs::File;
+
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint, TracePoint},
 };
-use sensor_common::Hook;
+use sensor_common::{
+    DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats,
+};
+
+use crate::enrich::cgroups::cgroup2_mount;
 
 /// The eBPF object built by `cargo xtask build` (empty when the agent was built without it).
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
 
-/// How a hook attaches.
-#[derive(Clone, Copy, Debug)]
-pub enum Attach {
-    TracePoint {
-        category: &'static str,
-        name: &'static str,
-    },
-    RawTracePoint {
-        name: &'static str,
-    },
-}
-
-impl std::fmt::Display for Attach {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Attach::TracePoint { category, name } => write!(f, "tracepoint {category}:{name}"),
-            Attach::RawTracePoint { name } => write!(f, "raw_tracepoint {name}"),
-        }
-    }
-}
-
-/// One hook: which program implements it and where it attaches.
-#[derive(Clone, Copy, Debug)]
-pub struct HookSpec {
-    pub hook: Hook,
-    pub name: &'static str,
-    pub program: &'static str,
-    pub attach: Attach,
-}
-
-/// The default hook set: tracepoints and raw tracepoints, which every kernel with BTF has.
-pub const HOOKS: &[HookSpec] = &[
-    HookSpec {
-        hook: Hook::Exec,
-        name: "exec",
-        program: "sched_process_exec",
-        attach: Attach::TracePoint {
-            category: "sched",
-            name: "sched_process_exec",
-        },
-    },
-    HookSpec {
-        hook: Hook::Fork,
-        name: "fork",
-        program: "sched_process_fork",
-        attach: Attach::RawTracePoint {
-            name: "sched_process_fork",
-        },
-    },
-    HookSpec {
-        hook: Hook::Exit,
-        name: "exit",
-        program: "sched_process_exit",
-        attach: Attach::TracePoint {
-            category: "sched",
-            name: "sched_process_exit",
-        },
-    },
-    HookSpec {
-        hook: Hook::CgroupMkdir,
-        name: "cgroup_mkdir",
-        program: "cgroup_mkdir",
-        attach: Attach::TracePoint {
-            category: "cgroup",
-            name: "cgroup_mkdir",
-        },
-    },
-    HookSpec {
-        hook: Hook::CgroupRmdir,
-        name: "cgroup_rmdir",
-        program: "cgroup_rmdir",
-        attach: Attach::TracePoint {
-            category: "cgroup",
-            name: "cgroup_rmdir",
-        },
-    },
-];
+pub use hooks::{Attach, HookSpec, default_hooks, grouped};
 
 /// Kernel-side counters, read by the health reporter.
 pub struct KernelCounters {
@@ -107,8 +38,8 @@ impl KernelCounters {
     fn sum(map: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
         map.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
-    pub fn ring_drops(&self, ring: u32) -> u64 {
-        Self::sum(&self.ring_drops, ring)
+    pub fn ring_drops(&self, ring: u32, reason: DropReason) -> u64 {
+        Self::sum(&self.ring_drops, ring * DROP_REASONS + reason as u32)
     }
     pub fn hook_errors(&self, hook: u32) -> u64 {
         Self::sum(&self.hook_errors, hook)
@@ -122,9 +53,45 @@ pub struct LoadedSensor {
 }
 
 /// Options for [`LoadedSensor::load`].
+#[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     /// Size of the process ring buffer in bytes (a power of two, multiple of the page size).
     pub proc_ring_bytes: u32,
+    /// Size of the network ring buffer in bytes.
+    pub net_ring_bytes: u32,
+    pub filter: FilterConfig,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            proc_ring_bytes: 8 << 20,
+            net_ring_bytes: 4 << 20,
+            filter: FilterConfig::default_const(),
+        }
+    }
+}
+
+/// The in-kernel aggregation maps user space reads periodically.
+pub struct AggregationMaps {
+    pub flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    pub icmp: HashMap<MapData, IcmpKey, IcmpStats>,
+}
+
+/// cgroups whose network activity the kernel does not report (the host's).
+pub struct HostCgroupFilter {
+    map: HashMap<MapData, u64, u8>,
+}
+
+impl HostCgroupFilter {
+    pub fn mark_host(&mut self, cgroup_id: u64) -> Result<()> {
+        self.map
+            .insert(cgroup_id, 1, 0)
+            .context("updating HOST_CGROUPS")
+    }
+    pub fn forget(&mut self, cgroup_id: u64) {
+        let _ = self.map.remove(&cgroup_id);
+    }
 }
 
 /// The embedded object, or an error saying how to build it.
@@ -140,9 +107,7 @@ pub fn bpf_object() -> Result<&'static [u8]> {
 
 /// Loads the object with offsets for this kernel, without loading any program yet.
 pub fn open() -> Result<(Ebpf, btf::KernelBtf)> {
-    open_with(&LoadOptions {
-        proc_ring_bytes: 8 << 20,
-    })
+    open_with(&LoadOptions::default())
 }
 
 fn open_with(opts: &LoadOptions) -> Result<(Ebpf, btf::KernelBtf)> {
@@ -152,7 +117,9 @@ fn open_with(opts: &LoadOptions) -> Result<(Ebpf, btf::KernelBtf)> {
     let offsets = offsets::resolve(&kbtf, tracefs)?;
     let ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
+        .override_global("FILTER", &opts.filter, true)
         .map_max_entries("PROC_EVENTS", opts.proc_ring_bytes)
+        .map_max_entries("NET_EVENTS", opts.net_ring_bytes)
         .load(object)
         .context("loading the sensor's eBPF object into the kernel")?;
     Ok((ebpf, kbtf))
@@ -177,6 +144,23 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
             p.attach(name)
                 .with_context(|| format!("attaching {}", what()))?;
         }
+        Attach::CgroupSkb { egress } => {
+            let root =
+                cgroup2_mount().context("no cgroup2 mount to attach traffic accounting to")?;
+            let cgroup =
+                File::open(&root).with_context(|| format!("opening {}", root.display()))?;
+            let p: &mut CgroupSkb = program.try_into().with_context(what)?;
+            p.load().with_context(|| format!("loading {}", what()))?;
+            let kind = if egress {
+                CgroupSkbAttachType::Egress
+            } else {
+                CgroupSkbAttachType::Ingress
+            };
+            // aya attaches through a bpf_link, which always coexists with other programs on the
+            // cgroup (systemd's, say); link_create takes no ALLOW_MULTI flag, hence `Single`.
+            p.attach(cgroup, kind, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {}", what()))?;
+        }
     }
     Ok(())
 }
@@ -185,36 +169,49 @@ impl LoadedSensor {
     /// Loads the object and attaches every hook of the default set.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let (mut ebpf, _btf) = open_with(opts)?;
-        for spec in HOOKS {
+        let hooks = default_hooks();
+        for spec in &hooks {
             attach(&mut ebpf, spec)?;
         }
-        Ok(Self {
-            ebpf,
-            hooks: HOOKS.to_vec(),
-        })
+        Ok(Self { ebpf, hooks })
+    }
+
+    fn take(&mut self, name: &str) -> Result<aya::maps::Map> {
+        self.ebpf
+            .take_map(name)
+            .ok_or_else(|| anyhow!("{name} map missing from the object or already taken"))
     }
 
     /// The process/lifecycle ring buffer (can be taken once).
     pub fn take_proc_ring(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map("PROC_EVENTS")
-            .ok_or_else(|| anyhow!("PROC_EVENTS map missing or already taken"))?;
-        Ok(RingBuf::try_from(map)?)
+        Ok(RingBuf::try_from(self.take("PROC_EVENTS")?)?)
+    }
+
+    /// The network ring buffer (can be taken once).
+    pub fn take_net_ring(&mut self) -> Result<RingBuf<MapData>> {
+        Ok(RingBuf::try_from(self.take("NET_EVENTS")?)?)
+    }
+
+    /// The traffic and ICMP aggregation maps (can be taken once).
+    pub fn take_aggregation(&mut self) -> Result<AggregationMaps> {
+        Ok(AggregationMaps {
+            flows: PerCpuHashMap::try_from(self.take("FLOWS")?)?,
+            icmp: HashMap::try_from(self.take("ICMP")?)?,
+        })
+    }
+
+    /// The host cgroup filter (can be taken once).
+    pub fn take_host_filter(&mut self) -> Result<HostCgroupFilter> {
+        Ok(HostCgroupFilter {
+            map: HashMap::try_from(self.take("HOST_CGROUPS")?)?,
+        })
     }
 
     /// The drop and error counters (can be taken once).
     pub fn take_counters(&mut self) -> Result<KernelCounters> {
-        let mut take = |name: &str| -> Result<PerCpuArray<MapData, u64>> {
-            let map = self
-                .ebpf
-                .take_map(name)
-                .ok_or_else(|| anyhow!("{name} map missing or already taken"))?;
-            Ok(PerCpuArray::try_from(map)?)
-        };
         Ok(KernelCounters {
-            ring_drops: take("RING_DROPS")?,
-            hook_errors: take("HOOK_ERRORS")?,
+            ring_drops: PerCpuArray::try_from(self.take("RING_DROPS")?)?,
+            hook_errors: PerCpuArray::try_from(self.take("HOOK_ERRORS")?)?,
         })
     }
 }

@@ -13,6 +13,12 @@ pub const DFL_HIERARCHY_ID: u32 = 0;
 pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
     let exec = TracepointFormat::read(tracefs, "sched", "sched_process_exec")?;
     let mkdir = TracepointFormat::read(tracefs, "cgroup", "cgroup_mkdir")?;
+    let sys_enter = TracepointFormat::read(tracefs, "syscalls", "sys_enter_connect")?;
+    let sys_exit = TracepointFormat::read(tracefs, "syscalls", "sys_exit_connect")?;
+    let tcp = TracepointFormat::read(tracefs, "sock", "inet_sock_set_state")?;
+    let sk = |m: &str| -> Result<u32> {
+        Ok(btf.offset("sock", "__sk_common")? + btf.offset("sock_common", m)?)
+    };
     let o = |s: &str, m: &str| btf.offset(s, m);
     let ns = |s: &str| btf.ns_inum_offset(s);
     let offsets = KernelOffsets {
@@ -63,6 +69,39 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         tp_cgroup_level: mkdir.offset("level")?,
         tp_cgroup_id: mkdir.offset("id")?,
         tp_cgroup_path: mkdir.offset("path")?,
+        task_files: o("task_struct", "files")?,
+        files_fdt: o("files_struct", "fdt")?,
+        fdtable_fd: o("fdtable", "fd")?,
+        fdtable_max_fds: o("fdtable", "max_fds")?,
+        file_f_inode: o("file", "f_inode")?,
+        file_private_data: o("file", "private_data")?,
+        inode_i_mode: o("inode", "i_mode")?,
+        inode_i_ino: o("inode", "i_ino")?,
+        socket_sk: o("socket", "sk")?,
+        sk_family: sk("skc_family")?,
+        sk_daddr: sk("skc_daddr")?,
+        sk_rcv_saddr: sk("skc_rcv_saddr")?,
+        sk_dport: sk("skc_dport")?,
+        sk_num: sk("skc_num")?,
+        sk_v6_daddr: sk("skc_v6_daddr")?,
+        sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
+        sk_type: o("sock", "sk_type")?,
+        sk_protocol: o("sock", "sk_protocol")?,
+        sk_cgroup: o("sock", "sk_cgrp_data")? + o("sock_cgroup_data", "cgroup")?,
+        // Arguments follow `__syscall_nr`, 8 bytes each.
+        tp_sys_arg0: sys_enter.offset("fd")?,
+        tp_sys_ret: sys_exit.offset("ret")?,
+        tp_tcp_skaddr: tcp.offset("skaddr")?,
+        tp_tcp_oldstate: tcp.offset("oldstate")?,
+        tp_tcp_newstate: tcp.offset("newstate")?,
+        tp_tcp_sport: tcp.offset("sport")?,
+        tp_tcp_dport: tcp.offset("dport")?,
+        tp_tcp_family: tcp.offset("family")?,
+        tp_tcp_protocol: tcp.offset("protocol")?,
+        tp_tcp_saddr: tcp.offset("saddr")?,
+        tp_tcp_daddr: tcp.offset("daddr")?,
+        tp_tcp_saddr_v6: tcp.offset("saddr_v6")?,
+        tp_tcp_daddr_v6: tcp.offset("daddr_v6")?,
         dfl_hierarchy_id: DFL_HIERARCHY_ID,
     };
     // cgroup_rmdir shares cgroup_mkdir's event class; make sure this kernel agrees.

@@ -1,0 +1,304 @@
+//! Network, stdio-redirection and namespace records, and the in-kernel aggregation maps' types.
+
+use crate::records::{COMM_LEN, Namespaces, RecordHeader};
+
+/// An IPv4 or IPv6 address and port. IPv4 addresses sit in the first 4 bytes of `addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    /// `AF_INET` (2), `AF_INET6` (10), `AF_UNIX` (1), 0 when unknown.
+    pub family: u16,
+}
+
+/// The task that made a call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub pid: u32,
+    pub tgid: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Which socket call a [`SockRecord`] reports.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockOp {
+    Socket = 1,
+    Connect = 2,
+    Accept = 3,
+    Bind = 4,
+    Listen = 5,
+}
+
+impl SockOp {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Socket,
+            2 => Self::Connect,
+            3 => Self::Accept,
+            4 => Self::Bind,
+            5 => Self::Listen,
+            _ => return None,
+        })
+    }
+}
+
+/// The socket is `SOCK_RAW`.
+pub const SOCK_FLAG_RAW: u8 = 1 << 0;
+/// The socket is `AF_PACKET`.
+pub const SOCK_FLAG_PACKET: u8 = 1 << 1;
+/// The socket is an ICMP datagram ("ping") socket.
+pub const SOCK_FLAG_ICMP_DGRAM: u8 = 1 << 2;
+
+/// A socket call, at its return: `socket`, `connect`, `accept[4]`, `bind`, `listen`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockRecord {
+    pub header: RecordHeader,
+    pub caller: Caller,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    /// The return value: a new fd (socket, accept), 0, or `-errno`.
+    pub ret: i64,
+    /// The socket's fd (for accept: the listening socket's).
+    pub fd: i32,
+    pub family: u16,
+    pub sock_type: u16,
+    pub protocol: u16,
+    pub op: u8,
+    pub flags: u8,
+    pub _pad: u32,
+}
+
+/// A `dup`, `dup2` or `dup3` that put a socket on fd 0, 1 or 2.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DupRecord {
+    pub header: RecordHeader,
+    pub caller: Caller,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    pub oldfd: i32,
+    pub newfd: i32,
+    pub ret: i32,
+    pub sock_type: u16,
+    pub protocol: u16,
+}
+
+/// Which namespace call a [`NsRecord`] reports.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NsOp {
+    Setns = 1,
+    Unshare = 2,
+    Clone = 3,
+}
+
+impl NsOp {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Setns,
+            2 => Self::Unshare,
+            3 => Self::Clone,
+            _ => return None,
+        })
+    }
+}
+
+/// The `CLONE_NEW*` flags.
+pub const CLONE_NEW_MASK: u64 = 0x0200_0000 // CLONE_NEWCGROUP
+    | 0x0002_0000 // CLONE_NEWNS
+    | 0x0400_0000 // CLONE_NEWUTS
+    | 0x0800_0000 // CLONE_NEWIPC
+    | 0x1000_0000 // CLONE_NEWUSER
+    | 0x2000_0000 // CLONE_NEWPID
+    | 0x4000_0000 // CLONE_NEWNET
+    | 0x0000_0080; // CLONE_NEWTIME
+
+/// `setns`, `unshare`, or a `clone`/`clone3` with `CLONE_NEW*` flags.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NsRecord {
+    pub header: RecordHeader,
+    pub caller: Caller,
+    /// The caller's namespaces after the call (for clone: the child's).
+    pub ns_after: Namespaces,
+    /// unshare/clone flags, or setns's `nstype`.
+    pub flags: u64,
+    /// The return value (for clone: the child's pid).
+    pub ret: i64,
+    /// setns: the inode of the namespace the fd refers to (0 for a pidfd).
+    pub target_inum: u32,
+    pub fd: i32,
+    pub op: u8,
+    pub _pad: [u8; 7],
+}
+
+/// A TCP state change, from `sock:inet_sock_set_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpStateRecord {
+    pub header: RecordHeader,
+    /// The socket's cgroup (`sk->sk_cgrp_data`), not the current task's: the change may happen
+    /// in softirq context.
+    pub cgroup_id: u64,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    pub old_state: u32,
+    pub new_state: u32,
+}
+
+/// Key of the traffic volume map: one (cgroup, peer, protocol, direction).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub cgroup_id: u64,
+    pub peer: [u8; 16],
+    pub peer_port: u16,
+    pub family: u16,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP...).
+    pub protocol: u8,
+    /// [`DIR_EGRESS`] or [`DIR_INGRESS`].
+    pub direction: u8,
+    pub _pad: u16,
+}
+
+pub const DIR_EGRESS: u8 = 0;
+pub const DIR_INGRESS: u8 = 1;
+
+/// Value of the traffic volume map (per CPU; user space sums).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+/// Bytes of ICMP payload kept per (sender, peer, type).
+pub const ICMP_SAMPLE: usize = 64;
+/// Payload size buckets: <=64, <=128, <=256, <=512, <=1024, <=1472, <=4096, larger.
+pub const ICMP_SIZE_BUCKETS: usize = 8;
+
+/// Key of the ICMP map: echo traffic of one cgroup with one peer, by ICMP type.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IcmpKey {
+    pub cgroup_id: u64,
+    pub peer: [u8; 16],
+    pub family: u16,
+    /// ICMP type (8 echo request, 0 echo reply; ICMPv6 128/129).
+    pub icmp_type: u8,
+    /// [`DIR_EGRESS`] (sent by a process) or [`DIR_INGRESS`] (received by one).
+    pub direction: u8,
+    pub _pad: u32,
+}
+
+/// Value of the ICMP map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IcmpStats {
+    pub count: u64,
+    pub payload_bytes: u64,
+    pub size_buckets: [u32; ICMP_SIZE_BUCKETS],
+    pub last_payload_len: u32,
+    pub first_sample_len: u32,
+    pub last_sample_len: u32,
+    pub _pad: u32,
+    /// The first bytes of the first payload seen.
+    pub first_sample: [u8; ICMP_SAMPLE],
+    /// The first bytes of the latest payload seen.
+    pub last_sample: [u8; ICMP_SAMPLE],
+}
+
+/// The bucket of a payload size.
+pub fn icmp_bucket(len: u32) -> usize {
+    match len {
+        0..=64 => 0,
+        65..=128 => 1,
+        129..=256 => 2,
+        257..=512 => 3,
+        513..=1024 => 4,
+        1025..=1472 => 5,
+        1473..=4096 => 6,
+        _ => 7,
+    }
+}
+
+/// Kernel-side filtering and rate limiting, set by user space before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// Report network activity of host processes too (default: containers only).
+    pub net_host: u32,
+    /// Network records per second each cgroup may emit (token bucket rate); 0 = unlimited.
+    pub net_rate_per_sec: u32,
+    /// Token bucket depth.
+    pub net_burst: u32,
+    pub _pad: u32,
+}
+
+impl FilterConfig {
+    pub const fn default_const() -> Self {
+        Self {
+            net_host: 0,
+            net_rate_per_sec: 2000,
+            net_burst: 4000,
+            _pad: 0,
+        }
+    }
+}
+
+/// Per-cgroup token bucket state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateState {
+    /// Tokens, in thousandths.
+    pub milli_tokens: u64,
+    pub last_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: repr(C), integer fields with explicit padding; every bit pattern is valid.
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowStats {}
+    unsafe impl aya::Pod for IcmpKey {}
+    unsafe impl aya::Pod for IcmpStats {}
+    unsafe impl aya::Pod for FilterConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_8_byte_multiples() {
+        use core::mem::size_of;
+        for s in [
+            size_of::<SockRecord>(),
+            size_of::<DupRecord>(),
+            size_of::<NsRecord>(),
+            size_of::<TcpStateRecord>(),
+            size_of::<FlowKey>(),
+            size_of::<IcmpKey>(),
+            size_of::<IcmpStats>(),
+            size_of::<FilterConfig>(),
+        ] {
+            assert_eq!(s % 8, 0, "{s}");
+        }
+        assert_eq!(size_of::<Endpoint>(), 20);
+    }
+
+    #[test]
+    fn buckets() {
+        assert_eq!(icmp_bucket(56), 0);
+        assert_eq!(icmp_bucket(600), 4);
+        assert_eq!(icmp_bucket(1472), 5);
+        assert_eq!(icmp_bucket(65000), 7);
+    }
+}

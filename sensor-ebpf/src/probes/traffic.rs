@@ -1,0 +1,90 @@
+//! Traffic volume: bytes and packets per (cgroup, peer, peer port, protocol, direction), summed
+//! in a per-CPU LRU map by cgroup skb programs on the cgroup2 root. User space reads the
+//! cumulative counters periodically and reports the deltas: no record per packet.
+
+use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
+use sensor_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook};
+
+use crate::maps::{FLOWS, count_error, net_wanted};
+
+const ETH_P_IP: u32 = 0x0800;
+const ETH_P_IPV6: u32 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+#[cgroup_skb]
+pub fn traffic_egress(ctx: SkBuffContext) -> i32 {
+    if account(&ctx, DIR_EGRESS).is_err() {
+        count_error(Hook::Traffic);
+    }
+    1 // never interfere with the packet
+}
+
+#[cgroup_skb]
+pub fn traffic_ingress(ctx: SkBuffContext) -> i32 {
+    if account(&ctx, DIR_INGRESS).is_err() {
+        count_error(Hook::Traffic);
+    }
+    1
+}
+
+#[inline(always)]
+fn account(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
+    // SAFETY: the helper takes the program's own skb.
+    let cgroup_id = unsafe { generated::bpf_skb_cgroup_id(ctx.skb.skb) };
+    if !net_wanted(cgroup_id) {
+        return Ok(());
+    }
+    let mut key = FlowKey {
+        cgroup_id,
+        direction,
+        ..FlowKey::default()
+    };
+    // A __be16 held in a u32 field.
+    let protocol = u16::from_be(ctx.skb.protocol() as u16) as u32;
+    // Data starts at the network header in cgroup skb programs.
+    let l4 = if protocol == ETH_P_IP {
+        let vihl: u8 = ctx.load(0)?;
+        key.family = 2;
+        key.protocol = ctx.load(9)?;
+        let peer_at = if direction == DIR_EGRESS { 16 } else { 12 };
+        let addr: [u8; 4] = ctx.load(peer_at)?;
+        key.peer[..4].copy_from_slice(&addr);
+        ((vihl & 0xf) as usize) * 4
+    } else if protocol == ETH_P_IPV6 {
+        key.family = 10;
+        key.protocol = ctx.load(6)?;
+        let peer_at = if direction == DIR_EGRESS { 24 } else { 8 };
+        key.peer = ctx.load(peer_at)?;
+        40
+    } else {
+        return Ok(());
+    };
+    if key.protocol == IPPROTO_TCP || key.protocol == IPPROTO_UDP {
+        let port_at = if direction == DIR_EGRESS { l4 + 2 } else { l4 };
+        key.peer_port = u16::from_be(ctx.load(port_at & 0xff)?);
+    }
+    // A GSO packet stands for several on the wire.
+    // SAFETY: reading the context's own field.
+    let segs = unsafe { (*ctx.skb.skb).gso_segs }.max(1) as u64;
+    let bytes = ctx.len() as u64;
+    match FLOWS.get_ptr_mut(key) {
+        Some(stats) => {
+            // SAFETY: per-CPU value, no concurrent writer on this CPU.
+            let stats = unsafe { &mut *stats };
+            stats.bytes += bytes;
+            stats.packets += segs;
+        }
+        None => {
+            let _ = FLOWS.insert(
+                key,
+                FlowStats {
+                    bytes,
+                    packets: segs,
+                },
+                0,
+            );
+        }
+    }
+    Ok(())
+}

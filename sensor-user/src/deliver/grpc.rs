@@ -1,0 +1,422 @@
+//! The `sensor.v1.Sensor` gRPC service (tonic) and its listeners.
+//!
+//! - Unix socket (default `/run/sensor/sensor.sock`): its directory is created, a stale socket
+//!   left by a killed agent is replaced, a live one is not; the socket is mode 0600, so only root
+//!   (the agent's user) can connect.
+//! - TCP, only with mutual TLS (rustls): the server presents `--tls-cert`/`--tls-key` and requires
+//!   a client certificate that chains to `--tls-client-ca`; a client without one fails the
+//!   handshake before any RPC.
+//!
+//! `WatchAlerts` joins the spool and the live bus without a seam: it subscribes first, replays
+//! the spool after `since_seq`, then takes live alerts, dropping any sequence number it already
+//! sent and re-reading from the spool any it has not seen (a gap means its queue overflowed).
+
+use std::{
+    io,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::Path,
+    sync::Arc,
+};
+
+use anyhow::{Context, Result, bail};
+use prost::Message;
+use sensor_proto::{
+    self as pb, Alert, Event,
+    sensor_server::{Sensor, SensorServer},
+    watch_alerts_response, watch_events_response,
+};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::{mpsc, watch},
+};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tonic::{
+    Request, Response, Status,
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::UdsConnectInfo},
+};
+
+use super::{
+    Shared, TcpTlsConfig,
+    bus::{Delivery, Subscription},
+    count_missed, filter,
+};
+use crate::clock::duration;
+
+/// Spooled alerts read per step of a replay.
+const REPLAY_CHUNK: usize = 256;
+/// Responses buffered per stream between its task and tonic.
+const STREAM_BUFFER: usize = 64;
+
+pub(super) struct Service {
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn peer_of<T>(req: &Request<T>) -> String {
+    if let Some(addr) = req.remote_addr() {
+        return addr.to_string();
+    }
+    match req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+    {
+        Some(cred) => match cred.pid() {
+            Some(pid) => format!("unix pid {pid} uid {}", cred.uid()),
+            None => format!("unix uid {}", cred.uid()),
+        },
+        None => "unix".to_string(),
+    }
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl Sensor for Service {
+    type WatchAlertsStream = Stream<pb::WatchAlertsResponse>;
+    type WatchEventsStream = Stream<pb::WatchEventsResponse>;
+
+    async fn watch_alerts(
+        &self,
+        req: Request<pb::WatchAlertsRequest>,
+    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let peer = peer_of(&req);
+        let req = req.into_inner();
+        let filter = filter::Alerts::new(req.filter)
+            .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?;
+        // Subscribe before reading the spool's end: an alert is published while the spool is
+        // locked, so everything after `last` is in the subscription.
+        let sub = self.shared.alerts.subscribe(peer, |_| true);
+        let last = self.shared.spool.lock().unwrap().last_seq();
+        // A since_seq past the end (a spool wiped since) resumes at the end.
+        let start = req.since_seq.map_or(last, |s| s.min(last));
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let stream = AlertStream {
+            shared: self.shared.clone(),
+            filter,
+            last: start,
+            tx,
+        };
+        tokio::spawn(stream.run(sub, self.shutdown.clone()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let peer = peer_of(&req);
+        let filter = filter::Events::new(req.into_inner().filter)
+            .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?;
+        let sub = self
+            .shared
+            .events
+            .subscribe(peer, move |e: &Arc<Event>| filter.matches(e));
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(stream_events(
+            self.shared.clone(),
+            sub,
+            tx,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_health(
+        &self,
+        _req: Request<pb::GetHealthRequest>,
+    ) -> Result<Response<pb::GetHealthResponse>, Status> {
+        let s = &self.shared;
+        Ok(Response::new(pb::GetHealthResponse {
+            health: s.health.lock().unwrap().clone(),
+            delivery: Some(s.delivery_health()),
+            rule_set_version: s.rules.lock().unwrap().version.clone(),
+            uptime: Some(duration(s.started.elapsed())),
+        }))
+    }
+
+    async fn list_rules(
+        &self,
+        _req: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let rules = self.shared.rules.lock().unwrap();
+        let note = if rules.loaded {
+            String::new()
+        } else {
+            "no detection rules are loaded: this build has no rule engine yet (issue 4), so the \
+             sensor raises no alerts and WatchAlerts streams stay empty; WatchEvents works"
+                .to_string()
+        };
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: rules.rules.clone(),
+            rule_set_version: rules.version.clone(),
+            note,
+        }))
+    }
+}
+
+/// One `WatchAlerts` stream: everything after `last`, in sequence order, filtered.
+struct AlertStream {
+    shared: Arc<Shared>,
+    filter: filter::Alerts,
+    /// The newest sequence number accounted for (sent, filtered out or reported missed).
+    last: u64,
+    tx: mpsc::Sender<Result<pb::WatchAlertsResponse, Status>>,
+}
+
+/// The subscriber went away (or the server is stopping): end the stream.
+struct Gone;
+
+impl AlertStream {
+    async fn run(mut self, mut sub: Subscription<Arc<Alert>>, mut shutdown: watch::Receiver<bool>) {
+        let _ = self.run_inner(&mut sub, &mut shutdown).await;
+    }
+
+    async fn run_inner(
+        &mut self,
+        sub: &mut Subscription<Arc<Alert>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Gone> {
+        self.catch_up(None).await?;
+        loop {
+            let delivery = tokio::select! {
+                d = sub.recv() => d,
+                _ = self.tx.closed() => return Err(Gone),
+                _ = shutdown.changed() => return Err(Gone),
+            };
+            match delivery {
+                Delivery::Item(alert) => {
+                    if alert.seq <= self.last {
+                        continue;
+                    }
+                    if alert.seq > self.last + 1 {
+                        self.catch_up(Some(alert.seq - 1)).await?;
+                    }
+                    self.last = alert.seq;
+                    if self.filter.matches(&alert) {
+                        self.send(watch_alerts_response::Item::Alert((*alert).clone()))
+                            .await?;
+                    }
+                }
+                Delivery::Missed {
+                    count, last_seq, ..
+                } => {
+                    // Not lost: they are in the spool. Re-read them from there.
+                    count_missed(&self.shared, "alerts", count);
+                    self.catch_up(Some(last_seq)).await?;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, item: watch_alerts_response::Item) -> Result<(), Gone> {
+        self.tx
+            .send(Ok(pb::WatchAlertsResponse { item: Some(item) }))
+            .await
+            .map_err(|_| Gone)
+    }
+
+    async fn missed(&mut self, upto: u64, reason: &str) -> Result<(), Gone> {
+        let missed = pb::Missed {
+            count: upto - self.last,
+            first_seq: self.last + 1,
+            last_seq: upto,
+            reason: reason.to_string(),
+        };
+        self.last = upto;
+        self.send(watch_alerts_response::Item::Missed(missed)).await
+    }
+
+    /// Sends spooled alerts after `last` up to `upto` (the spool's end when `None`). Numbers the
+    /// spool no longer holds are reported as missed ("evicted").
+    async fn catch_up(&mut self, upto: Option<u64>) -> Result<(), Gone> {
+        loop {
+            let reader = self.shared.spool.lock().unwrap().read_from(self.last);
+            let upto = upto.unwrap_or(reader.until()).min(reader.until());
+            if self.last >= upto {
+                return Ok(());
+            }
+            let chunk: Vec<_> = tokio::task::spawn_blocking(move || {
+                reader
+                    .take_while(|r| r.seq <= upto)
+                    .take(REPLAY_CHUNK)
+                    .collect()
+            })
+            .await
+            .map_err(|_| Gone)?;
+            if chunk.is_empty() {
+                return self.missed(upto, "evicted").await;
+            }
+            for record in chunk {
+                if record.seq > self.last + 1 {
+                    self.missed(record.seq - 1, "evicted").await?;
+                }
+                match Alert::decode(record.payload.as_slice()) {
+                    Ok(alert) => {
+                        self.last = record.seq;
+                        if self.filter.matches(&alert) {
+                            self.send(watch_alerts_response::Item::Alert(alert)).await?;
+                        }
+                    }
+                    Err(err) => {
+                        log::warn!("alert spool: record {} does not decode: {err}", record.seq);
+                        self.missed(record.seq, "undecodable").await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn stream_events(
+    shared: Arc<Shared>,
+    mut sub: Subscription<Arc<Event>>,
+    tx: mpsc::Sender<Result<pb::WatchEventsResponse, Status>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let delivery = tokio::select! {
+            d = sub.recv() => d,
+            _ = tx.closed() => return,
+            _ = shutdown.changed() => return,
+        };
+        let item = match delivery {
+            Delivery::Item(event) => watch_events_response::Item::Event((*event).clone()),
+            Delivery::Missed {
+                count,
+                first_seq,
+                last_seq,
+            } => {
+                count_missed(&shared, "events", count);
+                watch_events_response::Item::Missed(pb::Missed {
+                    count,
+                    first_seq,
+                    last_seq,
+                    reason: "queue_full".into(),
+                })
+            }
+        };
+        let response = pb::WatchEventsResponse { item: Some(item) };
+        if tx.send(Ok(response)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds the Unix socket at `path`: creates its directory, replaces a stale socket, refuses to
+/// take over a live one, and restricts it to its owner (mode 0600).
+pub(super) fn bind_unix(path: &Path) -> Result<UnixListener> {
+    let hint = "choose another path with --grpc-socket";
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} for the gRPC socket ({hint})", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => bail!(
+                    "another process (a sensor already running?) serves on {}: stop it, or {hint}",
+                    path.display()
+                ),
+                // Left behind by an agent that was killed: nobody listens.
+                Err(_) => std::fs::remove_file(path)
+                    .with_context(|| format!("removing the stale socket {}", path.display()))?,
+            }
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket: remove it, or {hint}",
+            path.display()
+        ),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("inspecting {} ({hint})", path.display()));
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the gRPC socket {} ({hint})", path.display()))?;
+    // The agent runs as root, so root owns the socket; 0600 keeps everyone else out.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to mode 0600", path.display()))?;
+    Ok(listener)
+}
+
+fn service(shared: Arc<Shared>, shutdown: &watch::Receiver<bool>) -> SensorServer<Service> {
+    SensorServer::new(Service {
+        shared,
+        shutdown: shutdown.clone(),
+    })
+}
+
+pub(super) async fn serve_unix(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc = service(shared, &shutdown);
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(err) = Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
+        .await
+    {
+        log::error!("gRPC server on the Unix socket stopped: {err}");
+    }
+}
+
+fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+}
+
+/// Binds the TCP listener and loads its mutual-TLS configuration, so that a bad address or bad
+/// PEM file fails the start rather than the first connection.
+pub(super) async fn bind_tcp(cfg: &TcpTlsConfig) -> Result<(TcpListener, ServerTlsConfig)> {
+    let identity = Identity::from_pem(
+        read_pem(&cfg.cert, "--tls-cert")?,
+        read_pem(&cfg.key, "--tls-key")?,
+    );
+    let ca = Certificate::from_pem(read_pem(&cfg.client_ca, "--tls-client-ca")?);
+    let tls = ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(ca)
+        .client_auth_optional(false);
+    Server::builder().tls_config(tls.clone()).with_context(|| {
+        format!(
+            "loading the TLS material (--tls-cert {}, --tls-key {}, --tls-client-ca {}): \
+             they must be PEM, the key matching the certificate",
+            cfg.cert.display(),
+            cfg.key.display(),
+            cfg.client_ca.display()
+        )
+    })?;
+    let listener = TcpListener::bind(cfg.addr)
+        .await
+        .with_context(|| format!("binding the gRPC TCP address {} (--grpc-tcp)", cfg.addr))?;
+    Ok((listener, tls))
+}
+
+pub(super) async fn serve_tcp(
+    listener: TcpListener,
+    tls: ServerTlsConfig,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc = service(shared, &shutdown);
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    let result = match Server::builder().tls_config(tls) {
+        Ok(builder) => {
+            let mut builder = builder;
+            builder
+                .add_service(svc)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        log::error!("gRPC server on TCP stopped: {err}");
+    }
+}

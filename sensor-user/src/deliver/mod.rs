@@ -1,0 +1,384 @@
+//! Delivery: how events and alerts leave the agent.
+//!
+//! [`Delivery`] is the one door the pipeline uses: [`Delivery::publish_event`] for every event,
+//! [`Delivery::publish_alert`] for alerts (spooled on disk first, then fanned out), and
+//! [`Delivery::update_health`] for the periodic self-report. Behind it:
+//! - `spool`: the durable, bounded alert log (at-least-once, resume by sequence number);
+//! - `bus`: fan-out to subscribers with a bounded queue each;
+//! - `grpc`: the `sensor.v1.Sensor` service on a Unix socket and, optionally, TCP with mTLS;
+//! - `otlp`: push of spooled alerts to an OpenTelemetry collector;
+//! - `metrics`: the Prometheus endpoint;
+//! - `watch`: `sensor watch`, the command-line client of the service.
+//!
+//! Nothing here blocks the pipeline on a consumer: subscribers are behind bounded queues and the
+//! exporter reads the spool at its own pace. Only `publish_alert` touches the disk (one append
+//! and, by default, an fdatasync), which is the price of not losing alerts.
+
+pub mod bus;
+pub mod cli;
+pub mod filter;
+pub mod grpc;
+pub mod metrics;
+pub mod otlp;
+pub mod spool;
+#[cfg(test)]
+mod tests;
+pub mod watch;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use prost::Message;
+use sensor_proto::{self as pb, Alert, Event, event::Body};
+use tokio::{sync::watch as tokio_watch, task::JoinHandle};
+
+use self::{
+    bus::Bus,
+    spool::{Spool, SpoolConfig},
+};
+
+/// The TCP listener's address and its mutual-TLS material (PEM files).
+#[derive(Clone, Debug)]
+pub struct TcpTlsConfig {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that client certificates must chain to; clients without one are refused.
+    pub client_ca: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// The gRPC Unix socket (root-only, mode 0600).
+    pub grpc_socket: PathBuf,
+    pub grpc_tcp: Option<TcpTlsConfig>,
+    pub spool: SpoolConfig,
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// Prometheus endpoint; off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Items each subscriber may have queued before it starts missing them.
+    pub subscriber_queue: usize,
+    pub node: String,
+}
+
+impl DeliveryConfig {
+    pub const DEFAULT_SOCKET: &'static str = "/run/sensor/sensor.sock";
+
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            grpc_socket: PathBuf::from(Self::DEFAULT_SOCKET),
+            grpc_tcp: None,
+            spool: SpoolConfig::default(),
+            otlp_endpoint: None,
+            metrics_addr: None,
+            subscriber_queue: 4096,
+            node: node.into(),
+        }
+    }
+}
+
+/// The rules the detection engine has loaded, for `ListRules` and `GetHealth`.
+#[derive(Default)]
+struct Rules {
+    rules: Vec<pb::RuleInfo>,
+    version: String,
+    /// Whether a rule engine has ever reported; until then `ListRules` says there is none.
+    loaded: bool,
+}
+
+/// State shared by the facade, the gRPC service, the exporter and the metrics endpoint.
+pub(crate) struct Shared {
+    node: String,
+    started: Instant,
+    spool: Mutex<Spool>,
+    /// The newest spooled sequence number, for the exporter to wait on.
+    spooled: tokio_watch::Sender<u64>,
+    alerts: Arc<Bus<Arc<Alert>>>,
+    events: Arc<Bus<Arc<Event>>>,
+    health: Mutex<Option<Event>>,
+    rules: Mutex<Rules>,
+    metrics: metrics::Metrics,
+    otlp: Option<otlp::ExporterState>,
+    /// Items missed by any subscriber since start (open or gone).
+    missed_alerts: AtomicU64,
+    missed_events: AtomicU64,
+}
+
+impl Shared {
+    fn spool_health(&self) -> pb::SpoolHealth {
+        let spool = self.spool.lock().unwrap();
+        let stats = spool.stats();
+        pb::SpoolHealth {
+            dir: spool.config().dir.display().to_string(),
+            bytes: spool.bytes(),
+            max_bytes: spool.config().max_bytes,
+            records: spool.records(),
+            first_seq: spool.first_seq().unwrap_or(0),
+            last_seq: spool.last_seq(),
+            evicted: stats.evicted,
+            evicted_unexported: stats.evicted_unacked,
+            truncated_at_recovery: stats.truncated_at_recovery,
+        }
+    }
+
+    fn otlp_health(&self) -> Option<pb::OtlpHealth> {
+        let state = self.otlp.as_ref()?;
+        let acked = self.spool.lock().unwrap().cursor(otlp::CONSUMER);
+        let last = *self.spooled.borrow();
+        Some(state.health(acked, last.saturating_sub(acked)))
+    }
+
+    fn delivery_health(&self) -> pb::DeliveryHealth {
+        let subscribers = [
+            ("alerts", self.alerts.subscribers()),
+            ("events", self.events.subscribers()),
+        ]
+        .into_iter()
+        .flat_map(|(stream, subs)| {
+            subs.into_iter().map(move |s| pb::SubscriberHealth {
+                stream: stream.to_string(),
+                peer: s.peer,
+                queue_depth: s.depth as u64,
+                queue_capacity: s.capacity as u64,
+                missed: s.missed,
+            })
+        })
+        .collect();
+        pb::DeliveryHealth {
+            spool: Some(self.spool_health()),
+            subscribers,
+            otlp: self.otlp_health(),
+            alerts_by_rule: self.metrics.alerts_by_rule().into_iter().collect(),
+        }
+    }
+}
+
+/// The delivery layer of a running agent; see the module doc.
+pub struct Delivery {
+    shared: Arc<Shared>,
+    shutdown: tokio_watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    endpoints: Vec<String>,
+    socket: PathBuf,
+}
+
+impl Delivery {
+    /// Opens the spool and starts the listeners and the exporter. Fails, saying which and what
+    /// to do, when a socket or address cannot be bound or the spool cannot be opened.
+    pub async fn start(cfg: DeliveryConfig) -> Result<Delivery> {
+        let spool = Spool::open(cfg.spool.clone()).with_context(|| {
+            format!(
+                "opening the alert spool in {} (choose another place with --spool-dir)",
+                cfg.spool.dir.display()
+            )
+        })?;
+        let mut spool = spool;
+        let otlp = cfg.otlp_endpoint.as_ref().map(|endpoint| {
+            spool.register_consumer(otlp::CONSUMER);
+            otlp::ExporterState::new(endpoint)
+        });
+        let (spooled, _) = tokio_watch::channel(spool.last_seq());
+        let shared = Arc::new(Shared {
+            node: cfg.node.clone(),
+            started: Instant::now(),
+            spool: Mutex::new(spool),
+            spooled,
+            alerts: Bus::new(cfg.subscriber_queue),
+            events: Bus::new(cfg.subscriber_queue),
+            health: Mutex::new(None),
+            rules: Mutex::default(),
+            metrics: metrics::Metrics::default(),
+            otlp,
+            missed_alerts: AtomicU64::new(0),
+            missed_events: AtomicU64::new(0),
+        });
+        let (shutdown, _) = tokio_watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut endpoints = Vec::new();
+
+        let unix = grpc::bind_unix(&cfg.grpc_socket)?;
+        tasks.push(tokio::spawn(grpc::serve_unix(
+            unix,
+            shared.clone(),
+            shutdown.subscribe(),
+        )));
+        endpoints.push(format!("gRPC unix://{}", cfg.grpc_socket.display()));
+        if let Some(tcp) = &cfg.grpc_tcp {
+            let (listener, tls) = grpc::bind_tcp(tcp).await?;
+            tasks.push(tokio::spawn(grpc::serve_tcp(
+                listener,
+                tls,
+                shared.clone(),
+                shutdown.subscribe(),
+            )));
+            endpoints.push(format!("gRPC https://{} (mutual TLS)", tcp.addr));
+        }
+        if let Some(addr) = cfg.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the metrics endpoint {addr} (choose another --metrics-addr)")
+            })?;
+            tasks.push(tokio::spawn(metrics::serve(
+                listener,
+                shared.clone(),
+                shutdown.subscribe(),
+            )));
+            endpoints.push(format!("metrics http://{addr}/metrics"));
+        }
+        if let Some(endpoint) = &cfg.otlp_endpoint {
+            let exporter = otlp::Exporter::new(endpoint, shared.clone())?;
+            tasks.push(tokio::spawn(exporter.run(shutdown.subscribe())));
+            endpoints.push(format!("OTLP {endpoint}"));
+        }
+        Ok(Delivery {
+            shared,
+            shutdown,
+            tasks,
+            endpoints,
+            socket: cfg.grpc_socket,
+        })
+    }
+
+    /// Where the layer serves, for the agent's ready line.
+    pub fn endpoints(&self) -> String {
+        self.endpoints.join(", ")
+    }
+
+    /// Hands an event to `WatchEvents` subscribers and counts it. Never blocks.
+    pub fn publish_event(&self, event: &Event) {
+        self.shared.metrics.count_event(&event.kind);
+        if self.shared.events.has_subscribers() {
+            self.shared.events.publish(&Arc::new(event.clone()));
+        }
+    }
+
+    /// Keeps the latest `health` event for `GetHealth` and the metrics.
+    pub fn update_health(&self, event: Event) {
+        if let Some(Body::Health(h)) = &event.body {
+            self.shared.metrics.health(h);
+        }
+        *self.shared.health.lock().unwrap() = Some(event);
+    }
+
+    /// Spools `alert` (numbering it, and giving it an id and node if it has none), then hands it
+    /// to subscribers and the exporter. Returns its sequence number. When this returns Ok, the
+    /// alert is on disk (see the spool's fsync policy).
+    pub fn publish_alert(&self, mut alert: Alert) -> Result<u64> {
+        if alert.id.is_empty() {
+            alert.id = new_alert_id();
+        }
+        if alert.node.is_empty() {
+            alert.node = self.shared.node.clone();
+        }
+        if alert.time.is_none() {
+            alert.time = Some(timestamp(SystemTime::now()));
+        }
+        let mut spool = self.shared.spool.lock().unwrap();
+        let seq = spool
+            .append(|seq| {
+                alert.seq = seq;
+                alert.encode_to_vec()
+            })
+            .with_context(|| format!("spooling alert {} of rule {}", alert.id, alert.rule_id))?;
+        alert.seq = seq;
+        // Published while the spool is locked, so subscribers see sequence numbers in order.
+        self.shared.alerts.publish(&Arc::new(alert.clone()));
+        drop(spool);
+        self.shared.spooled.send_replace(seq);
+        let severity = pb::Severity::try_from(alert.severity)
+            .unwrap_or_default()
+            .short_name();
+        self.shared
+            .metrics
+            .count_alert(&alert.rule_id, severity, detection_latency(&alert));
+        Ok(seq)
+    }
+
+    /// Replaces the rule list `ListRules` reports (for the detection engine).
+    pub fn set_rules(&self, rules: Vec<pb::RuleInfo>, version: impl Into<String>) {
+        let keys: Vec<(String, String)> = rules
+            .iter()
+            .map(|r| {
+                let severity = pb::Severity::try_from(r.severity).unwrap_or_default();
+                (r.id.clone(), severity.short_name().to_string())
+            })
+            .collect();
+        self.shared.metrics.declare_rules(&keys);
+        *self.shared.rules.lock().unwrap() = Rules {
+            rules,
+            version: version.into(),
+            loaded: true,
+        };
+    }
+
+    /// Stops listeners, streams and the exporter (an export in flight is retried at the next
+    /// start) and removes the Unix socket. The spool closes when `self` is dropped.
+    pub async fn shutdown(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        // Stream tasks end on the same signal; once they have, dropping `self` closes the spool
+        // (and releases its lock) at once.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Arc::strong_count(&self.shared) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// From the newest triggering event's kernel time to now.
+fn detection_latency(alert: &Alert) -> Option<Duration> {
+    let newest = alert
+        .events
+        .iter()
+        .filter_map(|e| e.time)
+        .max_by_key(|t| (t.seconds, t.nanos))?;
+    SystemTime::now().duration_since(system_time(&newest)?).ok()
+}
+
+pub(crate) fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+pub(crate) fn system_time(t: &pbjson_types::Timestamp) -> Option<SystemTime> {
+    let secs = u64::try_from(t.seconds).ok()?;
+    let nanos = u32::try_from(t.nanos).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// A random UUID (v4) from the kernel.
+fn new_alert_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| {
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            format!("{nanos:032x}")
+        })
+}
+
+/// Counts items a subscriber missed, for the all-time metric.
+pub(crate) fn count_missed(shared: &Shared, stream: &str, n: u64) {
+    let counter = if stream == "alerts" {
+        &shared.missed_alerts
+    } else {
+        &shared.missed_events
+    };
+    counter.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,444 @@
+//! OTLP/gRPC logs export: pushes spooled alerts to an OpenTelemetry collector
+//! (`--otlp-endpoint http://host:4317`), so any OpenTelemetry pipeline can route them to a SIEM.
+//!
+//! The exporter reads the spool after its persisted cursor, in sequence order, a batch at a time,
+//! and moves the cursor only when the collector has answered OK. A failed export is retried with
+//! capped exponential backoff (0.5 s doubling to 30 s), for ever: an alert leaves this queue only
+//! when acknowledged, or when the spool's size bound evicts it (counted as
+//! `evicted_unexported`). After a restart it resumes at the cursor, so delivery is at least once:
+//! a batch acknowledged by the collector but not yet recorded can be sent again (the `alert.id`
+//! attribute lets the receiver drop the copy).
+//!
+//! Mapping: one log record per alert. `time_unix_nano` is the alert's time, the body is its
+//! one-line summary, `event_name` is `sensor.alert`, severity per the OpenTelemetry log data
+//! model, attributes named per the semantic conventions (`container.*`, `process.*`, `network.*`
+//! from the newest triggering event that has a peer, `k8s.pod.uid`, `host.name` on the resource) plus `sensor.*` for the rule, and the whole alert as proto3 JSON
+//! in `sensor.alert.json` for consumers that want every field.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::{ExportLogsServiceRequest, logs_service_client::LogsServiceClient},
+    common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value},
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber},
+    resource::v1::Resource,
+};
+use prost::Message;
+use sensor_proto::{self as pb, Alert, Severity};
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Shared, system_time};
+
+/// The exporter's cursor name in the spool.
+pub const CONSUMER: &str = "otlp";
+/// Alerts per export request.
+const BATCH: usize = 128;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the exporter reports about itself.
+pub(crate) struct ExporterState {
+    endpoint: String,
+    inner: Mutex<Progress>,
+}
+
+#[derive(Default)]
+struct Progress {
+    exported: u64,
+    failures: u64,
+    last_error: String,
+}
+
+impl ExporterState {
+    pub(super) fn new(endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_string(),
+            inner: Mutex::default(),
+        }
+    }
+
+    pub(super) fn health(&self, acked_seq: u64, pending: u64) -> pb::OtlpHealth {
+        let p = self.inner.lock().unwrap();
+        pb::OtlpHealth {
+            endpoint: self.endpoint.clone(),
+            acked_seq,
+            pending,
+            exported: p.exported,
+            failures: p.failures,
+            last_error: p.last_error.clone(),
+        }
+    }
+}
+
+pub(super) struct Exporter {
+    shared: Arc<Shared>,
+    client: LogsServiceClient<Channel>,
+}
+
+impl Exporter {
+    /// Checks `endpoint` (`http://host:port`); the connection itself is made lazily and
+    /// re-made after failures.
+    pub(super) fn new(endpoint: &str, shared: Arc<Shared>) -> Result<Exporter> {
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .with_context(|| {
+                format!("--otlp-endpoint {endpoint:?} is not a URI: give http://HOST:PORT")
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        Ok(Exporter {
+            shared,
+            client: LogsServiceClient::new(channel),
+        })
+    }
+
+    fn state(&self) -> &ExporterState {
+        self.shared
+            .otlp
+            .as_ref()
+            .expect("an exporter runs only with its state")
+    }
+
+    /// Exports until `shutdown` turns true.
+    pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut spooled = self.shared.spooled.subscribe();
+        let resource = resource(&self.shared.node);
+        loop {
+            let batch = {
+                let spool = self.shared.spool.lock().unwrap();
+                spool.read_from(spool.cursor(CONSUMER))
+            };
+            let batch: Vec<_> =
+                match tokio::task::spawn_blocking(move || batch.take(BATCH).collect::<Vec<_>>())
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(_) => return,
+                };
+            let Some(last) = batch.last().map(|r| r.seq) else {
+                // Caught up: wait for the next alert.
+                tokio::select! {
+                    _ = spooled.changed() => continue,
+                    _ = shutdown.changed() => return,
+                }
+            };
+            let records: Vec<LogRecord> = batch
+                .iter()
+                .filter_map(|r| match Alert::decode(r.payload.as_slice()) {
+                    Ok(alert) => Some(log_record(&alert)),
+                    Err(err) => {
+                        log::warn!(
+                            "OTLP export: spooled alert {} does not decode ({err}); skipping it",
+                            r.seq
+                        );
+                        None
+                    }
+                })
+                .collect();
+            let request = ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    resource: Some(resource.clone()),
+                    scope_logs: vec![ScopeLogs {
+                        scope: Some(InstrumentationScope {
+                            name: "container-sensor".into(),
+                            version: env!("CARGO_PKG_VERSION").into(),
+                            ..Default::default()
+                        }),
+                        log_records: records,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            if !self.export(request, &mut shutdown).await {
+                return;
+            }
+            let acked = self.shared.spool.lock().unwrap().ack(CONSUMER, last);
+            if let Err(err) = acked {
+                log::error!("OTLP export: {err:#}; alerts up to {last} may be sent again");
+            }
+            self.state().inner.lock().unwrap().exported += batch.len() as u64;
+        }
+    }
+
+    /// Sends `request` until the collector accepts it; false when shut down first.
+    async fn export(
+        &mut self,
+        request: ExportLogsServiceRequest,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let result = tokio::select! {
+                r = self.client.export(request.clone()) => r,
+                _ = shutdown.changed() => return false,
+            };
+            match result {
+                Ok(response) => {
+                    if let Some(partial) = response.into_inner().partial_success
+                        && partial.rejected_log_records > 0
+                    {
+                        // Rejected for good by the collector: retrying cannot help.
+                        log::warn!(
+                            "OTLP export: the collector rejected {} alert(s): {}",
+                            partial.rejected_log_records,
+                            partial.error_message
+                        );
+                    }
+                    self.state().inner.lock().unwrap().last_error.clear();
+                    return true;
+                }
+                Err(status) => {
+                    let msg = format!("{}: {}", status.code(), status.message());
+                    {
+                        let mut p = self.state().inner.lock().unwrap();
+                        if p.failures == 0 || p.last_error != msg {
+                            log::warn!(
+                                "OTLP export to {} failed ({msg}); retrying in {} ms and keeping \
+                                 the alerts spooled",
+                                self.state().endpoint,
+                                backoff.as_millis()
+                            );
+                        }
+                        p.failures += 1;
+                        p.last_error = msg;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return false,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+fn resource(node: &str) -> Resource {
+    Resource {
+        attributes: vec![
+            kv("service.name", string("container-sensor")),
+            kv("service.version", string(env!("CARGO_PKG_VERSION"))),
+            kv("host.name", string(node)),
+        ],
+        ..Default::default()
+    }
+}
+
+fn string(s: impl Into<String>) -> Value {
+    Value::StringValue(s.into())
+}
+
+fn int(i: impl Into<i64>) -> Value {
+    Value::IntValue(i.into())
+}
+
+fn strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
+    Value::ArrayValue(ArrayValue {
+        values: items
+            .into_iter()
+            .map(|s| AnyValue {
+                value: Some(string(s.as_str())),
+            })
+            .collect(),
+    })
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn unix_nanos(t: Option<&pbjson_types::Timestamp>) -> u64 {
+    t.and_then(system_time)
+        .unwrap_or_else(SystemTime::now)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// OpenTelemetry severity for an alert severity (the log data model's ranges).
+fn severity_number(s: Severity) -> SeverityNumber {
+    match s {
+        Severity::Unspecified => SeverityNumber::Unspecified,
+        Severity::Info => SeverityNumber::Info,
+        Severity::Low => SeverityNumber::Info2,
+        Severity::Medium => SeverityNumber::Warn,
+        Severity::High => SeverityNumber::Error,
+        Severity::Critical => SeverityNumber::Fatal,
+    }
+}
+
+/// One alert as an OTLP log record.
+pub fn log_record(alert: &Alert) -> LogRecord {
+    let severity = Severity::try_from(alert.severity).unwrap_or_default();
+    let mut attrs = vec![
+        kv("sensor.alert.id", string(alert.id.as_str())),
+        kv("sensor.alert.seq", int(alert.seq as i64)),
+        kv("sensor.rule.id", string(alert.rule_id.as_str())),
+        kv("sensor.rule.name", string(alert.rule_name.as_str())),
+        kv("sensor.rule.techniques", strings(&alert.techniques)),
+        kv("sensor.rule.tactics", strings(&alert.tactics)),
+    ];
+    if !alert.response.is_empty() {
+        attrs.push(kv("sensor.alert.response", string(alert.response.as_str())));
+    }
+    if let Some(c) = &alert.container {
+        attrs.push(kv("container.id", string(c.id.as_str())));
+        attrs.push(kv("container.runtime", string(c.runtime.as_str())));
+        if !c.pod_uid.is_empty() {
+            attrs.push(kv("k8s.pod.uid", string(c.pod_uid.as_str())));
+        }
+    }
+    if let Some(p) = &alert.process {
+        attrs.push(kv("process.pid", int(p.pid)));
+        attrs.push(kv("process.parent_pid", int(p.ppid)));
+        attrs.push(kv("process.executable.path", string(p.exe.as_str())));
+        attrs.push(kv("process.executable.name", string(p.comm.as_str())));
+        attrs.push(kv("process.command_args", strings(&p.args)));
+        attrs.push(kv("process.user.id", int(p.uid)));
+        attrs.push(kv("process.group.id", int(p.gid)));
+    }
+    attrs.extend(network_attributes(&alert.events));
+    if let Ok(json) = serde_json::to_string(alert) {
+        attrs.push(kv("sensor.alert.json", string(json)));
+    }
+    let body = if alert.summary.is_empty() {
+        alert.rule_name.clone()
+    } else {
+        alert.summary.clone()
+    };
+    LogRecord {
+        time_unix_nano: unix_nanos(alert.time.as_ref()),
+        observed_time_unix_nano: unix_nanos(None),
+        severity_number: severity_number(severity) as i32,
+        severity_text: severity.short_name().to_ascii_uppercase(),
+        body: Some(AnyValue {
+            value: Some(string(body)),
+        }),
+        attributes: attrs,
+        event_name: "sensor.alert".into(),
+        ..Default::default()
+    }
+}
+
+/// `network.*` attributes from the newest triggering event that names a peer.
+fn network_attributes(events: &[pb::Event]) -> Vec<KeyValue> {
+    use pb::event::Body;
+    let endpoints = |e: &pb::Event| -> Option<(Option<pb::Endpoint>, Option<pb::Endpoint>)> {
+        match e.body.as_ref()? {
+            Body::Socket(s) => Some((s.local.clone(), s.remote.clone())),
+            Body::StdioRedirect(s) => Some((s.local.clone(), s.remote.clone())),
+            Body::TcpState(t) => Some((t.local.clone(), t.remote.clone())),
+            Body::Traffic(t) => Some((None, t.peer.clone())),
+            Body::Icmp(i) => Some((None, i.peer.clone())),
+            _ => None,
+        }
+    };
+    let Some((local, Some(peer))) = events
+        .iter()
+        .rev()
+        .filter_map(endpoints)
+        .find(|(_, peer)| peer.as_ref().is_some_and(|p| !p.address.is_empty()))
+    else {
+        return Vec::new();
+    };
+    let mut attrs = vec![kv("network.peer.address", string(peer.address.as_str()))];
+    if peer.port != 0 {
+        attrs.push(kv("network.peer.port", int(peer.port)));
+    }
+    match peer.family.as_str() {
+        "inet" => attrs.push(kv("network.type", string("ipv4"))),
+        "inet6" => attrs.push(kv("network.type", string("ipv6"))),
+        _ => {}
+    }
+    if let Some(local) = local.filter(|l| !l.address.is_empty()) {
+        attrs.push(kv("network.local.address", string(local.address.as_str())));
+        if local.port != 0 {
+            attrs.push(kv("network.local.port", int(local.port)));
+        }
+    }
+    attrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr<'a>(r: &'a LogRecord, key: &str) -> &'a Value {
+        r.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+            .unwrap_or_else(|| panic!("no attribute {key}"))
+    }
+
+    #[test]
+    fn alerts_map_to_semantic_convention_attributes() {
+        let alert = Alert {
+            id: "u-1".into(),
+            seq: 7,
+            time: Some(pbjson_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
+            rule_id: "reverse-shell".into(),
+            rule_name: "Reverse shell".into(),
+            severity: Severity::High as i32,
+            techniques: vec!["T1059".into()],
+            summary: "sh with a socket for stdin".into(),
+            container: Some(pb::Container {
+                id: "e".repeat(64),
+                runtime: "docker".into(),
+                ..Default::default()
+            }),
+            process: Some(pb::Process {
+                pid: 42,
+                exe: "/bin/sh".into(),
+                args: vec!["sh".into(), "-i".into()],
+                ..Default::default()
+            }),
+            events: vec![
+                pb::Event::default().with_body(pb::event::Body::Socket(pb::SocketCall {
+                    op: "connect".into(),
+                    remote: Some(pb::Endpoint {
+                        address: "172.17.0.1".into(),
+                        port: 4444,
+                        family: "inet".into(),
+                    }),
+                    ..Default::default()
+                })),
+                pb::Event::default().with_body(pb::event::Body::Exec(Default::default())),
+            ],
+            ..Default::default()
+        };
+        let r = log_record(&alert);
+        assert_eq!(r.time_unix_nano, 1_700_000_000_000_000_005);
+        assert_eq!(r.severity_number, SeverityNumber::Error as i32);
+        assert_eq!(r.severity_text, "HIGH");
+        assert_eq!(attr(&r, "container.id"), &string("e".repeat(64)));
+        assert_eq!(attr(&r, "container.runtime"), &string("docker"));
+        assert_eq!(attr(&r, "process.pid"), &int(42));
+        assert_eq!(attr(&r, "process.executable.path"), &string("/bin/sh"));
+        assert_eq!(
+            attr(&r, "process.command_args"),
+            &strings(&["sh".to_string(), "-i".to_string()])
+        );
+        assert_eq!(attr(&r, "sensor.alert.seq"), &int(7));
+        assert_eq!(attr(&r, "network.peer.address"), &string("172.17.0.1"));
+        assert_eq!(attr(&r, "network.peer.port"), &int(4444));
+        assert_eq!(attr(&r, "network.type"), &string("ipv4"));
+        let Value::StringValue(json) = attr(&r, "sensor.alert.json") else {
+            panic!("json attribute")
+        };
+        let back: Alert = serde_json::from_str(json).unwrap();
+        assert_eq!(back, alert);
+    }
+}

@@ -1,0 +1,195 @@
+//! The hook table: every program the sensor attaches, where, and which error counter it uses.
+//!
+//! The default set uses only tracepoints, raw tracepoints and cgroup skb programs, which load on
+//! every kernel with BTF (kprobe and fentry are unavailable on some, see `sensor check`).
+
+use sensor_common::Hook;
+
+/// How a hook attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    TracePoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    RawTracePoint {
+        name: &'static str,
+    },
+    /// A cgroup skb program on the cgroup2 root (`egress` or `ingress`).
+    CgroupSkb {
+        egress: bool,
+    },
+}
+
+impl std::fmt::Display for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attach::TracePoint { category, name } => write!(f, "tracepoint {category}:{name}"),
+            Attach::RawTracePoint { name } => write!(f, "raw_tracepoint {name}"),
+            Attach::CgroupSkb { egress: true } => {
+                write!(f, "cgroup_skb/egress on the cgroup2 root")
+            }
+            Attach::CgroupSkb { egress: false } => {
+                write!(f, "cgroup_skb/ingress on the cgroup2 root")
+            }
+        }
+    }
+}
+
+/// One program: which hook it serves and where it attaches.
+#[derive(Clone, Copy, Debug)]
+pub struct HookSpec {
+    pub hook: Hook,
+    /// The hook's name in `health` and `sensor check`.
+    pub name: &'static str,
+    pub program: &'static str,
+    pub attach: Attach,
+}
+
+const fn tp(
+    hook: Hook,
+    name: &'static str,
+    category: &'static str,
+    tracepoint: &'static str,
+) -> HookSpec {
+    HookSpec {
+        hook,
+        name,
+        program: tracepoint,
+        attach: Attach::TracePoint {
+            category,
+            name: tracepoint,
+        },
+    }
+}
+
+/// A syscall's entry and exit tracepoints (programs are named after them).
+macro_rules! syscall {
+    ($hook:expr, $name:literal, $call:literal) => {
+        [
+            tp($hook, $name, "syscalls", concat!("sys_enter_", $call)),
+            tp($hook, $name, "syscalls", concat!("sys_exit_", $call)),
+        ]
+    };
+}
+
+const PROCESS: [HookSpec; 5] = [
+    tp(Hook::Exec, "exec", "sched", "sched_process_exec"),
+    HookSpec {
+        hook: Hook::Fork,
+        name: "fork",
+        program: "sched_process_fork",
+        attach: Attach::RawTracePoint {
+            name: "sched_process_fork",
+        },
+    },
+    tp(Hook::Exit, "exit", "sched", "sched_process_exit"),
+    tp(Hook::CgroupMkdir, "cgroup_mkdir", "cgroup", "cgroup_mkdir"),
+    tp(Hook::CgroupRmdir, "cgroup_rmdir", "cgroup", "cgroup_rmdir"),
+];
+
+const SOCKET: [[HookSpec; 2]; 6] = [
+    syscall!(Hook::Socket, "socket", "socket"),
+    syscall!(Hook::Connect, "connect", "connect"),
+    syscall!(Hook::Accept, "accept", "accept"),
+    syscall!(Hook::Accept, "accept", "accept4"),
+    syscall!(Hook::Bind, "bind", "bind"),
+    syscall!(Hook::Listen, "listen", "listen"),
+];
+
+const STDIO_AND_NAMESPACES: [[HookSpec; 2]; 7] = [
+    syscall!(Hook::Dup, "dup", "dup"),
+    syscall!(Hook::Dup, "dup", "dup2"),
+    syscall!(Hook::Dup, "dup", "dup3"),
+    syscall!(Hook::Setns, "setns", "setns"),
+    syscall!(Hook::Unshare, "unshare", "unshare"),
+    syscall!(Hook::Clone, "clone", "clone"),
+    syscall!(Hook::Clone, "clone", "clone3"),
+];
+
+const ICMP: [HookSpec; 6] = [
+    tp(Hook::IcmpSend, "icmp_send", "syscalls", "sys_enter_sendto"),
+    tp(Hook::IcmpSend, "icmp_send", "syscalls", "sys_enter_sendmsg"),
+    tp(
+        Hook::IcmpRecv,
+        "icmp_recv",
+        "syscalls",
+        "sys_enter_recvfrom",
+    ),
+    tp(Hook::IcmpRecv, "icmp_recv", "syscalls", "sys_exit_recvfrom"),
+    tp(Hook::IcmpRecv, "icmp_recv", "syscalls", "sys_enter_recvmsg"),
+    tp(Hook::IcmpRecv, "icmp_recv", "syscalls", "sys_exit_recvmsg"),
+];
+
+const NETWORK: [HookSpec; 3] = [
+    tp(Hook::TcpState, "tcp_state", "sock", "inet_sock_set_state"),
+    HookSpec {
+        hook: Hook::Traffic,
+        name: "traffic",
+        program: "traffic_egress",
+        attach: Attach::CgroupSkb { egress: true },
+    },
+    HookSpec {
+        hook: Hook::Traffic,
+        name: "traffic",
+        program: "traffic_ingress",
+        attach: Attach::CgroupSkb { egress: false },
+    },
+];
+
+/// The default hook set, in attach order (process hooks first).
+pub fn default_hooks() -> Vec<HookSpec> {
+    let mut hooks = PROCESS.to_vec();
+    hooks.extend(SOCKET.iter().flatten());
+    hooks.extend(STDIO_AND_NAMESPACES.iter().flatten());
+    hooks.extend(ICMP);
+    hooks.extend(NETWORK);
+    hooks
+}
+
+/// Hooks grouped by name, with all their attach points, in table order.
+pub fn grouped(hooks: &[HookSpec]) -> Vec<(Hook, &'static str, String)> {
+    let mut out: Vec<(Hook, &'static str, String)> = Vec::new();
+    for h in hooks {
+        match out.iter_mut().find(|(_, name, _)| *name == h.name) {
+            Some((_, _, attach)) => {
+                attach.push_str(", ");
+                attach.push_str(&h.attach.to_string());
+            }
+            None => out.push((h.hook, h.name, h.attach.to_string())),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        let hooks = default_hooks();
+        let mut programs: Vec<&str> = hooks.iter().map(|h| h.program).collect();
+        programs.sort();
+        programs.dedup();
+        assert_eq!(programs.len(), hooks.len(), "a program attached twice");
+        let groups = grouped(&hooks);
+        let names: Vec<&str> = groups.iter().map(|g| g.1).collect();
+        assert_eq!(
+            names[..5],
+            ["exec", "fork", "exit", "cgroup_mkdir", "cgroup_rmdir"]
+        );
+        let connect = groups.iter().find(|g| g.1 == "connect").unwrap();
+        assert_eq!(
+            connect.2,
+            "tracepoint syscalls:sys_enter_connect, tracepoint syscalls:sys_exit_connect"
+        );
+        // Every Hook has at least one program.
+        for i in 0..sensor_common::HOOK_COUNT {
+            assert!(
+                hooks.iter().any(|h| h.hook as u32 == i),
+                "hook {i} has no program"
+            );
+        }
+    }
+}

