@@ -71,8 +71,17 @@ pub struct SockRecord {
     pub protocol: u16,
     pub op: u8,
     pub flags: u8,
-    pub _pad: u32,
+    /// Where the caller's address (connect, bind) was read: [`ADDR_FROM_USER`] or
+    /// [`ADDR_FROM_KERNEL`].
+    pub addr_source: u8,
+    pub _pad: [u8; 3],
 }
+
+/// The address was read from the caller's memory at syscall exit (tracepoint path).
+pub const ADDR_FROM_USER: u8 = 0;
+/// The address is the kernel's own copy, taken in `security_socket_{connect,bind}` by a kprobe
+/// or fentry program: what the kernel acted on, immune to the caller changing its buffer.
+pub const ADDR_FROM_KERNEL: u8 = 1;
 
 /// A `dup`, `dup2` or `dup3` that put a socket on fd 0, 1 or 2.
 #[repr(C)]

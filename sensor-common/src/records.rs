@@ -4,7 +4,7 @@
 //! compile time (the agent checks `size_of` against the record length before reading).
 
 /// Version of every layout in this module; the agent drops records of any other version.
-pub const RECORD_VERSION: u16 = 2;
+pub const RECORD_VERSION: u16 = 3;
 
 /// Bytes of `argv` copied per exec (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_MAX: usize = 1024;
@@ -63,10 +63,12 @@ pub enum Hook {
     Traffic = 15,
     IcmpSend = 16,
     IcmpRecv = 17,
+    /// kprobe/fentry on security_socket_{connect,bind}.
+    SockAddr = 18,
 }
 
 /// Number of [`Hook`]s; the size of the per-hook error counter array.
-pub const HOOK_COUNT: u32 = 18;
+pub const HOOK_COUNT: u32 = 19;
 
 /// What follows a [`RecordHeader`].
 #[repr(u16)]

@@ -209,25 +209,37 @@ pub fn sock_cgroup_id(sk: *const u8) -> ReadResult<u64> {
     read::<u64>(kn, off!(kernfs_node_id))
 }
 
-/// Reads a user `struct sockaddr` (IPv4 or IPv6) into `out`; other families keep only `family`.
+/// Where a `struct sockaddr` lives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    User,
+    Kernel,
+}
+
+/// Reads a `struct sockaddr` (IPv4 or IPv6) into `out`; other families keep only `family`.
 #[inline(always)]
-pub fn user_sockaddr(ptr: u64, out: &mut Endpoint) -> ReadResult<()> {
+pub fn sockaddr(ptr: u64, memory: Memory, out: &mut Endpoint) -> ReadResult<()> {
     if ptr == 0 {
         return Ok(());
     }
-    // sockaddr_in6 is the larger: family(2) port(2) flowinfo(4) addr(16).
-    // SAFETY: the helper validates the user address.
-    let raw: [u8; 24] = unsafe { aya_ebpf::helpers::bpf_probe_read_user(ptr as *const [u8; 24]) }
-        .or_else(|_| {
-            // A sockaddr_in (16 bytes) at the end of a page: read just that.
-            // SAFETY: as above.
-            unsafe { aya_ebpf::helpers::bpf_probe_read_user(ptr as *const [u8; 16]) }.map(|s| {
-                let mut r = [0u8; 24];
-                r[..16].copy_from_slice(&s);
-                r
-            })
-        })
-        .map_err(|e| e as i64)?;
+    let read = |len_16: bool| -> Result<[u8; 24], i64> {
+        let mut raw = [0u8; 24];
+        let len = if len_16 { 16 } else { 24 };
+        // SAFETY: `len` <= raw's size; the helpers validate the address.
+        let ret = unsafe {
+            match memory {
+                Memory::User => {
+                    generated::bpf_probe_read_user(raw.as_mut_ptr().cast(), len, ptr as *const _)
+                }
+                Memory::Kernel => {
+                    generated::bpf_probe_read_kernel(raw.as_mut_ptr().cast(), len, ptr as *const _)
+                }
+            }
+        };
+        if ret < 0 { Err(ret) } else { Ok(raw) }
+    };
+    // sockaddr_in6 (24 bytes) is the larger; a sockaddr_in (16) may end a page, so retry short.
+    let raw = read(false).or_else(|_| read(true))?;
     let family = u16::from_ne_bytes([raw[0], raw[1]]);
     out.family = family;
     out.port = u16::from_be_bytes([raw[2], raw[3]]);
@@ -239,6 +251,12 @@ pub fn user_sockaddr(ptr: u64, out: &mut Endpoint) -> ReadResult<()> {
         out.port = 0;
     }
     Ok(())
+}
+
+/// Reads a user `struct sockaddr`; see [`sockaddr`].
+#[inline(always)]
+pub fn user_sockaddr(ptr: u64, out: &mut Endpoint) -> ReadResult<()> {
+    sockaddr(ptr, Memory::User, out)
 }
 
 /// The current task as a [`Caller`].

@@ -190,11 +190,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         p.out.emit(event)?;
     }
     p.apply_host_filter();
+    let hook_set = sensor.selection.to_string();
     let health = |p: &Pipeline| {
         health_event(
             started,
             &counters,
             &sensor.hooks,
+            &hook_set,
             &p.out.stats,
             &clock,
             &opts.node,
@@ -203,10 +205,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     p.out.emit(health(&p))?;
     p.out.sink.flush()?;
     eprintln!(
-        "sensor: {} programs attached in {} ms, ready in {} ms ({} processes, {} containers known); \
-         writing JSON lines to {}; serving {}",
+        "sensor: {} programs attached in {} ms (hook set: {}), ready in {} ms ({} processes, {} \
+         containers known); writing JSON lines to {}; serving {}",
         sensor.hooks.len(),
         attached_in.as_millis(),
+        sensor.selection,
         started.elapsed().as_millis(),
         p.enricher.process_count(),
         p.enricher.container_count(),

@@ -30,6 +30,7 @@ pub fn health_event(
     started: Instant,
     counters: &KernelCounters,
     hooks: &[HookSpec],
+    hook_set: &str,
     stats: &Stats,
     clock: &Clock,
     node: &str,
@@ -69,5 +70,6 @@ pub fn health_event(
         events_by_kind: stats.events_by_kind.clone(),
         decode_errors: stats.decode_errors,
         dropped_total,
+        hook_set: hook_set.to_string(),
     }))
 }

@@ -56,6 +56,10 @@ struct RunArgs {
     /// Burst allowance above --net-rate, in records.
     #[arg(long, default_value_t = 4000)]
     net_burst: u32,
+    /// Hook set for socket addresses: fentry or kprobe read the kernel's own copy; tracepoint
+    /// re-reads the caller's buffer. Default: the best this kernel allows, found by probing.
+    #[arg(long, value_enum)]
+    hooks: Option<sensor::loader::HookSet>,
     /// Node name reported in events (default: the hostname).
     #[arg(long)]
     node: Option<String>,
@@ -75,6 +79,7 @@ impl RunArgs {
         opts.load.filter.net_host = self.net_host as u32;
         opts.load.filter.net_rate_per_sec = self.net_rate;
         opts.load.filter.net_burst = self.net_burst.max(1);
+        opts.load.hook_set = self.hooks;
         opts
     }
 }

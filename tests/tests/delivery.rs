@@ -207,11 +207,15 @@ fn sensor_watch_prints_events_as_json_lines_and_compact_lines() {
     }
     let m = marker("watch-cli");
     let cid = docker_run_rm(&[&image(), "sh", "-c", &format!(": {m}")]);
-    let line = json.wait_for("JSON line of the container's sh", |l| l.contains(&m));
+    let line = json.wait_for("JSON line of the container's sh", |l| {
+        l.contains(&m) && l.contains(&cid)
+    });
     let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(v["event"]["kind"], "exec", "{v}");
     assert_eq!(v["event"]["container"]["id"], cid.as_str(), "{v}");
-    let line = compact.wait_for("compact line of the container's sh", |l| l.contains(&m));
+    let line = compact.wait_for("compact line of the container's sh", |l| {
+        l.contains(&m) && l.contains(&cid[..12])
+    });
     assert!(
         line.contains(" exec ") && line.contains(&cid[..12]) && line.contains("sh -c"),
         "{line}"

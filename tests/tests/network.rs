@@ -39,6 +39,21 @@ fn nc_listen_accept_and_connect_between_two_containers() {
         sock_op(e, "connect", &client).is_some()
     });
     let c = &connect["socket"];
+    // The address is the kernel's copy with a kprobe/fentry hook set, the caller's buffer otherwise.
+    let health = sensor
+        .events()
+        .into_iter()
+        .find(|e| ev::kind(e) == "health")
+        .unwrap();
+    let kernel_copy = !health["health"]["hook_set"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("tracepoint");
+    assert_eq!(
+        c["address_source"],
+        if kernel_copy { "kernel" } else { "user" },
+        "{c}"
+    );
     assert_eq!(
         (ev::addr(&c["remote"]), &c["remote"]["port"]),
         (lip.as_str(), &Value::from(8080)),

@@ -5,6 +5,7 @@ mod feature;
 mod icmp;
 mod namespace;
 mod process;
+mod sockaddr;
 mod socket;
 mod stdio;
 pub(crate) mod syscall;

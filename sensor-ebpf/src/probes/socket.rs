@@ -8,12 +8,12 @@
 
 use aya_ebpf::programs::TracePointContext;
 use sensor_common::{
-    DropReason, Endpoint, Hook, RecordKind, Ring, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_PACKET,
-    SOCK_FLAG_RAW, SockOp, SockRecord,
+    ADDR_FROM_KERNEL, ADDR_FROM_USER, DropReason, Endpoint, Hook, RecordKind, Ring,
+    SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
 };
 
 use super::{
-    header,
+    header, sockaddr,
     syscall::{Pending, save, syscall_pair},
 };
 use crate::{
@@ -32,6 +32,9 @@ const IPPROTO_ICMPV6: u16 = 58;
 fn enter(ctx: &TracePointContext, hook: Hook) -> ReadResult<()> {
     if !net_wanted(kernel::current_cgroup_id()) {
         return Ok(());
+    }
+    if hook == Hook::Connect || hook == Hook::Bind {
+        sockaddr::clear();
     }
     save(ctx, hook, 0)
 }
@@ -76,7 +79,8 @@ fn exit(p: &Pending, ret: i64, op: SockOp) -> ReadResult<()> {
     rec.protocol = 0;
     rec.op = op as u8;
     rec.flags = 0;
-    rec._pad = 0;
+    rec.addr_source = ADDR_FROM_USER;
+    rec._pad = [0; 3];
     let res = fill(p, ret, op, rec);
     rec.flags = kind_flags(rec.family, rec.sock_type, rec.protocol);
     entry.submit(0);
@@ -95,11 +99,19 @@ fn fill(p: &Pending, ret: i64, op: SockOp, rec: &mut SockRecord) -> ReadResult<(
         rec.sock_type = (p.args[1] & 0xf) as u16;
         rec.protocol = p.args[2] as u16;
     }
-    if op == SockOp::Connect {
-        kernel::user_sockaddr(p.args[1], &mut rec.remote)?;
-    }
-    if op == SockOp::Bind {
-        kernel::user_sockaddr(p.args[1], &mut rec.local)?;
+    if op == SockOp::Connect || op == SockOp::Bind {
+        let target = if op == SockOp::Connect {
+            &mut rec.remote
+        } else {
+            &mut rec.local
+        };
+        match sockaddr::take() {
+            Some(copy) => {
+                *target = copy;
+                rec.addr_source = ADDR_FROM_KERNEL;
+            }
+            None => kernel::user_sockaddr(p.args[1], target)?,
+        }
     }
     if sock_fd < 0 {
         return Ok(());

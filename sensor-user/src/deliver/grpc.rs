@@ -16,6 +16,7 @@ use std::{
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::Path,
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -46,6 +47,17 @@ use crate::clock::duration;
 const REPLAY_CHUNK: usize = 256;
 /// Responses buffered per stream between its task and tonic.
 const STREAM_BUFFER: usize = 64;
+/// Open streams per kind: each holds a bounded queue, so this bounds their memory.
+const MAX_STREAMS: usize = 64;
+
+fn check_capacity(open: usize, what: &str) -> Result<(), Status> {
+    if open >= MAX_STREAMS {
+        return Err(Status::resource_exhausted(format!(
+            "{open} {what} streams are open, the most this sensor serves: close one and retry"
+        )));
+    }
+    Ok(())
+}
 
 pub(super) struct Service {
     shared: Arc<Shared>,
@@ -84,6 +96,7 @@ impl Sensor for Service {
         let req = req.into_inner();
         let filter = filter::Alerts::new(req.filter)
             .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?;
+        check_capacity(self.shared.alerts.subscribers().len(), "WatchAlerts")?;
         // Subscribe before reading the spool's end: an alert is published while the spool is
         // locked, so everything after `last` is in the subscription.
         let sub = self.shared.alerts.subscribe(peer, |_| true);
@@ -108,6 +121,7 @@ impl Sensor for Service {
         let peer = peer_of(&req);
         let filter = filter::Events::new(req.into_inner().filter)
             .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?;
+        check_capacity(self.shared.events.subscribers().len(), "WatchEvents")?;
         let sub = self
             .shared
             .events
@@ -340,6 +354,14 @@ pub(super) fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// A server that pings idle connections, so a vanished subscriber (a dead peer behind a NAT, a
+/// killed client) is noticed and its subscription freed.
+fn server() -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
 fn service(shared: Arc<Shared>, shutdown: &watch::Receiver<bool>) -> SensorServer<Service> {
     SensorServer::new(Service {
         shared,
@@ -356,7 +378,7 @@ pub(super) async fn serve_unix(
     let stop = async move {
         let _ = shutdown.changed().await;
     };
-    if let Err(err) = Server::builder()
+    if let Err(err) = server()
         .add_service(svc)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await
@@ -406,9 +428,8 @@ pub(super) async fn serve_tcp(
     let stop = async move {
         let _ = shutdown.changed().await;
     };
-    let result = match Server::builder().tls_config(tls) {
-        Ok(builder) => {
-            let mut builder = builder;
+    let result = match server().tls_config(tls) {
+        Ok(mut builder) => {
             builder
                 .add_service(svc)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)

@@ -8,6 +8,7 @@
 //! - `grpc`: the `sensor.v1.Sensor` service on a Unix socket and, optionally, TCP with mTLS;
 //! - `otlp`: push of spooled alerts to an OpenTelemetry collector;
 //! - `metrics`: the Prometheus endpoint;
+//! - `filter`: the subscribers' filters; `cli`: the command-line flags;
 //! - `watch`: `sensor watch`, the command-line client of the service.
 //!
 //! Nothing here blocks the pipeline on a consumer: subscribers are behind bounded queues and the
@@ -175,13 +176,12 @@ impl Delivery {
     /// Opens the spool and starts the listeners and the exporter. Fails, saying which and what
     /// to do, when a socket or address cannot be bound or the spool cannot be opened.
     pub async fn start(cfg: DeliveryConfig) -> Result<Delivery> {
-        let spool = Spool::open(cfg.spool.clone()).with_context(|| {
+        let mut spool = Spool::open(cfg.spool.clone()).with_context(|| {
             format!(
                 "opening the alert spool in {} (choose another place with --spool-dir)",
                 cfg.spool.dir.display()
             )
         })?;
-        let mut spool = spool;
         let otlp = cfg.otlp_endpoint.as_ref().map(|endpoint| {
             spool.register_consumer(otlp::CONSUMER);
             otlp::ExporterState::new(endpoint)

@@ -81,9 +81,16 @@ pub(super) struct Exporter {
 }
 
 impl Exporter {
-    /// Checks `endpoint` (`http://host:port`); the connection itself is made lazily and
-    /// re-made after failures.
+    /// Checks `endpoint` (`http://host:port`: plaintext only, see the error below); the
+    /// connection itself is made lazily and re-made after failures.
     pub(super) fn new(endpoint: &str, shared: Arc<Shared>) -> Result<Exporter> {
+        if !endpoint.starts_with("http://") {
+            anyhow::bail!(
+                "--otlp-endpoint {endpoint:?}: give http://HOST:PORT (OTLP/gRPC without TLS, to a \
+                 collector on this node or its network; TLS to remote backends belongs in that \
+                 collector)"
+            );
+        }
         let channel = Endpoint::from_shared(endpoint.to_string())
             .with_context(|| {
                 format!("--otlp-endpoint {endpoint:?} is not a URI: give http://HOST:PORT")

@@ -27,6 +27,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     fs::{self, File, OpenOptions},
     io::{self, BufReader, Read, Write},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
 };
 
@@ -186,7 +187,12 @@ impl Spool {
                 "the size bound is 0: give it at least 1 MiB".into(),
             ));
         }
-        fs::create_dir_all(&cfg.dir).map_err(io_err("creating directory", &cfg.dir))?;
+        // Alerts carry command lines and addresses: only the agent's user may read them.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.dir)
+            .map_err(io_err("creating directory", &cfg.dir))?;
         let lock_path = cfg.dir.join("lock");
         let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
         // SAFETY: flock(2) on a descriptor we own.

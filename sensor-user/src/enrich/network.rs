@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use sensor_common::{
-    Caller, DIR_EGRESS, DupRecord, FlowKey, FlowStats, IcmpKey, IcmpStats, Namespaces, NsOp,
-    NsRecord, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
-    TcpStateRecord,
+    ADDR_FROM_KERNEL, Caller, DIR_EGRESS, DupRecord, FlowKey, FlowStats, IcmpKey, IcmpStats,
+    Namespaces, NsOp, NsRecord, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp,
+    SockRecord, TcpStateRecord,
 };
 use sensor_proto::{self as pb, event::Body};
 
@@ -94,6 +94,11 @@ impl Enricher {
             raw: r.flags & SOCK_FLAG_RAW != 0,
             packet: r.flags & SOCK_FLAG_PACKET != 0,
             icmp_dgram: r.flags & SOCK_FLAG_ICMP_DGRAM != 0,
+            address_source: match (op, r.addr_source) {
+                ("connect" | "bind", ADDR_FROM_KERNEL) => "kernel".into(),
+                ("connect" | "bind", _) => "user".into(),
+                _ => String::new(),
+            },
         });
         let info = self.caller_info(&r.caller);
         self.process_event(&info, r.caller.pid, BootNs(r.header.boot_ns), body, out);

@@ -55,11 +55,11 @@ pub fn run() -> Result<()> {
     }
 
     let (mut ebpf, _) = open()?;
-    let hooks = default_hooks();
+    let mut hooks = default_hooks();
     let mut failed: Vec<(&str, String)> = Vec::new();
     for spec in &hooks {
         if let Err(e) = attach(&mut ebpf, spec) {
-            failed.push((spec.name, format!("{e:#}")));
+            failed.push((spec.name, super::describe(&e)));
         }
     }
     let mut report = String::new();
@@ -70,6 +70,7 @@ pub fn run() -> Result<()> {
         }
     }
 
+    let selection = super::select_hook_set(&mut ebpf, None, &mut hooks)?;
     println!("program types:");
     let probes = probe_program_types(&mut ebpf, &hooks, &failed);
     for p in &probes {
@@ -78,7 +79,8 @@ pub fn run() -> Result<()> {
             Err(why) => println!("  {:<15} unavailable: {why}", p.what),
         }
     }
-    println!("hooks in use (default set: tracepoints and raw tracepoints):");
+    println!("hook set for socket addresses: {selection}");
+    println!("hooks in use:");
     print!("{report}");
     let optional: Vec<&str> = probes
         .iter()
@@ -131,7 +133,7 @@ fn probe_program_types(
         result: aya_btf.clone().and_then(|btf| {
             let p: &mut BtfTracePoint = program(ebpf, "feature_tp_btf")?;
             p.load("sched_process_exec", &btf)
-                .map_err(|e| format!("load: {e:#}"))?;
+                .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach().map_err(|e| format!("attach: {e:#}"))?;
             Ok("tp_btf sched_process_exec attached".into())
         }),
@@ -140,7 +142,8 @@ fn probe_program_types(
         what: "kprobe",
         result: (|| {
             let p: &mut KProbe = program(ebpf, "feature_kprobe")?;
-            p.load().map_err(|e| format!("load: {e:#}"))?;
+            p.load()
+                .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach("do_exit", 0).map_err(|e| {
                 let pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
                 let hint = if pmu {
@@ -158,7 +161,7 @@ fn probe_program_types(
         result: aya_btf.and_then(|btf| {
             let p: &mut FEntry = program(ebpf, "feature_fentry")?;
             p.load("do_exit", &btf)
-                .map_err(|e| format!("load: {e:#}"))?;
+                .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach().map_err(|e| format!("attach: {e:#}"))?;
             Ok("fentry do_exit attached".into())
         }),

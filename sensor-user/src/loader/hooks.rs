@@ -19,6 +19,12 @@ pub enum Attach {
     CgroupSkb {
         egress: bool,
     },
+    Kprobe {
+        function: &'static str,
+    },
+    Fentry {
+        function: &'static str,
+    },
 }
 
 impl std::fmt::Display for Attach {
@@ -32,6 +38,8 @@ impl std::fmt::Display for Attach {
             Attach::CgroupSkb { egress: false } => {
                 write!(f, "cgroup_skb/ingress on the cgroup2 root")
             }
+            Attach::Kprobe { function } => write!(f, "kprobe {function}"),
+            Attach::Fentry { function } => write!(f, "fentry {function}"),
         }
     }
 }
@@ -137,6 +145,68 @@ const NETWORK: [HookSpec; 3] = [
     },
 ];
 
+/// Where socket addresses of connect and bind are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookSet {
+    /// Syscall tracepoints only: the caller's buffer, re-read at syscall exit.
+    Tracepoint,
+    /// kprobes on security_socket_{connect,bind}: the kernel's copy.
+    Kprobe,
+    /// fentry on security_socket_{connect,bind}: the kernel's copy, cheaper than kprobes.
+    Fentry,
+}
+
+impl std::fmt::Display for HookSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HookSet::Tracepoint => "tracepoint",
+            HookSet::Kprobe => "kprobe",
+            HookSet::Fentry => "fentry",
+        })
+    }
+}
+
+/// The programs a hook set adds to the default hooks.
+pub fn variant_hooks(set: HookSet) -> Vec<HookSpec> {
+    let spec = |program, attach| HookSpec {
+        hook: Hook::SockAddr,
+        name: "sockaddr",
+        program,
+        attach,
+    };
+    match set {
+        HookSet::Tracepoint => Vec::new(),
+        HookSet::Kprobe => vec![
+            spec(
+                "sockaddr_connect_kprobe",
+                Attach::Kprobe {
+                    function: "security_socket_connect",
+                },
+            ),
+            spec(
+                "sockaddr_bind_kprobe",
+                Attach::Kprobe {
+                    function: "security_socket_bind",
+                },
+            ),
+        ],
+        HookSet::Fentry => vec![
+            spec(
+                "sockaddr_connect_fentry",
+                Attach::Fentry {
+                    function: "security_socket_connect",
+                },
+            ),
+            spec(
+                "sockaddr_bind_fentry",
+                Attach::Fentry {
+                    function: "security_socket_bind",
+                },
+            ),
+        ],
+    }
+}
+
 /// The default hook set, in attach order (process hooks first).
 pub fn default_hooks() -> Vec<HookSpec> {
     let mut hooks = PROCESS.to_vec();
@@ -184,12 +254,22 @@ mod tests {
             connect.2,
             "tracepoint syscalls:sys_enter_connect, tracepoint syscalls:sys_exit_connect"
         );
-        // Every Hook has at least one program.
+        // Every Hook has at least one program, in the default set or a variant.
+        let all: Vec<HookSpec> = hooks
+            .iter()
+            .copied()
+            .chain(variant_hooks(HookSet::Kprobe))
+            .collect();
         for i in 0..sensor_common::HOOK_COUNT {
             assert!(
-                hooks.iter().any(|h| h.hook as u32 == i),
+                all.iter().any(|h| h.hook as u32 == i),
                 "hook {i} has no program"
             );
         }
+        assert!(variant_hooks(HookSet::Tracepoint).is_empty());
+        assert_eq!(
+            variant_hooks(HookSet::Fentry).len(),
+            variant_hooks(HookSet::Kprobe).len()
+        );
     }
 }

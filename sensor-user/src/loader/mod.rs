@@ -13,9 +13,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, RawTracePoint, TracePoint,
+    },
 };
 use sensor_common::{
     DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats,
@@ -26,7 +28,7 @@ use crate::enrich::cgroups::cgroup2_mount;
 /// The eBPF object built by `cargo xtask build` (empty when the agent was built without it).
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
 
-pub use hooks::{Attach, HookSpec, default_hooks, grouped};
+pub use hooks::{Attach, HookSet, HookSpec, default_hooks, grouped, variant_hooks};
 
 /// Kernel-side counters, read by the health reporter.
 pub struct KernelCounters {
@@ -50,6 +52,7 @@ impl KernelCounters {
 pub struct LoadedSensor {
     ebpf: Ebpf,
     pub hooks: Vec<HookSpec>,
+    pub selection: HookSelection,
 }
 
 /// Options for [`LoadedSensor::load`].
@@ -60,6 +63,8 @@ pub struct LoadOptions {
     /// Size of the network ring buffer in bytes.
     pub net_ring_bytes: u32,
     pub filter: FilterConfig,
+    /// The hook set for socket addresses; `None` picks the best the kernel allows.
+    pub hook_set: Option<HookSet>,
 }
 
 impl Default for LoadOptions {
@@ -68,6 +73,7 @@ impl Default for LoadOptions {
             proc_ring_bytes: 8 << 20,
             net_ring_bytes: 4 << 20,
             filter: FilterConfig::default_const(),
+            hook_set: None,
         }
     }
 }
@@ -144,6 +150,20 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
             p.attach(name)
                 .with_context(|| format!("attaching {}", what()))?;
         }
+        Attach::Kprobe { function } => {
+            let p: &mut KProbe = program.try_into().with_context(what)?;
+            p.load().with_context(|| format!("loading {}", what()))?;
+            p.attach(function, 0)
+                .with_context(|| format!("attaching {}", what()))?;
+        }
+        Attach::Fentry { function } => {
+            let btf = Btf::from_sys_fs().context("reading kernel BTF for fentry")?;
+            let p: &mut FEntry = program.try_into().with_context(what)?;
+            p.load(function, &btf)
+                .with_context(|| format!("loading {}", what()))?;
+            p.attach()
+                .with_context(|| format!("attaching {}", what()))?;
+        }
         Attach::CgroupSkb { egress } => {
             let root =
                 cgroup2_mount().context("no cgroup2 mount to attach traffic accounting to")?;
@@ -165,15 +185,96 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
     Ok(())
 }
 
+/// Which hook set is in use, and why the better ones are not.
+#[derive(Clone, Debug)]
+pub struct HookSelection {
+    pub set: HookSet,
+    /// Hook sets tried and not usable here, with the reason.
+    pub unavailable: Vec<(HookSet, String)>,
+}
+
+impl std::fmt::Display for HookSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.set)?;
+        for (set, why) in &self.unavailable {
+            write!(f, "; {set} unavailable: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An error chain on one line, without aya's empty "Verifier output:" tail.
+pub fn describe(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .replace(". Verifier output: :", ":")
+        .replace(". Verifier output: ", "")
+}
+
+/// Detaches and unloads a variant program (a no-op when it never loaded).
+fn unload_variant(ebpf: &mut Ebpf, spec: &HookSpec) {
+    let Some(program) = ebpf.program_mut(spec.program) else {
+        return;
+    };
+    let _ = match spec.attach {
+        Attach::Kprobe { .. } => <&mut KProbe>::try_from(program).map(|p| p.unload()),
+        Attach::Fentry { .. } => <&mut FEntry>::try_from(program).map(|p| p.unload()),
+        _ => return,
+    };
+}
+
+/// Attaches the best (or the requested) variant hook set: fentry, then kprobe, else the
+/// tracepoint path alone. Chosen by trying to load and attach, never by kernel version.
+pub fn select_hook_set(
+    ebpf: &mut Ebpf,
+    wanted: Option<HookSet>,
+    hooks: &mut Vec<HookSpec>,
+) -> Result<HookSelection> {
+    let candidates = match wanted {
+        None => vec![HookSet::Fentry, HookSet::Kprobe],
+        Some(HookSet::Tracepoint) => vec![],
+        Some(set) => vec![set],
+    };
+    let mut unavailable = Vec::new();
+    for set in candidates {
+        let specs = variant_hooks(set);
+        match specs.iter().try_for_each(|spec| attach(ebpf, spec)) {
+            Ok(()) => {
+                hooks.extend(specs);
+                return Ok(HookSelection { set, unavailable });
+            }
+            Err(e) => {
+                // Detach whatever part of the set did attach.
+                for spec in &specs {
+                    unload_variant(ebpf, spec);
+                }
+                if wanted.is_some() {
+                    return Err(e)
+                        .with_context(|| format!("--hooks {set} is not usable on this kernel"));
+                }
+                unavailable.push((set, describe(&e)));
+            }
+        }
+    }
+    Ok(HookSelection {
+        set: HookSet::Tracepoint,
+        unavailable,
+    })
+}
+
 impl LoadedSensor {
-    /// Loads the object and attaches every hook of the default set.
+    /// Loads the object, attaches every hook of the default set, then the best variant set.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let (mut ebpf, _btf) = open_with(opts)?;
-        let hooks = default_hooks();
+        let mut hooks = default_hooks();
         for spec in &hooks {
             attach(&mut ebpf, spec)?;
         }
-        Ok(Self { ebpf, hooks })
+        let selection = select_hook_set(&mut ebpf, opts.hook_set, &mut hooks)?;
+        Ok(Self {
+            ebpf,
+            hooks,
+            selection,
+        })
     }
 
     fn take(&mut self, name: &str) -> Result<aya::maps::Map> {
