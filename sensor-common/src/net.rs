@@ -206,7 +206,21 @@ pub struct IcmpKey {
     pub _pad: u32,
 }
 
-/// Value of the ICMP map.
+/// Key of the interface-level ICMP map (TC classifiers): one interface, direction, addresses
+/// and ICMP type. User space attributes it to a container by address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcIcmpKey {
+    pub ifindex: u32,
+    pub family: u16,
+    pub icmp_type: u8,
+    /// [`DIR_INGRESS`] (arrived on the interface) or [`DIR_EGRESS`] (left through it).
+    pub direction: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// Value of the ICMP maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IcmpStats {
@@ -278,6 +292,7 @@ mod pod {
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for IcmpKey {}
     unsafe impl aya::Pod for IcmpStats {}
+    unsafe impl aya::Pod for TcIcmpKey {}
     unsafe impl aya::Pod for FilterConfig {}
 }
 
@@ -295,6 +310,7 @@ mod tests {
             size_of::<TcpStateRecord>(),
             size_of::<FlowKey>(),
             size_of::<IcmpKey>(),
+            size_of::<TcIcmpKey>(),
             size_of::<IcmpStats>(),
             size_of::<FilterConfig>(),
         ] {

@@ -65,10 +65,12 @@ pub enum Hook {
     IcmpRecv = 17,
     /// kprobe/fentry on security_socket_{connect,bind}.
     SockAddr = 18,
+    /// TC classifiers counting ICMP on interfaces.
+    IcmpTc = 19,
 }
 
 /// Number of [`Hook`]s; the size of the per-hook error counter array.
-pub const HOOK_COUNT: u32 = 19;
+pub const HOOK_COUNT: u32 = 20;
 
 /// What follows a [`RecordHeader`].
 #[repr(u16)]

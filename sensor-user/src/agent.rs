@@ -88,8 +88,10 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Drains one ring completely.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, which: Ring) -> Result<()> {
+    /// Drains one ring completely. Returns whether a container's first process started (its
+    /// network interfaces exist by then).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, which: Ring) -> Result<bool> {
+        let mut container_began = false;
         while let Some(item) = ring.next() {
             self.out.stats.received[which as usize] += 1;
             match decode::decode(&item) {
@@ -102,10 +104,15 @@ impl Pipeline {
                 }
             }
             drop(item);
+            container_began |= self.batch.iter().any(|e| {
+                e.kind == "exec"
+                    && e.container.is_some()
+                    && e.process.as_ref().is_some_and(|p| p.ns_pid == 1)
+            });
             self.flush_batch()?;
         }
         self.apply_host_filter();
-        Ok(())
+        Ok(container_began)
     }
 
     fn flush_batch(&mut self) -> Result<()> {
@@ -128,26 +135,17 @@ impl Pipeline {
         }
     }
 
-    fn aggregates(&mut self, maps: &AggregationMaps) -> Result<()> {
-        let flows = maps
-            .flows
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, per_cpu)| {
-                let total = per_cpu
-                    .iter()
-                    .fold(sensor_common::FlowStats::default(), |a, v| {
-                        sensor_common::FlowStats {
-                            bytes: a.bytes + v.bytes,
-                            packets: a.packets + v.packets,
-                        }
-                    });
-                (k, total)
-            })
-            .collect();
-        let icmp = maps.icmp.iter().filter_map(|r| r.ok()).collect();
-        self.enricher
-            .aggregates(flows, icmp, Clock::boot_now(), &mut self.batch);
+    fn aggregates(
+        &mut self,
+        maps: &AggregationMaps,
+        interfaces: &std::collections::HashMap<u32, String>,
+    ) -> Result<()> {
+        self.enricher.aggregates(
+            maps.snapshot(),
+            interfaces,
+            Clock::boot_now(),
+            &mut self.batch,
+        );
         self.flush_batch()
     }
 }
@@ -191,11 +189,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     p.apply_host_filter();
     let hook_set = sensor.selection.to_string();
+    let hooks = sensor.hooks.clone();
     let health = |p: &Pipeline| {
         health_event(
             started,
             &counters,
-            &sensor.hooks,
+            &hooks,
             &hook_set,
             &p.out.stats,
             &clock,
@@ -231,7 +230,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             guard = proc_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the process ring")?;
                 guard.clear_ready();
-                p.drain(guard.get_inner_mut(), Ring::Process)?;
+                if p.drain(guard.get_inner_mut(), Ring::Process)? {
+                    // Watch the new container's veth from its first packet.
+                    for error in sensor.sync_interfaces() {
+                        log::warn!("{error}");
+                    }
+                }
                 p.out.sink.flush()?;
             }
             guard = net_ring.readable_mut() => {
@@ -241,7 +245,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 p.out.sink.flush()?;
             }
             _ = flow_tick.tick() => {
-                p.aggregates(&aggregation)?;
+                for error in sensor.sync_interfaces() {
+                    log::warn!("{error}");
+                }
+                p.aggregates(&aggregation, sensor.interface_names())?;
                 p.out.sink.flush()?;
             }
             _ = health_tick.tick() => {
@@ -259,7 +266,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Whatever is still in the rings and maps, then a last health report.
     p.drain(proc_ring.get_mut(), Ring::Process)?;
     p.drain(net_ring.get_mut(), Ring::Network)?;
-    p.aggregates(&aggregation)?;
+    p.aggregates(&aggregation, sensor.interface_names())?;
     p.out.emit(health(&p))?;
     p.out.sink.flush()?;
     p.out.delivery.shutdown().await;

@@ -90,14 +90,22 @@ fn nc_listen_accept_and_connect_between_two_containers() {
 fn ping_size_and_crafted_payloads_are_measured_per_container() {
     let sensor = Sensor::start_with("ping", &["--flow-interval", "1"]);
     let gw = bridge_gateway();
-    let plain = docker_run_rm(&[&image(), "ping", "-c", "5", "-s", "600", &gw]);
-    let crafted = docker_run_rm(&[&image(), "ping", "-c", "3", "-p", "41", &gw]);
+    // Both at once: distinct addresses, so bridge-level records are attributed unambiguously.
+    let plain = docker(&["run", "-d", &image(), "ping", "-c", "5", "-s", "600", &gw]);
+    let crafted = docker(&["run", "-d", &image(), "ping", "-c", "3", "-p", "41", &gw]);
+    let _cleanup = Containers(vec![plain.clone(), crafted.clone()]);
+    docker(&["wait", &plain]);
+    docker(&["wait", &crafted]);
     let requests = |cid: &str| {
         let cid = cid.to_string();
         move |evs: &[Value]| -> Vec<Value> {
             evs.iter()
                 .filter_map(|e| kind_in(e, "icmp", &cid))
-                .filter(|i| i["direction"] == "egress" && i["type_name"] == "echo_request")
+                .filter(|i| {
+                    i["source"] == "socket"
+                        && i["direction"] == "egress"
+                        && i["type_name"] == "echo_request"
+                })
                 .cloned()
                 .collect()
         }
@@ -142,6 +150,38 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
         pattern(&plain_req),
         pattern(&crafted_req),
         "the crafted payload is distinguishable"
+    );
+    // On the wire: TC classifiers saw the same requests on the docker bridge (attached from the
+    // start) and on the container's own veth (attached when the container's first process runs,
+    // so the very first packet may leave before it).
+    let on_wire = |evs: &[Value], bridge: bool| -> Vec<Value> {
+        evs.iter()
+            .filter_map(|e| kind_in(e, "icmp", &plain))
+            .filter(|i| {
+                i["source"] == "interface"
+                    && i["direction"] == "ingress"
+                    && i["type_name"] == "echo_request"
+            })
+            .filter(|i| {
+                (i["interface"] == "docker0") == bridge
+                    && (bridge || i["interface"].as_str().unwrap_or("").starts_with("veth"))
+            })
+            .cloned()
+            .collect()
+    };
+    assert!(
+        sensor.wait_until(Duration::from_secs(10), |evs| total(&on_wire(evs, true))
+            >= 5)
+    );
+    let evs = sensor.events();
+    let bridge = on_wire(&evs, true);
+    assert_eq!(total(&bridge), 5, "{bridge:?}");
+    assert_eq!(bridge[0]["last_payload_size"], 600);
+    assert_eq!(ev::addr(&bridge[0]["dst"]), gw);
+    let veth = total(&on_wire(&evs, false));
+    assert!(
+        (4..=5).contains(&veth),
+        "requests on the container's veth: {veth}"
     );
     // Replies are counted for the pinging container as well.
     assert!(

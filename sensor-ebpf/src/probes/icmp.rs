@@ -6,9 +6,12 @@
 //! Counters are plain (not atomic) increments: one socket's packets are sequential; concurrent
 //! senders to the same peer from one cgroup may lose a count.
 
-use aya_ebpf::{helpers::generated, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::generated, macros::tracepoint, maps::LruHashMap, programs::TracePointContext,
+};
 use sensor_common::{
-    DIR_EGRESS, DIR_INGRESS, Endpoint, Hook, ICMP_SAMPLE, ICMP_SIZE_BUCKETS, IcmpKey, icmp_bucket,
+    DIR_EGRESS, DIR_INGRESS, Endpoint, Hook, ICMP_SAMPLE, ICMP_SIZE_BUCKETS, IcmpKey, IcmpStats,
+    icmp_bucket,
 };
 
 use super::{
@@ -58,6 +61,46 @@ fn sample(dst: &mut [u8; ICMP_SAMPLE], src: u64, len: u64) -> u32 {
     if ret < 0 { 0 } else { n as u32 }
 }
 
+/// Adds one message to `map[key]`: count, size bucket, and a payload sample that `sample`
+/// fills (returning the bytes copied). Shared by the socket-level and the interface-level maps.
+#[inline(always)]
+pub fn record<K>(
+    map: &LruHashMap<K, IcmpStats>,
+    key: &K,
+    payload_len: u64,
+    sample: impl Fn(&mut [u8; ICMP_SAMPLE]) -> u32,
+) -> ReadResult<()> {
+    let bucket = icmp_bucket(payload_len as u32) & (ICMP_SIZE_BUCKETS - 1);
+    if let Some(stats) = map.get_ptr_mut(key) {
+        // SAFETY: a live map value.
+        let stats = unsafe { &mut *stats };
+        stats.count += 1;
+        stats.payload_bytes += payload_len;
+        stats.size_buckets[bucket] += 1;
+        stats.last_payload_len = payload_len as u32;
+        stats.last_sample_len = sample(&mut stats.last_sample);
+        return Ok(());
+    }
+    let Some(fresh) = ICMP_SCRATCH.get_ptr_mut(0) else {
+        return Err(-12);
+    };
+    // SAFETY: per-CPU scratch slot.
+    let fresh = unsafe { &mut *fresh };
+    fresh.count = 1;
+    fresh.payload_bytes = payload_len;
+    fresh.size_buckets = [0; ICMP_SIZE_BUCKETS];
+    fresh.size_buckets[bucket] = 1;
+    fresh.last_payload_len = payload_len as u32;
+    fresh._pad = 0;
+    fresh.first_sample_len = sample(&mut fresh.first_sample);
+    fresh.last_sample = fresh.first_sample;
+    fresh.last_sample_len = fresh.first_sample_len;
+    // By reference: a copy would put the 192-byte value on the 512-byte BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = map.insert(key, &*fresh, 0).map_err(|e| e as i64);
+    inserted
+}
+
 /// Counts one ICMP message whose header is at user address `msg` (`len` bytes in all).
 #[inline(always)]
 fn account(cgroup_id: u64, peer: &Endpoint, direction: u8, msg: u64, len: u64) -> ReadResult<()> {
@@ -73,36 +116,10 @@ fn account(cgroup_id: u64, peer: &Endpoint, direction: u8, msg: u64, len: u64) -
         direction,
         _pad: 0,
     };
-    let (payload, payload_len) = (msg + ICMP_HEADER, len - ICMP_HEADER);
-    let bucket = icmp_bucket(payload_len as u32) & (ICMP_SIZE_BUCKETS - 1);
-    if let Some(stats) = ICMP.get_ptr_mut(key) {
-        // SAFETY: a live map value.
-        let stats = unsafe { &mut *stats };
-        stats.count += 1;
-        stats.payload_bytes += payload_len;
-        stats.size_buckets[bucket] += 1;
-        stats.last_payload_len = payload_len as u32;
-        stats.last_sample_len = sample(&mut stats.last_sample, payload, payload_len);
-        return Ok(());
-    }
-    let Some(fresh) = ICMP_SCRATCH.get_ptr_mut(0) else {
-        return Err(-12);
-    };
-    // SAFETY: per-CPU scratch slot.
-    let fresh = unsafe { &mut *fresh };
-    fresh.count = 1;
-    fresh.payload_bytes = payload_len;
-    fresh.size_buckets = [0; ICMP_SIZE_BUCKETS];
-    fresh.size_buckets[bucket] = 1;
-    fresh.last_payload_len = payload_len as u32;
-    fresh._pad = 0;
-    fresh.first_sample_len = sample(&mut fresh.first_sample, payload, payload_len);
-    fresh.last_sample = fresh.first_sample;
-    fresh.last_sample_len = fresh.first_sample_len;
-    // By reference: a copy would put the 192-byte value on the 512-byte BPF stack.
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    let inserted = ICMP.insert(key, &*fresh, 0);
-    inserted.map_err(|e| e as i64)
+    let payload = msg + ICMP_HEADER;
+    record(&ICMP, &key, len - ICMP_HEADER, |dst| {
+        sample(dst, payload, len - ICMP_HEADER)
+    })
 }
 
 /// A send on an ICMP socket: `(fd, buf, len, dest)`; `dest` 0 for a connected socket.

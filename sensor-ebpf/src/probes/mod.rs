@@ -2,7 +2,8 @@
 
 mod cgroup;
 mod feature;
-mod icmp;
+pub(crate) mod icmp;
+mod icmp_tc;
 mod namespace;
 mod process;
 mod sockaddr;

@@ -351,6 +351,14 @@ pub(super) fn render(shared: &Shared) -> String {
             spool.evicted,
         ),
         (
+            "sensor_spool_errors_total",
+            "counter",
+            "Alerts that could not be written to the spool (disk full or failing): lost.",
+            shared
+                .spool_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
             "sensor_spool_evicted_unexported_total",
             "counter",
             "Evicted alerts the OTLP collector had not acknowledged (lost for it).",

@@ -112,6 +112,8 @@ pub(crate) struct Shared {
     /// Items missed by any subscriber since start (open or gone).
     missed_alerts: AtomicU64,
     missed_events: AtomicU64,
+    /// Alerts that could not be spooled (and so were not delivered).
+    spool_errors: AtomicU64,
 }
 
 impl Shared {
@@ -200,6 +202,7 @@ impl Delivery {
             otlp,
             missed_alerts: AtomicU64::new(0),
             missed_events: AtomicU64::new(0),
+            spool_errors: AtomicU64::new(0),
         });
         let (shutdown, _) = tokio_watch::channel(false);
         let mut tasks = Vec::new();
@@ -270,7 +273,9 @@ impl Delivery {
 
     /// Spools `alert` (numbering it, and giving it an id and node if it has none), then hands it
     /// to subscribers and the exporter. Returns its sequence number. When this returns Ok, the
-    /// alert is on disk (see the spool's fsync policy).
+    /// alert is on disk (see the spool's fsync policy). On Err (a full or broken disk) the alert
+    /// went nowhere: the error names the spool's problem, `sensor_spool_errors_total` counts it,
+    /// and the caller should report it and carry on rather than stop the sensor.
     pub fn publish_alert(&self, mut alert: Alert) -> Result<u64> {
         if alert.id.is_empty() {
             alert.id = new_alert_id();
@@ -282,12 +287,19 @@ impl Delivery {
             alert.time = Some(timestamp(SystemTime::now()));
         }
         let mut spool = self.shared.spool.lock().unwrap();
-        let seq = spool
-            .append(|seq| {
-                alert.seq = seq;
-                alert.encode_to_vec()
-            })
-            .with_context(|| format!("spooling alert {} of rule {}", alert.id, alert.rule_id))?;
+        let appended = spool.append(|seq| {
+            alert.seq = seq;
+            alert.encode_to_vec()
+        });
+        let seq = match appended {
+            Ok(seq) => seq,
+            Err(err) => {
+                self.shared.spool_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(err).with_context(|| {
+                    format!("spooling alert {} of rule {}", alert.id, alert.rule_id)
+                });
+            }
+        };
         alert.seq = seq;
         // Published while the spool is locked, so subscribers see sequence numbers in order.
         self.shared.alerts.publish(&Arc::new(alert.clone()));

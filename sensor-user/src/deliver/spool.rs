@@ -24,7 +24,7 @@
 //! guarantee and only gives up power-loss durability, for disks where syncing is too slow.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     fs::{self, File, OpenOptions},
     io::{self, BufReader, Read, Write},
     os::unix::fs::DirBuilderExt,
@@ -125,6 +125,8 @@ pub struct Spool {
     active: File,
     next_seq: u64,
     cursors: BTreeMap<String, u64>,
+    /// Consumers of this run whose progress counts for `evicted_unacked`.
+    registered: BTreeSet<String>,
     stats: SpoolStats,
 }
 
@@ -311,6 +313,7 @@ impl Spool {
             active,
             next_seq,
             cursors,
+            registered: BTreeSet::new(),
             stats,
         })
     }
@@ -407,7 +410,7 @@ impl Spool {
     }
 
     fn evict(&mut self) -> Result<(), SpoolError> {
-        let min_cursor = self.cursors.values().copied().min();
+        let min_cursor = self.registered.iter().map(|c| self.cursor(c)).min();
         while self.bytes() > self.cfg.max_bytes && self.segments.len() > 1 {
             let seg = self.segments.pop_front().unwrap();
             fs::remove_file(&seg.path).map_err(io_err("evicting", &seg.path))?;
@@ -457,6 +460,7 @@ impl Spool {
     /// Registers a consumer whose progress counts for `evicted_unacked`, starting where its
     /// persisted cursor is (or at 0).
     pub fn register_consumer(&mut self, consumer: &str) -> u64 {
+        self.registered.insert(consumer.to_string());
         *self.cursors.entry(consumer.to_string()).or_insert(0)
     }
 

@@ -3,11 +3,14 @@
 //! Streams alerts (or, with `--events`, events) from a running agent, over its Unix socket or over
 //! TCP with mutual TLS, and prints them: `-o compact` one line per item for a person, `-o json`
 //! one `WatchAlertsResponse`/`WatchEventsResponse` per line (proto3 JSON) for a machine. Missed
-//! items are always reported, on stdout in the chosen format and on stderr.
+//! items are always reported, on stdout in the chosen format and on stderr. An alert stream that
+//! breaks is resumed from the spool after the last alert seen (`since_seq`), so a sensor restart
+//! costs a person watching nothing.
 
 use std::{
     io::Write,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -88,69 +91,143 @@ pub async fn connect(addr: &str, tls: Option<&ClientTls>) -> Result<Channel> {
 
 pub async fn run(opts: WatchOptions) -> Result<()> {
     let channel = connect(&opts.addr, opts.tls.as_ref()).await?;
-    let mut client = SensorClient::new(channel);
-    let stdout = std::io::stdout();
+    let client = SensorClient::new(channel);
     if opts.events {
-        let request = pb::WatchEventsRequest {
-            filter: Some(pb::EventFilter {
-                kinds: opts.kinds.clone(),
-                container_ids: opts.containers.clone(),
-                containers_only: false,
-            }),
-        };
-        let mut stream = client
-            .watch_events(request)
-            .await
-            .context("WatchEvents")?
-            .into_inner();
-        while let Some(resp) = stream.message().await.context("reading the event stream")? {
-            let line = match (&resp.item, opts.output) {
-                (_, Output::Json) => serde_json::to_string(&resp)?,
-                (Some(watch_events_response::Item::Event(e)), _) => compact_event(e),
-                (Some(watch_events_response::Item::Missed(m)), _) => compact_missed(m, "events"),
-                (None, _) => continue,
-            };
-            if let Some(watch_events_response::Item::Missed(m)) = &resp.item {
-                eprintln!("sensor watch: {}", compact_missed(m, "events"));
-            }
-            writeln!(stdout.lock(), "{line}").context("writing to stdout")?;
-        }
-    } else {
-        let request = pb::WatchAlertsRequest {
-            filter: Some(pb::AlertFilter {
-                rule_ids: opts.rules.clone(),
-                min_severity: opts.min_severity.unwrap_or_default() as i32,
-                container_ids: opts.containers.clone(),
-                event_kinds: opts.kinds.clone(),
-            }),
-            since_seq: opts.since,
-        };
-        let mut stream = client
-            .watch_alerts(request)
-            .await
-            .context("WatchAlerts")?
-            .into_inner();
-        if opts.since.is_none()
-            && opts.output == Output::Compact
-            && let Ok(rules) = client.list_rules(pb::ListRulesRequest {}).await
-            && !rules.get_ref().note.is_empty()
-        {
-            eprintln!("sensor watch: note: {}", rules.get_ref().note);
-        }
-        while let Some(resp) = stream.message().await.context("reading the alert stream")? {
-            let line = match (&resp.item, opts.output) {
-                (_, Output::Json) => serde_json::to_string(&resp)?,
-                (Some(watch_alerts_response::Item::Alert(a)), _) => compact_alert(a),
-                (Some(watch_alerts_response::Item::Missed(m)), _) => compact_missed(m, "alerts"),
-                (None, _) => continue,
-            };
-            if let Some(watch_alerts_response::Item::Missed(m)) = &resp.item {
-                eprintln!("sensor watch: {}", compact_missed(m, "alerts"));
-            }
-            writeln!(stdout.lock(), "{line}").context("writing to stdout")?;
-        }
+        watch_events(client, &opts).await?;
+        bail!("the sensor ended the stream (it stopped?); run `sensor watch` again to reconnect")
     }
-    bail!("the sensor ended the stream (it stopped?); run `sensor watch` again to reconnect")
+    follow_alerts(client, &opts, &mut print).await
+}
+
+/// Where printed lines go (stdout, or a test's buffer).
+pub type Out<'a> = &'a mut (dyn FnMut(&str) -> Result<()> + Send);
+
+fn print(line: &str) -> Result<()> {
+    writeln!(std::io::stdout().lock(), "{line}").context("writing to stdout")
+}
+
+async fn watch_events(mut client: SensorClient<Channel>, opts: &WatchOptions) -> Result<()> {
+    let request = pb::WatchEventsRequest {
+        filter: Some(pb::EventFilter {
+            kinds: opts.kinds.clone(),
+            container_ids: opts.containers.clone(),
+            containers_only: false,
+        }),
+    };
+    let mut stream = client
+        .watch_events(request)
+        .await
+        .context("WatchEvents")?
+        .into_inner();
+    while let Some(resp) = stream.message().await.context("reading the event stream")? {
+        let line = match (&resp.item, opts.output) {
+            (_, Output::Json) => serde_json::to_string(&resp)?,
+            (Some(watch_events_response::Item::Event(e)), _) => compact_event(e),
+            (Some(watch_events_response::Item::Missed(m)), _) => compact_missed(m, "events"),
+            (None, _) => continue,
+        };
+        if let Some(watch_events_response::Item::Missed(m)) = &resp.item {
+            eprintln!("sensor watch: {}", compact_missed(m, "events"));
+        }
+        print(&line)?;
+    }
+    Ok(())
+}
+
+/// Streams alerts for ever: when the stream breaks (the sensor restarts, the network drops), it
+/// reconnects and resumes after the last sequence number it has accounted for, so nothing still
+/// in the spool is missed or printed twice.
+pub async fn follow_alerts(
+    mut client: SensorClient<Channel>,
+    opts: &WatchOptions,
+    out: Out<'_>,
+) -> Result<()> {
+    if opts.since.is_none()
+        && opts.output == Output::Compact
+        && let Ok(rules) = client.list_rules(pb::ListRulesRequest {}).await
+        && !rules.get_ref().note.is_empty()
+    {
+        eprintln!("sensor watch: note: {}", rules.get_ref().note);
+    }
+    // Where a resume starts: the given --since, else the spool's end now (live only).
+    let mut resume_after = match opts.since {
+        Some(seq) => seq,
+        None => client
+            .get_health(pb::GetHealthRequest {})
+            .await
+            .context("GetHealth")?
+            .into_inner()
+            .delivery
+            .and_then(|d| d.spool)
+            .map_or(0, |s| s.last_seq),
+    };
+    let mut since = opts.since;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let ended = stream_alerts(&mut client, opts, since, &mut resume_after, out).await;
+        let why = match ended {
+            Ok(()) => "the sensor ended the stream".to_string(),
+            Err(err) => format!("{err:#}"),
+        };
+        eprintln!(
+            "sensor watch: {why}; reconnecting in {} ms to resume after alert {resume_after}",
+            backoff.as_millis()
+        );
+        tokio::time::sleep(backoff).await;
+        match connect(&opts.addr, opts.tls.as_ref()).await {
+            Ok(channel) => {
+                client = SensorClient::new(channel);
+                backoff = Duration::from_millis(500);
+            }
+            Err(err) => {
+                eprintln!("sensor watch: {err:#}");
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+        since = Some(resume_after);
+    }
+}
+
+/// One `WatchAlerts` stream, to its end; `resume_after` follows every sequence number seen.
+async fn stream_alerts(
+    client: &mut SensorClient<Channel>,
+    opts: &WatchOptions,
+    since: Option<u64>,
+    resume_after: &mut u64,
+    out: Out<'_>,
+) -> Result<()> {
+    let request = pb::WatchAlertsRequest {
+        filter: Some(pb::AlertFilter {
+            rule_ids: opts.rules.clone(),
+            min_severity: opts.min_severity.unwrap_or_default() as i32,
+            container_ids: opts.containers.clone(),
+            event_kinds: opts.kinds.clone(),
+        }),
+        since_seq: since,
+    };
+    let mut stream = client
+        .watch_alerts(request)
+        .await
+        .context("WatchAlerts")?
+        .into_inner();
+    while let Some(resp) = stream.message().await.context("reading the alert stream")? {
+        let line = match (&resp.item, opts.output) {
+            (_, Output::Json) => serde_json::to_string(&resp)?,
+            (Some(watch_alerts_response::Item::Alert(a)), _) => compact_alert(a),
+            (Some(watch_alerts_response::Item::Missed(m)), _) => compact_missed(m, "alerts"),
+            (None, _) => continue,
+        };
+        match &resp.item {
+            Some(watch_alerts_response::Item::Alert(a)) => *resume_after = a.seq,
+            Some(watch_alerts_response::Item::Missed(m)) => {
+                eprintln!("sensor watch: {}", compact_missed(m, "alerts"));
+                *resume_after = m.last_seq;
+            }
+            None => {}
+        }
+        out(&line)?;
+    }
+    Ok(())
 }
 
 fn time(t: Option<&pbjson_types::Timestamp>) -> String {

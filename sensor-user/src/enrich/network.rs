@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use sensor_common::{
-    ADDR_FROM_KERNEL, Caller, DIR_EGRESS, DupRecord, FlowKey, FlowStats, IcmpKey, IcmpStats,
-    Namespaces, NsOp, NsRecord, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp,
-    SockRecord, TcpStateRecord,
+    ADDR_FROM_KERNEL, Caller, DIR_EGRESS, DupRecord, Endpoint, FlowKey, FlowStats, IcmpKey,
+    IcmpStats, Namespaces, NsOp, NsRecord, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_PACKET, SOCK_FLAG_RAW,
+    SockOp, SockRecord, TcIcmpKey, TcpStateRecord,
 };
 use sensor_proto::{self as pb, event::Body};
 
@@ -48,8 +48,15 @@ fn by_type(ns: &Namespaces) -> [(&'static str, u32); 7] {
 #[derive(Default)]
 pub struct AggregateState {
     flows: HashMap<FlowKey, FlowStats>,
-    icmp: HashMap<IcmpKey, (u64, u64, [u32; 8])>,
+    icmp: HashMap<IcmpKey, IcmpCounts>,
+    tc_icmp: HashMap<TcIcmpKey, IcmpCounts>,
     last_read: Option<BootNs>,
+    /// Container addresses (IPv4 in the first 4 bytes) -> the container's cgroup.
+    addresses: HashMap<[u8; 16], CgroupId>,
+    /// The net namespace each container's addresses were read from.
+    address_netns: HashMap<CgroupId, u32>,
+    /// Host-side veth ifindex -> the container on the other end.
+    veths: HashMap<u32, CgroupId>,
 }
 
 fn direction(d: u8) -> String {
@@ -201,10 +208,11 @@ impl Enricher {
     }
 
     /// Turns the traffic and ICMP maps' cumulative counters into per-interval events.
+    /// `interfaces` names the ifindexes of interface-level ICMP records.
     pub fn aggregates(
         &mut self,
-        flows: Vec<(FlowKey, FlowStats)>,
-        icmp: Vec<(IcmpKey, IcmpStats)>,
+        snapshot: AggregateSnapshot,
+        interfaces: &HashMap<u32, String>,
         now: BootNs,
         out: &mut Vec<pb::Event>,
     ) {
@@ -212,9 +220,9 @@ impl Enricher {
         let interval = state.last_read.map(|t| duration(now.since(t)));
         state.last_read = Some(now);
 
-        let mut seen = HashMap::with_capacity(flows.len());
-        let mut traffic = Vec::new();
-        for (key, stats) in flows {
+        let mut reports: Vec<(CgroupId, Body)> = Vec::new();
+        let mut seen = HashMap::with_capacity(snapshot.flows.len());
+        for (key, stats) in snapshot.flows {
             let last = state.flows.get(&key).copied().unwrap_or_default();
             // A smaller count means the LRU evicted the entry and it started again.
             let (bytes, packets) = if stats.bytes >= last.bytes {
@@ -229,12 +237,12 @@ impl Enricher {
             if bytes == 0 {
                 continue;
             }
-            let peer = sensor_common::Endpoint {
+            let peer = Endpoint {
                 addr: key.peer,
                 port: key.peer_port,
                 family: key.family,
             };
-            traffic.push((
+            reports.push((
                 CgroupId(key.cgroup_id),
                 Body::Traffic(pb::Traffic {
                     direction: direction(key.direction),
@@ -249,67 +257,189 @@ impl Enricher {
         }
         state.flows = seen;
 
-        let mut seen = HashMap::with_capacity(icmp.len());
-        let mut messages = Vec::new();
-        for (key, stats) in icmp {
-            let (last_count, last_bytes, last_buckets) =
-                state.icmp.get(&key).copied().unwrap_or_default();
-            let restarted = stats.count < last_count;
-            let (count, bytes) = if restarted {
-                (stats.count, stats.payload_bytes)
-            } else {
-                (
-                    stats.count - last_count,
-                    stats.payload_bytes.saturating_sub(last_bytes),
-                )
-            };
-            let buckets: Vec<u64> = stats
-                .size_buckets
-                .iter()
-                .zip(last_buckets.iter())
-                .map(|(now, last)| {
-                    if restarted {
-                        *now as u64
-                    } else {
-                        now.saturating_sub(*last) as u64
-                    }
-                })
-                .collect();
-            seen.insert(key, (stats.count, stats.payload_bytes, stats.size_buckets));
-            if count == 0 {
+        let mut seen = HashMap::with_capacity(snapshot.icmp.len());
+        for (key, stats) in snapshot.icmp {
+            let last = state.icmp.insert(key, IcmpCounts::of(&stats));
+            seen.insert(key, ());
+            let Some(mut body) = icmp_body(
+                &stats,
+                last,
+                key.family,
+                key.icmp_type,
+                key.direction,
+                interval,
+            ) else {
                 continue;
-            }
-            let peer = sensor_common::Endpoint {
+            };
+            body.source = "socket".into();
+            body.peer = names::endpoint(&Endpoint {
                 addr: key.peer,
                 port: 0,
                 family: key.family,
-            };
-            let first = &stats.first_sample
-                [..(stats.first_sample_len as usize).min(stats.first_sample.len())];
-            let latest =
-                &stats.last_sample[..(stats.last_sample_len as usize).min(stats.last_sample.len())];
-            messages.push((
-                CgroupId(key.cgroup_id),
-                Body::Icmp(pb::Icmp {
-                    direction: direction(key.direction),
-                    r#type: key.icmp_type as u32,
-                    type_name: names::icmp_type(key.family, key.icmp_type),
-                    peer: names::endpoint(&peer),
-                    count,
-                    payload_bytes: bytes,
-                    size_buckets: buckets,
-                    last_payload_size: stats.last_payload_len,
-                    first_sample_hex: names::hex(first),
-                    last_sample_hex: names::hex(latest),
-                    payload_pattern: names::payload_pattern(latest),
-                    interval,
-                }),
-            ));
+            });
+            reports.push((CgroupId(key.cgroup_id), Body::Icmp(body)));
         }
-        state.icmp = seen;
+        state.icmp.retain(|k, _| seen.contains_key(k));
 
-        for (cgroup, body) in traffic.into_iter().chain(messages) {
+        let mut seen_tc = HashMap::with_capacity(snapshot.tc_icmp.len());
+        let mut on_wire = Vec::new();
+        for (key, stats) in snapshot.tc_icmp {
+            let last = state.tc_icmp.insert(key, IcmpCounts::of(&stats));
+            seen_tc.insert(key, ());
+            let Some(mut body) = icmp_body(
+                &stats,
+                last,
+                key.family,
+                key.icmp_type,
+                key.direction,
+                interval,
+            ) else {
+                continue;
+            };
+            body.source = "interface".into();
+            body.interface = interfaces
+                .get(&key.ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("ifindex {}", key.ifindex));
+            body.src = names::endpoint(&Endpoint {
+                addr: key.src,
+                port: 0,
+                family: key.family,
+            });
+            body.dst = names::endpoint(&Endpoint {
+                addr: key.dst,
+                port: 0,
+                family: key.family,
+            });
+            on_wire.push((key, body));
+        }
+        state.tc_icmp.retain(|k, _| seen_tc.contains_key(k));
+        if !on_wire.is_empty() {
+            self.refresh_container_addresses();
+        }
+        for (key, body) in on_wire {
+            // A container's own veth names it for sure; on shared interfaces (the bridge,
+            // loopback) the address decides, which is ambiguous when an address is reused.
+            let owner = self
+                .aggregates
+                .veths
+                .get(&key.ifindex)
+                .copied()
+                .or_else(|| {
+                    [key.src, key.dst]
+                        .iter()
+                        .find_map(|a| self.aggregates.addresses.get(a).copied())
+                });
+            reports.push((owner.unwrap_or(CgroupId(0)), Body::Icmp(body)));
+        }
+
+        for (cgroup, body) in reports {
             self.cgroup_event(cgroup, now, body, out);
         }
     }
+
+    /// Learns the IP addresses of running containers with their own network namespace, from a
+    /// member process's `/proc/PID/net/fib_trie` (its namespace's local addresses).
+    fn refresh_container_addresses(&mut self) {
+        let host_net = self.host_ns.net;
+        let mut known: HashMap<CgroupId, (u32, u32)> = HashMap::new(); // container cgroup -> (pid, net ns)
+        for info in self.procs.iter() {
+            let Some(entry) = self.cgroups.get(info.cgroup_id) else {
+                continue;
+            };
+            let Some(cref) = &entry.container else {
+                continue;
+            };
+            let Some(live) = self.cgroups.container(&cref.id) else {
+                continue;
+            };
+            if info.namespaces.net != 0 && info.namespaces.net != host_net {
+                known
+                    .entry(live.cgroup_id)
+                    .or_insert((info.pid.0, info.namespaces.net));
+            }
+        }
+        for (cgroup, (pid, netns)) in known {
+            if self.aggregates.address_netns.get(&cgroup) == Some(&netns) {
+                continue;
+            }
+            for addr in super::procfs::local_addresses(pid) {
+                self.aggregates.addresses.insert(addr, cgroup);
+            }
+            for ifindex in super::procfs::peer_ifindexes(pid) {
+                self.aggregates.veths.insert(ifindex, cgroup);
+            }
+            self.aggregates.address_netns.insert(cgroup, netns);
+        }
+    }
+}
+
+/// One read of the kernel's aggregation maps.
+#[derive(Default)]
+pub struct AggregateSnapshot {
+    pub flows: Vec<(FlowKey, FlowStats)>,
+    pub icmp: Vec<(IcmpKey, IcmpStats)>,
+    pub tc_icmp: Vec<(TcIcmpKey, IcmpStats)>,
+}
+
+/// The cumulative counters of an ICMP map entry, for deltas.
+#[derive(Clone, Copy, Default)]
+pub struct IcmpCounts {
+    count: u64,
+    bytes: u64,
+    buckets: [u32; 8],
+}
+
+impl IcmpCounts {
+    fn of(s: &IcmpStats) -> Self {
+        Self {
+            count: s.count,
+            bytes: s.payload_bytes,
+            buckets: s.size_buckets,
+        }
+    }
+}
+
+/// The interval's ICMP report for one entry, or `None` when nothing new arrived.
+fn icmp_body(
+    stats: &IcmpStats,
+    last: Option<IcmpCounts>,
+    family: u16,
+    icmp_type: u8,
+    dir: u8,
+    interval: Option<pbjson_types::Duration>,
+) -> Option<pb::Icmp> {
+    let last = last.unwrap_or_default();
+    // A smaller count means the LRU evicted the entry and it started again.
+    let restarted = stats.count < last.count;
+    let base = if restarted {
+        IcmpCounts::default()
+    } else {
+        last
+    };
+    let count = stats.count - base.count;
+    if count == 0 {
+        return None;
+    }
+    let sample = |buf: &[u8], len: u32| buf[..(len as usize).min(buf.len())].to_vec();
+    let latest = sample(&stats.last_sample, stats.last_sample_len);
+    Some(pb::Icmp {
+        direction: direction(dir),
+        r#type: icmp_type as u32,
+        type_name: names::icmp_type(family, icmp_type),
+        count,
+        payload_bytes: stats.payload_bytes.saturating_sub(base.bytes),
+        size_buckets: stats
+            .size_buckets
+            .iter()
+            .zip(base.buckets.iter())
+            .map(|(n, l)| n.saturating_sub(*l) as u64)
+            .collect(),
+        last_payload_size: stats.last_payload_len,
+        first_sample_hex: names::hex(&sample(&stats.first_sample, stats.first_sample_len)),
+        last_sample_hex: names::hex(&latest),
+        payload_pattern: names::payload_pattern(&latest),
+        interval,
+        ..Default::default()
+    })
 }

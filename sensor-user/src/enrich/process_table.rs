@@ -69,6 +69,10 @@ impl ProcessTable {
         self.procs.is_empty()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &ProcInfo> {
+        self.procs.values()
+    }
+
     pub fn get(&self, pid: Pid) -> Option<&ProcInfo> {
         self.procs.get(&pid)
     }

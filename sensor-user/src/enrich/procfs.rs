@@ -121,6 +121,71 @@ pub fn ns_inode(link: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// The local (non-loopback) addresses of `pid`'s network namespace, IPv4 in the first four
+/// bytes: from `/proc/PID/net/fib_trie` (host routes marked LOCAL) and `/proc/PID/net/if_inet6`.
+pub fn local_addresses(pid: u32) -> Vec<[u8; 16]> {
+    let mut out = Vec::new();
+    if let Ok(trie) = fs::read_to_string(format!("/proc/{pid}/net/fib_trie")) {
+        let mut last: Option<std::net::Ipv4Addr> = None;
+        for line in trie.lines() {
+            if let Some(addr) = line.trim_start().strip_prefix("|-- ") {
+                last = addr.trim().parse().ok();
+            } else if line.contains("/32 host LOCAL")
+                && let Some(a) = last.filter(|a| !a.is_loopback())
+            {
+                let mut buf = [0u8; 16];
+                buf[..4].copy_from_slice(&a.octets());
+                if !out.contains(&buf) {
+                    out.push(buf);
+                }
+            }
+        }
+    }
+    if let Ok(v6) = fs::read_to_string(format!("/proc/{pid}/net/if_inet6")) {
+        for line in v6.lines() {
+            let Some(hex) = line.split_whitespace().next() else {
+                continue;
+            };
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            if let Ok(buf) = <[u8; 16]>::try_from(bytes.as_slice())
+                && !std::net::Ipv6Addr::from(buf).is_loopback()
+                && !out.contains(&buf)
+            {
+                out.push(buf);
+            }
+        }
+    }
+    out
+}
+
+/// The host-side ifindexes of `pid`'s interfaces: each interface's `iflink` as the process's own
+/// sysfs shows it (`/proc/PID/root/sys/class/net/*/iflink`); for a veth, its host-side peer.
+pub fn peer_ifindexes(pid: u32) -> Vec<u32> {
+    let dir = format!("/proc/{pid}/root/sys/class/net");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name() != "lo")
+        .filter_map(|e| {
+            let index: u32 = fs::read_to_string(e.path().join("ifindex"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let link: u32 = fs::read_to_string(e.path().join("iflink"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            (link != index).then_some(link)
+        })
+        .collect()
+}
+
 /// Pids of every process in `/proc`.
 pub fn all_pids() -> Vec<u32> {
     fs::read_dir("/proc")
@@ -156,6 +221,18 @@ mod tests {
         assert_eq!(resolve_exe(me, "./relative".into()), exe);
         assert_eq!(resolve_exe(me, "/bin/sh".into()), "/bin/sh");
         assert_eq!(resolve_exe(4_194_400, "./gone".into()), "./gone");
+    }
+
+    #[test]
+    fn local_addresses_of_self() {
+        // This host's namespace has at least one non-loopback address, and never 127.0.0.1.
+        let addrs = local_addresses(std::process::id());
+        assert!(!addrs.is_empty());
+        assert!(
+            !addrs
+                .iter()
+                .any(|a| a[..4] == [127, 0, 0, 1] && a[4..] == [0; 12])
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum Attach {
     Kprobe {
         function: &'static str,
     },
+    /// A TC classifier, attached to every eligible interface as interfaces come and go.
+    Tc {
+        ingress: bool,
+    },
     Fentry {
         function: &'static str,
     },
@@ -39,6 +43,12 @@ impl std::fmt::Display for Attach {
                 write!(f, "cgroup_skb/ingress on the cgroup2 root")
             }
             Attach::Kprobe { function } => write!(f, "kprobe {function}"),
+            Attach::Tc { ingress: true } => {
+                write!(f, "tc ingress on every ethernet and loopback interface")
+            }
+            Attach::Tc { ingress: false } => {
+                write!(f, "tc egress on every ethernet and loopback interface")
+            }
             Attach::Fentry { function } => write!(f, "fentry {function}"),
         }
     }
@@ -129,7 +139,7 @@ const ICMP: [HookSpec; 6] = [
     tp(Hook::IcmpRecv, "icmp_recv", "syscalls", "sys_exit_recvmsg"),
 ];
 
-const NETWORK: [HookSpec; 3] = [
+const NETWORK: [HookSpec; 5] = [
     tp(Hook::TcpState, "tcp_state", "sock", "inet_sock_set_state"),
     HookSpec {
         hook: Hook::Traffic,
@@ -142,6 +152,18 @@ const NETWORK: [HookSpec; 3] = [
         name: "traffic",
         program: "traffic_ingress",
         attach: Attach::CgroupSkb { egress: false },
+    },
+    HookSpec {
+        hook: Hook::IcmpTc,
+        name: "icmp_tc",
+        program: "icmp_tc_ingress",
+        attach: Attach::Tc { ingress: true },
+    },
+    HookSpec {
+        hook: Hook::IcmpTc,
+        name: "icmp_tc",
+        program: "icmp_tc_egress",
+        attach: Attach::Tc { ingress: false },
     },
 ];
 

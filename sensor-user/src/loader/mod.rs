@@ -6,6 +6,7 @@
 pub mod btf;
 pub mod check;
 pub mod hooks;
+pub mod interfaces;
 pub mod offsets;
 pub mod tracefs;
 
@@ -16,11 +17,12 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, RawTracePoint,
+        SchedClassifier, TracePoint,
     },
 };
 use sensor_common::{
-    DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats,
+    DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats, TcIcmpKey,
 };
 
 use crate::enrich::cgroups::cgroup2_mount;
@@ -53,6 +55,7 @@ pub struct LoadedSensor {
     ebpf: Ebpf,
     pub hooks: Vec<HookSpec>,
     pub selection: HookSelection,
+    interfaces: interfaces::Interfaces,
 }
 
 /// Options for [`LoadedSensor::load`].
@@ -82,6 +85,31 @@ impl Default for LoadOptions {
 pub struct AggregationMaps {
     pub flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
     pub icmp: HashMap<MapData, IcmpKey, IcmpStats>,
+    pub tc_icmp: HashMap<MapData, TcIcmpKey, IcmpStats>,
+}
+
+impl AggregationMaps {
+    /// Reads every map once. An entry the kernel evicts mid-read is skipped; its counts are
+    /// cumulative, so nothing is lost for entries that live on.
+    pub fn snapshot(&self) -> crate::enrich::network::AggregateSnapshot {
+        let flows = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, per_cpu)| {
+                let total = per_cpu.iter().fold(FlowStats::default(), |a, v| FlowStats {
+                    bytes: a.bytes + v.bytes,
+                    packets: a.packets + v.packets,
+                });
+                (k, total)
+            })
+            .collect();
+        crate::enrich::network::AggregateSnapshot {
+            flows,
+            icmp: self.icmp.iter().filter_map(Result::ok).collect(),
+            tc_icmp: self.tc_icmp.iter().filter_map(Result::ok).collect(),
+        }
+    }
 }
 
 /// cgroups whose network activity the kernel does not report (the host's).
@@ -163,6 +191,11 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
                 .with_context(|| format!("loading {}", what()))?;
             p.attach()
                 .with_context(|| format!("attaching {}", what()))?;
+        }
+        Attach::Tc { .. } => {
+            // Loaded here; attached per interface by `interfaces::Interfaces::sync`.
+            let p: &mut SchedClassifier = program.try_into().with_context(what)?;
+            p.load().with_context(|| format!("loading {}", what()))?;
         }
         Attach::CgroupSkb { egress } => {
             let root =
@@ -270,11 +303,26 @@ impl LoadedSensor {
             attach(&mut ebpf, spec)?;
         }
         let selection = select_hook_set(&mut ebpf, opts.hook_set, &mut hooks)?;
-        Ok(Self {
+        let mut sensor = Self {
             ebpf,
             hooks,
             selection,
-        })
+            interfaces: Default::default(),
+        };
+        for error in sensor.sync_interfaces() {
+            log::warn!("{error}");
+        }
+        Ok(sensor)
+    }
+
+    /// Attaches the TC classifiers to interfaces that appeared; returns new failures.
+    pub fn sync_interfaces(&mut self) -> Vec<String> {
+        self.interfaces.sync(&mut self.ebpf, &self.hooks)
+    }
+
+    /// ifindex -> name of the interfaces the TC classifiers watch.
+    pub fn interface_names(&self) -> &std::collections::HashMap<u32, String> {
+        self.interfaces.names()
     }
 
     fn take(&mut self, name: &str) -> Result<aya::maps::Map> {
@@ -298,6 +346,7 @@ impl LoadedSensor {
         Ok(AggregationMaps {
             flows: PerCpuHashMap::try_from(self.take("FLOWS")?)?,
             icmp: HashMap::try_from(self.take("ICMP")?)?,
+            tc_icmp: HashMap::try_from(self.take("TC_ICMP")?)?,
         })
     }
 

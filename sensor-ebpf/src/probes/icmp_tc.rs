@@ -1,0 +1,105 @@
+//! ICMP on the wire: TC classifiers on the interfaces container traffic crosses (the docker
+//! bridge, veths as they come and go, loopback, the host's own) count echo traffic per
+//! (interface, direction, addresses, type) with payload samples. This sees what no local socket
+//! sends: the kernel's own echo replies, and forwarded traffic. User space attributes records
+//! to containers by address. The programs never change a packet's fate.
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    macros::{classifier, map},
+    maps::LruHashMap,
+    programs::TcContext,
+};
+use sensor_common::{DIR_EGRESS, DIR_INGRESS, Hook, ICMP_SAMPLE, IcmpStats, TcIcmpKey};
+
+use super::icmp::record;
+use crate::maps::count_error;
+
+/// Interface-level ICMP counters.
+#[map]
+static TC_ICMP: LruHashMap<TcIcmpKey, IcmpStats> = LruHashMap::with_max_entries(16384, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+#[classifier]
+pub fn icmp_tc_ingress(ctx: TcContext) -> i32 {
+    if account(&ctx, DIR_INGRESS).is_err() {
+        count_error(Hook::IcmpTc);
+    }
+    TC_ACT_UNSPEC // carry on: the next program or the default action decides
+}
+
+#[classifier]
+pub fn icmp_tc_egress(ctx: TcContext) -> i32 {
+    if account(&ctx, DIR_EGRESS).is_err() {
+        count_error(Hook::IcmpTc);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// Copies up to [`ICMP_SAMPLE`] bytes at `offset` of the packet.
+#[inline(always)]
+fn sample(ctx: &TcContext, offset: usize, len: u64, dst: &mut [u8; ICMP_SAMPLE]) -> u32 {
+    let mut n = len as usize;
+    if n > ICMP_SAMPLE {
+        n = ICMP_SAMPLE;
+    }
+    if n == 0 {
+        return 0;
+    }
+    // SAFETY: n <= the destination's size; the helper checks the packet bounds.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            offset as u32,
+            dst.as_mut_ptr().cast(),
+            n as u32,
+        )
+    };
+    if ret < 0 { 0 } else { n as u32 }
+}
+
+#[inline(always)]
+fn account(ctx: &TcContext, direction: u8) -> Result<(), i64> {
+    let ethertype = u16::from_be(ctx.load::<u16>(12)?);
+    // SAFETY: reading the context's own field.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut key = TcIcmpKey {
+        ifindex,
+        direction,
+        ..TcIcmpKey::default()
+    };
+    let (icmp_at, payload_len) = if ethertype == ETH_P_IP {
+        let vihl: u8 = ctx.load(ETH_HLEN)?;
+        if ctx.load::<u8>(ETH_HLEN + 9)? != 1 {
+            return Ok(());
+        }
+        let ihl = ((vihl & 0xf) as usize) * 4;
+        let total = u16::from_be(ctx.load::<u16>(ETH_HLEN + 2)?) as u64;
+        key.family = 2;
+        key.src[..4].copy_from_slice(&ctx.load::<[u8; 4]>(ETH_HLEN + 12)?);
+        key.dst[..4].copy_from_slice(&ctx.load::<[u8; 4]>(ETH_HLEN + 16)?);
+        (
+            ETH_HLEN + (ihl & 0x3c),
+            total.saturating_sub(ihl as u64 + 8),
+        )
+    } else if ethertype == ETH_P_IPV6 {
+        if ctx.load::<u8>(ETH_HLEN + 6)? != 58 {
+            return Ok(());
+        }
+        let payload = u16::from_be(ctx.load::<u16>(ETH_HLEN + 4)?) as u64;
+        key.family = 10;
+        key.src = ctx.load(ETH_HLEN + 8)?;
+        key.dst = ctx.load(ETH_HLEN + 24)?;
+        (ETH_HLEN + 40, payload.saturating_sub(8))
+    } else {
+        return Ok(());
+    };
+    key.icmp_type = ctx.load(icmp_at)?;
+    let payload_at = icmp_at + 8;
+    record(&TC_ICMP, &key, payload_len, |dst| {
+        sample(ctx, payload_at, payload_len, dst)
+    })
+}

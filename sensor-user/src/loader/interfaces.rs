@@ -1,0 +1,112 @@
+//! Following network interfaces: the TC classifiers are attached to every ethernet-like and
+//! loopback interface, including veths created after start (checked on every flow interval).
+//!
+//! On kernels with TCX (6.6+) aya attaches through TCX links, which need no qdisc and vanish
+//! with the process or the interface. Older kernels use netlink filters on a `clsact` qdisc,
+//! which is added when missing; such a qdisc outlives the sensor (empty), and the note in
+//! `sensor check` says so.
+
+use std::{collections::HashMap, fs};
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf,
+    programs::{SchedClassifier, TcAttachType, tc},
+};
+
+use super::{Attach, HookSpec};
+
+/// ARPHRD_ETHER and ARPHRD_LOOPBACK: interfaces whose frames start with an ethernet header.
+const ETHER_TYPES: [u32; 2] = [1, 772];
+
+/// Interfaces the classifiers are attached to, by ifindex.
+#[derive(Default)]
+pub struct Interfaces {
+    attached: HashMap<u32, String>,
+    /// Names of current and past interfaces, so a report that arrives after a veth went away
+    /// still names it (ifindexes are not reused soon; pruned when it grows past a bound).
+    names: HashMap<u32, String>,
+    /// Attach failures, by interface, reported once each.
+    failed: HashMap<String, String>,
+}
+
+fn read_u32(path: String) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl Interfaces {
+    /// ifindex -> name of every interface the classifiers are on.
+    pub fn names(&self) -> &HashMap<u32, String> {
+        &self.names
+    }
+
+    /// Attaches the TC programs of `hooks` to interfaces not yet covered; forgets removed ones.
+    /// Returns the failures that are new since the last call.
+    pub fn sync(&mut self, ebpf: &mut Ebpf, hooks: &[HookSpec]) -> Vec<String> {
+        let mut present = HashMap::new();
+        if let Ok(dir) = fs::read_dir("/sys/class/net") {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ty = read_u32(format!("/sys/class/net/{name}/type"));
+                let index = read_u32(format!("/sys/class/net/{name}/ifindex"));
+                if let (Some(ty), Some(index)) = (ty, index)
+                    && ETHER_TYPES.contains(&ty)
+                {
+                    present.insert(index, name);
+                }
+            }
+        }
+        self.attached.retain(|index, _| present.contains_key(index));
+        let mut errors = Vec::new();
+        for (index, name) in present {
+            if self.attached.contains_key(&index) {
+                continue;
+            }
+            match attach_all(ebpf, hooks, &name) {
+                Ok(()) => {
+                    self.failed.remove(&name);
+                    if self.names.len() > 4096 {
+                        self.names.retain(|i, _| self.attached.contains_key(i));
+                    }
+                    self.names.insert(index, name.clone());
+                    self.attached.insert(index, name);
+                }
+                Err(e) => {
+                    let e = super::describe(&e);
+                    if self.failed.insert(name.clone(), e.clone()).as_ref() != Some(&e) {
+                        errors.push(format!("interface {name}: {e}"));
+                    }
+                }
+            }
+        }
+        errors
+    }
+}
+
+fn attach_all(ebpf: &mut Ebpf, hooks: &[HookSpec], name: &str) -> Result<()> {
+    for spec in hooks {
+        let Attach::Tc { ingress } = spec.attach else {
+            continue;
+        };
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(spec.program)
+            .with_context(|| format!("program {} missing", spec.program))?
+            .try_into()?;
+        let kind = if ingress {
+            TcAttachType::Ingress
+        } else {
+            TcAttachType::Egress
+        };
+        if let Err(first) = program.attach(name, kind) {
+            // Netlink attachment (kernels without TCX) needs a clsact qdisc.
+            let _ = tc::qdisc_add_clsact(name);
+            program
+                .attach(name, kind)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!("attaching {} to {name} (first try: {first})", spec.program)
+                })?;
+        }
+    }
+    Ok(())
+}
