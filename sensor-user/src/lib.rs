@@ -7,6 +7,7 @@ pub mod caps;
 pub mod clock;
 pub mod decode;
 pub mod deliver;
+pub mod detect;
 pub mod enrich;
 pub mod health;
 pub mod loader;

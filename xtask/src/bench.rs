@@ -1,9 +1,15 @@
 //! `cargo xtask bench`: the sensor's cost and capacity, measured as ratios within one run.
 //!
-//! Workload: an exec storm (2 threads, each spawning `/bin/true` N times), run without the
-//! sensor, with it, and without it again; the two baselines bracket the sensor run so drift on a
-//! shared machine shows up as a baseline spread instead of as overhead. Absolute times across
-//! runs mean nothing here; the printed ratio and the events/s the pipeline kept up with do.
+//! Workloads, each run without the sensor, with it, and without it again (the two baselines
+//! bracket the sensor run, so drift on a shared machine shows up as baseline spread instead of
+//! as overhead):
+//! - exec storm: 2 threads each spawning `/bin/true` N times (process hooks, enrichment, JSON);
+//! - connect storm: 2 threads each making M refused TCP connects to 127.0.0.1:1 (socket,
+//!   connect and TCP state hooks, traffic accounting), once with the default configuration
+//!   (host processes filtered in the kernel: the cost of the filter) and once with `--net-host`
+//!   (every call recorded: the full path).
+//!
+//! Absolute times across runs mean nothing here; the ratios and events/s do.
 
 use std::{
     fs,
@@ -24,18 +30,15 @@ use crate::{
 
 const THREADS: usize = 2;
 
-/// Spawns `/bin/true` `per_thread` times on each of [`THREADS`] threads; returns the wall time.
-fn exec_storm(per_thread: usize) -> Result<Duration> {
+/// Runs `op` `per_thread` times on each of [`THREADS`] threads; returns the wall time.
+fn storm(per_thread: usize, op: fn() -> Result<()>) -> Result<Duration> {
     let start = Instant::now();
     thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..THREADS)
             .map(|_| {
                 s.spawn(move || -> Result<()> {
                     for _ in 0..per_thread {
-                        let st = Command::new("/bin/true")
-                            .status()
-                            .context("spawning /bin/true")?;
-                        anyhow::ensure!(st.success(), "/bin/true failed");
+                        op()?;
                     }
                     Ok(())
                 })
@@ -47,6 +50,25 @@ fn exec_storm(per_thread: usize) -> Result<Duration> {
         Ok(())
     })?;
     Ok(start.elapsed())
+}
+
+fn exec_true() -> Result<()> {
+    let st = Command::new("/bin/true")
+        .status()
+        .context("spawning /bin/true")?;
+    anyhow::ensure!(st.success(), "/bin/true failed");
+    Ok(())
+}
+
+/// A refused TCP connect on loopback (nothing listens on port 1): socket, connect, close.
+fn refused_connect() -> Result<()> {
+    match std::net::TcpStream::connect(("127.0.0.1", 1)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => Err(e).context("connecting to 127.0.0.1:1"),
+        Ok(_) => {
+            anyhow::bail!("something listens on 127.0.0.1:1; the connect bench needs it closed")
+        }
+    }
 }
 
 /// What the sensor reported: its start-up line and its last health event.
@@ -68,10 +90,16 @@ fn json_u64(line: &str, key: &str) -> u64 {
     })
 }
 
-fn with_sensor(sensor: &Path, out: &Path, per_thread: usize) -> Result<(Duration, SensorRun)> {
+fn with_sensor(
+    sensor: &Path,
+    out: &Path,
+    extra: &[&str],
+    workload: impl FnOnce() -> Result<Duration>,
+) -> Result<(Duration, SensorRun)> {
     let mut child = Command::new(sensor)
         .args(["run", "--health-interval", "1", "--json-out"])
         .arg(out)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", sensor.display()))?;
@@ -82,7 +110,7 @@ fn with_sensor(sensor: &Path, out: &Path, per_thread: usize) -> Result<(Duration
         let _ = child.kill();
         bail!("the sensor did not start: {ready_line}");
     }
-    let took = exec_storm(per_thread);
+    let took = workload();
     // Let the pipeline catch up, then stop it as Ctrl-C would.
     thread::sleep(Duration::from_secs(2));
     util::signal(child.id() as i64, "INT");
@@ -106,6 +134,56 @@ fn with_sensor(sensor: &Path, out: &Path, per_thread: usize) -> Result<(Duration
     ))
 }
 
+/// Baseline, with the sensor (`extra` flags), baseline; prints the comparison.
+fn compare(
+    title: &str,
+    sensor: &Path,
+    out: &Path,
+    extra: &[&str],
+    ops: usize,
+    per_thread: usize,
+    op: fn() -> Result<()>,
+) -> Result<()> {
+    let _ = fs::remove_file(out);
+    step(format!(
+        "{title}: {ops} operations on {THREADS} threads; baseline, with sensor {extra:?}, baseline"
+    ));
+    storm(per_thread / 10 + 1, op)?; // warm up
+    let base1 = storm(per_thread, op)?;
+    let (with, run) = with_sensor(sensor, out, extra, || storm(per_thread, op))?;
+    let base2 = storm(per_thread, op)?;
+    let base = (base1 + base2) / 2;
+    let rate = |d: Duration| ops as f64 / d.as_secs_f64();
+    let spread = (base1.as_secs_f64() - base2.as_secs_f64()).abs() / base.as_secs_f64() * 100.0;
+    println!(
+        "  sensor start-up:   {}",
+        run.ready_line.trim_start_matches("sensor: ")
+    );
+    println!(
+        "  baseline:          {:>9.0} ops/s (runs {:.2}s and {:.2}s, spread {spread:.1}%)",
+        rate(base),
+        base1.as_secs_f64(),
+        base2.as_secs_f64()
+    );
+    println!(
+        "  with sensor:       {:>9.0} ops/s ({:.2}s)",
+        rate(with),
+        with.as_secs_f64()
+    );
+    println!(
+        "  overhead:          {:>9.1}% slower (ratio {:.3})",
+        (with.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0,
+        with.as_secs_f64() / base.as_secs_f64()
+    );
+    println!(
+        "  events delivered:  {:>9} ({:.0} events/s while the load ran; {} dropped in the kernel)",
+        run.events,
+        run.events as f64 / with.as_secs_f64(),
+        run.dropped
+    );
+    Ok(())
+}
+
 pub fn bench(root: &Path, per_thread: usize) -> Result<()> {
     util::require_root("the bench runs the sensor, which needs root")?;
     setup::setup(Purpose::Run)?;
@@ -114,46 +192,34 @@ pub fn bench(root: &Path, per_thread: usize) -> Result<()> {
     let dir = util::target_dir(root).join("bench");
     fs::create_dir_all(&dir)?;
     let out = dir.join("events.jsonl");
-    let _ = fs::remove_file(&out);
-
-    let execs = per_thread * THREADS;
-    step(format!(
-        "exec storm: {execs} execs of /bin/true on {THREADS} threads; baseline, with sensor, baseline"
-    ));
-    exec_storm(per_thread / 10 + 1)?; // warm the page cache
-    let base1 = exec_storm(per_thread)?;
-    let (with, run) = with_sensor(&sensor, &out, per_thread)?;
-    let base2 = exec_storm(per_thread)?;
-    let base = (base1 + base2) / 2;
-    let rate = |d: Duration| execs as f64 / d.as_secs_f64();
-    let spread = (base1.as_secs_f64() - base2.as_secs_f64()).abs() / base.as_secs_f64() * 100.0;
-    println!(
-        "sensor start-up:         {}",
-        run.ready_line.trim_start_matches("sensor: ")
-    );
-    println!(
-        "baseline:                {:>8.0} execs/s (runs {:.2}s and {:.2}s, spread {spread:.1}%)",
-        rate(base),
-        base1.as_secs_f64(),
-        base2.as_secs_f64()
-    );
-    println!(
-        "with sensor:             {:>8.0} execs/s ({:.2}s)",
-        rate(with),
-        with.as_secs_f64()
-    );
-    println!(
-        "overhead:                {:>8.1}% slower (ratio {:.3})",
-        (with.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0,
-        with.as_secs_f64() / base.as_secs_f64()
-    );
-    // Each exec of /bin/true is a fork, an exec and an exit: about 3 events.
-    println!(
-        "events delivered:        {:>8} ({:.0} events/s while the storm ran; {} dropped in the kernel)",
-        run.events,
-        run.events as f64 / with.as_secs_f64(),
-        run.dropped
-    );
-    println!("events file:             {}", out.display());
+    compare(
+        "exec storm (/bin/true)",
+        &sensor,
+        &out,
+        &[],
+        per_thread * THREADS,
+        per_thread,
+        exec_true,
+    )?;
+    let connects = per_thread * 4;
+    compare(
+        "connect storm, host filtered (default)",
+        &sensor,
+        &out,
+        &[],
+        connects * THREADS,
+        connects,
+        refused_connect,
+    )?;
+    compare(
+        "connect storm, every call recorded",
+        &sensor,
+        &out,
+        &["--net-host", "--net-rate", "0"],
+        connects * THREADS,
+        connects,
+        refused_connect,
+    )?;
+    println!("events of the last run: {}", out.display());
     Ok(())
 }

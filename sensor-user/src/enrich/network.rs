@@ -19,17 +19,7 @@ use crate::{
 
 /// The host's namespace inodes (the sensor's own), to flag changes into them.
 pub fn host_namespaces() -> Namespaces {
-    let ns = |name: &str| super::procfs::ns_inode(&format!("/proc/self/ns/{name}"));
-    Namespaces {
-        mnt: ns("mnt"),
-        pid: ns("pid"),
-        net: ns("net"),
-        uts: ns("uts"),
-        ipc: ns("ipc"),
-        user: ns("user"),
-        cgroup: ns("cgroup"),
-        _pad: 0,
-    }
+    super::procfs::namespaces("/proc/self")
 }
 
 fn by_type(ns: &Namespaces) -> [(&'static str, u32); 7] {
@@ -342,7 +332,8 @@ impl Enricher {
     /// member process's `/proc/PID/net/fib_trie` (its namespace's local addresses).
     fn refresh_container_addresses(&mut self) {
         let host_net = self.host_ns.net;
-        let mut known: HashMap<CgroupId, (u32, u32)> = HashMap::new(); // container cgroup -> (pid, net ns)
+        // container cgroup -> (its net namespace, member pids to try)
+        let mut candidates: HashMap<CgroupId, (u32, Vec<u32>)> = HashMap::new();
         for info in self.procs.iter() {
             let Some(entry) = self.cgroups.get(info.cgroup_id) else {
                 continue;
@@ -353,16 +344,27 @@ impl Enricher {
             let Some(live) = self.cgroups.container(&cref.id) else {
                 continue;
             };
-            if info.namespaces.net != 0 && info.namespaces.net != host_net {
-                known
-                    .entry(live.cgroup_id)
-                    .or_insert((info.pid.0, info.namespaces.net));
-            }
-        }
-        for (cgroup, (pid, netns)) in known {
-            if self.aggregates.address_netns.get(&cgroup) == Some(&netns) {
+            let netns = info.namespaces.net;
+            if netns == 0
+                || netns == host_net
+                || self.aggregates.address_netns.get(&live.cgroup_id) == Some(&netns)
+            {
                 continue;
             }
+            candidates
+                .entry(live.cgroup_id)
+                .or_insert((netns, Vec::new()))
+                .1
+                .push(info.pid.0);
+        }
+        for (cgroup, (netns, pids)) in candidates {
+            // Short-lived members (runc helpers) may be gone: the first one that answers counts.
+            let Some(pid) = pids
+                .into_iter()
+                .find(|pid| !super::procfs::local_addresses(*pid).is_empty())
+            else {
+                continue;
+            };
             for addr in super::procfs::local_addresses(pid) {
                 self.aggregates.addresses.insert(addr, cgroup);
             }

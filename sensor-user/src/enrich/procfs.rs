@@ -62,17 +62,7 @@ pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
             s.lines()
                 .find_map(|l| l.strip_prefix("0::").map(str::to_string))
         });
-    let ns = |name: &str| ns_inode(&format!("{dir}/ns/{name}"));
-    snap.namespaces = Namespaces {
-        mnt: ns("mnt"),
-        pid: ns("pid"),
-        net: ns("net"),
-        uts: ns("uts"),
-        ipc: ns("ipc"),
-        user: ns("user"),
-        cgroup: ns("cgroup"),
-        _pad: 0,
-    };
+    snap.namespaces = namespaces(&dir);
     Some(snap)
 }
 
@@ -108,6 +98,21 @@ pub fn resolve_exe(pid: u32, filename: String) -> String {
     fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.display().to_string())
         .unwrap_or(filename)
+}
+
+/// The namespace inodes of a `/proc/PID` (or `/proc/self`) directory; 0 where unreadable.
+pub fn namespaces(proc_dir: &str) -> Namespaces {
+    let ns = |name: &str| ns_inode(&format!("{proc_dir}/ns/{name}"));
+    Namespaces {
+        mnt: ns("mnt"),
+        pid: ns("pid"),
+        net: ns("net"),
+        uts: ns("uts"),
+        ipc: ns("ipc"),
+        user: ns("user"),
+        cgroup: ns("cgroup"),
+        _pad: 0,
+    }
 }
 
 /// The inode in a namespace link like `net:[4026531840]`; 0 when unreadable.
