@@ -19,6 +19,11 @@ use crate::{
     clock::Clock,
     decode,
     deliver::{Delivery, DeliveryConfig},
+    detect::{
+        catalog,
+        engine::{self, Engine},
+        rule::CompiledRule,
+    },
     enrich::Enricher,
     health::{Stats, health_event},
     loader::{AggregationMaps, HostCgroupFilter, LoadOptions, LoadedSensor},
@@ -38,6 +43,8 @@ pub struct RunOptions {
     pub node: String,
     /// gRPC, spool, OTLP and metrics (`deliver`).
     pub delivery: DeliveryConfig,
+    /// Rules that extend or override the embedded catalog (by id); reloaded on SIGHUP.
+    pub rules_dir: Option<std::path::PathBuf>,
 }
 
 impl RunOptions {
@@ -52,6 +59,7 @@ impl RunOptions {
                 ..LoadOptions::default()
             },
             delivery: DeliveryConfig::new(node.clone()),
+            rules_dir: None,
             node,
         }
     }
@@ -63,6 +71,7 @@ struct Emitter {
     seq: u64,
     stats: Stats,
     delivery: Delivery,
+    engine: Engine,
 }
 
 impl Emitter {
@@ -72,11 +81,56 @@ impl Emitter {
         self.stats.count_event(&event.kind);
         self.sink.write(&event)?;
         self.delivery.publish_event(&event);
+        for alert in self.engine.on_event(&event) {
+            self.alert(alert)?;
+        }
         if matches!(event.body, Some(pb::event::Body::Health(_))) {
             self.delivery.update_health(event);
         }
         Ok(())
     }
+
+    /// Spools and delivers an alert (a spool failure is logged and counted, never fatal), and
+    /// writes it to the JSON lines.
+    fn alert(&mut self, mut alert: pb::Alert) -> Result<()> {
+        self.stats.count_event("alert");
+        // Assigned here so the JSON line, the spool and every subscriber share one id.
+        alert.id = crate::deliver::new_alert_id();
+        match self.delivery.publish_alert(alert.clone()) {
+            Ok(seq) => alert.seq = seq,
+            Err(e) => log::error!("alert {} not spooled: {e:#}", alert.rule_id),
+        }
+        self.sink.write_alert(&alert)
+    }
+
+    /// Replaces the rules with a new set, or keeps the current one when the new one fails.
+    fn reload_rules(&mut self, dir: Option<&std::path::Path>) {
+        match catalog::load(dir) {
+            Ok(rules) => {
+                let version = catalog::version(&rules);
+                eprintln!("sensor: reloaded {} rules (version {version})", rules.len());
+                self.delivery.set_rules(rule_infos(&rules), version.clone());
+                self.engine = Engine::new(rules, version);
+            }
+            Err(e) => eprintln!("sensor: rule reload failed, keeping the current rules: {e:#}"),
+        }
+    }
+}
+
+/// The rule list the gRPC API shows.
+fn rule_infos(rules: &[CompiledRule]) -> Vec<pb::RuleInfo> {
+    rules
+        .iter()
+        .map(|r| pb::RuleInfo {
+            id: r.doc.id.clone(),
+            name: r.doc.name.clone(),
+            severity: engine::severity(&r.doc.severity) as i32,
+            techniques: r.doc.attack.techniques.clone(),
+            tactics: vec![r.doc.attack.tactic.clone()],
+            description: r.doc.goal.trim().to_string(),
+            enabled: r.doc.enabled,
+        })
+        .collect()
 }
 
 /// Everything the loop owns besides the rings.
@@ -164,7 +218,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let started = Instant::now();
     let clock = Clock::new();
     // First: a socket or spool that cannot be used fails the start before any program loads.
+    // A broken rule directory stops the start, before anything is attached.
+    let rules = catalog::load(opts.rules_dir.as_deref())?;
+    let rules_version = catalog::version(&rules);
     let delivery = Delivery::start(opts.delivery.clone()).await?;
+    delivery.set_rules(rule_infos(&rules), rules_version.clone());
     let mut sensor = LoadedSensor::load(&opts.load)?;
     let proc_ring = sensor.take_proc_ring()?;
     let net_ring = sensor.take_net_ring()?;
@@ -180,6 +238,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             seq: 0,
             stats: Stats::default(),
             delivery,
+            engine: Engine::new(rules, rules_version),
         },
         host_filter: sensor.take_host_filter()?,
         batch: Vec::new(),
@@ -220,6 +279,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut net_ring = watch(net_ring)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let tick = |d: Duration| tokio::time::interval_at(tokio::time::Instant::now() + d, d);
     let (mut health_tick, mut flow_tick) = (tick(opts.health_interval), tick(opts.flow_interval));
     loop {
@@ -241,6 +301,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             guard = net_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the network ring")?;
                 guard.clear_ready();
+                // Process records first: a connect must see the exec that preceded it.
+                p.drain(proc_ring.get_mut(), Ring::Process)?;
                 p.drain(guard.get_inner_mut(), Ring::Network)?;
                 p.out.sink.flush()?;
             }
@@ -261,6 +323,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => p.out.reload_rules(opts.rules_dir.as_deref()),
         }
     }
     // Whatever is still in the rings and maps, then a last health report.

@@ -244,6 +244,45 @@ impl Sensor {
             .unwrap_or_else(|| panic!("no event: {what}; sensor stderr: {}", self.stderr_text()))
     }
 
+    /// The alert `rule` raised for container `cid` (waiting up to 30 s); panics with context if
+    /// none comes.
+    pub fn expect_alert(&self, rule: &str, cid: &str) -> Value {
+        let found = self.wait_for(Duration::from_secs(30), |e| {
+            e["kind"] == "alert" && e["alert"]["rule_id"] == rule && ev::alert_container(e) == cid
+        });
+        found.map(|e| e["alert"].clone()).unwrap_or_else(|| {
+            let alerts: Vec<String> = self
+                .events()
+                .iter()
+                .filter(|e| e["kind"] == "alert")
+                .map(|e| e["alert"]["rule_id"].to_string())
+                .collect();
+            panic!(
+                "no {rule} alert for container {cid}; alerts seen: {alerts:?}; stderr: {}",
+                self.stderr_text()
+            )
+        })
+    }
+
+    /// Asserts `rule` raised nothing for `cid` by the time the container's exit was processed
+    /// and `settle` more passed (aggregates are reported on an interval).
+    pub fn assert_no_alert(&self, rule: &str, cid: &str, settle: Duration) {
+        self.expect(&format!("exit of container {cid}"), |e| {
+            e["kind"] == "container_exited" && ev::container_id(e) == cid
+        });
+        thread::sleep(settle);
+        let fired: Vec<Value> = self
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e["kind"] == "alert"
+                    && e["alert"]["rule_id"] == rule
+                    && ev::alert_container(e) == cid
+            })
+            .collect();
+        assert!(fired.is_empty(), "{rule} fired on a benign case: {fired:?}");
+    }
+
     /// Stops the sensor with SIGINT (as Ctrl-C would) and returns its exit status.
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
@@ -324,6 +363,11 @@ pub mod ev {
 
     pub fn container_id(e: &Value) -> &str {
         e["container"]["id"].as_str().unwrap_or("")
+    }
+
+    /// The container id of an alert line (`{"kind":"alert","alert":{...}}`).
+    pub fn alert_container(e: &Value) -> &str {
+        e["alert"]["container"]["id"].as_str().unwrap_or("")
     }
 
     /// An endpoint's address with an IPv4-mapped IPv6 prefix removed.

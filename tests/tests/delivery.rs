@@ -619,7 +619,6 @@ async fn next_alert(stream: &mut tonic::Streaming<pb::WatchAlertsResponse>) -> p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rule engine (issue 4): no alerts are raised yet"]
 async fn a_grpc_client_receives_alerts_with_the_detection_fields() {
     let metrics = format!("127.0.0.1:{}", free_port());
     let sensor = Sensor::start_with("delivery_alerts", &["--metrics-addr", &metrics]);
@@ -662,7 +661,6 @@ async fn a_grpc_client_receives_alerts_with_the_detection_fields() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rule engine (issue 4): no alerts are raised yet"]
 async fn resuming_with_since_seq_misses_and_reorders_nothing() {
     let sensor = Sensor::start("delivery_resume");
     let mut client = unix_client(&sensor).await;
@@ -745,7 +743,6 @@ async fn wait_for_seqs(collector: &Collector, n: usize, within: Duration) -> Vec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rule engine (issue 4): no alerts are raised yet"]
 async fn an_otlp_collector_down_for_30_s_gets_every_alert_in_order() {
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -772,7 +769,6 @@ async fn an_otlp_collector_down_for_30_s_gets_every_alert_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rule engine (issue 4): no alerts are raised yet"]
 async fn alerts_spooled_before_a_kill_9_are_delivered_after_the_restart() {
     let dir = scratch_dir("kill9-alerts");
     let port = free_port();

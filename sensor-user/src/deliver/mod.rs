@@ -373,7 +373,7 @@ pub(crate) fn system_time(t: &pbjson_types::Timestamp) -> Option<SystemTime> {
 }
 
 /// A random UUID (v4) from the kernel.
-fn new_alert_id() -> String {
+pub fn new_alert_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| {

@@ -1,6 +1,8 @@
-//! Detection: the rule logic that turns enriched events into alerts.
-//!
-//! `condition` owns the Falco-like condition language rules are written in: fields, operators,
-//! `and`/`or`/`not`, lists and macros, compiled once and evaluated per event.
+//! Detection: the rule condition language, the fields rules read, rule files and their
+//! catalog, and the engine that turns events into alerts.
 
+pub mod catalog;
 pub mod condition;
+pub mod engine;
+pub mod fields;
+pub mod rule;

@@ -341,6 +341,7 @@ impl Enricher {
             }),
             cap_effective: caps::names(p.cap_effective),
             ancestry: Vec::new(),
+            host_namespaces: network::host_types(&p.namespaces, &self.host_ns),
         }
     }
 

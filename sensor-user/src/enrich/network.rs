@@ -22,6 +22,16 @@ pub fn host_namespaces() -> Namespaces {
     super::procfs::namespaces("/proc/self")
 }
 
+/// The types of `ns` that equal the host's (a 0 inode, unreadable, never matches).
+pub fn host_types(ns: &Namespaces, host: &Namespaces) -> Vec<String> {
+    by_type(ns)
+        .iter()
+        .zip(by_type(host).iter())
+        .filter(|((_, a), (_, h))| *a != 0 && a == h)
+        .map(|((t, _), _)| t.to_string())
+        .collect()
+}
+
 fn by_type(ns: &Namespaces) -> [(&'static str, u32); 7] {
     [
         ("mnt", ns.mnt),
@@ -160,12 +170,7 @@ impl Enricher {
                 user: after.user,
                 cgroup: after.cgroup,
             }),
-            after_host_types: by_type(after)
-                .iter()
-                .zip(host.iter())
-                .filter(|((_, a), (_, h))| *a != 0 && a == h)
-                .map(|((t, _), _)| t.to_string())
-                .collect(),
+            after_host_types: host_types(after, &self.host_ns),
             fd: r.fd,
             child_pid: if op == NsOp::Clone && r.ret > 0 {
                 r.ret as u32

@@ -71,6 +71,8 @@ impl Interfaces {
                     self.names.insert(index, name.clone());
                     self.attached.insert(index, name);
                 }
+                // The interface went away while we attached (a short-lived container's veth).
+                Err(_) if !std::path::Path::new(&format!("/sys/class/net/{name}")).exists() => {}
                 Err(e) => {
                     let e = super::describe(&e);
                     if self.failed.insert(name.clone(), e.clone()).as_ref() != Some(&e) {

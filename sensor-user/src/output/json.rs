@@ -48,6 +48,16 @@ impl JsonLines {
             .with_context(|| format!("writing events to {}", self.target()))
     }
 
+    /// An alert as `{"kind":"alert","alert":{...}}`: the same stream as events, told apart by
+    /// `kind`, with the alert in its own proto3 JSON mapping.
+    pub fn write_alert(&mut self, alert: &sensor_proto::Alert) -> Result<()> {
+        let line = serde_json::json!({ "kind": "alert", "alert": alert });
+        serde_json::to_writer(&mut self.out, &line).context("encoding an alert as JSON")?;
+        self.out
+            .write_all(b"\n")
+            .with_context(|| format!("writing alerts to {}", self.target()))
+    }
+
     pub fn flush(&mut self) -> Result<()> {
         self.out
             .flush()

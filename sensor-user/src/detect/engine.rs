@@ -1,0 +1,340 @@
+//! The detection engine: rules compiled once, dispatched by event kind, with bounded windowed
+//! state (thresholds, container lifetimes) that expires by itself.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use sensor_proto::{self as pb, event::Body};
+
+use super::{
+    condition::Fields,
+    fields::EventView,
+    rule::{CompiledRule, Logic},
+};
+
+/// Keys a threshold rule tracks at most; the oldest window is dropped beyond it.
+const MAX_KEYS: usize = 10_000;
+/// Containers a lifetime rule tracks at most.
+const MAX_CONTAINERS: usize = 10_000;
+/// Events kept as evidence per tracked container.
+const MAX_EVIDENCE: usize = 8;
+
+/// Seconds of an event's time (0 when it has none).
+fn secs(e: &pb::Event) -> f64 {
+    e.time
+        .as_ref()
+        .map(|t| t.seconds as f64 + t.nanos as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
+#[derive(Default)]
+struct Window {
+    /// (time, distinct value) of each match, oldest first.
+    hits: VecDeque<(f64, String)>,
+}
+
+/// What a container did that a lifetime rule finds notable.
+#[derive(Default)]
+struct Activity {
+    evidence: Vec<pb::Event>,
+    count: usize,
+}
+
+#[derive(Default)]
+struct RuleState {
+    windows: HashMap<String, Window>,
+    activity: HashMap<String, Activity>,
+    /// Throttle key -> when it last alerted.
+    last_alert: HashMap<String, f64>,
+}
+
+/// Rules and their state.
+pub struct Engine {
+    rules: Vec<CompiledRule>,
+    state: Vec<RuleState>,
+    by_kind: HashMap<String, Vec<usize>>,
+    any_kind: Vec<usize>,
+    pub version: String,
+}
+
+impl Engine {
+    pub fn new(rules: Vec<CompiledRule>, version: String) -> Self {
+        let rules: Vec<CompiledRule> = rules.into_iter().filter(|r| r.doc.enabled).collect();
+        let mut by_kind: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut any_kind = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let kinds = match rule.doc.logic {
+                // A lifetime rule also needs the container's exit.
+                Logic::Lifetime { .. } => rule.condition.kinds().map(|mut k| {
+                    k.push("container_exited".into());
+                    k
+                }),
+                _ => rule.condition.kinds(),
+            };
+            match kinds {
+                Some(kinds) => kinds
+                    .into_iter()
+                    .for_each(|k| by_kind.entry(k).or_default().push(i)),
+                None => any_kind.push(i),
+            }
+        }
+        let state = rules.iter().map(|_| RuleState::default()).collect();
+        Self {
+            rules,
+            state,
+            by_kind,
+            any_kind,
+            version,
+        }
+    }
+
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    /// Evaluates `event` against the rules for its kind; returns the alerts it raises.
+    pub fn on_event(&mut self, event: &pb::Event) -> Vec<pb::Alert> {
+        let candidates: Vec<usize> = self
+            .by_kind
+            .get(&event.kind)
+            .into_iter()
+            .flatten()
+            .chain(&self.any_kind)
+            .copied()
+            .collect();
+        let view = EventView(event);
+        let mut alerts = Vec::new();
+        for i in candidates {
+            let rule = &self.rules[i];
+            let state = &mut self.state[i];
+            let evidence = match &rule.doc.logic {
+                Logic::Condition { .. } => matches(rule, &view).then(|| vec![event.clone()]),
+                Logic::Threshold {
+                    key,
+                    distinct,
+                    sum,
+                    above,
+                    window_seconds,
+                    ..
+                } => {
+                    if !matches(rule, &view) {
+                        continue;
+                    }
+                    let measure = Measure {
+                        distinct: distinct.as_deref(),
+                        sum: sum.as_deref(),
+                    };
+                    threshold(
+                        state,
+                        &view,
+                        event,
+                        key,
+                        measure,
+                        *above,
+                        *window_seconds as f64,
+                    )
+                }
+                Logic::Lifetime {
+                    max_lifetime_ms, ..
+                } => lifetime(rule, state, &view, event, *max_lifetime_ms),
+            };
+            if let Some(evidence) = evidence
+                && !throttled(rule, state, &view, secs(event))
+            {
+                alerts.push(alert(rule, &self.version, event, evidence));
+            }
+        }
+        alerts
+    }
+}
+
+/// The rule's condition holds and no exception does.
+fn matches(rule: &CompiledRule, view: &dyn Fields) -> bool {
+    rule.condition.eval(view) && !rule.exceptions.iter().any(|(_, x)| x.eval(view))
+}
+
+fn field_text(view: &dyn Fields, name: &str) -> String {
+    view.field(name).map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Whether `rule` alerted for this event's throttle key within its period (records it if not).
+fn throttled(rule: &CompiledRule, state: &mut RuleState, view: &dyn Fields, now: f64) -> bool {
+    let Some(t) = &rule.doc.throttle else {
+        return false;
+    };
+    let key: String = t
+        .key
+        .iter()
+        .map(|k| field_text(view, k))
+        .collect::<Vec<_>>()
+        .join("|");
+    let period = t.seconds as f64;
+    if state
+        .last_alert
+        .get(&key)
+        .is_some_and(|last| now - last < period)
+    {
+        return true;
+    }
+    if state.last_alert.len() >= MAX_KEYS {
+        state.last_alert.retain(|_, last| now - *last < period);
+    }
+    state.last_alert.insert(key, now);
+    false
+}
+
+/// What a threshold measures in its window: matches, distinct values, or a sum.
+struct Measure<'a> {
+    distinct: Option<&'a str>,
+    sum: Option<&'a str>,
+}
+
+/// Counts a match in its key's window; fires (and starts the window over) above the limit.
+fn threshold(
+    state: &mut RuleState,
+    view: &dyn Fields,
+    event: &pb::Event,
+    key: &[String],
+    measure: Measure,
+    above: u64,
+    window: f64,
+) -> Option<Vec<pb::Event>> {
+    let now = secs(event);
+    let key: String = key
+        .iter()
+        .map(|k| field_text(view, k))
+        .collect::<Vec<_>>()
+        .join("|");
+    if state.windows.len() >= MAX_KEYS && !state.windows.contains_key(&key) {
+        state
+            .windows
+            .retain(|_, w| w.hits.back().is_some_and(|(t, _)| now - t < window));
+        if state.windows.len() >= MAX_KEYS {
+            return None;
+        }
+    }
+    let w = state.windows.entry(key.clone()).or_default();
+    let value = match (measure.distinct, measure.sum) {
+        (Some(d), _) => field_text(view, d),
+        (None, Some(s)) => field_text(view, s),
+        _ => String::new(),
+    };
+    w.hits.push_back((now, value));
+    while w.hits.front().is_some_and(|(t, _)| now - t > window) {
+        w.hits.pop_front();
+    }
+    let total = match (measure.distinct, measure.sum) {
+        (Some(_), _) => w
+            .hits
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .collect::<HashSet<_>>()
+            .len() as u64,
+        (None, Some(_)) => w
+            .hits
+            .iter()
+            .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
+            .sum(),
+        _ => w.hits.len() as u64,
+    };
+    if total <= above {
+        return None;
+    }
+    state.windows.remove(&key);
+    Some(vec![event.clone()])
+}
+
+/// Tracks notable activity per container; fires at a short-lived container's exit.
+fn lifetime(
+    rule: &CompiledRule,
+    state: &mut RuleState,
+    view: &dyn Fields,
+    event: &pb::Event,
+    max_ms: u64,
+) -> Option<Vec<pb::Event>> {
+    let container = event.container.as_ref()?.id.clone();
+    if let Some(Body::ContainerExited(exited)) = &event.body {
+        let activity = state.activity.remove(&container)?;
+        let lived_ms = exited
+            .lifetime
+            .as_ref()
+            .map(|d| d.seconds as u64 * 1000 + d.nanos as u64 / 1_000_000)?;
+        if lived_ms >= max_ms || activity.count == 0 {
+            return None;
+        }
+        let mut evidence = activity.evidence;
+        evidence.push(event.clone());
+        return Some(evidence);
+    }
+    if matches(rule, view) {
+        if state.activity.len() >= MAX_CONTAINERS && !state.activity.contains_key(&container) {
+            return None;
+        }
+        let a = state.activity.entry(container).or_default();
+        a.count += 1;
+        if a.evidence.len() < MAX_EVIDENCE {
+            a.evidence.push(event.clone());
+        }
+    }
+    None
+}
+
+/// Fills `{field}` placeholders from the event.
+pub fn render(template: &str, view: &dyn Fields) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        let name = &rest[open + 1..open + close];
+        out.push_str(
+            &view
+                .field(name)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "<none>".into()),
+        );
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+pub fn severity(name: &str) -> pb::Severity {
+    match name {
+        "info" => pb::Severity::Info,
+        "low" => pb::Severity::Low,
+        "medium" => pb::Severity::Medium,
+        "high" => pb::Severity::High,
+        "critical" => pb::Severity::Critical,
+        _ => pb::Severity::Unspecified,
+    }
+}
+
+/// The alert for `rule`, raised by `event` with `evidence` (the triggering events, oldest first).
+fn alert(
+    rule: &CompiledRule,
+    version: &str,
+    event: &pb::Event,
+    evidence: Vec<pb::Event>,
+) -> pb::Alert {
+    let doc = &rule.doc;
+    // The process of the first evidence that has one (for a lifetime rule, not the exit event).
+    let process = evidence.iter().find_map(|e| e.process.clone());
+    pb::Alert {
+        time: event.time,
+        node: event.node.clone(),
+        rule_id: doc.id.clone(),
+        rule_name: doc.name.clone(),
+        severity: severity(&doc.severity) as i32,
+        techniques: doc.attack.techniques.clone(),
+        tactics: vec![doc.attack.tactic.clone()],
+        summary: render(&doc.output, &EventView(evidence.first().unwrap_or(event))),
+        container: event.container.clone(),
+        process,
+        events: evidence,
+        response: doc.response.join("\n"),
+        rule_set_version: version.to_string(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,381 @@
+//! The fields rules read, as views of a `sensor.v1.Event`: one table names every field, says
+//! what it means and how to read it, so `sensor rules validate` can reject an unknown field and
+//! the docs can list them.
+
+use sensor_proto::{self as pb, event::Body};
+
+use super::condition::{Fields, Value};
+
+/// How one field is read from an event.
+type Getter = fn(&pb::Event) -> Option<Value>;
+
+/// A field: name, meaning, reader.
+pub struct FieldDef {
+    pub name: &'static str,
+    pub doc: &'static str,
+    get: Getter,
+}
+
+fn s(v: &str) -> Option<Value> {
+    (!v.is_empty()).then(|| Value::Str(v.to_string()))
+}
+
+fn i(v: i64) -> Option<Value> {
+    Some(Value::Int(v))
+}
+
+fn list<T: AsRef<str>>(v: &[T]) -> Option<Value> {
+    Some(Value::List(
+        v.iter()
+            .map(|x| Value::Str(x.as_ref().to_string()))
+            .collect(),
+    ))
+}
+
+fn proc_of(e: &pb::Event) -> Option<&pb::Process> {
+    e.process.as_ref()
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+macro_rules! body {
+    ($e:expr, $variant:ident) => {
+        match &$e.body {
+            Some(Body::$variant(b)) => Some(b),
+            _ => None,
+        }
+    };
+}
+
+fn endpoint_addr(e: Option<&pb::Endpoint>) -> Option<Value> {
+    e.and_then(|e| s(e.address.strip_prefix("::ffff:").unwrap_or(&e.address)))
+}
+
+fn endpoint_port(e: Option<&pb::Endpoint>) -> Option<Value> {
+    e.map(|e| Value::Int(e.port as i64))
+}
+
+fn secs(d: Option<&pbjson_types::Duration>) -> Option<Value> {
+    d.map(|d| Value::Int(d.seconds * 1000 + (d.nanos / 1_000_000) as i64))
+}
+
+macro_rules! field {
+    ($name:literal, $doc:literal, $get:expr) => {
+        FieldDef {
+            name: $name,
+            doc: $doc,
+            get: $get,
+        }
+    };
+}
+
+/// Every field a rule may use.
+pub const FIELDS: &[FieldDef] = &[
+    field!(
+        "evt.kind",
+        "Event kind: exec, fork, exit, container_started, container_exited, socket, stdio_redirect, namespace_change, tcp_state, traffic, icmp, health",
+        |e| s(&e.kind)
+    ),
+    field!(
+        "evt.host",
+        "True when the event comes from a host process (not a container)",
+        |e| Some(Value::Bool(e.host))
+    ),
+    field!(
+        "container.id",
+        "Full container id (absent on the host)",
+        |e| e.container.as_ref().and_then(|c| s(&c.id))
+    ),
+    field!(
+        "container.runtime",
+        "docker, containerd, cri-o, podman, kubernetes, actions, lxc",
+        |e| e.container.as_ref().and_then(|c| s(&c.runtime))
+    ),
+    field!("container.cgroup_path", "The container's cgroup", |e| e
+        .container
+        .as_ref()
+        .and_then(|c| s(&c.cgroup_path))),
+    field!("container.pod_uid", "Kubernetes pod UID", |e| e
+        .container
+        .as_ref()
+        .and_then(|c| s(&c.pod_uid))),
+    field!(
+        "container.already_running",
+        "container_started: it predates the sensor",
+        |e| body!(e, ContainerStarted).map(|b| Value::Bool(b.already_running))
+    ),
+    field!(
+        "container.lifetime_ms",
+        "container_exited: how long it lived, ms",
+        |e| body!(e, ContainerExited).and_then(|b| secs(b.lifetime.as_ref()))
+    ),
+    field!("proc.pid", "Process id", |e| proc_of(e)
+        .map(|p| Value::Int(p.pid as i64))),
+    field!(
+        "proc.ns_pid",
+        "Process id in its own pid namespace (1: the container's first process)",
+        |e| proc_of(e).map(|p| Value::Int(p.ns_pid as i64))
+    ),
+    field!("proc.name", "comm (up to 15 characters)", |e| proc_of(e)
+        .and_then(|p| s(&p.comm))),
+    field!("proc.exe", "Executable path", |e| proc_of(e)
+        .and_then(|p| s(&p.exe))),
+    field!("proc.exe_name", "Executable file name", |e| proc_of(e)
+        .and_then(|p| s(basename(&p.exe)))),
+    field!("proc.args", "argv as a list", |e| proc_of(e)
+        .and_then(|p| list(&p.args))),
+    field!("proc.cmdline", "argv joined with spaces", |e| proc_of(e)
+        .and_then(|p| s(&p.args.join(" ")))),
+    field!("proc.uid", "Real uid", |e| proc_of(e)
+        .map(|p| Value::Int(p.uid as i64))),
+    field!("proc.euid", "Effective uid", |e| proc_of(e)
+        .map(|p| Value::Int(p.euid as i64))),
+    field!(
+        "proc.cap_effective",
+        "Effective capabilities (CAP_SYS_ADMIN, ...)",
+        |e| proc_of(e).and_then(|p| list(&p.cap_effective))
+    ),
+    field!(
+        "proc.host_namespaces",
+        "Which of the process's namespaces are the host's (net, pid, ...)",
+        |e| proc_of(e).and_then(|p| list(&p.host_namespaces))
+    ),
+    field!("proc.pname", "Parent's comm", |e| proc_of(e)
+        .and_then(|p| p.ancestry.first())
+        .and_then(|a| s(&a.comm))),
+    field!("proc.pexe", "Parent's executable", |e| proc_of(e)
+        .and_then(|p| p.ancestry.first())
+        .and_then(|a| s(&a.exe))),
+    field!(
+        "proc.ancestors",
+        "Executables of the ancestors, parent first",
+        |e| proc_of(e).and_then(|p| list(
+            &p.ancestry
+                .iter()
+                .map(|a| a.exe.as_str())
+                .collect::<Vec<_>>()
+        ))
+    ),
+    field!(
+        "exec.stdio_socket_fds",
+        "exec: which of fds 0-2 are network sockets",
+        |e| body!(e, Exec).map(|b| Value::List(
+            b.stdio_socket_fds
+                .iter()
+                .map(|fd| Value::Int(*fd as i64))
+                .collect()
+        ))
+    ),
+    field!(
+        "exec.stdio_peer.address",
+        "exec: the peer of the stdio socket",
+        |e| body!(e, Exec).and_then(|b| endpoint_addr(b.stdio_peer.as_ref()))
+    ),
+    field!(
+        "exec.stdio_peer.port",
+        "exec: the peer port of the stdio socket",
+        |e| body!(e, Exec).and_then(|b| endpoint_port(b.stdio_peer.as_ref()))
+    ),
+    field!("socket.op", "socket, connect, accept, bind, listen", |e| {
+        body!(e, Socket).and_then(|b| s(&b.op))
+    }),
+    field!("socket.family", "inet, inet6, unix, netlink, packet", |e| {
+        body!(e, Socket).and_then(|b| s(&b.family))
+    }),
+    field!("socket.type", "stream, dgram, raw", |e| body!(e, Socket)
+        .and_then(|b| s(&b.r#type))),
+    field!("socket.protocol", "IP protocol number", |e| body!(
+        e, Socket
+    )
+    .map(|b| Value::Int(b.protocol as i64))),
+    field!("socket.result", "Return value (negative: -errno)", |e| {
+        body!(e, Socket).and_then(|b| i(b.result))
+    }),
+    field!("socket.error", "errno name of a failed call", |e| body!(
+        e, Socket
+    )
+    .and_then(|b| s(&b.error))),
+    field!("socket.raw", "A SOCK_RAW socket", |e| body!(e, Socket)
+        .map(|b| Value::Bool(b.raw))),
+    field!("socket.local.port", "Local port", |e| body!(e, Socket)
+        .and_then(|b| endpoint_port(b.local.as_ref()))),
+    field!("socket.remote.address", "Remote address", |e| body!(
+        e, Socket
+    )
+    .and_then(|b| endpoint_addr(b.remote.as_ref()))),
+    field!("socket.remote.port", "Remote port", |e| body!(e, Socket)
+        .and_then(|b| endpoint_port(b.remote.as_ref()))),
+    field!(
+        "stdio.newfd",
+        "stdio_redirect: the fd the socket was put on (0-2)",
+        |e| body!(e, StdioRedirect).map(|b| Value::Int(b.newfd as i64))
+    ),
+    field!(
+        "stdio.type",
+        "stdio_redirect: the socket type (stream, dgram, raw)",
+        |e| body!(e, StdioRedirect).and_then(|b| s(&b.r#type))
+    ),
+    field!(
+        "stdio.remote.address",
+        "stdio_redirect: the socket's peer",
+        |e| body!(e, StdioRedirect).and_then(|b| endpoint_addr(b.remote.as_ref()))
+    ),
+    field!(
+        "stdio.remote.port",
+        "stdio_redirect: the socket's peer port",
+        |e| body!(e, StdioRedirect).and_then(|b| endpoint_port(b.remote.as_ref()))
+    ),
+    field!("ns.op", "namespace_change: setns, unshare, clone", |e| {
+        body!(e, NamespaceChange).and_then(|b| s(&b.op))
+    }),
+    field!("ns.types", "namespace_change: the types asked for", |e| {
+        body!(e, NamespaceChange).and_then(|b| list(&b.types))
+    }),
+    field!(
+        "ns.target_is_host",
+        "namespace_change: setns into one of the host's namespaces",
+        |e| body!(e, NamespaceChange).map(|b| Value::Bool(b.target_is_host))
+    ),
+    field!(
+        "ns.after_host_types",
+        "namespace_change: which namespaces are the host's after the call",
+        |e| body!(e, NamespaceChange).and_then(|b| list(&b.after_host_types))
+    ),
+    field!("ns.result", "namespace_change: return value", |e| body!(
+        e,
+        NamespaceChange
+    )
+    .and_then(|b| i(b.result))),
+    field!(
+        "icmp.source",
+        "icmp: socket (a process's) or interface (on the wire)",
+        |e| body!(e, Icmp).and_then(|b| s(&b.source))
+    ),
+    field!("icmp.direction", "icmp: egress or ingress", |e| body!(
+        e, Icmp
+    )
+    .and_then(|b| s(&b.direction))),
+    field!(
+        "icmp.type_name",
+        "icmp: echo_request, echo_reply, ...",
+        |e| body!(e, Icmp).and_then(|b| s(&b.type_name))
+    ),
+    field!("icmp.count", "icmp: messages in the interval", |e| body!(
+        e, Icmp
+    )
+    .map(|b| Value::Int(b.count as i64))),
+    field!(
+        "icmp.last_payload_size",
+        "icmp: payload bytes of the latest message",
+        |e| body!(e, Icmp).map(|b| Value::Int(b.last_payload_size as i64))
+    ),
+    field!(
+        "icmp.payload_pattern",
+        "icmp: ping-timestamp-incrementing, repeating-byte-XX, timestamp-then-repeating-byte-XX, other, empty",
+        |e| body!(e, Icmp).and_then(|b| s(&b.payload_pattern))
+    ),
+    field!("icmp.peer.address", "icmp (socket): the other side", |e| {
+        body!(e, Icmp).and_then(|b| endpoint_addr(b.peer.as_ref()))
+    }),
+    field!("traffic.direction", "traffic: egress or ingress", |e| {
+        body!(e, Traffic).and_then(|b| s(&b.direction))
+    }),
+    field!("traffic.protocol_name", "traffic: tcp, udp, icmp", |e| {
+        body!(e, Traffic).and_then(|b| s(&b.protocol_name))
+    }),
+    field!("traffic.bytes", "traffic: IP bytes in the interval", |e| {
+        body!(e, Traffic).and_then(|b| i(b.bytes as i64))
+    }),
+    field!("traffic.peer.address", "traffic: the peer", |e| body!(
+        e, Traffic
+    )
+    .and_then(|b| endpoint_addr(b.peer.as_ref()))),
+    field!("traffic.peer.port", "traffic: the peer port", |e| body!(
+        e, Traffic
+    )
+    .and_then(|b| endpoint_port(b.peer.as_ref()))),
+    field!(
+        "tcp.new_state",
+        "tcp_state: the new state (ESTABLISHED, LISTEN, ...)",
+        |e| body!(e, TcpState).and_then(|b| s(&b.new_state))
+    ),
+    field!(
+        "health.dropped_total",
+        "health: records lost since start",
+        |e| body!(e, Health).and_then(|b| i(b.dropped_total as i64))
+    ),
+];
+
+/// The names of [`FIELDS`], for validating conditions.
+pub fn known() -> Vec<&'static str> {
+    FIELDS.iter().map(|f| f.name).collect()
+}
+
+/// An event as rules see it.
+pub struct EventView<'a>(pub &'a pb::Event);
+
+impl Fields for EventView<'_> {
+    fn field(&self, name: &str) -> Option<Value> {
+        FIELDS
+            .iter()
+            .find(|f| f.name == name)
+            .and_then(|f| (f.get)(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fields_of_an_exec() {
+        let ev = pb::Event {
+            container: Some(pb::Container {
+                id: "ab".repeat(32),
+                runtime: "docker".into(),
+                ..Default::default()
+            }),
+            process: Some(pb::Process {
+                exe: "/usr/bin/nc".into(),
+                args: vec!["nc".into(), "-e".into(), "/bin/sh".into()],
+                host_namespaces: vec!["net".into()],
+                ancestry: vec![pb::Ancestor {
+                    pid: 1,
+                    exe: "/bin/sh".into(),
+                    comm: "sh".into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .with_body(Body::Exec(pb::Exec {
+            stdio_socket_fds: vec![0, 1],
+            ..Default::default()
+        }));
+        let v = EventView(&ev);
+        assert_eq!(v.field("evt.kind"), Some(Value::Str("exec".into())));
+        assert_eq!(v.field("proc.exe_name"), Some(Value::Str("nc".into())));
+        assert_eq!(
+            v.field("proc.cmdline"),
+            Some(Value::Str("nc -e /bin/sh".into()))
+        );
+        assert_eq!(v.field("proc.pname"), Some(Value::Str("sh".into())));
+        assert_eq!(
+            v.field("exec.stdio_socket_fds"),
+            Some(Value::List(vec![Value::Int(0), Value::Int(1)]))
+        );
+        assert_eq!(
+            v.field("socket.op"),
+            None,
+            "a field of another kind is absent"
+        );
+        assert_eq!(v.field("container.id").unwrap().to_string().len(), 64);
+        let names = known();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate field name");
+    }
+}

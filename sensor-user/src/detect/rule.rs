@@ -1,0 +1,341 @@
+//! Rule files: one YAML file per rule carrying its ADS document (goal, ATT&CK, severity,
+//! strategy, blind spots, false positives, validation, response) and its logic, so the document
+//! and the code cannot drift. `macros.yaml` in the same directory holds shared lists and macros.
+//!
+//! Loading compiles every condition once; an error names the file, line and column.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::condition::{self, Condition, ConditionError, Definitions};
+
+/// ATT&CK mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attack {
+    pub techniques: Vec<String>,
+    pub tactic: String,
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Logic {
+    /// One event matches `condition`.
+    Condition { condition: String },
+    /// More than `above` matching events (or distinct values of `distinct`) with the same `key`
+    /// fields within `window_seconds`.
+    Threshold {
+        condition: String,
+        #[serde(default)]
+        key: Vec<String>,
+        #[serde(default)]
+        distinct: Option<String>,
+        /// Sum this integer field instead of counting matches.
+        #[serde(default)]
+        sum: Option<String>,
+        above: u64,
+        window_seconds: u64,
+    },
+    /// A container that exits less than `max_lifetime_ms` after it started, having done something
+    /// that matches `notable`; the alert is raised at its exit and lists what it did.
+    Lifetime {
+        max_lifetime_ms: u64,
+        notable: String,
+    },
+}
+
+/// Alert at most once per `key` per `seconds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    pub key: Vec<String>,
+    pub seconds: u64,
+}
+
+/// A documented allow-list entry: events matching `condition` never fire the rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exception {
+    pub name: String,
+    pub reason: String,
+    pub condition: String,
+}
+
+/// A rule file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    pub id: String,
+    pub name: String,
+    pub goal: String,
+    pub attack: Attack,
+    pub severity: String,
+    pub strategy: String,
+    pub blind_spots: Vec<String>,
+    pub false_positives: Vec<String>,
+    pub validation: String,
+    pub response: Vec<String>,
+    #[serde(default)]
+    pub lists: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub macros: BTreeMap<String, String>,
+    pub logic: Logic,
+    #[serde(default)]
+    pub exceptions: Vec<Exception>,
+    /// Summary template: `{field}` is replaced by the triggering event's value.
+    pub output: String,
+    /// At most one alert per value of these fields per period (a host-network container
+    /// alerts once, not at every exec).
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// Shared lists and macros (`macros.yaml`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedDefs {
+    #[serde(default)]
+    pub lists: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub macros: BTreeMap<String, String>,
+}
+
+/// A rule ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub doc: RuleDoc,
+    pub file: String,
+    /// The main condition (threshold/condition logic), or `notable` (lifetime logic).
+    pub condition: Condition,
+    pub exceptions: Vec<(String, Condition)>,
+}
+
+/// A rule file that does not load: where and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct RuleError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+pub const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
+
+/// Where `text` (a condition) starts in the raw file, 1-based; (1, 1) if it can't be found.
+fn locate(raw: &str, text: &str) -> (usize, usize) {
+    let first = text.trim().lines().next().unwrap_or("").trim();
+    if first.is_empty() {
+        return (1, 1);
+    }
+    for (n, line) in raw.lines().enumerate() {
+        if let Some(col) = line.find(first) {
+            return (n + 1, col + 1);
+        }
+    }
+    (1, 1)
+}
+
+/// A condition error at its place in the file.
+fn at(file: &str, raw: &str, text: &str, e: ConditionError) -> RuleError {
+    let (line, column) = locate(raw, text);
+    let (line, column) = if e.line <= 1 {
+        (line, column + e.column.saturating_sub(1))
+    } else {
+        (line + e.line - 1, e.column)
+    };
+    RuleError {
+        file: file.into(),
+        line,
+        column,
+        message: e.message,
+    }
+}
+
+fn yaml_error(file: &str, e: serde_yaml::Error) -> RuleError {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    RuleError {
+        file: file.into(),
+        line,
+        column,
+        message: e.to_string(),
+    }
+}
+
+/// Parses the shared definitions file.
+pub fn parse_shared(file: &str, raw: &str) -> Result<SharedDefs, RuleError> {
+    serde_yaml::from_str(raw).map_err(|e| yaml_error(file, e))
+}
+
+/// Parses and compiles one rule file against the shared definitions and the known fields.
+pub fn compile_rule(
+    file: &str,
+    raw: &str,
+    shared: &SharedDefs,
+    known: &[&str],
+) -> Result<CompiledRule, RuleError> {
+    let doc: RuleDoc = serde_yaml::from_str(raw).map_err(|e| yaml_error(file, e))?;
+    let whole = |message: String| {
+        let (line, column) = locate(raw, &doc.id);
+        RuleError {
+            file: file.into(),
+            line,
+            column,
+            message,
+        }
+    };
+    if !SEVERITIES.contains(&doc.severity.as_str()) {
+        let (line, column) = locate(raw, &format!("severity: {}", doc.severity));
+        return Err(RuleError {
+            file: file.into(),
+            line,
+            column,
+            message: format!(
+                "severity `{}` is not one of {}",
+                doc.severity,
+                SEVERITIES.join(", ")
+            ),
+        });
+    }
+    let mut defs = Definitions::new();
+    for (name, items) in shared.lists.iter().chain(&doc.lists) {
+        defs.add_list(name, items.clone());
+    }
+    for (name, src) in shared.macros.iter().chain(&doc.macros) {
+        defs.add_macro(name, src);
+    }
+    // Each macro compiles on its own, so its errors point at its own line.
+    for (name, src) in &doc.macros {
+        condition::compile(src, &defs)
+            .and_then(|c| c.check_fields(known))
+            .map_err(|e| {
+                let mut e = at(file, raw, src, e);
+                e.message = format!("macro `{name}`: {}", e.message);
+                e
+            })?;
+    }
+    let compile = |src: &str| -> Result<Condition, RuleError> {
+        let c = condition::compile(src, &defs).map_err(|e| at(file, raw, src, e))?;
+        c.check_fields(known).map_err(|e| at(file, raw, src, e))?;
+        Ok(c)
+    };
+    let condition = match &doc.logic {
+        Logic::Condition { condition } => compile(condition)?,
+        Logic::Threshold {
+            condition,
+            key,
+            distinct,
+            sum,
+            window_seconds,
+            ..
+        } => {
+            for f in key
+                .iter()
+                .chain(distinct)
+                .chain(sum)
+                .chain(doc.throttle.iter().flat_map(|t| &t.key))
+            {
+                if !known.contains(&f.as_str()) {
+                    let (line, column) = locate(raw, f);
+                    return Err(RuleError {
+                        file: file.into(),
+                        line,
+                        column,
+                        message: format!("unknown field `{f}` in threshold key"),
+                    });
+                }
+            }
+            if *window_seconds == 0 {
+                return Err(whole("threshold window_seconds must be at least 1".into()));
+            }
+            compile(condition)?
+        }
+        Logic::Lifetime { notable, .. } => compile(notable)?,
+    };
+    let exceptions = doc
+        .exceptions
+        .iter()
+        .map(|x| Ok((x.name.clone(), compile(&x.condition)?)))
+        .collect::<Result<_, RuleError>>()?;
+    Ok(CompiledRule {
+        doc,
+        file: file.into(),
+        condition,
+        exceptions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE: &str = r#"id: TEST-1
+name: Test rule
+goal: Detect things.
+attack:
+  techniques: [T1095]
+  tactic: Command and Control
+severity: high
+strategy: Watch.
+blind_spots: [none]
+false_positives: [debugging]
+validation: Run it.
+response: [Look]
+logic:
+  kind: condition
+  condition: evt.kind = exec and proc.name in (netcat)
+lists:
+  netcat: [nc, ncat]
+output: "{proc.exe} ran"
+"#;
+
+    fn known() -> Vec<&'static str> {
+        crate::detect::fields::known()
+    }
+
+    #[test]
+    fn compiles_a_rule() {
+        let r = compile_rule("t.yaml", RULE, &SharedDefs::default(), &known()).unwrap();
+        assert_eq!(r.doc.id, "TEST-1");
+        assert_eq!(r.condition.kinds(), Some(vec!["exec".to_string()]));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let bad = RULE.replace("proc.name in (netcat)", "proc.nme in (netcat)");
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("t.yaml", 15), "{e}");
+        assert!(e.column > 14 && e.message.contains("proc.nme"), "{e}");
+
+        let bad = RULE.replace("and proc.name", "and and proc.name");
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        assert_eq!(e.line, 15, "{e}");
+
+        let bad = RULE.replace("severity: high", "severity: urgent");
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        assert_eq!(e.line, 7);
+        assert!(
+            e.to_string().starts_with("t.yaml:7:1: severity `urgent`"),
+            "{e}"
+        );
+
+        let bad = RULE.replace("  kind: condition", "  kind: conditoin");
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        assert_eq!(e.line, 14, "{e}");
+
+        let bad = RULE.replace("goal:", "gaol:");
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        assert!(e.message.contains("gaol"), "{e}");
+    }
+}

