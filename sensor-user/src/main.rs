@@ -41,6 +41,11 @@ enum RulesCommand {
         #[arg(long)]
         rules: Option<std::path::PathBuf>,
     },
+    /// Print the detections document (ADS form) generated from the rules.
+    Docs {
+        #[arg(long)]
+        rules: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -171,6 +176,13 @@ fn rules_command(cmd: RulesCommand) -> anyhow::Result<()> {
                     anyhow::bail!("{} rule file error(s) in {}", errors.len(), dir.display())
                 }
             }
+        }
+        RulesCommand::Docs { rules } => {
+            print!(
+                "{}",
+                sensor::detect::docs::markdown(&catalog::load(rules.as_deref())?)
+            );
+            Ok(())
         }
         RulesCommand::List { rules } => {
             let rules = catalog::load(rules.as_deref())?;

@@ -173,10 +173,13 @@ impl Sensor {
             stderr,
             saved,
         };
-        if sensor
-            .wait_for(Duration::from_secs(60), |e| e["kind"] == "health")
-            .is_none()
-        {
+        // Ready at its first health event; a sensor that exits (bad flags, no privileges) fails
+        // the test at once instead of after the timeout.
+        let ready = sensor.wait_until(Duration::from_secs(60), |evs| {
+            evs.iter().any(|e| e["kind"] == "health")
+                || !sensor.stderr_text().is_empty() && sensor.stderr_text().contains("error")
+        });
+        if !ready || !sensor.events().iter().any(|e| e["kind"] == "health") {
             panic!(
                 "sensor did not become ready; stderr: {}",
                 sensor.stderr_text()

@@ -232,3 +232,180 @@ fn crs010_nsenter_into_the_host() {
     let benign = run_rm(&PRIVILEGED, &["unshare", "-n", "/bin/true"]);
     sensor.assert_no_alert("CRS-010", &benign, SETTLE);
 }
+
+const CUSTOM_RULE: &str = r#"id: TEST-900
+name: Test rule loaded from a directory
+goal: Prove --rules and SIGHUP reload.
+attack: {techniques: [T1059], tactic: Execution}
+severity: low
+strategy: Matches a marker argument.
+blind_spots: [none]
+false_positives: [none]
+validation: Run true with the marker in a container.
+response: [none]
+logic:
+  kind: condition
+  condition: evt.kind = exec and container.id exists and proc.args contains "reload-marker"
+output: "marker seen in {container.id}"
+"#;
+
+#[test]
+fn a_malformed_rule_is_refused_and_the_sensor_keeps_its_last_good_rules() {
+    let dir = std::env::temp_dir().join(format!("sensor-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("custom.yaml"), CUSTOM_RULE).unwrap();
+    let sensor = Sensor::start_with("reload", &["--rules", dir.to_str().unwrap()]);
+    let first = run_rm(&[], &["true", "reload-marker"]);
+    sensor.expect_alert("TEST-900", &first);
+
+    // A broken file: the validator names file, line and column; the reload is refused.
+    let broken = CUSTOM_RULE
+        .replace("TEST-900", "TEST-901")
+        .replace("proc.args contains", "proc.argz contains");
+    std::fs::write(dir.join("broken.yaml"), &broken).unwrap();
+    let out = Command::new(sensor_tests::sensor_bin())
+        .args(["rules", "validate", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    let broken_path = dir.join("broken.yaml").display().to_string();
+    assert!(report.contains(&format!("{broken_path}:13:")), "{report}");
+    assert!(
+        report.contains("unknown field \"proc.argz\"")
+            && report.contains("did you mean \"proc.args\""),
+        "{report}"
+    );
+
+    // SAFETY: kill(2) on the sensor we started.
+    unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
+    assert!(
+        sensor.wait_until(Duration::from_secs(10), |_| sensor
+            .stderr_text()
+            .contains("rule reload failed, keeping the current rules")),
+        "{}",
+        sensor.stderr_text()
+    );
+    assert!(sensor.stderr_text().contains(&format!("{broken_path}:13:")));
+    let second = run_rm(&[], &["true", "reload-marker"]);
+    sensor.expect_alert("TEST-900", &second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn crs003_a_burst_of_containers() {
+    let sensor = Sensor::start("crs003");
+    // Benign first: a handful of containers is normal scaling.
+    let few: Vec<String> = (0..5).map(|_| run_rm(&[], &["true"])).collect();
+    sensor.assert_no_alert("CRS-003", few.last().unwrap(), Duration::ZERO);
+    // 25 containers within a few seconds (5 at a time).
+    let ids = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..5 {
+            s.spawn(|| {
+                for _ in 0..5 {
+                    let id = run_rm(&[], &["true"]);
+                    ids.lock().unwrap().push(id);
+                }
+            });
+        }
+    });
+    let ids = ids.into_inner().unwrap();
+    let alert = sensor
+        .wait_for(Duration::from_secs(30), |e| {
+            e["kind"] == "alert" && e["alert"]["rule_id"] == "CRS-003"
+        })
+        .expect("a CRS-003 alert for the burst");
+    let a = &alert["alert"];
+    assert!(
+        ids.contains(&a["container"]["id"].as_str().unwrap().to_string()),
+        "names one of the burst: {a}"
+    );
+    let alerts = sensor
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["alert"]["rule_id"] == "CRS-003")
+        .count();
+    assert_eq!(alerts, 1, "one alert per burst, not one per container");
+}
+
+#[test]
+fn crs005_sixty_megabytes_to_one_peer() {
+    let sensor = Sensor::start_with("crs005", &["--flow-interval", "1"]);
+    let serve = |mb: u32| {
+        let script = format!(
+            "mkdir /www && head -c {} /dev/zero > /www/blob && httpd -f -p 8000 -h /www",
+            mb << 20
+        );
+        let server = docker(&["run", "-d", &image(), "sh", "-c", &script]);
+        let ip = container_ip(&server);
+        sensor.expect("server listening", |e| {
+            e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == server
+        });
+        (server, ip)
+    };
+    // Benign: 10 MB (the volume test's transfer) stays under the 50 MB threshold.
+    let (small, small_ip) = serve(10);
+    let (big, big_ip) = serve(60);
+    let _cleanup = Containers(vec![small.clone(), big.clone()]);
+    run_rm(
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!("wget -q -O /dev/null http://{small_ip}:8000/blob"),
+        ],
+    );
+    run_rm(
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!("wget -q -O /dev/null http://{big_ip}:8000/blob"),
+        ],
+    );
+    let a = sensor.expect_alert("CRS-005", &big);
+    assert_alert_fields(&a, "CRS-005", &big);
+    docker(&["rm", "-f", &small]);
+    sensor.assert_no_alert("CRS-005", &small, SETTLE);
+}
+
+#[test]
+fn crs011_a_flood_that_drops_events_raises_a_health_alert() {
+    let sensor = Sensor::start_with("crs011", &["--net-rate", "20", "--net-burst", "20"]);
+    run_rm(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do nc 127.0.0.1 1 </dev/null 2>/dev/null; done; exit 0",
+        ],
+    );
+    let alert = sensor
+        .wait_for(Duration::from_secs(20), |e| {
+            e["kind"] == "alert" && e["alert"]["rule_id"] == "CRS-011"
+        })
+        .expect("a CRS-011 alert once drops are reported");
+    assert!(
+        alert["alert"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("dropped"),
+        "{alert}"
+    );
+    assert_eq!(alert["alert"]["events"][0]["kind"], "health");
+}
+
+#[test]
+fn crs004_iptables_in_a_container() {
+    let sensor = Sensor::start("crs004");
+    // Lists the container's own tables (its network namespace): harmless, and what an attacker
+    // would do first.
+    let cid = run_rm(&["--cap-add", "NET_ADMIN"], &["iptables", "-L"]);
+    let a = sensor.expect_alert("CRS-004", &cid);
+    assert_alert_fields(&a, "CRS-004", &cid);
+    assert_eq!(a["process"]["exe"], "/usr/sbin/iptables", "{a}");
+    // Benign: reading routes uses NETLINK_ROUTE, not netfilter.
+    let benign = run_rm(&[], &["ip", "route"]);
+    sensor.assert_no_alert("CRS-004", &benign, SETTLE);
+}

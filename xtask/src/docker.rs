@@ -19,7 +19,7 @@ use crate::util::{self, output, step};
 pub const TEST_IMAGE: &str = "sensor-test/busybox:latest";
 const LABEL: &str = "sensor.rootfs.sha256";
 /// Change this when the rootfs layout below changes, so existing images get rebuilt.
-const RECIPE: &str = "sensor-test/busybox recipe 3: busybox + applet links, host dash/id/sleep/true with libs, tmp proc sys dev etc root, passwd root nobody";
+const RECIPE: &str = "sensor-test/busybox recipe 4: busybox + applet links, host dash/id/sleep/true with libs, tmp proc sys dev etc root, passwd root nobody";
 
 /// Host programs copied into the image (with their shared libraries) over busybox's applets.
 ///
@@ -31,6 +31,9 @@ const HOST_PROGRAMS: &[(&str, &str)] = &[
     ("/usr/bin/id", "bin/id"),
     ("/usr/bin/sleep", "bin/sleep"),
     ("/usr/bin/true", "bin/true"),
+    // Debian's iptables (nft backend) for the netfilter-manipulation rule; xtables-nft-multi
+    // picks its personality from argv[0].
+    ("/usr/sbin/xtables-nft-multi", "usr/sbin/iptables"),
 ];
 const BUSYBOX: &str = "/bin/busybox";
 

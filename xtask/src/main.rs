@@ -7,6 +7,7 @@ mod bench;
 mod build_agent;
 mod build_ebpf;
 mod docker;
+mod docs;
 mod lint;
 mod run;
 mod setup;
@@ -73,6 +74,8 @@ enum Cmd {
     DockerDown,
     /// Run the tests in a VM with other kernels (not built yet).
     VmTest,
+    /// Generate docs/detections.md from the rule files.
+    Docs,
     /// Measure the sensor's overhead and throughput (paired with/without in one run).
     Bench {
         /// Execs per thread in each exec storm.
@@ -135,6 +138,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         }
         Cmd::DockerDown => docker::docker_down(&root),
         Cmd::Bench { execs_per_thread } => bench::bench(&root, execs_per_thread),
+        Cmd::Docs => docs::docs(&root),
         Cmd::VmTest => unreachable!("handled in main"),
     }
 }

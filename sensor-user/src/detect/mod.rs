@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod condition;
+pub mod docs;
 pub mod engine;
 pub mod fields;
 pub mod rule;

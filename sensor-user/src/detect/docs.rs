@@ -1,0 +1,132 @@
+//! `docs/detections.md`, generated from the rule files in ADS form, so the published document
+//! is the rules themselves. A unit test fails when the committed file drifts from the rules.
+
+use std::fmt::Write;
+
+use super::{fields::FIELDS, rule::CompiledRule, rule::Logic};
+
+fn bullets(out: &mut String, items: &[String]) {
+    for item in items {
+        let _ = writeln!(out, "- {}", item.trim());
+    }
+}
+
+/// The whole document.
+pub fn markdown(rules: &[CompiledRule]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Detections\n");
+    let _ = writeln!(
+        out,
+        "Generated from `rules/*.yaml` by `cargo xtask docs`; do not edit by hand.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| id | name | severity | ATT&CK | tactic |\n|---|---|---|---|---|"
+    );
+    for r in rules {
+        let d = &r.doc;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            d.id,
+            d.name,
+            d.severity,
+            d.attack.techniques.join(", "),
+            d.attack.tactic
+        );
+    }
+    for r in rules {
+        let d = &r.doc;
+        let _ = writeln!(out, "\n## {}: {}\n", d.id, d.name);
+        let _ = writeln!(out, "### Goal\n{}\n", d.goal.trim());
+        let _ = writeln!(
+            out,
+            "### Categorization\n- ATT&CK: {}\n- Tactic: {}\n- Severity: {}\n",
+            d.attack.techniques.join(", "),
+            d.attack.tactic,
+            d.severity
+        );
+        let _ = writeln!(out, "### Strategy\n{}\n", d.strategy.trim());
+        let logic = match &d.logic {
+            Logic::Condition { condition } => {
+                format!("Condition on one event:\n\n```\n{}\n```", condition.trim())
+            }
+            Logic::Threshold {
+                condition,
+                key,
+                distinct,
+                sum,
+                above,
+                window_seconds,
+            } => {
+                let measure = match (distinct, sum) {
+                    (Some(f), _) => format!("distinct values of `{f}`"),
+                    (None, Some(f)) => format!("the sum of `{f}`"),
+                    _ => "matching events".to_string(),
+                };
+                let key = if key.is_empty() {
+                    "the node".to_string()
+                } else {
+                    key.iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!(
+                    "More than {above} ({measure}) per {key} within {window_seconds} s of:\n\n```\n{}\n```",
+                    condition.trim()
+                )
+            }
+            Logic::Lifetime {
+                max_lifetime_ms,
+                notable,
+            } => {
+                format!(
+                    "A container that lived under {max_lifetime_ms} ms and did something notable:\n\n```\n{}\n```",
+                    notable.trim()
+                )
+            }
+        };
+        let _ = writeln!(out, "### Logic\n{logic}\n");
+        if !d.exceptions.is_empty() {
+            let _ = writeln!(out, "### Exceptions");
+            for x in &d.exceptions {
+                let _ = writeln!(
+                    out,
+                    "- `{}`: {} (`{}`)",
+                    x.name,
+                    x.reason.trim(),
+                    x.condition.trim()
+                );
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out, "### Blind spots and assumptions");
+        bullets(&mut out, &d.blind_spots);
+        let _ = writeln!(out, "\n### False positives");
+        bullets(&mut out, &d.false_positives);
+        let _ = writeln!(out, "\n### Validation\n{}\n", d.validation.trim());
+        let _ = writeln!(out, "### Response");
+        bullets(&mut out, &d.response);
+    }
+    let _ = writeln!(out, "\n## Fields\n\n| field | meaning |\n|---|---|");
+    for f in FIELDS {
+        let _ = writeln!(out, "| `{}` | {} |", f.name, f.doc);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_docs_match_the_rules() {
+        let rules = crate::detect::catalog::load(None).unwrap();
+        let committed = include_str!("../../../docs/detections.md");
+        assert!(
+            committed == markdown(&rules),
+            "docs/detections.md is out of date with rules/: run `cargo xtask docs` and commit it"
+        );
+    }
+}
