@@ -176,8 +176,7 @@ impl Sensor {
         // Ready at its first health event; a sensor that exits (bad flags, no privileges) fails
         // the test at once instead of after the timeout.
         let ready = sensor.wait_until(Duration::from_secs(60), |evs| {
-            evs.iter().any(|e| e["kind"] == "health")
-                || !sensor.stderr_text().is_empty() && sensor.stderr_text().contains("error")
+            evs.iter().any(|e| e["kind"] == "health") || !sensor.alive()
         });
         if !ready || !sensor.events().iter().any(|e| e["kind"] == "health") {
             panic!(
@@ -203,6 +202,14 @@ impl Sensor {
         let mut child = self.child.take().unwrap();
         child.kill().expect("SIGKILL to the sensor");
         child.wait().unwrap();
+    }
+
+    /// Whether the sensor process still runs (not exited, not a zombie awaiting its reaper).
+    pub fn alive(&self) -> bool {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
     }
 
     pub fn stderr_text(&self) -> String {

@@ -409,3 +409,68 @@ fn crs004_iptables_in_a_container() {
     let benign = run_rm(&[], &["ip", "route"]);
     sensor.assert_no_alert("CRS-004", &benign, SETTLE);
 }
+
+#[test]
+fn crs012_bind_shell_is_a_listen_then_a_shell_on_a_socket() {
+    let sensor = Sensor::start("crs012");
+    let cid = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "nc",
+        "-l",
+        "-p",
+        "9100",
+        "-e",
+        "/bin/sh",
+    ]);
+    let _cleanup = Containers(vec![cid.clone()]);
+    let ip = container_ip(&cid);
+    sensor.expect("listener up", |e| {
+        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == cid
+    });
+    run_rm(
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!("echo id | nc {ip} 9100 >/dev/null; exit 0"),
+        ],
+    );
+    let a = sensor.expect_alert("CRS-012", &cid);
+    assert_alert_fields(&a, "CRS-012", &cid);
+    let steps: Vec<&str> = a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["socket", "exec"], "the listen, then the shell: {a}");
+    // Benign: a listener serving /bin/cat.
+    let cat = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "nc",
+        "-l",
+        "-p",
+        "9101",
+        "-e",
+        "/bin/cat",
+    ]);
+    let _cleanup2 = Containers(vec![cat.clone()]);
+    let cip = container_ip(&cat);
+    sensor.expect("cat listener up", |e| {
+        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == cat
+    });
+    run_rm(
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!("echo hi | nc {cip} 9101 >/dev/null; exit 0"),
+        ],
+    );
+    docker(&["rm", "-f", &cat]);
+    sensor.assert_no_alert("CRS-012", &cat, SETTLE);
+}

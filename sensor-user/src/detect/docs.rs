@@ -77,6 +77,23 @@ pub fn markdown(rules: &[CompiledRule]) -> String {
                     condition.trim()
                 )
             }
+            Logic::Sequence {
+                first,
+                then,
+                within_seconds,
+                key,
+            } => {
+                let key = key
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "A sequence, per {key}, within {within_seconds} s: first\n\n```\n{}\n```\n\nthen\n\n```\n{}\n```",
+                    first.trim(),
+                    then.trim()
+                )
+            }
             Logic::Lifetime {
                 max_lifetime_ms,
                 notable,

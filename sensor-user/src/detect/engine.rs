@@ -45,6 +45,8 @@ struct RuleState {
     activity: HashMap<String, Activity>,
     /// Throttle key -> when it last alerted.
     last_alert: HashMap<String, f64>,
+    /// Sequence key -> the latest first-step event and its time.
+    started: HashMap<String, (f64, pb::Event)>,
 }
 
 /// Rules and their state.
@@ -62,7 +64,16 @@ impl Engine {
         let mut by_kind: HashMap<String, Vec<usize>> = HashMap::new();
         let mut any_kind = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
-            let kinds = match rule.doc.logic {
+            let kinds = match &rule.doc.logic {
+                // A sequence needs both steps' kinds.
+                Logic::Sequence { .. } => rule
+                    .condition
+                    .kinds()
+                    .zip(rule.then.as_ref().and_then(|t| t.kinds()))
+                    .map(|(mut a, b)| {
+                        a.extend(b);
+                        a
+                    }),
                 // A lifetime rule also needs the container's exit.
                 Logic::Lifetime { .. } => rule.condition.kinds().map(|mut k| {
                     k.push("container_exited".into());
@@ -136,6 +147,11 @@ impl Engine {
                 Logic::Lifetime {
                     max_lifetime_ms, ..
                 } => lifetime(rule, state, &view, event, *max_lifetime_ms),
+                Logic::Sequence {
+                    within_seconds,
+                    key,
+                    ..
+                } => sequence(rule, state, &view, event, key, *within_seconds as f64),
             };
             if let Some(evidence) = evidence
                 && !throttled(rule, state, &view, secs(event))
@@ -273,6 +289,42 @@ fn lifetime(
         a.count += 1;
         if a.evidence.len() < MAX_EVIDENCE {
             a.evidence.push(event.clone());
+        }
+    }
+    None
+}
+
+/// Remembers first-step events by key; fires when a second step follows within the window.
+fn sequence(
+    rule: &CompiledRule,
+    state: &mut RuleState,
+    view: &dyn Fields,
+    event: &pb::Event,
+    key: &[String],
+    within: f64,
+) -> Option<Vec<pb::Event>> {
+    let now = secs(event);
+    let key: String = key
+        .iter()
+        .map(|k| field_text(view, k))
+        .collect::<Vec<_>>()
+        .join("|");
+    let excepted = rule.exceptions.iter().any(|(_, x)| x.eval(view));
+    if !excepted
+        && rule.then.as_ref().is_some_and(|t| t.eval(view))
+        && let Some((t, first)) = state.started.get(&key)
+        && now - t <= within
+    {
+        let first = first.clone();
+        state.started.remove(&key);
+        return Some(vec![first, event.clone()]);
+    }
+    if !excepted && rule.condition.eval(view) {
+        if state.started.len() >= MAX_KEYS {
+            state.started.retain(|_, (t, _)| now - *t <= within);
+        }
+        if state.started.len() < MAX_KEYS {
+            state.started.insert(key, (now, event.clone()));
         }
     }
     None

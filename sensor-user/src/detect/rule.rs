@@ -44,6 +44,19 @@ pub enum Logic {
         max_lifetime_ms: u64,
         notable: String,
     },
+    /// An event matching `first`, then one matching `then` with the same `key` (default: the
+    /// container) within `within_seconds`.
+    Sequence {
+        first: String,
+        then: String,
+        within_seconds: u64,
+        #[serde(default = "container_key")]
+        key: Vec<String>,
+    },
+}
+
+fn container_key() -> Vec<String> {
+    vec!["container.id".into()]
 }
 
 /// Alert at most once per `key` per `seconds`.
@@ -115,6 +128,8 @@ pub struct CompiledRule {
     pub file: String,
     /// The main condition (threshold/condition logic), or `notable` (lifetime logic).
     pub condition: Condition,
+    /// Sequence logic: the second step (`condition` is the first).
+    pub then: Option<Condition>,
     pub exceptions: Vec<(String, Condition)>,
 }
 
@@ -262,6 +277,24 @@ pub fn compile_rule(
             compile(condition)?
         }
         Logic::Lifetime { notable, .. } => compile(notable)?,
+        Logic::Sequence { first, key, .. } => {
+            for f in key {
+                if !known.contains(&f.as_str()) {
+                    let (line, column) = locate(raw, f);
+                    return Err(RuleError {
+                        file: file.into(),
+                        line,
+                        column,
+                        message: format!("unknown field `{f}` in sequence key"),
+                    });
+                }
+            }
+            compile(first)?
+        }
+    };
+    let then = match &doc.logic {
+        Logic::Sequence { then, .. } => Some(compile(then)?),
+        _ => None,
     };
     let exceptions = doc
         .exceptions
@@ -272,6 +305,7 @@ pub fn compile_rule(
         doc,
         file: file.into(),
         condition,
+        then,
         exceptions,
     })
 }
