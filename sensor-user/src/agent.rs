@@ -142,13 +142,22 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Drains one ring completely. Returns whether a container's first process started (its
-    /// network interfaces exist by then).
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, which: Ring) -> Result<bool> {
+    /// Drains both rings and handles their records in kernel-timestamp order, so a connect is
+    /// never seen before the exec that preceded it, nor after its container's exit. Returns
+    /// whether a container's first process started (its network interfaces exist by then).
+    fn drain(&mut self, proc: &mut RingBuf<MapData>, net: &mut RingBuf<MapData>) -> Result<bool> {
+        let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (ring, which) in [(proc, Ring::Process), (net, Ring::Network)] {
+            while let Some(item) = ring.next() {
+                self.out.stats.received[which as usize] += 1;
+                records.push((decode::timestamp(&item), item.to_vec()));
+            }
+        }
+        // Stable: records of one ring keep their order when timestamps tie.
+        records.sort_by_key(|(t, _)| *t);
         let mut container_began = false;
-        while let Some(item) = ring.next() {
-            self.out.stats.received[which as usize] += 1;
-            match decode::decode(&item) {
+        for (_, bytes) in records {
+            match decode::decode(&bytes) {
                 Ok(record) => self.enricher.handle(record, &mut self.batch),
                 Err(err) => {
                     self.out.stats.decode_errors += 1;
@@ -157,7 +166,6 @@ impl Pipeline {
                     }
                 }
             }
-            drop(item);
             container_began |= self.batch.iter().any(|e| {
                 e.kind == "exec"
                     && e.container.is_some()
@@ -280,6 +288,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut rules_stamp = opts.rules_dir.as_deref().and_then(catalog::dir_stamp);
     let tick = |d: Duration| tokio::time::interval_at(tokio::time::Instant::now() + d, d);
     let (mut health_tick, mut flow_tick) = (tick(opts.health_interval), tick(opts.flow_interval));
     loop {
@@ -290,7 +299,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             guard = proc_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the process ring")?;
                 guard.clear_ready();
-                if p.drain(guard.get_inner_mut(), Ring::Process)? {
+                let began = p.drain(guard.get_inner_mut(), net_ring.get_mut())?;
+                drop(guard);
+                if began {
                     // Watch the new container's veth from its first packet.
                     for error in sensor.sync_interfaces() {
                         log::warn!("{error}");
@@ -301,9 +312,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             guard = net_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the network ring")?;
                 guard.clear_ready();
-                // Process records first: a connect must see the exec that preceded it.
-                p.drain(proc_ring.get_mut(), Ring::Process)?;
-                p.drain(guard.get_inner_mut(), Ring::Network)?;
+                let began = p.drain(proc_ring.get_mut(), guard.get_inner_mut())?;
+                drop(guard);
+                if began {
+                    for error in sensor.sync_interfaces() {
+                        log::warn!("{error}");
+                    }
+                }
                 p.out.sink.flush()?;
             }
             _ = flow_tick.tick() => {
@@ -315,9 +330,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             _ = health_tick.tick() => {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
-                p.drain(proc_ring.get_mut(), Ring::Process)?;
-                p.drain(net_ring.get_mut(), Ring::Network)?;
+                p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
                 p.enricher.sweep();
+                // Rule files changed on disk: reload as SIGHUP would.
+                if let Some(dir) = opts.rules_dir.as_deref() {
+                    let stamp = catalog::dir_stamp(dir);
+                    if stamp != rules_stamp {
+                        rules_stamp = stamp;
+                        p.out.reload_rules(Some(dir));
+                    }
+                }
                 p.out.emit(health(&p))?;
                 p.out.sink.flush()?;
             }
@@ -327,8 +349,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     // Whatever is still in the rings and maps, then a last health report.
-    p.drain(proc_ring.get_mut(), Ring::Process)?;
-    p.drain(net_ring.get_mut(), Ring::Network)?;
+    p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
     p.aggregates(&aggregation, sensor.interface_names())?;
     p.out.emit(health(&p))?;
     p.out.sink.flush()?;

@@ -50,6 +50,16 @@ fn read<T: Copy>(bytes: &[u8], kind: RecordKind) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 
+/// The kernel timestamp (`CLOCK_BOOTTIME` ns) of a raw record; 0 when too short to have one.
+pub fn timestamp(bytes: &[u8]) -> u64 {
+    if bytes.len() < size_of::<RecordHeader>() {
+        return 0;
+    }
+    // SAFETY: length checked above.
+    let header: RecordHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const _) };
+    header.boot_ns
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     if bytes.len() < size_of::<RecordHeader>() {
         return Err(DecodeError::Short(bytes.len()));
@@ -120,6 +130,14 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, DecodeError::Size { got: 16, .. }), "{err}");
+    }
+
+    #[test]
+    fn reads_the_kernel_timestamp() {
+        let mut bytes = header(RECORD_VERSION, RecordKind::Fork as u16);
+        bytes[8..16].copy_from_slice(&1_234_567_u64.to_ne_bytes());
+        assert_eq!(timestamp(&bytes), 1_234_567);
+        assert_eq!(timestamp(&bytes[..4]), 0);
     }
 
     #[test]

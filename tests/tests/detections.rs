@@ -289,6 +289,24 @@ fn a_malformed_rule_is_refused_and_the_sensor_keeps_its_last_good_rules() {
     assert!(sensor.stderr_text().contains(&format!("{broken_path}:13:")));
     let second = run_rm(&[], &["true", "reload-marker"]);
     sensor.expect_alert("TEST-900", &second);
+
+    // Fixing the file is enough: the sensor notices the change on disk and loads both rules.
+    std::fs::write(
+        dir.join("broken.yaml"),
+        broken
+            .replace("proc.argz", "proc.args")
+            .replace("reload-marker", "second-marker"),
+    )
+    .unwrap();
+    assert!(
+        sensor.wait_until(Duration::from_secs(15), |_| sensor
+            .stderr_text()
+            .contains("reloaded")),
+        "{}",
+        sensor.stderr_text()
+    );
+    let third = run_rm(&[], &["true", "second-marker"]);
+    sensor.expect_alert("TEST-901", &third);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

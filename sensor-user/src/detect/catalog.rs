@@ -90,6 +90,23 @@ pub fn load(dir: Option<&Path>) -> Result<Vec<CompiledRule>> {
     })
 }
 
+/// The newest modification time of the rule files in `dir` and how many there are: a change
+/// in either means the directory should be reloaded.
+pub fn dir_stamp(dir: &Path) -> Option<(std::time::SystemTime, usize)> {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let mut count = 0;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            count += 1;
+            if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(modified);
+            }
+        }
+    }
+    Some((newest, count))
+}
+
 /// A version for a rule set: a hash of the rule files, so two agents can tell they differ.
 pub fn version(rules: &[CompiledRule]) -> String {
     use std::hash::{DefaultHasher, Hash, Hasher};
