@@ -172,17 +172,21 @@ fn field_text(view: &dyn Fields, name: &str) -> String {
     view.field(name).map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// The values of `fields` in the event, joined: the key of a window, sequence or throttle.
+fn key_of(view: &dyn Fields, fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|k| field_text(view, k))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
 /// Whether `rule` alerted for this event's throttle key within its period (records it if not).
 fn throttled(rule: &CompiledRule, state: &mut RuleState, view: &dyn Fields, now: f64) -> bool {
     let Some(t) = &rule.doc.throttle else {
         return false;
     };
-    let key: String = t
-        .key
-        .iter()
-        .map(|k| field_text(view, k))
-        .collect::<Vec<_>>()
-        .join("|");
+    let key = key_of(view, &t.key);
     let period = t.seconds as f64;
     if state
         .last_alert
@@ -215,11 +219,7 @@ fn threshold(
     window: f64,
 ) -> Option<Vec<pb::Event>> {
     let now = secs(event);
-    let key: String = key
-        .iter()
-        .map(|k| field_text(view, k))
-        .collect::<Vec<_>>()
-        .join("|");
+    let key = key_of(view, key);
     if state.windows.len() >= MAX_KEYS && !state.windows.contains_key(&key) {
         state
             .windows
@@ -304,11 +304,7 @@ fn sequence(
     within: f64,
 ) -> Option<Vec<pb::Event>> {
     let now = secs(event);
-    let key: String = key
-        .iter()
-        .map(|k| field_text(view, k))
-        .collect::<Vec<_>>()
-        .join("|");
+    let key = key_of(view, key);
     let excepted = rule.exceptions.iter().any(|(_, x)| x.eval(view));
     if !excepted
         && rule.then.as_ref().is_some_and(|t| t.eval(view))
@@ -388,5 +384,138 @@ fn alert(
         response: doc.response.join("\n"),
         rule_set_version: version.to_string(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{
+        fields,
+        rule::{SharedDefs, compile_rule},
+    };
+
+    fn rule(logic: &str, extra: &str) -> CompiledRule {
+        let raw = format!(
+            "id: T-1\nname: t\ngoal: g\nattack: {{techniques: [T1], tactic: t}}\nseverity: low\nstrategy: s\n\
+             blind_spots: []\nfalse_positives: []\nvalidation: v\nresponse: [r]\noutput: \"{{proc.exe}}\"\n{extra}logic:\n{logic}"
+        );
+        compile_rule("t.yaml", &raw, &SharedDefs::default(), &fields::known()).unwrap()
+    }
+
+    fn event(kind: &str, cid: &str, exe: &str, t: i64) -> pb::Event {
+        let body = match kind {
+            "exec" => Body::Exec(pb::Exec::default()),
+            "container_exited" => Body::ContainerExited(pb::ContainerExited {
+                lifetime: Some(pbjson_types::Duration {
+                    seconds: 2,
+                    nanos: 0,
+                }),
+                lifetime_exact: true,
+            }),
+            _ => Body::Socket(pb::SocketCall {
+                op: "listen".into(),
+                ..Default::default()
+            }),
+        };
+        pb::Event {
+            time: Some(pbjson_types::Timestamp {
+                seconds: t,
+                nanos: 0,
+            }),
+            container: Some(pb::Container {
+                id: cid.into(),
+                ..Default::default()
+            }),
+            process: Some(pb::Process {
+                exe: exe.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .with_body(body)
+    }
+
+    fn run(engine: &mut Engine, events: &[pb::Event]) -> Vec<usize> {
+        events.iter().map(|e| engine.on_event(e).len()).collect()
+    }
+
+    #[test]
+    fn threshold_counts_per_key_within_the_window_and_starts_over() {
+        let r = rule(
+            "  kind: threshold\n  condition: evt.kind = exec\n  key: [container.id]\n  above: 2\n  window_seconds: 10\n",
+            "",
+        );
+        let mut e = Engine::new(vec![r], "v".into());
+        let evs = [
+            event("exec", "a", "/x", 0),
+            event("exec", "b", "/x", 1),
+            event("exec", "a", "/x", 2),
+            event("exec", "a", "/x", 3), // third for `a` within 10 s: fires
+            event("exec", "a", "/x", 4), // window started over
+            event("exec", "b", "/x", 20), // `b`'s first one expired
+            event("exec", "b", "/x", 21),
+        ];
+        assert_eq!(run(&mut e, &evs), [0, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn throttle_and_exceptions() {
+        let extra = "throttle: {key: [container.id], seconds: 60}\nexceptions:\n  - {name: ok, reason: fine, condition: proc.exe = /allowed}\n";
+        let r = rule("  kind: condition\n  condition: evt.kind = exec\n", extra);
+        let mut e = Engine::new(vec![r], "v".into());
+        let evs = [
+            event("exec", "a", "/x", 0),
+            event("exec", "a", "/x", 30),
+            event("exec", "a", "/allowed", 100),
+            event("exec", "a", "/x", 100),
+            event("exec", "b", "/x", 100),
+        ];
+        assert_eq!(run(&mut e, &evs), [1, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn sequence_needs_the_first_step_in_the_window_for_the_same_container() {
+        let logic = "  kind: sequence\n  first: evt.kind = socket and socket.op = listen\n  then: evt.kind = exec and proc.exe = /bin/sh\n  within_seconds: 10\n";
+        let mut e = Engine::new(vec![rule(logic, "")], "v".into());
+        let evs = [
+            event("exec", "a", "/bin/sh", 0), // no listen before
+            event("socket", "a", "/nc", 1),
+            event("exec", "b", "/bin/sh", 2), // another container
+            event("exec", "a", "/bin/sh", 5), // fires
+            event("exec", "a", "/bin/sh", 6), // consumed
+            event("socket", "a", "/nc", 10),
+            event("exec", "a", "/bin/sh", 30), // too late
+        ];
+        assert_eq!(run(&mut e, &evs), [0, 0, 0, 1, 0, 0, 0]);
+        let alert = e.on_event(&event("socket", "c", "/nc", 40)).len()
+            + e.on_event(&event("exec", "c", "/bin/sh", 41)).len();
+        assert_eq!(alert, 1);
+    }
+
+    #[test]
+    fn lifetime_fires_at_exit_with_the_evidence() {
+        let logic = "  kind: lifetime\n  max_lifetime_ms: 5000\n  notable: evt.kind = exec and proc.exe = /bin/sh\n";
+        let mut e = Engine::new(vec![rule(logic, "")], "v".into());
+        assert!(e.on_event(&event("exec", "a", "/bin/sh", 0)).is_empty());
+        assert!(
+            e.on_event(&event("container_exited", "b", "", 1))
+                .is_empty(),
+            "b did nothing notable"
+        );
+        let alerts = e.on_event(&event("container_exited", "a", "", 2));
+        assert_eq!(alerts.len(), 1);
+        let kinds: Vec<&str> = alerts[0].events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["exec", "container_exited"]);
+        assert_eq!(alerts[0].process.as_ref().unwrap().exe, "/bin/sh");
+    }
+
+    #[test]
+    fn render_fills_fields_and_marks_missing_ones() {
+        let ev = event("exec", "a", "/bin/sh", 0);
+        assert_eq!(
+            render("{proc.exe} in {container.id}: {socket.op}", &EventView(&ev)),
+            "/bin/sh in a: <none>"
+        );
     }
 }

@@ -188,6 +188,28 @@ fn yaml_error(file: &str, e: serde_yaml::Error) -> RuleError {
     }
 }
 
+/// Fails naming the first of `fields` that is not a known field.
+fn check_keys<'a>(
+    file: &str,
+    raw: &str,
+    fields: impl Iterator<Item = &'a String>,
+    known: &[&str],
+    what: &str,
+) -> Result<(), RuleError> {
+    for f in fields {
+        if !known.contains(&f.as_str()) {
+            let (line, column) = locate(raw, f);
+            return Err(RuleError {
+                file: file.into(),
+                line,
+                column,
+                message: format!("unknown field `{f}` in {what}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Parses the shared definitions file.
 pub fn parse_shared(file: &str, raw: &str) -> Result<SharedDefs, RuleError> {
     serde_yaml::from_str(raw).map_err(|e| yaml_error(file, e))
@@ -255,22 +277,12 @@ pub fn compile_rule(
             window_seconds,
             ..
         } => {
-            for f in key
+            let fields = key
                 .iter()
                 .chain(distinct)
                 .chain(sum)
-                .chain(doc.throttle.iter().flat_map(|t| &t.key))
-            {
-                if !known.contains(&f.as_str()) {
-                    let (line, column) = locate(raw, f);
-                    return Err(RuleError {
-                        file: file.into(),
-                        line,
-                        column,
-                        message: format!("unknown field `{f}` in threshold key"),
-                    });
-                }
-            }
+                .chain(doc.throttle.iter().flat_map(|t| &t.key));
+            check_keys(file, raw, fields, known, "threshold key")?;
             if *window_seconds == 0 {
                 return Err(whole("threshold window_seconds must be at least 1".into()));
             }
@@ -278,17 +290,7 @@ pub fn compile_rule(
         }
         Logic::Lifetime { notable, .. } => compile(notable)?,
         Logic::Sequence { first, key, .. } => {
-            for f in key {
-                if !known.contains(&f.as_str()) {
-                    let (line, column) = locate(raw, f);
-                    return Err(RuleError {
-                        file: file.into(),
-                        line,
-                        column,
-                        message: format!("unknown field `{f}` in sequence key"),
-                    });
-                }
-            }
+            check_keys(file, raw, key.iter(), known, "sequence key")?;
             compile(first)?
         }
     };
