@@ -497,3 +497,16 @@ fn crs012_bind_shell_is_a_listen_then_a_shell_on_a_socket() {
     docker(&["rm", "-f", &cat]);
     sensor.assert_no_alert("CRS-012", &cat, SETTLE);
 }
+
+#[test]
+fn crs013_echo_requests_far_faster_than_a_person_pings() {
+    let sensor = Sensor::start_with("crs013", &["--flow-interval", "1"]);
+    let gw = bridge_gateway();
+    // 80 requests in about 4 s: bounded, to the bridge gateway only.
+    let fast = run_rm(&[], &["ping", "-q", "-c", "80", "-i", "0.05", &gw]);
+    let a = sensor.expect_alert("CRS-013", &fast);
+    assert_alert_fields(&a, "CRS-013", &fast);
+    assert!(a["summary"].as_str().unwrap().contains(&gw), "{a}");
+    let slow = run_rm(&[], &["ping", "-q", "-c", "5", &gw]);
+    sensor.assert_no_alert("CRS-013", &slow, SETTLE);
+}
