@@ -157,8 +157,8 @@ impl Sensor for Service {
         let note = if rules.loaded {
             String::new()
         } else {
-            "no detection rules are loaded: this build has no rule engine yet, so the sensor \
-             raises no alerts and WatchAlerts streams stay empty; WatchEvents works"
+            "no rule set has been loaded yet (the agent loads its catalog at start-up): until \
+             then no alerts are raised; WatchEvents works"
                 .to_string()
         };
         Ok(Response::new(pb::ListRulesResponse {

@@ -92,7 +92,7 @@ impl DeliveryConfig {
 struct Rules {
     rules: Vec<pb::RuleInfo>,
     version: String,
-    /// Whether a rule engine has ever reported; until then `ListRules` says there is none.
+    /// Whether a rule set was ever loaded; until then `ListRules` says none is.
     loaded: bool,
 }
 

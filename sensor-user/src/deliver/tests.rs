@@ -257,7 +257,7 @@ async fn evicted_alerts_are_reported_as_missed_and_restart_keeps_the_spool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_rules_says_there_is_no_engine_and_bad_filters_are_refused() {
+async fn list_rules_says_no_rules_are_loaded_and_bad_filters_are_refused() {
     let dir = tmpdir("rules");
     let cfg = config(&dir);
     let mut delivery = Delivery::start(cfg.clone()).await.unwrap();
@@ -268,7 +268,11 @@ async fn list_rules_says_there_is_no_engine_and_bad_filters_are_refused() {
         .unwrap()
         .into_inner();
     assert!(rules.rules.is_empty());
-    assert!(rules.note.contains("no rule engine"), "{}", rules.note);
+    assert!(
+        rules.note.contains("no rule set has been loaded"),
+        "{}",
+        rules.note
+    );
     let err = c
         .watch_events(pb::WatchEventsRequest {
             filter: Some(pb::EventFilter {
