@@ -127,8 +127,11 @@ impl ProcessTable {
     /// process with the same pid. Returns how many were dropped.
     pub fn sweep(&mut self) -> usize {
         let before = self.procs.len();
+        // /proc gives the start in clock ticks, the kernel records in ns: equal within a tick.
+        let tick = crate::clock::ticks_to_boot_ns(1).0;
         self.procs.retain(|pid, info| {
-            procfs::snapshot(pid.0).is_some_and(|s| s.start == info.start || info.start.0 == 0)
+            procfs::snapshot(pid.0)
+                .is_some_and(|s| info.start.0 == 0 || s.start.0.abs_diff(info.start.0) <= tick)
         });
         before - self.procs.len()
     }
@@ -183,6 +186,18 @@ mod tests {
         assert_eq!(child.euid, 1000);
         assert!(t.remove(Pid(6)).is_some());
         assert!(t.remove(Pid(6)).is_none());
+    }
+
+    #[test]
+    fn sweep_keeps_a_live_process_whose_start_came_from_the_kernel() {
+        // The kernel reports start times in ns; /proc rounds them to clock ticks.
+        let mut t = ProcessTable::default();
+        let me = procfs::snapshot(std::process::id()).unwrap();
+        let mut info = ProcInfo::from_snapshot(Pid(std::process::id()), me, CgroupId(1));
+        info.start = BootNs(info.start.0 + crate::clock::ticks_to_boot_ns(1).0 / 2);
+        t.insert(info);
+        assert_eq!(t.sweep(), 0);
+        assert!(t.get(Pid(std::process::id())).is_some());
     }
 
     #[test]
