@@ -252,20 +252,12 @@ impl Enricher {
         }
         state.flows = seen;
 
-        let mut seen = HashMap::with_capacity(snapshot.icmp.len());
-        for (key, stats) in snapshot.icmp {
-            let last = state.icmp.insert(key, IcmpCounts::of(&stats));
-            seen.insert(key, ());
-            let Some(mut body) = icmp_body(
-                &stats,
-                last,
-                key.family,
-                key.icmp_type,
-                key.direction,
-                interval,
-            ) else {
-                continue;
-            };
+        for (key, mut body) in icmp_deltas(
+            snapshot.icmp,
+            &mut state.icmp,
+            |k| (k.family, k.icmp_type, k.direction),
+            interval,
+        ) {
             body.source = "socket".into();
             body.peer = names::endpoint(&Endpoint {
                 addr: key.peer,
@@ -274,23 +266,14 @@ impl Enricher {
             });
             reports.push((CgroupId(key.cgroup_id), Body::Icmp(body)));
         }
-        state.icmp.retain(|k, _| seen.contains_key(k));
 
-        let mut seen_tc = HashMap::with_capacity(snapshot.tc_icmp.len());
         let mut on_wire = Vec::new();
-        for (key, stats) in snapshot.tc_icmp {
-            let last = state.tc_icmp.insert(key, IcmpCounts::of(&stats));
-            seen_tc.insert(key, ());
-            let Some(mut body) = icmp_body(
-                &stats,
-                last,
-                key.family,
-                key.icmp_type,
-                key.direction,
-                interval,
-            ) else {
-                continue;
-            };
+        for (key, mut body) in icmp_deltas(
+            snapshot.tc_icmp,
+            &mut state.tc_icmp,
+            |k| (k.family, k.icmp_type, k.direction),
+            interval,
+        ) {
             body.source = "interface".into();
             body.interface = interfaces
                 .get(&key.ifindex)
@@ -308,7 +291,6 @@ impl Enricher {
             });
             on_wire.push((key, body));
         }
-        state.tc_icmp.retain(|k, _| seen_tc.contains_key(k));
         if !on_wire.is_empty() {
             self.refresh_container_addresses();
         }
@@ -405,6 +387,34 @@ impl IcmpCounts {
             buckets: s.size_buckets,
         }
     }
+}
+
+/// The interval's reports of one ICMP map: each entry's delta against `last`, which becomes the
+/// snapshot's counters (entries the kernel evicted drop out with it). `what` gives an entry's
+/// (family, type, direction).
+fn icmp_deltas<K: Copy + Eq + std::hash::Hash>(
+    entries: Vec<(K, IcmpStats)>,
+    last: &mut HashMap<K, IcmpCounts>,
+    what: impl Fn(&K) -> (u16, u8, u8),
+    interval: Option<pbjson_types::Duration>,
+) -> Vec<(K, pb::Icmp)> {
+    let previous = std::mem::take(last);
+    let mut out = Vec::new();
+    for (key, stats) in entries {
+        last.insert(key, IcmpCounts::of(&stats));
+        let (family, icmp_type, dir) = what(&key);
+        if let Some(body) = icmp_body(
+            &stats,
+            previous.get(&key).copied(),
+            family,
+            icmp_type,
+            dir,
+            interval,
+        ) {
+            out.push((key, body));
+        }
+    }
+    out
 }
 
 /// The interval's ICMP report for one entry, or `None` when nothing new arrived.
