@@ -1,8 +1,12 @@
-//! Harness for integration tests: a real `sensor run` process, real Docker containers.
+//! Harness for integration tests: a real `sensor run` process, real containers.
 //!
 //! `cargo xtask test` provides the environment: `SENSOR_BIN` (the built agent),
 //! `SENSOR_TEST_IMAGE` (the offline busybox image) and `SENSOR_TEST_ARTIFACTS` (where each
 //! sensor's stderr is kept). Run outside it, the tests fail saying so.
+//!
+//! Containers are Docker's on the host. In the qemu guests of `cargo xtask vm-test`
+//! (`SENSOR_TEST_RUNTIME=runc`) the same `docker` calls are carried out with runc ([`runc`]),
+//! and `SENSOR_TEST_HOOKS` picks the sensor's hook set (`--hooks`).
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -14,6 +18,8 @@ use std::{
 };
 
 use serde_json::Value;
+
+pub mod runc;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -44,8 +50,41 @@ pub fn marker(tag: &str) -> String {
     format!("{tag}-{}-{n}", std::process::id())
 }
 
-/// Runs `docker ARGS`, returning trimmed stdout; panics with docker's stderr on failure.
+/// Ends the test as one that cannot run here: it panics with a marker that the result matrix
+/// of `cargo xtask vm-test` reports as "skip: REASON" (libtest itself has no skipped state).
+pub fn skip(reason: &str) -> ! {
+    panic!("SENSOR-TEST-SKIP: {reason}")
+}
+
+/// Whether containers are run by runc in a VM guest rather than by Docker.
+pub fn on_runc() -> bool {
+    std::env::var("SENSOR_TEST_RUNTIME").as_deref() == Ok("runc")
+}
+
+/// The runtime the sensor should name for the test's containers.
+pub fn expected_runtime() -> &'static str {
+    if on_runc() {
+        runc::CgroupShape::from_env().runtime()
+    } else {
+        "docker"
+    }
+}
+
+/// The cgroup path of container `cid` (relative to the cgroup2 root).
+pub fn cgroup_path(cid: &str) -> String {
+    if on_runc() {
+        runc::cgroup_path(cid)
+    } else {
+        format!("/docker/{cid}")
+    }
+}
+
+/// Runs `docker ARGS` (with runc in the VM), returning trimmed stdout; panics with docker's
+/// stderr on failure.
 pub fn docker(args: &[&str]) -> String {
+    if on_runc() {
+        return runc::docker(args);
+    }
     let out = Command::new("docker")
         .args(args)
         .output()
@@ -97,7 +136,9 @@ pub struct Containers(pub Vec<String>);
 
 impl Drop for Containers {
     fn drop(&mut self) {
-        if !self.0.is_empty() {
+        if on_runc() {
+            self.0.iter().for_each(|id| runc::remove(id));
+        } else if !self.0.is_empty() {
             let mut args = vec!["rm", "-f"];
             args.extend(self.0.iter().map(String::as_str));
             let _ = Command::new("docker").args(&args).output();
@@ -144,6 +185,9 @@ impl Sensor {
             let spool = own.join("spool").display().to_string();
             delivery.extend(["--spool-dir".into(), spool]);
         }
+        if let Ok(set) = std::env::var("SENSOR_TEST_HOOKS") {
+            delivery.extend(["--hooks".into(), set]);
+        }
         let mut child = Command::new(sensor_bin())
             .args(["run", "--json-out", "-", "--health-interval", "1"])
             .args(&delivery)
@@ -179,6 +223,13 @@ impl Sensor {
             evs.iter().any(|e| e["kind"] == "health") || !sensor.alive()
         });
         if !ready || !sensor.events().iter().any(|e| e["kind"] == "health") {
+            let stderr = sensor.stderr_text();
+            if let Some(reason) = stderr
+                .lines()
+                .find(|l| l.contains("is not usable on this kernel"))
+            {
+                skip(reason.trim_start_matches("sensor: error: "));
+            }
             panic!(
                 "sensor did not become ready; stderr: {}",
                 sensor.stderr_text()

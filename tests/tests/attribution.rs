@@ -1,13 +1,15 @@
-//! Process and container attribution on real Docker containers.
+//! Process and container attribution on real containers (Docker's, or runc's in the VM).
 
 use std::time::Duration;
 
-use sensor_tests::{Sensor, docker, docker_run_rm, ev, image, marker};
+use sensor_tests::{
+    Sensor, cgroup_path, docker, docker_run_rm, ev, expected_runtime, image, marker,
+};
 use serde_json::Value;
 
-fn assert_docker_container(e: &Value, cid: &str) {
+fn assert_container(e: &Value, cid: &str) {
     assert_eq!(ev::container_id(e), cid, "container id of {e}");
-    assert_eq!(e["container"]["runtime"], "docker", "{e}");
+    assert_eq!(e["container"]["runtime"], expected_runtime(), "{e}");
     assert!(
         e["host"].as_bool() != Some(true),
         "container event marked host: {e}"
@@ -35,7 +37,7 @@ fn container_execs_carry_the_full_container_id() {
         in_container(e) && ev::is_exec_of(e, "sleep")
     });
     for e in [&sh, &id, &sleep] {
-        assert_docker_container(e, &cid);
+        assert_container(e, &cid);
         let p = &e["process"];
         assert!(p["pid"].as_u64().unwrap() > 1);
         assert!(p["start_time"].is_string(), "{p}");
@@ -77,10 +79,7 @@ fn container_execs_carry_the_full_container_id() {
         Value::Null,
         "{started}"
     );
-    assert_eq!(
-        started["container"]["cgroup_path"],
-        format!("/docker/{cid}")
-    );
+    assert_eq!(started["container"]["cgroup_path"], cgroup_path(&cid));
     let exited = sensor.expect("container_exited", |e| {
         ev::kind(e) == "container_exited" && in_container(e)
     });
@@ -107,7 +106,7 @@ fn a_container_that_lives_milliseconds_is_fully_attributed() {
     let exec = sensor.expect("exec of true", |e| {
         ev::is_exec_of(e, "true") && ev::args(e).contains(&m.as_str())
     });
-    assert_docker_container(&exec, &cid);
+    assert_container(&exec, &cid);
     let exit = sensor.expect("exit of true", |e| {
         ev::kind(e) == "exit" && ev::container_id(e) == cid && ev::args(e).contains(&m.as_str())
     });
@@ -141,7 +140,7 @@ fn a_container_started_before_the_sensor_is_attributed() {
     let exec = sensor.expect("exec in the old container", |e| {
         ev::is_exec_of(e, "/bin/true") && ev::args(e).contains(&m.as_str())
     });
-    assert_docker_container(&exec, &cid);
+    assert_container(&exec, &cid);
     docker(&["rm", "-f", &cid]);
     let exited = sensor.expect("container_exited", |e| {
         ev::kind(e) == "container_exited" && ev::container_id(e) == cid

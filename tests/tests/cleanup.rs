@@ -21,8 +21,34 @@ fn programs() -> Vec<u64> {
     progs.iter().filter_map(|p| p["id"].as_u64()).collect()
 }
 
+/// Interfaces with a clsact qdisc (`tc qdisc show`).
+fn clsact_interfaces() -> Vec<String> {
+    let out = Command::new("tc")
+        .args(["qdisc", "show"])
+        .output()
+        .expect("tc");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("qdisc clsact"))
+        .filter_map(|l| l.split(" dev ").nth(1)?.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Where cgroup2 is mounted (`/sys/fs/cgroup/unified` on a hybrid host, `/sys/fs/cgroup` on a
+/// cgroup2-only one such as the VM guests).
+fn cgroup2_mount() -> String {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .expect("a cgroup2 mount")
+}
+
 #[test]
 fn stopping_the_sensor_detaches_everything() {
+    let qdiscs_before = clsact_interfaces();
     let before = programs();
     let sensor = Sensor::start("cleanup");
     // No other sensor of the suite runs now, so every new program is this sensor's.
@@ -61,7 +87,7 @@ fn stopping_the_sensor_detaches_everything() {
     // asynchronously after the process exits, so allow it a moment.
     let attached = || {
         let out = Command::new("bpftool")
-            .args(["cgroup", "show", "/sys/fs/cgroup/unified"])
+            .args(["cgroup", "show", &cgroup2_mount()])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -74,5 +100,15 @@ fn stopping_the_sensor_detaches_everything() {
     assert!(
         !text.contains("traffic_"),
         "cgroup programs left attached 5 s after exit:\n{text}"
+    );
+    // Kernels without TCX (before 6.6) need a clsact qdisc for the TC programs; the sensor
+    // removes the ones it added (with TCX it adds none).
+    let added: Vec<String> = clsact_interfaces()
+        .into_iter()
+        .filter(|i| !qdiscs_before.contains(i))
+        .collect();
+    assert!(
+        added.is_empty(),
+        "clsact qdiscs left by the sensor on {added:?}"
     );
 }

@@ -270,20 +270,8 @@ pub fn ensure_test_image(root: &Path) -> Result<()> {
     step(format!(
         "building the test image {TEST_IMAGE} offline from {BUSYBOX}..."
     ));
-    let applets = output(Command::new(BUSYBOX).arg("--list-full"))
-        .with_context(|| format!("`{BUSYBOX} --list-full` failed; is busybox-static installed?"))?;
-    let applets: Vec<&str> = applets
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
     let rootfs = util::target_dir(root).join("test-image-rootfs");
-    if rootfs.exists() {
-        fs::remove_dir_all(&rootfs)
-            .with_context(|| format!("could not remove {}", rootfs.display()))?;
-    }
-    make_rootfs(&rootfs, Path::new(BUSYBOX), &applets)?;
-    add_host_programs(&rootfs, HOST_PROGRAMS)?;
+    build_test_rootfs(&rootfs)?;
     let old_id = util::output_ok(
         Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", TEST_IMAGE]),
     );
@@ -309,6 +297,29 @@ pub fn ensure_test_image(root: &Path) -> Result<()> {
         check.trim().replace('\n', " | ")
     ));
     Ok(())
+}
+
+/// The test image's root filesystem in `rootfs` (replaced if it exists): busybox with its
+/// applet links and the host programs of [`HOST_PROGRAMS`]. Also the image of the VM guests.
+pub fn build_test_rootfs(rootfs: &Path) -> Result<()> {
+    if rootfs.exists() {
+        fs::remove_dir_all(rootfs)
+            .with_context(|| format!("could not remove {}", rootfs.display()))?;
+    }
+    busybox_rootfs(rootfs)?;
+    add_host_programs(rootfs, HOST_PROGRAMS)
+}
+
+/// [`make_rootfs`] with the host's busybox-static and every applet it lists.
+pub fn busybox_rootfs(rootfs: &Path) -> Result<()> {
+    let applets = output(Command::new(BUSYBOX).arg("--list-full"))
+        .with_context(|| format!("`{BUSYBOX} --list-full` failed; is busybox-static installed?"))?;
+    let applets: Vec<&str> = applets
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    make_rootfs(rootfs, Path::new(BUSYBOX), &applets)
 }
 
 /// `tar -C rootfs -cf - . | docker import --change ... - sensor-test/busybox:latest`
@@ -347,7 +358,7 @@ fn import(rootfs: &Path, hash: &str) -> Result<()> {
 }
 
 /// Copies each `(host path, image path)` program and the shared libraries `ldd` lists for it.
-fn add_host_programs(rootfs: &Path, programs: &[(&str, &str)]) -> Result<()> {
+pub fn add_host_programs(rootfs: &Path, programs: &[(&str, &str)]) -> Result<()> {
     for (host, inside) in programs {
         let target = rootfs.join(inside);
         // Drop busybox's links of the same name everywhere on PATH, so the real one is found.

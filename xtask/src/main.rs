@@ -13,6 +13,7 @@ mod run;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -72,8 +73,24 @@ enum Cmd {
     DockerUp,
     /// Stop the dockerd that docker-up (or an interrupted `test`) started.
     DockerDown,
-    /// Run the tests in a VM with other kernels (not built yet).
-    VmTest,
+    /// The kernel-facing tests on Debian's 6.1 and 6.12 kernels under qemu, per hook set.
+    VmTest {
+        /// Kernel lines (6.1, 6.12) or Debian package names; repeatable. Default: 6.1 and 6.12.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Hook sets (fentry, kprobe, tracepoint); repeatable. Default: all three.
+        #[arg(long = "hooks")]
+        hook_sets: Vec<String>,
+        /// Test binaries or `binary::test` (suite: attribution, network); repeatable.
+        #[arg(long = "test")]
+        tests: Vec<String>,
+        /// Skip the runs with Kubernetes-shaped cgroups.
+        #[arg(long)]
+        no_shapes: bool,
+        /// Give up on a guest after this many minutes.
+        #[arg(long, default_value_t = 60)]
+        timeout_minutes: u64,
+    },
     /// Generate docs/detections.md from the rule files.
     Docs,
     /// Measure the sensor's overhead and throughput (paired with/without in one run).
@@ -86,14 +103,6 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let not_built = match &cli.command {
-        Cmd::VmTest => Some("vm-test is not built yet (issue 5)"),
-        _ => None,
-    };
-    if let Some(msg) = not_built {
-        step(msg);
-        return ExitCode::from(2);
-    }
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -139,6 +148,28 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::DockerDown => docker::docker_down(&root),
         Cmd::Bench { execs_per_thread } => bench::bench(&root, execs_per_thread),
         Cmd::Docs => docs::docs(&root),
-        Cmd::VmTest => unreachable!("handled in main"),
+        Cmd::VmTest {
+            kernels,
+            hook_sets,
+            tests,
+            no_shapes,
+            timeout_minutes,
+        } => {
+            let or = |v: Vec<String>, d: &[&str]| {
+                if v.is_empty() {
+                    d.iter().map(|s| s.to_string()).collect()
+                } else {
+                    v
+                }
+            };
+            let plan = vm::Plan {
+                kernels: or(kernels, &["6.1", "6.12"]),
+                hook_sets: or(hook_sets, vm::HOOK_SETS),
+                tests,
+                shapes: !no_shapes,
+                timeout: std::time::Duration::from_secs(timeout_minutes * 60),
+            };
+            vm::vm_test(&root, &plan)
+        }
     }
 }

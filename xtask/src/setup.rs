@@ -37,6 +37,11 @@ pub const TEST_PACKAGES: &[&str] = &[
     "procps",
     // The delivery tests scrape the metrics endpoint with a real Prometheus server.
     "prometheus",
+    // vm-test (and its smoke run in `test`): qemu guests with runc containers.
+    "qemu-system-x86",
+    "cpio",
+    "runc",
+    "xz-utils",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

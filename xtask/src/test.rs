@@ -2,7 +2,8 @@
 //!
 //! setup (incl. Debian packages) -> eBPF build -> lint -> agent build -> unit tests ->
 //! dockerd + test image -> integration tests (real containers against the real sensor) ->
-//! stop the dockerd this run started (also when a step failed).
+//! stop the dockerd this run started (also when a step failed) -> the VM smoke subset
+//! (Debian 6.1 under qemu with the fentry and kprobe hook sets) and the kernel matrix.
 
 use std::fs;
 use std::path::Path;
@@ -13,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::docker::{self, Dockerd};
 use crate::setup::{self, Purpose};
 use crate::util::{self, fmt_duration, run, step};
-use crate::{build_agent, build_ebpf, lint};
+use crate::{build_agent, build_ebpf, lint, vm};
 
 /// Records how long each step took, for the summary line.
 struct Steps {
@@ -124,13 +125,74 @@ fn test_steps(root: &Path, no_lint: bool, filter: &[String], steps: &mut Steps) 
         .env("SENSOR_BIN", &sensor)
         .env("SENSOR_TEST_IMAGE", docker::TEST_IMAGE)
         .env("SENSOR_TEST_ARTIFACTS", &artifacts);
-        run(&mut cmd).with_context(|| {
-            format!(
-                "integration tests failed; see the output above and {}",
-                artifacts.display()
-            )
-        })
+        let (status, results) = run_collecting(cmd)?;
+        // The host column of the kernel matrix (`cargo xtask vm-test`); a filtered run does
+        // not replace the full one.
+        if filter.is_empty() {
+            vm::results::save(&vm::results_path(root, "host"), &results)?;
+        }
+        anyhow::ensure!(
+            status.success(),
+            "integration tests failed ({status}); see the output above and {}",
+            artifacts.display()
+        );
+        Ok(())
     });
     drop(dockerd);
-    integration
+    integration?;
+
+    // The kprobe/fentry paths this kernel cannot load, proven on Debian's 6.1 under qemu.
+    if filter.is_empty() {
+        steps.time("vm smoke", || {
+            step("running the VM smoke subset (Debian 6.1 under qemu, fentry and kprobe)...");
+            let columns = vm::run_plan(root, &sensor, &vm::Plan::smoke())?;
+            anyhow::ensure!(
+                vm::report(root, columns)?,
+                "tests failed in the VM; see the matrix above and {}",
+                vm::vm_dir(root).display()
+            );
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs the integration tests, echoing their output and parsing each binary's results.
+fn run_collecting(
+    mut cmd: std::process::Command,
+) -> Result<(std::process::ExitStatus, Vec<vm::results::TestResult>)> {
+    use std::io::{BufRead, BufReader};
+    // One pipe for both streams keeps cargo's "Running <binary>" (stderr) in order with the
+    // binaries' results (stdout).
+    let (stdout, writer) = std::io::pipe()?;
+    let mut child = cmd
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .spawn()
+        .with_context(|| format!("could not start {}", util::display(&cmd)))?;
+    // `cmd` holds copies of the write end: drop them, or the reader never sees EOF.
+    drop(cmd);
+    let mut results = Vec::new();
+    let mut binary = String::new();
+    let mut block = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        // "     Running tests/network.rs (target/release/deps/network-…)"
+        if let Some(rest) = line.trim_start().strip_prefix("Running ") {
+            results.extend(vm::results::parse_libtest(&binary, &block));
+            block.clear();
+            binary = rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| std::path::Path::new(p).file_stem())
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        } else {
+            block.push_str(&line);
+            block.push('\n');
+        }
+    }
+    results.extend(vm::results::parse_libtest(&binary, &block));
+    Ok((child.wait()?, results))
 }

@@ -6,9 +6,7 @@
 //! Counters are plain (not atomic) increments: one socket's packets are sequential; concurrent
 //! senders to the same peer from one cgroup may lose a count.
 
-use aya_ebpf::{
-    helpers::generated, macros::tracepoint, maps::LruHashMap, programs::TracePointContext,
-};
+use aya_ebpf::{macros::tracepoint, maps::LruHashMap, programs::TracePointContext};
 use sensor_common::{
     DIR_EGRESS, DIR_INGRESS, Endpoint, Hook, ICMP_SAMPLE, ICMP_SIZE_BUCKETS, IcmpKey, IcmpStats,
     icmp_bucket,
@@ -47,18 +45,58 @@ fn read_user<T>(ptr: u64) -> ReadResult<T> {
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(ptr as *const T) }.map_err(|e| e as i64)
 }
 
-/// Copies up to [`ICMP_SAMPLE`] payload bytes; returns how many.
+/// Copies up to [`ICMP_SAMPLE`] payload bytes from user memory; returns how many.
 #[inline(always)]
 fn sample(dst: &mut [u8; ICMP_SAMPLE], src: u64, len: u64) -> u32 {
-    let mut n = len;
-    if n > ICMP_SAMPLE as u64 {
-        n = ICMP_SAMPLE as u64;
-    }
-    // SAFETY: n <= the destination's size; the helper validates `src`.
-    let ret = unsafe {
-        generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), n as u32, src as *const _)
+    copy_sample(
+        dst,
+        len,
+        |at| read_user::<[u8; SAMPLE_WORD]>(src.wrapping_add(at as u64)).ok(),
+        |at| read_user::<u8>(src.wrapping_add(at as u64)).ok(),
+    )
+}
+
+const SAMPLE_WORD: usize = 8;
+
+/// Copies the first `min(len, ICMP_SAMPLE)` bytes of a payload through `word` (8 bytes at an
+/// offset) and `byte` readers; returns how many bytes were copied.
+///
+/// Every read has a constant size at a constant offset: a read of a variable length, even
+/// clamped just before the call, is refused by older verifiers (6.1) when the compiler passes
+/// a copy whose bounds they do not track. Whole words are read (user space uses only the first
+/// `n` bytes); a word that runs past the readable end is read byte by byte.
+#[inline(always)]
+pub fn copy_sample(
+    dst: &mut [u8; ICMP_SAMPLE],
+    len: u64,
+    word: impl Fn(usize) -> Option<[u8; SAMPLE_WORD]>,
+    byte: impl Fn(usize) -> Option<u8>,
+) -> u32 {
+    let n = if len > ICMP_SAMPLE as u64 {
+        ICMP_SAMPLE
+    } else {
+        len as usize
     };
-    if ret < 0 { 0 } else { n as u32 }
+    for w in 0..ICMP_SAMPLE / SAMPLE_WORD {
+        let at = w * SAMPLE_WORD;
+        if at >= n {
+            break;
+        }
+        if let Some(bytes) = word(at) {
+            dst[at..at + SAMPLE_WORD].copy_from_slice(&bytes);
+            continue;
+        }
+        for b in 0..SAMPLE_WORD {
+            if at + b >= n {
+                break;
+            }
+            match byte(at + b) {
+                Some(v) => dst[at + b] = v,
+                None => return (at + b) as u32,
+            }
+        }
+    }
+    n as u32
 }
 
 /// Adds one message to `map[key]`: count, size bucket, and a payload sample that `sample`

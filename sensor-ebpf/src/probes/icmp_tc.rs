@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use sensor_common::{DIR_EGRESS, DIR_INGRESS, Hook, ICMP_SAMPLE, IcmpStats, TcIcmpKey};
 
-use super::icmp::record;
+use super::icmp::{self, record};
 use crate::maps::count_error;
 
 /// Interface-level ICMP counters.
@@ -42,23 +42,12 @@ pub fn icmp_tc_egress(ctx: TcContext) -> i32 {
 /// Copies up to [`ICMP_SAMPLE`] bytes at `offset` of the packet.
 #[inline(always)]
 fn sample(ctx: &TcContext, offset: usize, len: u64, dst: &mut [u8; ICMP_SAMPLE]) -> u32 {
-    let mut n = len as usize;
-    if n > ICMP_SAMPLE {
-        n = ICMP_SAMPLE;
-    }
-    if n == 0 {
-        return 0;
-    }
-    // SAFETY: n <= the destination's size; the helper checks the packet bounds.
-    let ret = unsafe {
-        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
-            ctx.skb.skb.cast(),
-            offset as u32,
-            dst.as_mut_ptr().cast(),
-            n as u32,
-        )
-    };
-    if ret < 0 { 0 } else { n as u32 }
+    icmp::copy_sample(
+        dst,
+        len,
+        |at| ctx.load(offset + at).ok(),
+        |at| ctx.load(offset + at).ok(),
+    )
 }
 
 #[inline(always)]

@@ -3,8 +3,8 @@
 //!
 //! On kernels with TCX (6.6+) aya attaches through TCX links, which need no qdisc and vanish
 //! with the process or the interface. Older kernels use netlink filters on a `clsact` qdisc,
-//! which is added when missing; such a qdisc outlives the sensor (empty), and the note in
-//! `sensor check` says so.
+//! which is added when missing; the sensor deletes the qdiscs it added when it stops
+//! ([`super::qdisc`]). Only a sensor killed with SIGKILL leaves them behind, empty.
 
 use std::{collections::HashMap, fs};
 
@@ -28,6 +28,8 @@ pub struct Interfaces {
     names: HashMap<u32, String>,
     /// Attach failures, by interface, reported once each.
     failed: HashMap<String, String>,
+    /// clsact qdiscs the sensor added (kernels without TCX): name -> ifindex.
+    added_clsact: HashMap<String, u32>,
 }
 
 fn read_u32(path: String) -> Option<u32> {
@@ -63,7 +65,10 @@ impl Interfaces {
                 continue;
             }
             match attach_all(ebpf, hooks, &name) {
-                Ok(()) => {
+                Ok(added_clsact) => {
+                    if added_clsact {
+                        self.added_clsact.insert(name.clone(), index);
+                    }
                     self.failed.remove(&name);
                     if self.names.len() > 4096 {
                         self.names.retain(|i, _| self.attached.contains_key(i));
@@ -85,7 +90,23 @@ impl Interfaces {
     }
 }
 
-fn attach_all(ebpf: &mut Ebpf, hooks: &[HookSpec], name: &str) -> Result<()> {
+impl Drop for Interfaces {
+    /// Deletes the clsact qdiscs the sensor added, where the interface still exists.
+    fn drop(&mut self) {
+        for (name, index) in self.added_clsact.drain() {
+            if read_u32(format!("/sys/class/net/{name}/ifindex")) != Some(index) {
+                continue;
+            }
+            if let Err(e) = super::qdisc::delete_clsact(index) {
+                eprintln!("sensor: could not remove the clsact qdisc it added on {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Attaches the TC programs to `name`; true if a clsact qdisc had to be added for them.
+fn attach_all(ebpf: &mut Ebpf, hooks: &[HookSpec], name: &str) -> Result<bool> {
+    let mut added = false;
     for spec in hooks {
         let Attach::Tc { ingress } = spec.attach else {
             continue;
@@ -101,7 +122,7 @@ fn attach_all(ebpf: &mut Ebpf, hooks: &[HookSpec], name: &str) -> Result<()> {
         };
         if let Err(first) = program.attach(name, kind) {
             // Netlink attachment (kernels without TCX) needs a clsact qdisc.
-            let _ = tc::qdisc_add_clsact(name);
+            added |= tc::qdisc_add_clsact(name).is_ok();
             program
                 .attach(name, kind)
                 .map_err(anyhow::Error::from)
@@ -110,5 +131,5 @@ fn attach_all(ebpf: &mut Ebpf, hooks: &[HookSpec], name: &str) -> Result<()> {
                 })?;
         }
     }
-    Ok(())
+    Ok(added)
 }

@@ -8,6 +8,7 @@ pub mod check;
 pub mod hooks;
 pub mod interfaces;
 pub mod offsets;
+mod qdisc;
 pub mod tracefs;
 
 use anyhow::{Context, Result, anyhow, bail};

@@ -1,0 +1,298 @@
+//! `cargo xtask vm-test`: the sensor's kernel-facing integration tests (the same test binaries
+//! as on the host) on Debian's 6.1 and 6.12 kernels under qemu, once per hook set, so the
+//! kprobe and fentry paths this host cannot load are exercised.
+//!
+//! Each kernel boots once with a plan of runs (hook set x test binary [x cgroup shape]); the
+//! guest runs real OCI containers with runc (`tests/src/runc.rs`) and prints libtest's output
+//! on the serial console, which becomes a column of the matrix. The host column comes from the
+//! last `cargo xtask test` (`target/vm/results/host.tsv`).
+
+mod guest;
+mod kernel;
+mod qemu;
+pub mod results;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{self, step};
+use guest::Run;
+use results::{Outcome, TestResult};
+
+/// The test binaries of the kernel-facing suite: attribution (process and container),
+/// network (namespace, socket, ICMP capture), cleanup (nothing left attached after a stop).
+pub const SUITE: &[&str] = &["attribution", "network", "cleanup"];
+
+/// The hook sets each kernel runs the suite with.
+pub const HOOK_SETS: &[&str] = &["fentry", "kprobe", "tracepoint"];
+
+/// The CI smoke subset (`cargo xtask test`): 6.1, the kprobe and fentry sets, these tests.
+const SMOKE: &[(&str, &str)] = &[
+    ("attribution", "container_execs_carry_the_full_container_id"),
+    (
+        "network",
+        "nc_listen_accept_and_connect_between_two_containers",
+    ),
+    ("network", "nsenter_into_the_host_and_unshare_are_flagged"),
+    (
+        "network",
+        "ping_size_and_crafted_payloads_are_measured_per_container",
+    ),
+];
+
+/// What to run.
+pub struct Plan {
+    pub kernels: Vec<String>,
+    pub hook_sets: Vec<String>,
+    /// `binary` or `binary::test` entries; empty: the whole [`SUITE`].
+    pub tests: Vec<String>,
+    /// Also run attribution with Kubernetes-shaped cgroups (first hook set only).
+    pub shapes: bool,
+    pub timeout: Duration,
+}
+
+impl Plan {
+    /// The subset `cargo xtask test` runs.
+    pub fn smoke() -> Plan {
+        Plan {
+            kernels: vec!["6.1".into()],
+            hook_sets: vec!["fentry".into(), "kprobe".into()],
+            tests: SMOKE.iter().map(|(b, t)| format!("{b}::{t}")).collect(),
+            shapes: false,
+            timeout: Duration::from_secs(20 * 60),
+        }
+    }
+
+    /// The runs for one kernel: one per hook set and binary, with the selected tests.
+    fn runs(&self, line: &str) -> Vec<Run> {
+        let mut by_binary: Vec<(String, Vec<String>)> = Vec::new();
+        let selected: Vec<&str> = if self.tests.is_empty() {
+            SUITE.to_vec()
+        } else {
+            self.tests.iter().map(String::as_str).collect()
+        };
+        for entry in selected {
+            let (binary, test) = entry.split_once("::").unwrap_or((entry, ""));
+            match by_binary.iter_mut().find(|(b, _)| b == binary) {
+                Some((_, tests)) => tests.push(test.to_string()),
+                None => by_binary.push((binary.to_string(), vec![test.to_string()])),
+            }
+        }
+        let mut runs = Vec::new();
+        for hooks in &self.hook_sets {
+            for (binary, tests) in &by_binary {
+                let mut filters: Vec<String> =
+                    tests.iter().filter(|t| !t.is_empty()).cloned().collect();
+                if !filters.is_empty() {
+                    filters.push("--exact".into());
+                }
+                runs.push(Run {
+                    column: format!("{line}/{hooks}"),
+                    hooks: hooks.clone(),
+                    shape: "docker".into(),
+                    binary: binary.clone(),
+                    filters: if tests.iter().any(String::is_empty) {
+                        Vec::new()
+                    } else {
+                        filters
+                    },
+                });
+            }
+        }
+        if self.shapes && by_binary.iter().any(|(b, _)| b == "attribution") {
+            for shape in ["kubepods", "containerd"] {
+                runs.push(Run {
+                    column: format!("{line}/{}/{shape}", self.hook_sets[0]),
+                    hooks: self.hook_sets[0].clone(),
+                    shape: shape.into(),
+                    binary: "attribution".into(),
+                    filters: Vec::new(),
+                });
+            }
+        }
+        runs
+    }
+}
+
+pub fn vm_dir(root: &Path) -> PathBuf {
+    util::target_dir(root).join("vm")
+}
+
+/// Where a column's results are saved.
+pub fn results_path(root: &Path, column: &str) -> PathBuf {
+    vm_dir(root)
+        .join("results")
+        .join(format!("{}.tsv", column.replace('/', "_")))
+}
+
+/// Runs `plan` with the built `sensor`; returns the columns (kernel/hook set) it produced.
+/// Failing tests are in the results, not an error; errors are for what kept tests from running.
+pub fn run_plan(root: &Path, sensor: &Path, plan: &Plan) -> Result<Vec<(String, Vec<TestResult>)>> {
+    for hooks in &plan.hook_sets {
+        if !HOOK_SETS.contains(&hooks.as_str()) {
+            bail!("unknown hook set {hooks:?}: use {}", HOOK_SETS.join(", "));
+        }
+    }
+    let dir = vm_dir(root);
+    fs::create_dir_all(&dir)?;
+    let tests = build_tests(root)?;
+    step(
+        "building the guests' common initramfs (busybox, runc, iproute2, sensor, tests, image)...",
+    );
+    let common = guest::common(&dir, sensor, &tests)?;
+    let mut columns = Vec::new();
+    for line in &plan.kernels {
+        let kernel = kernel::fetch(&dir, line)?;
+        let runs = plan.runs(line);
+        let image = guest::initramfs(&dir, &common, &kernel, &runs)?;
+        let log = dir.join(format!("console-{}.log", kernel.release));
+        step(format!(
+            "booting {} under qemu (TCG) for {} runs; console in {}",
+            kernel::describe(&kernel),
+            runs.len(),
+            log.display()
+        ));
+        let boot = qemu::boot(&kernel.vmlinuz, &image, &log, line, plan.timeout)?;
+        step(format!(
+            "{line}: guest finished in {}{}",
+            qemu::took(&boot),
+            if boot.timed_out {
+                " (TIMED OUT, killed)"
+            } else {
+                ""
+            }
+        ));
+        for (column, results) in columns_of(&boot.console, &runs, boot.timed_out) {
+            results::save(&results_path(root, &column), &results)?;
+            columns.push((column, results));
+        }
+    }
+    Ok(columns)
+}
+
+/// Splits the console into the plan's runs and parses each; a run that never ended (the guest
+/// died or timed out) is one failure naming what happened.
+fn columns_of(console: &str, runs: &[Run], timed_out: bool) -> Vec<(String, Vec<TestResult>)> {
+    let mut columns: Vec<(String, Vec<TestResult>)> = Vec::new();
+    for run in runs {
+        let begin = format!("VMTEST-BEGIN {} {}", run.column, run.binary);
+        let end = format!("VMTEST-END {} {} rc=", run.column, run.binary);
+        let block = console.split_once(&begin).map(|(_, rest)| {
+            rest.split_once(&end)
+                .map_or((rest, false), |(b, _)| (b, true))
+        });
+        let mut results = match block {
+            Some((text, _)) => results::parse_libtest(&run.binary, text),
+            None => Vec::new(),
+        };
+        if !matches!(block, Some((_, true))) {
+            let why = match (block.is_some(), timed_out) {
+                (_, true) => "the guest timed out during this run",
+                (true, false) => "the guest stopped during this run (see the console log)",
+                (false, false) => "the guest never started this run (see the console log)",
+            };
+            results.push(TestResult {
+                test: format!("{}::<run>", run.binary),
+                outcome: Outcome::Fail(why.into()),
+            });
+        }
+        match columns.iter_mut().find(|(c, _)| *c == run.column) {
+            Some((_, rs)) => rs.extend(results),
+            None => columns.push((run.column.clone(), results)),
+        }
+    }
+    columns
+}
+
+/// Builds the suite's test binaries; returns (name, executable) pairs.
+fn build_tests(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    step("building the test binaries (sensor-tests)...");
+    let mut cmd = util::cargo(root)?;
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "sensor-tests",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    for name in SUITE {
+        cmd.args(["--test", name]);
+    }
+    let out = util::output(&mut cmd).context("building the test binaries failed")?;
+    let mut found = Vec::new();
+    for line in out.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = msg["target"]["name"].as_str().unwrap_or("");
+        if let (true, Some(exe)) = (SUITE.contains(&name), msg["executable"].as_str()) {
+            found.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    anyhow::ensure!(
+        found.len() == SUITE.len(),
+        "cargo built {} of the {} test binaries",
+        found.len(),
+        SUITE.len()
+    );
+    Ok(found)
+}
+
+/// Prints and saves (`target/vm/matrix.txt`) the matrix of the host column (if a
+/// `cargo xtask test` saved one) and `columns`.
+pub fn report(root: &Path, columns: Vec<(String, Vec<TestResult>)>) -> Result<bool> {
+    let host_path = results_path(root, "host");
+    let mut all = Vec::new();
+    match results::load(&host_path) {
+        Some(host) => {
+            let kernel = util::output_ok(Command::new("uname").arg("-r")).unwrap_or_default();
+            let suite: Vec<TestResult> = host
+                .into_iter()
+                .filter(|r| SUITE.iter().any(|b| r.test.starts_with(&format!("{b}::"))))
+                .collect();
+            all.push((format!("host {}", kernel.trim()), suite));
+        }
+        None => step(format!(
+            "no host column: {} is written by `cargo xtask test`",
+            host_path.display()
+        )),
+    }
+    let ok = columns
+        .iter()
+        .flat_map(|(_, rs)| rs)
+        .all(|r| !matches!(r.outcome, Outcome::Fail(_)));
+    all.extend(columns);
+    let text = results::matrix(&all);
+    let path = vm_dir(root).join("matrix.txt");
+    fs::write(&path, &text).with_context(|| format!("could not write {}", path.display()))?;
+    println!("\n{text}");
+    step(format!("matrix saved in {}", path.display()));
+    Ok(ok)
+}
+
+/// `cargo xtask vm-test`: build, run `plan` in the guests, print the matrix.
+pub fn vm_test(root: &Path, plan: &Plan) -> Result<()> {
+    crate::setup::setup(crate::setup::Purpose::Test)?;
+    let obj = crate::build_ebpf::build_ebpf(root)?;
+    let sensor = crate::build_agent::build_agent(root, &obj, true)?;
+    let started = std::time::Instant::now();
+    let columns = run_plan(root, &sensor, plan)?;
+    let ok = report(root, columns)?;
+    step(format!(
+        "vm-test: {} in {}",
+        if ok { "all passed" } else { "FAILED" },
+        util::fmt_duration(started.elapsed())
+    ));
+    if !ok {
+        bail!(
+            "tests failed in the VM: see the matrix above and {}/console-*.log",
+            vm_dir(root).display()
+        );
+    }
+    Ok(())
+}
