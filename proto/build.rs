@@ -17,8 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out.join("sensor_descriptor.bin");
     std::fs::write(&descriptor_path, fds.encode_to_vec())?;
 
+    // Labels in a stable (sorted) order, in JSON as in Rust.
+    let btree = [".sensor.v1.Container"];
     let mut config = prost_build::Config::new();
     config
+        .btree_map(btree)
         .compile_well_known_types()
         .extern_path(".google.protobuf", "::pbjson_types");
     tonic_prost_build::configure()
@@ -29,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&std::fs::read(&descriptor_path)?)?
         .preserve_proto_field_names()
+        .btree_map(btree)
         .build(&[".sensor.v1"])?;
     Ok(())
 }

@@ -24,8 +24,8 @@ use crate::{
         engine::{self, Engine},
         rule::CompiledRule,
     },
-    enrich::Enricher,
-    health::{Stats, health_event},
+    enrich::{Enricher, runtime::RuntimeApi},
+    health::{Setup, Stats, health_event},
     loader::{AggregationMaps, HostCgroupFilter, LoadOptions, LoadedSensor},
     output::json::JsonLines,
     privileges,
@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub delivery: DeliveryConfig,
     /// Rules that extend or override the embedded catalog (by id); reloaded on SIGHUP.
     pub rules_dir: Option<std::path::PathBuf>,
+    /// The Docker Engine API socket for container names, images and labels; `None`: not asked.
+    pub docker_socket: Option<std::path::PathBuf>,
 }
 
 impl RunOptions {
@@ -60,6 +62,7 @@ impl RunOptions {
             },
             delivery: DeliveryConfig::new(node.clone()),
             rules_dir: None,
+            docker_socket: Some(crate::enrich::runtime::docker::DEFAULT_SOCKET.into()),
             node,
         }
     }
@@ -231,6 +234,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let rules_version = catalog::version(&rules);
     let delivery = Delivery::start(opts.delivery.clone()).await?;
     delivery.set_rules(rule_infos(&rules), rules_version.clone());
+    // Asked before the programs load, so containers created from now on are inspected early.
+    let mut runtime = RuntimeApi::start(opts.docker_socket.clone()).await;
+    let runtime_status = runtime.status.clone();
+    if runtime_status.get().contains("unavailable") {
+        eprintln!("sensor: warning: {}", runtime_status.get());
+    }
     let mut sensor = LoadedSensor::load(&opts.load)?;
     let proc_ring = sensor.take_proc_ring()?;
     let net_ring = sensor.take_net_ring()?;
@@ -239,8 +248,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let attached_in = started.elapsed();
 
     // Hooks are attached before the scans, so nothing falls between scan and first record.
+    let mut enricher = Enricher::new(clock, opts.node.clone());
+    enricher.set_runtime_requests(runtime.requests.take());
     let mut p = Pipeline {
-        enricher: Enricher::new(clock, opts.node.clone()),
+        enricher,
         out: Emitter {
             sink: JsonLines::open(&opts.json_out)?,
             seq: 0,
@@ -258,15 +269,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let hook_set = sensor.selection.to_string();
     let hooks = sensor.hooks.clone();
     let health = |p: &Pipeline| {
-        health_event(
-            started,
-            &counters,
-            &hooks,
-            &hook_set,
-            &p.out.stats,
-            &clock,
-            &opts.node,
-        )
+        let setup = Setup {
+            hooks: &hooks,
+            hook_set: &hook_set,
+            runtime_api: runtime_status.get(),
+        };
+        health_event(started, &counters, setup, &p.out.stats, &clock, &opts.node)
     };
     p.out.emit(health(&p))?;
     p.out.sink.flush()?;
@@ -343,6 +351,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 p.out.emit(health(&p))?;
                 p.out.sink.flush()?;
             }
+            Some((id, meta)) = runtime.updates.recv() => p.enricher.runtime_metadata(id, meta),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => p.out.reload_rules(opts.rules_dir.as_deref()),

@@ -25,12 +25,20 @@ impl Stats {
     }
 }
 
+/// What the agent runs with: reported as is in every `health` event.
+pub struct Setup<'a> {
+    pub hooks: &'a [HookSpec],
+    /// The hook set for socket addresses, and why better ones are unusable.
+    pub hook_set: &'a str,
+    /// The runtime API's status line (container names, images, labels).
+    pub runtime_api: String,
+}
+
 /// A `health` event from the kernel counters and `stats`.
 pub fn health_event(
     started: Instant,
     counters: &KernelCounters,
-    hooks: &[HookSpec],
-    hook_set: &str,
+    setup: Setup,
     stats: &Stats,
     clock: &Clock,
     node: &str,
@@ -49,7 +57,7 @@ pub fn health_event(
             }
         })
         .collect::<Vec<_>>();
-    let hooks = grouped(hooks)
+    let hooks = grouped(setup.hooks)
         .into_iter()
         .map(|(hook, name, attach)| pb::HookHealth {
             hook: name.into(),
@@ -70,6 +78,7 @@ pub fn health_event(
         events_by_kind: stats.events_by_kind.clone(),
         decode_errors: stats.decode_errors,
         dropped_total,
-        hook_set: hook_set.to_string(),
+        hook_set: setup.hook_set.to_string(),
+        runtime_api: setup.runtime_api,
     }))
 }

@@ -87,6 +87,10 @@ struct RunArgs {
     /// kept).
     #[arg(long, value_name = "DIR")]
     rules: Option<std::path::PathBuf>,
+    /// The Docker Engine API socket, asked for container names, images and labels (`none`: do
+    /// not ask). A socket that is missing or does not answer is a warning, not an error.
+    #[arg(long, value_name = "PATH|none", default_value = "/var/run/docker.sock")]
+    docker_socket: String,
     #[command(flatten)]
     delivery: DeliveryArgs,
 }
@@ -105,6 +109,7 @@ impl RunArgs {
         opts.load.filter.net_burst = self.net_burst.max(1);
         opts.load.hook_set = self.hooks;
         opts.rules_dir = self.rules;
+        opts.docker_socket = (self.docker_socket != "none").then(|| self.docker_socket.into());
         opts
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! Mapping: one log record per alert. `time_unix_nano` is the alert's time, the body is its
 //! one-line summary, `event_name` is `sensor.alert`, severity per the OpenTelemetry log data
-//! model, attributes named per the semantic conventions (`container.*`, `process.*`, `network.*`
+//! model, attributes named per the semantic conventions (`container.*` with `container.name`,
+//! `container.image.name` and `container.label.<key>` once the runtime answered, `process.*`, `network.*`
 //! from the newest triggering event that has a peer, `k8s.pod.uid`, `host.name` on the resource) plus `sensor.*` for the rule, and the whole alert as proto3 JSON
 //! in `sensor.alert.json` for consumers that want every field.
 
@@ -303,6 +304,21 @@ pub fn log_record(alert: &Alert) -> LogRecord {
         if !c.pod_uid.is_empty() {
             attrs.push(kv("k8s.pod.uid", string(c.pod_uid.as_str())));
         }
+        for (key, value) in [
+            ("container.name", &c.name),
+            ("container.image.name", &c.image),
+            ("container.image.id", &c.image_id),
+        ] {
+            if !value.is_empty() {
+                attrs.push(kv(key, string(value.as_str())));
+            }
+        }
+        for (key, value) in &c.labels {
+            attrs.push(kv(
+                &format!("container.label.{key}"),
+                string(value.as_str()),
+            ));
+        }
     }
     if let Some(p) = &alert.process {
         attrs.push(kv("process.pid", int(p.pid)));
@@ -404,6 +420,9 @@ mod tests {
             container: Some(pb::Container {
                 id: "e".repeat(64),
                 runtime: "docker".into(),
+                name: "web-1".into(),
+                image: "registry/app:2".into(),
+                labels: [("team".to_string(), "infra".to_string())].into(),
                 ..Default::default()
             }),
             process: Some(pb::Process {
@@ -432,6 +451,9 @@ mod tests {
         assert_eq!(r.severity_text, "HIGH");
         assert_eq!(attr(&r, "container.id"), &string("e".repeat(64)));
         assert_eq!(attr(&r, "container.runtime"), &string("docker"));
+        assert_eq!(attr(&r, "container.name"), &string("web-1"));
+        assert_eq!(attr(&r, "container.image.name"), &string("registry/app:2"));
+        assert_eq!(attr(&r, "container.label.team"), &string("infra"));
         assert_eq!(attr(&r, "process.pid"), &int(42));
         assert_eq!(attr(&r, "process.executable.path"), &string("/bin/sh"));
         assert_eq!(

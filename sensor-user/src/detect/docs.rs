@@ -3,12 +3,43 @@
 
 use std::fmt::Write;
 
-use super::{fields::FIELDS, rule::CompiledRule, rule::Logic};
+use super::{
+    fields::{FIELDS, KEYED_FIELDS},
+    rule::{CompiledRule, Exception, Logic},
+};
 
 fn bullets(out: &mut String, items: &[String]) {
     for item in items {
         let _ = writeln!(out, "- {}", item.trim());
     }
+}
+
+/// An exception's criteria, as written: `images: a, b; labels: team=infra; condition: ...`.
+fn criteria(x: &Exception) -> String {
+    let code = |items: &mut dyn Iterator<Item = String>| {
+        items
+            .map(|i| format!("`{i}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !x.images.is_empty() {
+        parts.push(format!("images: {}", code(&mut x.images.iter().cloned())));
+    }
+    if !x.container_names.is_empty() {
+        parts.push(format!(
+            "container names: {}",
+            code(&mut x.container_names.iter().cloned())
+        ));
+    }
+    if !x.labels.is_empty() {
+        let mut labels = x.labels.iter().map(|(k, v)| format!("{k}={v}"));
+        parts.push(format!("labels: {}", code(&mut labels)));
+    }
+    if let Some(c) = &x.condition {
+        parts.push(format!("condition: `{}`", c.trim()));
+    }
+    parts.join("; ")
 }
 
 /// The whole document.
@@ -18,6 +49,12 @@ pub fn markdown(rules: &[CompiledRule]) -> String {
     let _ = writeln!(
         out,
         "Generated from `rules/*.yaml` by `cargo xtask docs`; do not edit by hand.\n"
+    );
+    let _ = writeln!(
+        out,
+        "Tune a rule without forking it with exceptions (allow-lists by image, container name, \
+         label or condition) in an override file given with `--rules DIR`; the format is in \
+         `rules/README.md`.\n"
     );
     let _ = writeln!(
         out,
@@ -108,13 +145,7 @@ pub fn markdown(rules: &[CompiledRule]) -> String {
         if !d.exceptions.is_empty() {
             let _ = writeln!(out, "### Exceptions");
             for x in &d.exceptions {
-                let _ = writeln!(
-                    out,
-                    "- `{}`: {} (`{}`)",
-                    x.name,
-                    x.reason.trim(),
-                    x.condition.trim()
-                );
+                let _ = writeln!(out, "- `{}`: {} ({})", x.name, x.reason.trim(), criteria(x));
             }
             let _ = writeln!(out);
         }
@@ -129,6 +160,9 @@ pub fn markdown(rules: &[CompiledRule]) -> String {
     let _ = writeln!(out, "\n## Fields\n\n| field | meaning |\n|---|---|");
     for f in FIELDS {
         let _ = writeln!(out, "| `{}` | {} |", f.name, f.doc);
+    }
+    for f in KEYED_FIELDS {
+        let _ = writeln!(out, "| `{}` | {} |", f.name.replace("[]", "[KEY]"), f.doc);
     }
     out
 }

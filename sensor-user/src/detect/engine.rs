@@ -165,7 +165,12 @@ impl Engine {
 
 /// The rule's condition holds and no exception does.
 fn matches(rule: &CompiledRule, view: &dyn Fields) -> bool {
-    rule.condition.eval(view) && !rule.exceptions.iter().any(|(_, x)| x.eval(view))
+    rule.condition.eval(view) && !excepted(rule, view)
+}
+
+/// One of the rule's exceptions holds.
+fn excepted(rule: &CompiledRule, view: &dyn Fields) -> bool {
+    rule.exceptions.iter().any(|(_, x)| x.eval(view))
 }
 
 fn field_text(view: &dyn Fields, name: &str) -> String {
@@ -270,6 +275,11 @@ fn lifetime(
     let container = event.container.as_ref()?.id.clone();
     if let Some(Body::ContainerExited(exited)) = &event.body {
         let activity = state.activity.remove(&container)?;
+        // The exit carries everything the runtime said about the container, which its first
+        // events may have lacked: an exception by image, name or label applies here too.
+        if excepted(rule, view) {
+            return None;
+        }
         let lived_ms = exited
             .lifetime
             .as_ref()
@@ -305,7 +315,7 @@ fn sequence(
 ) -> Option<Vec<pb::Event>> {
     let now = secs(event);
     let key = key_of(view, key);
-    let excepted = rule.exceptions.iter().any(|(_, x)| x.eval(view));
+    let excepted = excepted(rule, view);
     if !excepted
         && rule.then.as_ref().is_some_and(|t| t.eval(view))
         && let Some((t, first)) = state.started.get(&key)
@@ -508,6 +518,83 @@ mod tests {
         let kinds: Vec<&str> = alerts[0].events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["exec", "container_exited"]);
         assert_eq!(alerts[0].process.as_ref().unwrap().exe, "/bin/sh");
+    }
+
+    fn in_container(
+        mut ev: pb::Event,
+        name: &str,
+        image: &str,
+        labels: &[(&str, &str)],
+    ) -> pb::Event {
+        let c = ev.container.as_mut().unwrap();
+        c.name = name.into();
+        c.image = image.into();
+        c.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ev
+    }
+
+    #[test]
+    fn exceptions_by_image_name_and_label() {
+        let extra = "exceptions:\n  - name: ci\n    reason: CI runners do this\n    images: [\"registry/ci-runner:*\", tools/debug]\n  - name: named\n    reason: r\n    container_names: [\"trusted-*\"]\n  - name: infra\n    reason: r\n    labels: {team: infra, app.kubernetes.io/part-of: \"*\"}\n";
+        let r = rule("  kind: condition\n  condition: evt.kind = exec\n", extra);
+        let mut e = Engine::new(vec![r], "v".into());
+        let ev = |name, image, labels: &[(&str, &str)]| {
+            in_container(event("exec", "a", "/x", 0), name, image, labels)
+        };
+        let cases = [
+            (ev("web", "registry/ci-runner:2", &[]), 0),
+            (ev("web", "registry/ci-runner", &[]), 1), // no tag: `:*` does not match
+            (ev("web", "tools/debug:1.0", &[]), 0),    // a repository covers every tag
+            (ev("web", "tools/debugger", &[]), 1),
+            (ev("trusted-build", "nginx", &[]), 0),
+            (ev("untrusted", "nginx", &[]), 1),
+            (ev("x", "nginx", &[("team", "infra")]), 1), // both labels are needed
+            (
+                ev(
+                    "x",
+                    "nginx",
+                    &[("team", "infra"), ("app.kubernetes.io/part-of", "mon")],
+                ),
+                0,
+            ),
+            (ev("", "", &[]), 1), // metadata not known yet: no exception applies
+        ];
+        for (i, (event, alerts)) in cases.iter().enumerate() {
+            assert_eq!(e.on_event(event).len(), *alerts, "case {i}");
+        }
+    }
+
+    #[test]
+    fn an_exception_without_criteria_or_with_a_bad_label_key_is_refused() {
+        let base = "id: T-1\nname: t\ngoal: g\nattack: {techniques: [T1], tactic: t}\nseverity: low\nstrategy: s\nblind_spots: []\nfalse_positives: []\nvalidation: v\nresponse: [r]\noutput: o\nlogic: {kind: condition, condition: evt.kind = exec}\n";
+        let empty = format!("{base}exceptions:\n  - name: nothing\n    reason: r\n");
+        let e =
+            compile_rule("t.yaml", &empty, &SharedDefs::default(), &fields::known()).unwrap_err();
+        assert!(e.message.contains("matches nothing"), "{e}");
+        assert_eq!(e.line, 14, "{e}");
+        let bad =
+            format!("{base}exceptions:\n  - name: b\n    reason: r\n    labels: {{\"a b\": x}}\n");
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &fields::known()).unwrap_err();
+        assert!(e.message.contains("label key"), "{e}");
+    }
+
+    #[test]
+    fn a_lifetime_rule_honours_exceptions_known_only_at_exit() {
+        let logic = "  kind: lifetime\n  max_lifetime_ms: 5000\n  notable: evt.kind = exec\n";
+        let extra = "exceptions:\n  - {name: ci, reason: r, images: [ci]}\n";
+        let mut e = Engine::new(vec![rule(logic, extra)], "v".into());
+        // The exec came before the runtime answered; the exit knows the image.
+        assert!(e.on_event(&event("exec", "a", "/bin/sh", 0)).is_empty());
+        let exit = in_container(event("container_exited", "a", "", 1), "c", "ci", &[]);
+        assert!(e.on_event(&exit).is_empty());
+        assert!(e.on_event(&event("exec", "b", "/bin/sh", 0)).is_empty());
+        let exit = in_container(event("container_exited", "b", "", 1), "c", "web", &[]);
+        let alerts = e.on_event(&exit);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].container.as_ref().unwrap().image, "web");
     }
 
     #[test]

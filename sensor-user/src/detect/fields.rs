@@ -36,6 +36,25 @@ fn proc_of(e: &pb::Event) -> Option<&pb::Process> {
     e.process.as_ref()
 }
 
+fn container_of(e: &pb::Event) -> Option<&pb::Container> {
+    e.container.as_ref()
+}
+
+/// `registry:5000/team/app:1.2@sha256:...` -> (`registry:5000/team/app`, `1.2`); the tag is
+/// `latest` when the reference names none (and no digest either).
+pub fn image_parts(image: &str) -> (&str, &str) {
+    let (name, digest) = match image.split_once('@') {
+        Some((name, _)) => (name, true),
+        None => (image, false),
+    };
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[slash..].rfind(':') {
+        Some(colon) => (&name[..slash + colon], &name[slash + colon + 1..]),
+        None if digest => (name, ""),
+        None => (name, "latest"),
+    }
+}
+
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -101,6 +120,60 @@ pub const FIELDS: &[FieldDef] = &[
         .container
         .as_ref()
         .and_then(|c| s(&c.pod_uid))),
+    field!(
+        "container.name",
+        "The container's name (from the runtime API; absent until it answered)",
+        |e| container_of(e).and_then(|c| s(&c.name))
+    ),
+    field!(
+        "container.image",
+        "The image as the container was run (`registry/app:1.2`; from the runtime API)",
+        |e| container_of(e).and_then(|c| s(&c.image))
+    ),
+    field!(
+        "container.image.repository",
+        "The image without tag or digest (`registry/app`)",
+        |e| container_of(e).and_then(|c| s(image_parts(&c.image).0))
+    ),
+    field!(
+        "container.image.tag",
+        "The image's tag (`latest` when none was given)",
+        |e| container_of(e)
+            .filter(|c| !c.image.is_empty())
+            .and_then(|c| s(image_parts(&c.image).1))
+    ),
+    field!(
+        "container.image_id",
+        "The image's content id (`sha256:...`)",
+        |e| { container_of(e).and_then(|c| s(&c.image_id)) }
+    ),
+    field!(
+        "container.labels",
+        "The container's labels as `key=value` strings",
+        |e| container_of(e)
+            .filter(|c| !c.labels.is_empty())
+            .and_then(|c| list(
+                &c.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+            ))
+    ),
+    field!(
+        "container.privileged",
+        "Run with --privileged (absent until the runtime API answered)",
+        |e| container_of(e).and_then(|c| c.privileged).map(Value::Bool)
+    ),
+    field!(
+        "container.network_mode",
+        "bridge, host, none, container:<id>, or a network's name",
+        |e| container_of(e).and_then(|c| s(&c.network_mode))
+    ),
+    field!(
+        "container.pid_mode",
+        "host, container:<id>, or absent for its own",
+        |e| container_of(e).and_then(|c| s(&c.pid_mode))
+    ),
     field!(
         "container.already_running",
         "container_started: it predates the sensor",
@@ -308,9 +381,28 @@ pub const FIELDS: &[FieldDef] = &[
     ),
 ];
 
-/// The names of [`FIELDS`], for validating conditions.
+/// A field read with a key in brackets: `container.label[team]`.
+pub struct KeyedFieldDef {
+    /// The name with empty brackets (`container.label[]`), as conditions are checked.
+    pub name: &'static str,
+    pub doc: &'static str,
+    get: fn(&pb::Event, &str) -> Option<Value>,
+}
+
+/// Every keyed field a rule may use.
+pub const KEYED_FIELDS: &[KeyedFieldDef] = &[KeyedFieldDef {
+    name: "container.label[]",
+    doc: "The value of the container's label KEY (`container.label[team]`)",
+    get: |e, key| container_of(e).and_then(|c| c.labels.get(key).map(|v| Value::Str(v.clone()))),
+}];
+
+/// The names of [`FIELDS`] and of [`KEYED_FIELDS`] (as `name[]`), for validating conditions.
 pub fn known() -> Vec<&'static str> {
-    FIELDS.iter().map(|f| f.name).collect()
+    FIELDS
+        .iter()
+        .map(|f| f.name)
+        .chain(KEYED_FIELDS.iter().map(|f| f.name))
+        .collect()
 }
 
 /// An event as rules see it.
@@ -318,6 +410,13 @@ pub struct EventView<'a>(pub &'a pb::Event);
 
 impl Fields for EventView<'_> {
     fn field(&self, name: &str) -> Option<Value> {
+        if let Some((base, rest)) = name.split_once('[') {
+            let key = rest.strip_suffix(']')?;
+            return KEYED_FIELDS
+                .iter()
+                .find(|f| f.name.strip_suffix("[]") == Some(base))
+                .and_then(|f| (f.get)(self.0, key));
+        }
         FIELDS
             .iter()
             .find(|f| f.name == name)
@@ -328,6 +427,51 @@ impl Fields for EventView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_split_into_repository_and_tag() {
+        for (image, repo, tag) in [
+            ("nginx", "nginx", "latest"),
+            ("nginx:1.25", "nginx", "1.25"),
+            ("registry:5000/team/app", "registry:5000/team/app", "latest"),
+            ("registry:5000/team/app:2", "registry:5000/team/app", "2"),
+            ("app@sha256:abcd", "app", ""),
+            ("app:1@sha256:abcd", "app", "1"),
+        ] {
+            assert_eq!(image_parts(image), (repo, tag), "{image}");
+        }
+    }
+
+    #[test]
+    fn reads_runtime_metadata_and_labels_by_key() {
+        let ev = pb::Event {
+            container: Some(pb::Container {
+                id: "ab".repeat(32),
+                name: "web-1".into(),
+                image: "registry/app:2".into(),
+                labels: [("team".to_string(), "infra".to_string())].into(),
+                network_mode: "host".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = EventView(&ev);
+        let text = |f: &str| v.field(f).map(|v| v.to_string());
+        assert_eq!(text("container.name").as_deref(), Some("web-1"));
+        assert_eq!(
+            text("container.image.repository").as_deref(),
+            Some("registry/app")
+        );
+        assert_eq!(text("container.image.tag").as_deref(), Some("2"));
+        assert_eq!(text("container.label[team]").as_deref(), Some("infra"));
+        assert_eq!(v.field("container.label[tier]"), None);
+        assert_eq!(v.field("container.privileged"), None, "not inspected yet");
+        assert_eq!(
+            v.field("container.labels"),
+            Some(Value::List(vec![Value::Str("team=infra".into())]))
+        );
+        assert!(known().contains(&"container.label[]"));
+    }
 
     #[test]
     fn reads_fields_of_an_exec() {
@@ -372,6 +516,8 @@ mod tests {
             "a field of another kind is absent"
         );
         assert_eq!(v.field("container.id").unwrap().to_string().len(), 64);
+        assert_eq!(v.field("container.name"), None, "not known yet");
+        assert_eq!(v.field("container.privileged"), None, "not known yet");
         let names = known();
         let mut sorted = names.clone();
         sorted.sort();

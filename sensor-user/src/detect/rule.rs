@@ -67,13 +67,65 @@ pub struct Throttle {
     pub seconds: u64,
 }
 
-/// A documented allow-list entry: events matching `condition` never fire the rule.
+/// A documented allow-list entry: events it matches never fire the rule.
+///
+/// The criteria given must all hold; each list holds when any of its entries does. Images,
+/// names and label values are globs (`*`, `?`). An image entry matches the image as it was run
+/// (`container.image`) or its repository (`container.image.repository`), so `registry/ci` covers
+/// every tag of it and `registry/ci:2.*` only some.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Exception {
     pub name: String,
     pub reason: String,
-    pub condition: String,
+    #[serde(default)]
+    pub condition: Option<String>,
+    #[serde(default)]
+    pub images: Vec<String>,
+    #[serde(default)]
+    pub container_names: Vec<String>,
+    /// Label key -> value glob; every one must match.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A literal for a generated condition: quoted, with `"` and `\` escaped.
+fn quoted(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl Exception {
+    /// The exception as one condition: its criteria joined with `and`; `None` when it has none.
+    pub fn to_condition(&self) -> Option<String> {
+        let any = |tests: Vec<String>| format!("({})", tests.join(" or "));
+        let mut all = Vec::new();
+        if !self.images.is_empty() {
+            all.push(any(self
+                .images
+                .iter()
+                .flat_map(|p| {
+                    [
+                        format!("container.image glob {}", quoted(p)),
+                        format!("container.image.repository glob {}", quoted(p)),
+                    ]
+                })
+                .collect()));
+        }
+        if !self.container_names.is_empty() {
+            all.push(any(self
+                .container_names
+                .iter()
+                .map(|p| format!("container.name glob {}", quoted(p)))
+                .collect()));
+        }
+        for (key, value) in &self.labels {
+            all.push(format!("container.label[{key}] glob {}", quoted(value)));
+        }
+        if let Some(c) = &self.condition {
+            all.push(format!("({c})"));
+        }
+        (!all.is_empty()).then(|| all.join(" and "))
+    }
 }
 
 /// A rule file as written.
@@ -197,7 +249,7 @@ fn check_keys<'a>(
     what: &str,
 ) -> Result<(), RuleError> {
     for f in fields {
-        if !known.contains(&f.as_str()) {
+        if !known.contains(&condition::field_pattern(f).as_ref()) {
             let (line, column) = locate(raw, f);
             return Err(RuleError {
                 file: file.into(),
@@ -208,6 +260,49 @@ fn check_keys<'a>(
         }
     }
     Ok(())
+}
+
+/// One exception as a condition; errors point at the part of the file that is wrong.
+fn compile_exception(
+    file: &str,
+    raw: &str,
+    x: &Exception,
+    compile: &dyn Fn(&str) -> Result<Condition, RuleError>,
+) -> Result<(String, Condition), RuleError> {
+    let error = |text: &str, message: String| {
+        let (line, column) = locate(raw, text);
+        RuleError {
+            file: file.into(),
+            line,
+            column,
+            message,
+        }
+    };
+    // The user's own condition first, so its errors point into it.
+    if let Some(c) = &x.condition {
+        compile(c)?;
+    }
+    if let Some(key) = x.labels.keys().find(|k| {
+        k.is_empty() || k.contains(|c: char| c.is_whitespace() || "[]()\"',=!<>".contains(c))
+    }) {
+        return Err(error(
+            key,
+            format!(
+                "exception `{}`: label key {key:?} cannot be matched (brackets, quotes, blanks or operators in it)",
+                x.name
+            ),
+        ));
+    }
+    let text = x.to_condition().ok_or_else(|| {
+        error(
+            &x.name,
+            format!(
+                "exception `{}` matches nothing: give images, container_names, labels or a condition",
+                x.name
+            ),
+        )
+    })?;
+    Ok((x.name.clone(), compile(&text)?))
 }
 
 /// Parses the shared definitions file.
@@ -301,7 +396,7 @@ pub fn compile_rule(
     let exceptions = doc
         .exceptions
         .iter()
-        .map(|x| Ok((x.name.clone(), compile(&x.condition)?)))
+        .map(|x| compile_exception(file, raw, x, &compile))
         .collect::<Result<_, RuleError>>()?;
     Ok(CompiledRule {
         doc,

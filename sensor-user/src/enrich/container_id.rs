@@ -47,6 +47,11 @@ use std::fmt;
 pub struct ContainerId(String);
 
 impl ContainerId {
+    /// An OCI runtime's id as an API reports it: exactly 64 lowercase hex characters.
+    pub fn from_oci(id: &str) -> Option<Self> {
+        is_hex64(id).then(|| Self(id.to_string()))
+    }
+
     /// The full id.
     pub fn as_str(&self) -> &str {
         &self.0

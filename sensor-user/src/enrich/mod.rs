@@ -1,8 +1,9 @@
 //! Enrichment: typed kernel records in, attributed events out.
 //!
-//! Owns the process table and the cgroup table. Every event from a process says which container
-//! it ran in (full id, runtime) or that it ran on the host, and carries the process's ancestry up
-//! to the container's first process.
+//! Owns the process table, the cgroup table and the runtime metadata cache. Every event from a
+//! process says which container it ran in (full id, runtime, and name, image and labels once the
+//! runtime answered) or that it ran on the host, and carries the process's ancestry up to the
+//! container's first process.
 
 pub mod cgroups;
 pub mod container_id;
@@ -10,6 +11,7 @@ pub mod names;
 pub mod network;
 pub mod process_table;
 pub mod procfs;
+pub mod runtime;
 
 use std::path::PathBuf;
 
@@ -20,6 +22,7 @@ use self::{
     cgroups::{CgroupTable, ContainerChange, LiveContainer},
     container_id::ContainerRef,
     process_table::{ProcInfo, ProcessTable},
+    runtime::{ContainerMeta, MetadataCache},
 };
 use crate::{
     caps,
@@ -38,6 +41,7 @@ pub struct Enricher {
     /// The host's namespaces, to flag changes into them.
     host_ns: Namespaces,
     aggregates: network::AggregateState,
+    metadata: MetadataCache,
 }
 
 /// Where a process runs: a known container, or the host.
@@ -56,7 +60,21 @@ impl Enricher {
             cgroup_mount: cgroups::cgroup2_mount(),
             host_ns: network::host_namespaces(),
             aggregates: network::AggregateState::default(),
+            metadata: MetadataCache::default(),
         }
+    }
+
+    /// Asks `requests` (the runtime API fetcher) about containers as they are first seen.
+    pub fn set_runtime_requests(
+        &mut self,
+        requests: Option<tokio::sync::mpsc::Sender<container_id::ContainerId>>,
+    ) {
+        self.metadata = MetadataCache::new(requests);
+    }
+
+    /// The runtime's answer about a container: events from now on carry it.
+    pub fn runtime_metadata(&mut self, id: container_id::ContainerId, meta: ContainerMeta) {
+        self.metadata.insert(id, meta);
     }
 
     pub fn process_count(&self) -> usize {
@@ -117,6 +135,8 @@ impl Enricher {
     /// Drops process entries whose exit was missed.
     pub fn sweep(&mut self) -> usize {
         self.cgroups.prune(Clock::boot_now());
+        let cgroups = &self.cgroups;
+        self.metadata.prune(|id| cgroups.container(id).is_some());
         self.procs.sweep()
     }
 
@@ -222,7 +242,9 @@ impl Enricher {
                 {
                     out.push(self.container_event(change, at));
                 }
-                self.cgroups.container(&cref.id).map(container_proto)
+                self.cgroups
+                    .container(&cref.id)
+                    .map(|c| self.container_proto(c))
             }
         };
         let ancestry = self
@@ -280,7 +302,9 @@ impl Enricher {
                 if let Some(change) = self.cgroups.ensure_container(&cref, &path, cgroup_id, at) {
                     out.push(self.container_event(change, at));
                 }
-                self.cgroups.container(&cref.id).map(container_proto)
+                self.cgroups
+                    .container(&cref.id)
+                    .map(|c| self.container_proto(c))
             }
         };
         out.push(
@@ -345,15 +369,18 @@ impl Enricher {
         }
     }
 
-    fn container_event(&self, change: ContainerChange, at: BootNs) -> pb::Event {
+    fn container_event(&mut self, change: ContainerChange, at: BootNs) -> pb::Event {
         let (live, body) = match change {
             ContainerChange::Started {
                 container,
                 already_running,
-            } => (
-                container,
-                Body::ContainerStarted(pb::ContainerStarted { already_running }),
-            ),
+            } => {
+                self.metadata.want(&container.cref);
+                (
+                    container,
+                    Body::ContainerStarted(pb::ContainerStarted { already_running }),
+                )
+            }
             ContainerChange::Exited { container, at } => {
                 let body = Body::ContainerExited(pb::ContainerExited {
                     lifetime: Some(duration(at.since(container.started))),
@@ -365,7 +392,7 @@ impl Enricher {
         pb::Event {
             time: Some(self.clock.timestamp(at)),
             node: self.node.clone(),
-            container: Some(container_proto(&live)),
+            container: Some(self.container_proto(&live)),
             ..Default::default()
         }
         .with_body(body)
@@ -379,13 +406,27 @@ fn placement(container: Option<&ContainerRef>) -> Placement {
     }
 }
 
-fn container_proto(c: &LiveContainer) -> pb::Container {
-    pb::Container {
-        id: c.cref.id.as_str().to_string(),
-        runtime: c.cref.runtime.as_str().to_string(),
-        cgroup_path: c.cgroup_path.clone(),
-        cgroup_id: c.cgroup_id.0,
-        pod_uid: c.cref.pod_uid.clone().unwrap_or_default(),
+impl Enricher {
+    /// A container as events show it: what its cgroup says, and what its runtime said if it did.
+    fn container_proto(&self, c: &LiveContainer) -> pb::Container {
+        let mut out = pb::Container {
+            id: c.cref.id.as_str().to_string(),
+            runtime: c.cref.runtime.as_str().to_string(),
+            cgroup_path: c.cgroup_path.clone(),
+            cgroup_id: c.cgroup_id.0,
+            pod_uid: c.cref.pod_uid.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(m) = self.metadata.get(&c.cref.id) {
+            out.name = m.name.clone();
+            out.image = m.image.clone();
+            out.image_id = m.image_id.clone();
+            out.labels = m.labels.clone();
+            out.privileged = m.privileged;
+            out.network_mode = m.network_mode.clone();
+            out.pid_mode = m.pid_mode.clone();
+        }
+        out
     }
 }
 

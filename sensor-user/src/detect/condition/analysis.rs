@@ -6,6 +6,15 @@ use std::collections::BTreeSet;
 use super::ast::{CmpOp, Expr, Predicate, Test};
 use super::error::{ConditionError, Pos, did_you_mean};
 
+/// The name a field is checked under: `base[key]` as `base[]`, so one entry among the known
+/// fields stands for every key (`container.label[]` for `container.label[team]`).
+pub fn field_pattern(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.split_once('[') {
+        Some((base, _)) if name.ends_with(']') => format!("{base}[]").into(),
+        _ => name.into(),
+    }
+}
+
 /// The field whose value is the event kind, used for dispatch.
 pub(crate) const KIND_FIELD: &str = "evt.kind";
 
@@ -46,7 +55,7 @@ impl Expr {
     pub(crate) fn check_fields(&self, known: &[&str]) -> Result<(), ConditionError> {
         let mut first = None;
         self.walk(&mut Vec::new(), &mut |t, chain| {
-            if first.is_some() || known.contains(&t.field.as_str()) {
+            if first.is_some() || known.contains(&field_pattern(&t.field).as_ref()) {
                 return;
             }
             let mut message = format!(

@@ -7,7 +7,8 @@
 //!   and not proc.pname startswith runc
 //! ```
 //!
-//! * **Fields** are dotted names (`proc.name`, `container.id`) read through [`Fields`].
+//! * **Fields** are dotted names (`proc.name`, `container.id`) read through [`Fields`]; some
+//!   take a key in brackets (`container.label[team]`).
 //! * **Operators**: `=` `!=` (any value), `<` `<=` `>` `>=` (integers), `in (a, b, "c")`,
 //!   `contains`, `icontains`, `startswith`, `endswith`, `glob` (`*` and `?`), `exists`.
 //!   `==` is accepted for `=`.
@@ -52,6 +53,7 @@ mod tests;
 
 use std::fmt;
 
+pub use analysis::field_pattern;
 pub use defs::Definitions;
 pub use error::ConditionError;
 pub use value::{Fields, Value};

@@ -382,13 +382,21 @@ fn suggest<'a>(found: &Tok, candidates: impl IntoIterator<Item = &'a str>) -> St
     }
 }
 
-/// `evt.kind`, `proc.aname[2]`: a letter first, then at least one dot.
+/// `evt.kind`, `container.label[app.kubernetes.io/name]`: a letter first, then at least one
+/// dot, and optionally a key in brackets at the end (any characters but brackets).
 fn is_field(word: &str) -> bool {
-    word.starts_with(|c: char| c.is_ascii_alphabetic())
-        && word.contains('.')
-        && word
+    let (base, key) = match word.split_once('[') {
+        Some((base, rest)) => (base, Some(rest)),
+        None => (word, None),
+    };
+    base.starts_with(|c: char| c.is_ascii_alphabetic())
+        && base.contains('.')
+        && base
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
+        && key.is_none_or(|k| {
+            k.len() > 1 && k.ends_with(']') && !k[..k.len() - 1].contains(['[', ']'])
+        })
 }
 
 fn is_keyword(word: &str) -> bool {
