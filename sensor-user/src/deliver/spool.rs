@@ -198,13 +198,21 @@ impl Spool {
         let lock_path = cfg.dir.join("lock");
         let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
         // SAFETY: flock(2) on a descriptor we own.
-        if unsafe {
+        let try_lock = || unsafe {
             libc::flock(
                 std::os::fd::AsRawFd::as_raw_fd(&lock),
                 libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } != 0
-        {
+            ) == 0
+        };
+        // A child forked by another thread holds a copy of a just-closed lock descriptor until
+        // it execs (close-on-exec): give such a transient holder a moment before refusing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut locked = try_lock();
+        while !locked && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            locked = try_lock();
+        }
+        if !locked {
             return Err(SpoolError::Invalid(format!(
                 "another process (a second sensor?) holds {}: stop it, or give this one its own \
                  spool directory",
