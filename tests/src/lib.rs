@@ -146,6 +146,14 @@ impl Drop for Containers {
     }
 }
 
+/// A detached test-image container serving something on the network, removed when dropped.
+pub struct Listener {
+    pub id: String,
+    /// Its address on the default bridge.
+    pub ip: String,
+    _cleanup: Containers,
+}
+
 /// A running `sensor run`, its JSON lines collected as they arrive.
 ///
 /// Unless the test passes `--grpc-socket` / `--spool-dir` itself, each sensor gets its own gRPC
@@ -236,6 +244,25 @@ impl Sensor {
             );
         }
         sensor
+    }
+
+    /// Starts a detached container running `cmd` in the test image and waits until this
+    /// sensor has seen it listen.
+    pub fn listener(&self, cmd: &[&str]) -> Listener {
+        let image = image();
+        let mut args = vec!["run", "-d", image.as_str()];
+        args.extend_from_slice(cmd);
+        let id = docker(&args);
+        let cleanup = Containers(vec![id.clone()]);
+        let ip = container_ip(&id);
+        self.expect(&format!("listen in {}", cmd.join(" ")), |e| {
+            e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == id
+        });
+        Listener {
+            id,
+            ip,
+            _cleanup: cleanup,
+        }
     }
 
     /// The sensor's gRPC Unix socket.

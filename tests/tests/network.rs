@@ -4,9 +4,7 @@
 
 use std::{process::Command, thread, time::Duration};
 
-use sensor_tests::{
-    Containers, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev, image,
-};
+use sensor_tests::{Containers, Sensor, bridge_gateway, docker, docker_run_rm, ev, image};
 use serde_json::Value;
 
 fn kind_in<'a>(e: &'a Value, kind: &str, cid: &str) -> Option<&'a Value> {
@@ -20,18 +18,10 @@ fn sock_op<'a>(e: &'a Value, op: &str, cid: &str) -> Option<&'a Value> {
 #[test]
 fn nc_listen_accept_and_connect_between_two_containers() {
     let sensor = Sensor::start("nc_pair");
-    let listener = docker(&[
-        "run",
-        "-d",
-        &image(),
-        "sh",
-        "-c",
-        "nc -l -p 8080 > /dev/null",
-    ]);
-    let _cleanup = Containers(vec![listener.clone()]);
-    let lip = container_ip(&listener);
-    sensor.expect("listen", |e| {
-        sock_op(e, "listen", &listener).is_some_and(|s| s["local"]["port"] == 8080)
+    let server = sensor.listener(&["sh", "-c", "nc -l -p 8080 > /dev/null"]);
+    let (listener, lip) = (&server.id, &server.ip);
+    sensor.expect("listen on 8080", |e| {
+        sock_op(e, "listen", listener).is_some_and(|s| s["local"]["port"] == 8080)
     });
     let client = docker_run_rm(&[&image(), "sh", "-c", &format!("echo hello | nc {lip} 8080")]);
 
@@ -67,7 +57,7 @@ fn nc_listen_accept_and_connect_between_two_containers() {
     );
 
     let accept = sensor.expect("accept in the listener", |e| {
-        sock_op(e, "accept", &listener).is_some()
+        sock_op(e, "accept", listener).is_some()
     });
     let a = &accept["socket"];
     assert_eq!(
@@ -195,18 +185,9 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
 fn a_netcat_reverse_shell_shows_dup2_and_socket_stdio() {
     let sensor = Sensor::start("reverse_shell");
     // The test's own listener, in a container: it sends one command and keeps the line open.
-    let listener = docker(&[
-        "run",
-        "-d",
-        &image(),
-        "sh",
-        "-c",
-        "(echo 'id'; sleep 3) | nc -l -p 9001",
-    ]);
-    let _cleanup = Containers(vec![listener.clone()]);
-    let lip = container_ip(&listener);
-    sensor.expect("listener up", |e| sock_op(e, "listen", &listener).is_some());
-    let shell = docker_run_rm(&[&image(), "nc", &lip, "9001", "-e", "/bin/sh"]);
+    let listener = sensor.listener(&["sh", "-c", "(echo 'id'; sleep 3) | nc -l -p 9001"]);
+    let lip = &listener.ip;
+    let shell = docker_run_rm(&[&image(), "nc", lip, "9001", "-e", "/bin/sh"]);
 
     // busybox nc -e moves the socket onto fd 0 and dups it onto 1; unlike nc 1.10 it leaves
     // stderr alone (see its source), so the shell's stdin and stdout are the socket.
@@ -310,19 +291,12 @@ fn ten_megabytes_between_containers_are_measured_within_5_percent() {
     let sensor = Sensor::start_with("volume", &["--flow-interval", "1"]);
     // busybox httpd serves a 10 MiB file; busybox wget in another container fetches it. (busybox
     // nc stops reading a piped stdin after ~64 KiB, so it cannot carry the transfer.)
-    let server = docker(&[
-        "run",
-        "-d",
-        &image(),
+    let http = sensor.listener(&[
         "sh",
         "-c",
         "mkdir /www && head -c 10485760 /dev/zero > /www/blob && httpd -f -p 8000 -h /www",
     ]);
-    let _cleanup = Containers(vec![server.clone()]);
-    let sip = container_ip(&server);
-    sensor.expect("server listening", |e| {
-        sock_op(e, "listen", &server).is_some()
-    });
+    let (server, sip) = (&http.id, &http.ip);
     let client = docker_run_rm(&[
         &image(),
         "sh",
@@ -348,15 +322,15 @@ fn ten_megabytes_between_containers_are_measured_within_5_percent() {
     };
     let within = |b: u64| (b as f64 - SENT as f64).abs() / (SENT as f64) <= 0.05;
     let ok = sensor.wait_until(Duration::from_secs(20), |evs| {
-        within(bytes(evs, &server, "egress", &client_ip))
-            && within(bytes(evs, &client, "ingress", &sip))
+        within(bytes(evs, server, "egress", &client_ip))
+            && within(bytes(evs, &client, "ingress", sip))
     });
     let evs = sensor.events();
     assert!(
         ok,
         "sent {SENT}; measured server egress {} and client ingress {}",
-        bytes(&evs, &server, "egress", &client_ip),
-        bytes(&evs, &client, "ingress", &sip)
+        bytes(&evs, server, "egress", &client_ip),
+        bytes(&evs, &client, "ingress", sip)
     );
 }
 
