@@ -203,7 +203,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// The kernel's `uname -r` as the guest will report it, for messages.
+/// `release (package, N modules)`, for messages.
 pub fn describe(k: &Kernel) -> String {
     format!("{} ({}, {} modules)", k.release, k.package, k.modules.len())
 }

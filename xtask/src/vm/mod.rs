@@ -85,21 +85,22 @@ impl Plan {
         let mut runs = Vec::new();
         for hooks in &self.hook_sets {
             for (binary, tests) in &by_binary {
-                let mut filters: Vec<String> =
-                    tests.iter().filter(|t| !t.is_empty()).cloned().collect();
-                if !filters.is_empty() {
-                    filters.push("--exact".into());
-                }
+                // A bare binary name selects all its tests; otherwise exactly the named ones.
+                let filters = if tests.iter().any(String::is_empty) {
+                    Vec::new()
+                } else {
+                    tests
+                        .iter()
+                        .cloned()
+                        .chain(["--exact".to_string()])
+                        .collect()
+                };
                 runs.push(Run {
                     column: format!("{line}/{hooks}"),
                     hooks: hooks.clone(),
                     shape: "docker".into(),
                     binary: binary.clone(),
-                    filters: if tests.iter().any(String::is_empty) {
-                        Vec::new()
-                    } else {
-                        filters
-                    },
+                    filters,
                 });
             }
         }
@@ -159,7 +160,7 @@ pub fn run_plan(root: &Path, sensor: &Path, plan: &Plan) -> Result<Vec<(String, 
         let boot = qemu::boot(&kernel.vmlinuz, &image, &log, line, plan.timeout)?;
         step(format!(
             "{line}: guest finished in {}{}",
-            qemu::took(&boot),
+            util::fmt_duration(boot.elapsed),
             if boot.timed_out {
                 " (TIMED OUT, killed)"
             } else {
@@ -295,4 +296,56 @@ pub fn vm_test(root: &Path, plan: &Plan) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_per_hook_set_binary_and_shape() {
+        let plan = Plan {
+            kernels: vec!["6.1".into()],
+            hook_sets: vec!["fentry".into(), "tracepoint".into()],
+            tests: vec![
+                "attribution".into(),
+                "network::a".into(),
+                "network::b".into(),
+            ],
+            shapes: true,
+            timeout: Duration::from_secs(1),
+        };
+        let runs = plan.runs("6.1");
+        let summary: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r.column,
+                    r.shape,
+                    r.binary,
+                    r.filters.join(",")
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "6.1/fentry docker attribution ",
+                "6.1/fentry docker network a,b,--exact",
+                "6.1/tracepoint docker attribution ",
+                "6.1/tracepoint docker network a,b,--exact",
+                "6.1/fentry/kubepods kubepods attribution ",
+                "6.1/fentry/containerd containerd attribution ",
+            ]
+        );
+        // The smoke plan names tests exactly, on 6.1's kprobe and fentry sets.
+        let smoke = Plan::smoke().runs("6.1");
+        assert_eq!(smoke.len(), 4);
+        assert!(
+            smoke
+                .iter()
+                .all(|r| r.filters.last().map(String::as_str) == Some("--exact"))
+        );
+    }
 }

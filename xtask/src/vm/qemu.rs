@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::util::{fmt_duration, step};
+use crate::util::step;
 
 /// What a boot produced.
 pub struct Boot {
@@ -117,9 +117,4 @@ fn progress(label: &str, line: &str) {
     } else if line.contains("Kernel panic") {
         step(format!("[{label}] {line}"));
     }
-}
-
-/// "1 min 5 s" for messages.
-pub fn took(b: &Boot) -> String {
-    fmt_duration(b.elapsed)
 }
