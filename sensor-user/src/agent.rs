@@ -245,6 +245,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let net_ring = sensor.take_net_ring()?;
     let counters = sensor.take_counters()?;
     let aggregation = sensor.take_aggregation()?;
+    let mut self_filter = sensor.take_self_filter()?;
     let attached_in = started.elapsed();
 
     // Hooks are attached before the scans, so nothing falls between scan and first record.
@@ -340,6 +341,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
                 p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
                 p.enricher.sweep();
+                if let Err(e) = self_filter.refresh() {
+                    log::warn!("{e:#}");
+                }
                 // Rule files changed on disk: reload as SIGHUP would.
                 if let Some(dir) = opts.rules_dir.as_deref() {
                     let stamp = catalog::dir_stamp(dir);

@@ -336,7 +336,8 @@ fn sequence(
     None
 }
 
-/// Fills `{field}` placeholders from the event.
+/// Fills `{field}` placeholders from the event; `{a|b}` takes the first field present (a rule
+/// matching several event kinds names each kind's field).
 pub fn render(template: &str, view: &dyn Fields) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
@@ -347,8 +348,9 @@ pub fn render(template: &str, view: &dyn Fields) -> String {
         out.push_str(&rest[..open]);
         let name = &rest[open + 1..open + close];
         out.push_str(
-            &view
-                .field(name)
+            &name
+                .split('|')
+                .find_map(|n| view.field(n.trim()))
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "<none>".into()),
         );
@@ -603,6 +605,13 @@ mod tests {
         assert_eq!(
             render("{proc.exe} in {container.id}: {socket.op}", &EventView(&ev)),
             "/bin/sh in a: <none>"
+        );
+        assert_eq!(
+            render(
+                "{socket.op|proc.exe}, {socket.op|evt.host}",
+                &EventView(&ev)
+            ),
+            "/bin/sh, false"
         );
     }
 }
