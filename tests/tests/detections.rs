@@ -6,7 +6,8 @@
 use std::{process::Command, time::Duration};
 
 use sensor_tests::{
-    Containers, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev, image,
+    Containers, ImageTag, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev, image,
+    scratch_dir, shipped_rule,
 };
 use serde_json::Value;
 
@@ -625,4 +626,74 @@ fn crs017_tracefs_mount_and_perf_events_from_a_container() {
         ],
     );
     sensor.assert_no_alert("CRS-017", &benign, SETTLE);
+}
+
+/// `docker run -d IMAGE httpd -f -p PORT`: a plain service listening on `port`.
+fn serve_on(image: &str, port: u16) -> String {
+    docker(&["run", "-d", image, "httpd", "-f", "-p", &port.to_string()])
+}
+
+/// Waits for `cid`'s listen event.
+fn listening(sensor: &Sensor, cid: &str) {
+    sensor.expect(&format!("a listen in {cid}"), |e| {
+        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == cid
+    });
+}
+
+#[test]
+fn crs008b_a_port_the_image_did_not_listen_on_while_learning() {
+    let rules = scratch_dir("crs008b-rules");
+    let state = scratch_dir("crs008b-state");
+    let rule = shipped_rule("008B-unusual-listening-port.yaml");
+    assert!(rule.contains("learn_seconds: 3600"), "update this test");
+    std::fs::write(
+        rules.join("008B.yaml"),
+        rule.replace("learn_seconds: 3600", "learn_seconds: 5"),
+    )
+    .unwrap();
+    // An image of the test's own, so no other test's containers teach or trip its set.
+    let tag = ImageTag::new(
+        &image(),
+        &format!("sensor-test/learn-{}:latest", std::process::id()),
+    );
+    let args = [
+        "--rules",
+        rules.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let sensor = Sensor::start_with("crs008b", &args);
+    let learner = serve_on(&tag.0, 8080);
+    let mut cleanup = Containers(vec![learner.clone()]);
+    listening(&sensor, &learner);
+    std::thread::sleep(Duration::from_secs(6)); // past the 5 s learning period
+    let usual = serve_on(&tag.0, 8080);
+    let unusual = serve_on(&tag.0, 9999);
+    cleanup.0.extend([usual.clone(), unusual.clone()]);
+    let a = sensor.expect_alert("CRS-008B", &unusual);
+    assert_alert_fields(&a, "CRS-008B", &unusual);
+    assert_eq!(a["container"]["image"], tag.0.as_str(), "{a}");
+    assert!(a["summary"].as_str().unwrap().contains("9999"), "{a}");
+    listening(&sensor, &usual);
+    docker(&["rm", "-f", &usual, &learner]);
+    sensor.assert_no_alert("CRS-008B", &usual, SETTLE);
+    sensor.assert_no_alert("CRS-008B", &learner, Duration::ZERO);
+
+    // What was learned survives a restart: the next sensor judges at once.
+    assert!(sensor.stop().success());
+    let learned = std::fs::read_to_string(state.join("learned.json")).expect("learned.json");
+    assert!(
+        learned.contains(&tag.0) && learned.contains("8080"),
+        "{learned}"
+    );
+    let sensor = Sensor::start_with("crs008b-restarted", &args);
+    let again = serve_on(&tag.0, 9999);
+    let quiet = serve_on(&tag.0, 8080);
+    cleanup.0.extend([again.clone(), quiet.clone()]);
+    sensor.expect_alert("CRS-008B", &again);
+    listening(&sensor, &quiet);
+    docker(&["rm", "-f", &quiet]);
+    sensor.assert_no_alert("CRS-008B", &quiet, SETTLE);
+    let _ = std::fs::remove_dir_all(&rules);
+    let _ = std::fs::remove_dir_all(&state);
 }
