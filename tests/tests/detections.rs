@@ -697,3 +697,49 @@ fn crs008b_a_port_the_image_did_not_listen_on_while_learning() {
     let _ = std::fs::remove_dir_all(&rules);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn crs005b_a_transfer_far_above_the_containers_own_baseline() {
+    let sensor = Sensor::start_with("crs005b", &["--flow-interval", "1"]);
+    // Two servers with a 200 kB and a 30 MB file (under CRS-005's 50 MB threshold).
+    let script = "mkdir /www && head -c 200000 /dev/zero > /www/small \
+                  && head -c 31457280 /dev/zero > /www/big && httpd -f -p 8000 -h /www";
+    let burst = docker(&["run", "-d", &image(), "sh", "-c", script]);
+    let steady = docker(&["run", "-d", &image(), "sh", "-c", script]);
+    let mut cleanup = Containers(vec![burst.clone(), steady.clone()]);
+    listening(&sensor, &burst);
+    listening(&sensor, &steady);
+    // One client each, so each server has one peer: eight small fetches a second apart, then
+    // (for the burst pair only) the big one.
+    let client = |server: &str, big: bool| {
+        let ip = container_ip(server);
+        let fetch = |file: &str| format!("wget -q -O /dev/null http://{ip}:8000/{file}");
+        let last = if big { fetch("big") } else { "true".into() };
+        let script = format!(
+            "for i in 1 2 3 4 5 6 7 8; do {}; sleep 1; done; {last}; sleep 2",
+            fetch("small")
+        );
+        docker(&["run", "-d", &image(), "sh", "-c", &script])
+    };
+    let burst_client = client(&burst, true);
+    let steady_client = client(&steady, false);
+    cleanup
+        .0
+        .extend([burst_client.clone(), steady_client.clone()]);
+    let a = sensor.expect_alert("CRS-005B", &burst);
+    assert_alert_fields(&a, "CRS-005B", &burst);
+    let client_ip = container_ip(&burst_client);
+    assert_eq!(
+        ev::addr(&a["events"][0]["traffic"]["peer"]),
+        client_ip,
+        "{a}"
+    );
+    assert!(a["summary"].as_str().unwrap().contains("baseline"), "{a}");
+    // Both clients done (about 11 s), then the servers go; neither crossed CRS-005's threshold.
+    sensor.expect("the steady client's exit", |e| {
+        e["kind"] == "container_exited" && ev::container_id(e) == steady_client
+    });
+    docker(&["rm", "-f", &burst, &steady]);
+    sensor.assert_no_alert("CRS-005B", &steady, SETTLE);
+    sensor.assert_no_alert("CRS-005", &burst, Duration::ZERO);
+}
