@@ -97,6 +97,11 @@ impl Event {
             event::Body::TcpState(_) => "tcp_state",
             event::Body::Traffic(_) => "traffic",
             event::Body::Icmp(_) => "icmp",
+            event::Body::Bpf(_) => "bpf",
+            event::Body::Signal(_) => "signal",
+            event::Body::Ptrace(_) => "ptrace",
+            event::Body::PerfEventOpen(_) => "perf_event_open",
+            event::Body::Mount(_) => "mount",
         }
     }
 

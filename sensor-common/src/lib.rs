@@ -12,7 +12,9 @@
 pub mod net;
 pub mod offsets;
 pub mod records;
+pub mod tamper;
 
 pub use net::*;
 pub use offsets::{KernelOffsets, OFFSETS_MAGIC};
 pub use records::*;
+pub use tamper::*;

@@ -4,7 +4,7 @@
 //! compile time (the agent checks `size_of` against the record length before reading).
 
 /// Version of every layout in this module; the agent drops records of any other version.
-pub const RECORD_VERSION: u16 = 3;
+pub const RECORD_VERSION: u16 = 4;
 
 /// Bytes of `argv` copied per exec (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_MAX: usize = 1024;
@@ -19,7 +19,7 @@ pub const COMM_LEN: usize = 16;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ring {
-    /// Process and container lifecycle, namespace changes, stdio redirection.
+    /// Process and container lifecycle, namespace changes, stdio redirection, tamper calls.
     Process = 0,
     /// Socket calls and TCP state changes (rate limited per cgroup).
     Network = 1,
@@ -67,10 +67,20 @@ pub enum Hook {
     SockAddr = 18,
     /// TC classifiers counting ICMP on interfaces.
     IcmpTc = 19,
+    /// bpf() from containers.
+    Bpf = 20,
+    /// kill/tkill/tgkill/pidfd_send_signal aimed at the sensor.
+    Signal = 21,
+    /// ptrace of the sensor, or attaches from containers.
+    Ptrace = 22,
+    /// perf_event_open from containers.
+    PerfEvent = 23,
+    /// mount/fsopen of tracefs, debugfs or bpffs from containers.
+    Mount = 24,
 }
 
 /// Number of [`Hook`]s; the size of the per-hook error counter array.
-pub const HOOK_COUNT: u32 = 20;
+pub const HOOK_COUNT: u32 = 25;
 
 /// What follows a [`RecordHeader`].
 #[repr(u16)]
@@ -85,6 +95,7 @@ pub enum RecordKind {
     Dup = 7,
     Ns = 8,
     TcpState = 9,
+    Tamper = 10,
 }
 
 impl RecordKind {
@@ -99,6 +110,7 @@ impl RecordKind {
             7 => Self::Dup,
             8 => Self::Ns,
             9 => Self::TcpState,
+            10 => Self::Tamper,
             _ => return None,
         })
     }
@@ -262,6 +274,7 @@ mod tests {
             RecordKind::Dup,
             RecordKind::Ns,
             RecordKind::TcpState,
+            RecordKind::Tamper,
         ] {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }

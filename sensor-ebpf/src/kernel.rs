@@ -290,3 +290,21 @@ pub fn current_cgroup_id() -> u64 {
     // SAFETY: no arguments.
     unsafe { generated::bpf_get_current_cgroup_id() }
 }
+
+/// Whether the current task lives in the root pid namespace (where the pids it passes to kill or
+/// ptrace are the ones the sensor knows itself by).
+#[inline(always)]
+pub fn in_root_pid_ns() -> bool {
+    read_ptr(current_task(), off!(task_thread_pid))
+        .and_then(|pid| read::<u32>(pid, off!(pid_level)))
+        .is_ok_and(|level| level == 0)
+}
+
+/// The pid (in the root pid namespace) a pidfd of the current task refers to: a pidfd's
+/// `file->private_data` is its `struct pid`, whose first `upid` is the root namespace's.
+#[inline(always)]
+pub fn pidfd_pid(fd: i64) -> ReadResult<u32> {
+    let file = fd_file(current_task(), fd)?;
+    let pid = read_ptr(file, off!(file_private_data))?;
+    read::<u32>(pid.wrapping_add(off!(pid_numbers) as usize), off!(upid_nr))
+}

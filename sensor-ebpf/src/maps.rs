@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_COUNT, Hook, IcmpKey,
-    IcmpStats, KernelOffsets, OFFSETS_MAGIC, RING_COUNT, RateState, Ring,
+    IcmpStats, KernelOffsets, OFFSETS_MAGIC, RING_COUNT, RateState, Ring, SELF_GROUP, SELF_TASK,
 };
 
 /// Process and container lifecycle records. User space may resize it before load.
@@ -45,6 +45,11 @@ pub static ICMP_SCRATCH: PerCpuArray<IcmpStats> = PerCpuArray::with_max_entries(
 /// brand-new container is never filtered before user space has seen it.
 #[map]
 pub static HOST_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+
+/// The sensor's own threads ([`SELF_TASK`]) and process group ([`SELF_GROUP`]), kept current by
+/// user space: signals and ptrace aimed at them are reported, and the sensor's own calls are not.
+#[map]
+pub static SENSOR_TASKS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
 /// Token buckets for network records, per cgroup.
 #[map]
@@ -101,10 +106,41 @@ pub fn count_error(hook: Hook) {
     bump(&HOOK_ERRORS, hook as u32);
 }
 
+/// Whether user space classified `cgroup_id` as the host's (unknown cgroups are containers').
+#[inline(always)]
+pub fn is_host_cgroup(cgroup_id: u64) -> bool {
+    HOST_CGROUPS.get_ptr(cgroup_id).is_some()
+}
+
 /// Whether network activity of `cgroup_id` is reported.
 #[inline(always)]
 pub fn net_wanted(cgroup_id: u64) -> bool {
-    volatile(&FILTER.net_host) != 0 || HOST_CGROUPS.get_ptr(cgroup_id).is_none()
+    volatile(&FILTER.net_host) != 0 || !is_host_cgroup(cgroup_id)
+}
+
+/// The `SELF_*` bits of `id` in [`SENSOR_TASKS`] (0: not the sensor's).
+#[inline(always)]
+pub fn self_role(id: u32) -> u8 {
+    // SAFETY: a plain value read; a concurrent update only changes the answer.
+    unsafe { SENSOR_TASKS.get(id).copied().unwrap_or(0) }
+}
+
+/// Whether the current task is one of the sensor's own threads.
+#[inline(always)]
+pub fn from_sensor() -> bool {
+    self_role((crate::kernel::pid_tgid() >> 32) as u32) & SELF_TASK != 0
+}
+
+/// Whether `pid > 0` is one of the sensor's threads, or `-pid` its process group.
+#[inline(always)]
+pub fn is_sensor_pid(pid: i64, groups: bool) -> bool {
+    if pid > 0 && pid <= u32::MAX as i64 {
+        self_role(pid as u32) & SELF_TASK != 0
+    } else if groups && pid < -1 && -pid <= u32::MAX as i64 {
+        self_role((-pid) as u32) & SELF_GROUP != 0
+    } else {
+        false
+    }
 }
 
 /// Takes a token from `cgroup_id`'s bucket; false (and a counted drop) when it is empty.

@@ -22,6 +22,7 @@ use crate::{
     detect::{
         catalog,
         engine::{self, Engine},
+        learn,
         rule::CompiledRule,
     },
     enrich::{Enricher, runtime::RuntimeApi},
@@ -47,6 +48,8 @@ pub struct RunOptions {
     pub rules_dir: Option<std::path::PathBuf>,
     /// The Docker Engine API socket for container names, images and labels; `None`: not asked.
     pub docker_socket: Option<std::path::PathBuf>,
+    /// Where what rules learn is kept across restarts (`learned.json`).
+    pub state_dir: std::path::PathBuf,
 }
 
 impl RunOptions {
@@ -63,6 +66,7 @@ impl RunOptions {
             delivery: DeliveryConfig::new(node.clone()),
             rules_dir: None,
             docker_socket: Some(crate::enrich::runtime::docker::DEFAULT_SOCKET.into()),
+            state_dir: "/var/lib/sensor".into(),
             node,
         }
     }
@@ -75,6 +79,8 @@ struct Emitter {
     stats: Stats,
     delivery: Delivery,
     engine: Engine,
+    /// Where the engine's learning is saved.
+    learned_path: std::path::PathBuf,
 }
 
 impl Emitter {
@@ -106,6 +112,15 @@ impl Emitter {
         self.sink.write_alert(&alert)
     }
 
+    /// Saves what the rules learned, when they learned something since the last save.
+    fn save_learning(&mut self) {
+        if self.engine.learned_changed()
+            && let Err(e) = learn::save(&self.learned_path, &self.engine.learned())
+        {
+            log::warn!("learned rule state not saved: {e:#}");
+        }
+    }
+
     /// Replaces the rules with a new set, or keeps the current one when the new one fails.
     fn reload_rules(&mut self, dir: Option<&std::path::Path>) {
         match catalog::load(dir) {
@@ -113,7 +128,10 @@ impl Emitter {
                 let version = catalog::version(&rules);
                 eprintln!("sensor: reloaded {} rules (version {version})", rules.len());
                 self.delivery.set_rules(rule_infos(&rules), version.clone());
+                // What the rules learned outlives a reload.
+                let learned = self.engine.learned();
                 self.engine = Engine::new(rules, version);
+                self.engine.restore_learned(learned);
             }
             Err(e) => eprintln!("sensor: rule reload failed, keeping the current rules: {e:#}"),
         }
@@ -245,9 +263,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let net_ring = sensor.take_net_ring()?;
     let counters = sensor.take_counters()?;
     let aggregation = sensor.take_aggregation()?;
+    let mut self_filter = sensor.take_self_filter()?;
     let attached_in = started.elapsed();
 
     // Hooks are attached before the scans, so nothing falls between scan and first record.
+    let mut engine = Engine::new(rules, rules_version);
+    let learned_path = opts.state_dir.join(learn::LEARNED_FILE);
+    match learn::load(&learned_path) {
+        Ok(saved) => engine.restore_learned(saved),
+        Err(e) => eprintln!("sensor: warning: starting to learn afresh: {e:#}"),
+    }
     let mut enricher = Enricher::new(clock, opts.node.clone());
     enricher.set_runtime_requests(runtime.requests.take());
     let mut p = Pipeline {
@@ -257,7 +282,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             seq: 0,
             stats: Stats::default(),
             delivery,
-            engine: Engine::new(rules, rules_version),
+            engine,
+            learned_path,
         },
         host_filter: sensor.take_host_filter()?,
         batch: Vec::new(),
@@ -340,6 +366,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
                 p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
                 p.enricher.sweep();
+                if let Err(e) = self_filter.refresh() {
+                    log::warn!("{e:#}");
+                }
                 // Rule files changed on disk: reload as SIGHUP would.
                 if let Some(dir) = opts.rules_dir.as_deref() {
                     let stamp = catalog::dir_stamp(dir);
@@ -349,6 +378,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     }
                 }
                 p.out.emit(health(&p))?;
+                p.out.save_learning();
                 p.out.sink.flush()?;
             }
             Some((id, meta)) = runtime.updates.recv() => p.enricher.runtime_metadata(id, meta),
@@ -361,6 +391,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
     p.aggregates(&aggregation, sensor.interface_names())?;
     p.out.emit(health(&p))?;
+    p.out.save_learning();
     p.out.sink.flush()?;
     p.out.delivery.shutdown().await;
     let events = p.out.seq;

@@ -4,7 +4,7 @@ use std::mem::size_of;
 
 use sensor_common::{
     CgroupRecord, DupRecord, ExecRecord, ExitRecord, ForkRecord, NsRecord, RECORD_VERSION,
-    RecordHeader, RecordKind, SockRecord, TcpStateRecord,
+    RecordHeader, RecordKind, SockRecord, TamperRecord, TcpStateRecord,
 };
 
 /// A record as the kernel wrote it.
@@ -18,6 +18,7 @@ pub enum Record {
     Dup(DupRecord),
     Ns(NsRecord),
     TcpState(TcpStateRecord),
+    Tamper(TamperRecord),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,6 +83,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::Dup => Record::Dup(read(bytes, kind)?),
         RecordKind::Ns => Record::Ns(read(bytes, kind)?),
         RecordKind::TcpState => Record::TcpState(read(bytes, kind)?),
+        RecordKind::Tamper => Record::Tamper(read(bytes, kind)?),
     })
 }
 

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Attach to the kernel and write every enriched event as a JSON line until Ctrl-C.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Report what this kernel offers and which hooks the sensor will use; non-zero if it can't run.
     Check,
     /// Stream alerts (or events) from a running sensor: compact lines for people, JSON for machines.
@@ -91,6 +91,10 @@ struct RunArgs {
     /// not ask). A socket that is missing or does not answer is a warning, not an error.
     #[arg(long, value_name = "PATH|none", default_value = "/var/run/docker.sock")]
     docker_socket: String,
+    /// Where what the rules learn (ports each image listens on) is kept across restarts.
+    /// Default: the spool directory's parent (/var/lib/sensor).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     delivery: DeliveryArgs,
 }
@@ -110,6 +114,10 @@ impl RunArgs {
         opts.load.hook_set = self.hooks;
         opts.rules_dir = self.rules;
         opts.docker_socket = (self.docker_socket != "none").then(|| self.docker_socket.into());
+        opts.state_dir = self.state_dir.unwrap_or_else(|| {
+            let spool = &opts.delivery.spool.dir;
+            spool.parent().unwrap_or(spool).to_path_buf()
+        });
         opts
     }
 }

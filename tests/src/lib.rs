@@ -411,6 +411,33 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The text of a rule file shipped in `rules/` (`"008-netcat-c2.yaml"`), for tests that write
+/// an override of it (`--rules DIR`) with other parameters or exceptions.
+pub fn shipped_rule(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rules")
+        .join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading the shipped rule {}: {e}", path.display()))
+}
+
+/// Gives `image` a second name (`docker tag`) for tests that need two images, and removes that
+/// name when dropped.
+pub struct ImageTag(pub String);
+
+impl ImageTag {
+    pub fn new(image: &str, tag: &str) -> ImageTag {
+        docker(&["tag", image, tag]);
+        ImageTag(tag.to_string())
+    }
+}
+
+impl Drop for ImageTag {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", &self.0]).output();
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

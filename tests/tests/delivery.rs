@@ -640,6 +640,10 @@ async fn a_grpc_client_receives_alerts_with_the_detection_fields() {
     assert!(!alert.rule_id.is_empty() && !alert.rule_name.is_empty());
     assert_ne!(alert.severity, pb::Severity::Unspecified as i32);
     assert!(!alert.techniques.is_empty(), "{alert:?}");
+    // Named by the runtime: Docker's name and the image as it was run.
+    let container = alert.container.as_ref().unwrap();
+    assert!(!container.name.is_empty(), "{alert:?}");
+    assert_eq!(container.image, image(), "{alert:?}");
     assert!(alert.process.as_ref().is_some_and(|p| p.pid > 0));
     assert!(
         !alert.events.is_empty() && !alert.response.is_empty(),
@@ -692,10 +696,11 @@ async fn resuming_with_since_seq_misses_and_reorders_nothing() {
 }
 
 /// An OTLP/gRPC logs collector built from the official protobuf definitions, recording the
-/// `sensor.alert.seq` of each log record in arrival order.
+/// `sensor.alert.seq` of each log record in arrival order, and its `container.image.name`.
 #[derive(Clone, Default)]
 struct Collector {
     seqs: Arc<Mutex<Vec<i64>>>,
+    images: Arc<Mutex<Vec<String>>>,
 }
 
 #[tonic::async_trait]
@@ -713,10 +718,17 @@ impl LogsService for Collector {
             .flat_map(|rl| &rl.scope_logs)
             .flat_map(|sl| &sl.log_records)
         {
-            let seq = r.attributes.iter().find(|kv| kv.key == "sensor.alert.seq");
-            if let Some(Value::IntValue(seq)) = seq.and_then(|kv| kv.value.as_ref()?.value.clone())
-            {
+            let attr = |key: &str| {
+                r.attributes
+                    .iter()
+                    .find(|kv| kv.key == key)
+                    .and_then(|kv| kv.value.as_ref()?.value.clone())
+            };
+            if let Some(Value::IntValue(seq)) = attr("sensor.alert.seq") {
                 seqs.push(seq);
+            }
+            if let Some(Value::StringValue(image)) = attr("container.image.name") {
+                self.images.lock().unwrap().push(image);
             }
         }
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
@@ -764,6 +776,9 @@ async fn an_otlp_collector_down_for_30_s_gets_every_alert_in_order() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "in order: {seqs:?}"
     );
+    // The records name the image (container.image.name), as the runtime reported it.
+    let images = collector.images.lock().unwrap().clone();
+    assert!(images.contains(&image()), "{images:?}");
     server.abort();
     drop(sensor);
 }

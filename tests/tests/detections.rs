@@ -5,7 +5,10 @@
 
 use std::{process::Command, time::Duration};
 
-use sensor_tests::{Containers, Sensor, bridge_gateway, docker, docker_run_rm, ev, image};
+use sensor_tests::{
+    Containers, ImageTag, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev, image,
+    scratch_dir, shipped_rule,
+};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(3);
@@ -446,4 +449,236 @@ fn crs013_echo_requests_far_faster_than_a_person_pings() {
     assert!(a["summary"].as_str().unwrap().contains(&gw), "{a}");
     let slow = run_rm(&[], &["ping", "-q", "-c", "5", &gw]);
     sensor.assert_no_alert("CRS-013", &slow, SETTLE);
+}
+
+#[test]
+fn crs014_ebpf_program_loaded_from_a_container() {
+    let sensor = Sensor::start("crs014");
+    // bpftool loads a two-instruction socket filter to probe the kernel before it drops its
+    // capabilities (then its unprivileged probes are refused).
+    let cid = run_rm(
+        &["--cap-add", "SYS_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "bpftool feature probe kernel unprivileged >/dev/null 2>&1; exit 0",
+        ],
+    );
+    let a = sensor.expect_alert("CRS-014", &cid);
+    assert_alert_fields(&a, "CRS-014", &cid);
+    let bpf = &a["events"][0]["bpf"];
+    assert_eq!(bpf["cmd"], "prog_load", "{a}");
+    assert_eq!(bpf["type"], "socket_filter", "{a}");
+    assert_eq!(a["process"]["exe"], "/usr/sbin/bpftool", "{a}");
+    let benign = run_rm(&[], &["bpftool", "version"]);
+    sensor.assert_no_alert("CRS-014", &benign, SETTLE);
+}
+
+#[test]
+fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
+    let sensor = Sensor::start("crs015");
+    let pid = sensor.pid().to_string();
+    // SIGCONT is harmless to a running process; only a --pid host container can name the sensor.
+    let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
+    let a = sensor.expect_alert("CRS-015", &cid);
+    assert_alert_fields(&a, "CRS-015", &cid);
+    let signal = &a["events"][0]["signal"];
+    assert_eq!(signal["name"], "SIGCONT", "{a}");
+    assert_eq!(signal["target"].to_string(), pid, "{a}");
+    assert_eq!(signal["target_is_sensor"], true, "{a}");
+    // An attach to the sensor: refused (the container lacks CAP_SYS_PTRACE and the sensor's
+    // capabilities), and still an alert.
+    let tracer = run_rm(
+        &["--pid", "host"],
+        &[
+            "sh",
+            "-c",
+            &format!("strace -p {pid} -e trace=none 2>/dev/null; exit 0"),
+        ],
+    );
+    let a = sensor.expect_alert("CRS-015", &tracer);
+    let ptrace = &a["events"][0]["ptrace"];
+    assert_eq!(ptrace["request"], "seize", "{a}");
+    assert_eq!(ptrace["error"], "EPERM", "{a}");
+    assert!(sensor.alive(), "the sensor survived");
+    // Benign: the same kill aimed at another host process.
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    let benign = run_rm(
+        &["--pid", "host"],
+        &["kill", "-CONT", &other.id().to_string()],
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+    sensor.assert_no_alert("CRS-015", &benign, SETTLE);
+}
+
+#[test]
+fn crs016_ptrace_attach_from_a_container() {
+    let sensor = Sensor::start("crs016");
+    let cid = run_rm(
+        &["--cap-add", "SYS_PTRACE"],
+        &[
+            "sh",
+            "-c",
+            "sleep 2 & strace -p $! -e trace=none 2>/dev/null; exit 0",
+        ],
+    );
+    let a = sensor.expect_alert("CRS-016", &cid);
+    assert_alert_fields(&a, "CRS-016", &cid);
+    assert_eq!(a["events"][0]["ptrace"]["request"], "seize", "{a}");
+    assert_eq!(a["process"]["comm"], "strace", "{a}");
+    let benign = run_rm(&["--cap-add", "SYS_PTRACE"], &["cat", "/proc/1/status"]);
+    sensor.assert_no_alert("CRS-016", &benign, SETTLE);
+}
+
+#[test]
+fn crs017_tracefs_mount_and_perf_events_from_a_container() {
+    let sensor = Sensor::start("crs017");
+    let mount = run_rm(
+        &["--cap-add", "SYS_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /mnt/t && mount -t tracefs nodev /mnt/t; exit 0",
+        ],
+    );
+    let a = sensor.expect_alert("CRS-017", &mount);
+    assert_alert_fields(&a, "CRS-017", &mount);
+    assert_eq!(a["events"][0]["mount"]["fstype"], "tracefs", "{a}");
+    let perf = run_rm(
+        &["--cap-add", "SYS_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "perf stat -e task-clock true 2>/dev/null; exit 0",
+        ],
+    );
+    let a = sensor.expect_alert("CRS-017", &perf);
+    assert_eq!(a["events"][0]["perf_event_open"]["type"], "software", "{a}");
+    // Benign: a tmpfs mount is not tracing.
+    let benign = run_rm(
+        &["--cap-add", "SYS_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t; exit 0",
+        ],
+    );
+    sensor.assert_no_alert("CRS-017", &benign, SETTLE);
+}
+
+/// `docker run -d IMAGE httpd -f -p PORT`: a plain service listening on `port`.
+fn serve_on(image: &str, port: u16) -> String {
+    docker(&["run", "-d", image, "httpd", "-f", "-p", &port.to_string()])
+}
+
+/// Waits for `cid`'s listen event.
+fn listening(sensor: &Sensor, cid: &str) {
+    sensor.expect(&format!("a listen in {cid}"), |e| {
+        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == cid
+    });
+}
+
+#[test]
+fn crs008b_a_port_the_image_did_not_listen_on_while_learning() {
+    let rules = scratch_dir("crs008b-rules");
+    let state = scratch_dir("crs008b-state");
+    let rule = shipped_rule("008B-unusual-listening-port.yaml");
+    assert!(rule.contains("learn_seconds: 3600"), "update this test");
+    std::fs::write(
+        rules.join("008B.yaml"),
+        rule.replace("learn_seconds: 3600", "learn_seconds: 5"),
+    )
+    .unwrap();
+    // An image of the test's own, so no other test's containers teach or trip its set.
+    let tag = ImageTag::new(
+        &image(),
+        &format!("sensor-test/learn-{}:latest", std::process::id()),
+    );
+    let args = [
+        "--rules",
+        rules.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let sensor = Sensor::start_with("crs008b", &args);
+    let learner = serve_on(&tag.0, 8080);
+    let mut cleanup = Containers(vec![learner.clone()]);
+    listening(&sensor, &learner);
+    std::thread::sleep(Duration::from_secs(6)); // past the 5 s learning period
+    let usual = serve_on(&tag.0, 8080);
+    let unusual = serve_on(&tag.0, 9999);
+    cleanup.0.extend([usual.clone(), unusual.clone()]);
+    let a = sensor.expect_alert("CRS-008B", &unusual);
+    assert_alert_fields(&a, "CRS-008B", &unusual);
+    assert_eq!(a["container"]["image"], tag.0.as_str(), "{a}");
+    assert!(a["summary"].as_str().unwrap().contains("9999"), "{a}");
+    listening(&sensor, &usual);
+    docker(&["rm", "-f", &usual, &learner]);
+    sensor.assert_no_alert("CRS-008B", &usual, SETTLE);
+    sensor.assert_no_alert("CRS-008B", &learner, Duration::ZERO);
+
+    // What was learned survives a restart: the next sensor judges at once.
+    assert!(sensor.stop().success());
+    let learned = std::fs::read_to_string(state.join("learned.json")).expect("learned.json");
+    assert!(
+        learned.contains(&tag.0) && learned.contains("8080"),
+        "{learned}"
+    );
+    let sensor = Sensor::start_with("crs008b-restarted", &args);
+    let again = serve_on(&tag.0, 9999);
+    let quiet = serve_on(&tag.0, 8080);
+    cleanup.0.extend([again.clone(), quiet.clone()]);
+    sensor.expect_alert("CRS-008B", &again);
+    listening(&sensor, &quiet);
+    docker(&["rm", "-f", &quiet]);
+    sensor.assert_no_alert("CRS-008B", &quiet, SETTLE);
+    let _ = std::fs::remove_dir_all(&rules);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn crs005b_a_transfer_far_above_the_containers_own_baseline() {
+    let sensor = Sensor::start_with("crs005b", &["--flow-interval", "1"]);
+    // Two servers with a 200 kB and a 30 MB file (under CRS-005's 50 MB threshold).
+    let script = "mkdir /www && head -c 200000 /dev/zero > /www/small \
+                  && head -c 31457280 /dev/zero > /www/big && httpd -f -p 8000 -h /www";
+    let burst = docker(&["run", "-d", &image(), "sh", "-c", script]);
+    let steady = docker(&["run", "-d", &image(), "sh", "-c", script]);
+    let mut cleanup = Containers(vec![burst.clone(), steady.clone()]);
+    listening(&sensor, &burst);
+    listening(&sensor, &steady);
+    // One client each, so each server has one peer: eight small fetches a second apart, then
+    // (for the burst pair only) the big one.
+    let client = |server: &str, big: bool| {
+        let ip = container_ip(server);
+        let fetch = |file: &str| format!("wget -q -O /dev/null http://{ip}:8000/{file}");
+        let last = if big { fetch("big") } else { "true".into() };
+        let script = format!(
+            "for i in 1 2 3 4 5 6 7 8; do {}; sleep 1; done; {last}; sleep 2",
+            fetch("small")
+        );
+        docker(&["run", "-d", &image(), "sh", "-c", &script])
+    };
+    let burst_client = client(&burst, true);
+    let steady_client = client(&steady, false);
+    cleanup
+        .0
+        .extend([burst_client.clone(), steady_client.clone()]);
+    let a = sensor.expect_alert("CRS-005B", &burst);
+    assert_alert_fields(&a, "CRS-005B", &burst);
+    let client_ip = container_ip(&burst_client);
+    assert_eq!(
+        ev::addr(&a["events"][0]["traffic"]["peer"]),
+        client_ip,
+        "{a}"
+    );
+    assert!(a["summary"].as_str().unwrap().contains("baseline"), "{a}");
+    // Both clients done (about 11 s), then the servers go; neither crossed CRS-005's threshold.
+    sensor.expect("the steady client's exit", |e| {
+        e["kind"] == "container_exited" && ev::container_id(e) == steady_client
+    });
+    docker(&["rm", "-f", &burst, &steady]);
+    sensor.assert_no_alert("CRS-005B", &steady, SETTLE);
+    sensor.assert_no_alert("CRS-005", &burst, Duration::ZERO);
 }

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use sensor_tests::{Containers, Sensor, bridge_gateway, docker, docker_run_rm, ev, image, marker};
+use sensor_tests::{
+    Containers, ImageTag, Sensor, bridge_gateway, docker, docker_run_rm, ev, image, marker,
+    shipped_rule,
+};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(3);
@@ -103,10 +106,7 @@ fn a_missing_docker_socket_is_a_warning_not_a_failure() {
 
 /// CRS-008 as shipped, plus the allow-list entries a detection engineer would add.
 fn netcat_rule_with_exceptions(allowed_image: &str, name_glob: &str) -> String {
-    let shipped = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/008-netcat-c2.yaml"),
-    )
-    .expect("the shipped CRS-008 rule file");
+    let shipped = shipped_rule("008-netcat-c2.yaml");
     assert!(
         !shipped.contains("exceptions:"),
         "update this test's override"
@@ -128,17 +128,19 @@ fn netcat_rule_with_exceptions(allowed_image: &str, name_glob: &str) -> String {
 #[test]
 fn allow_lists_by_image_name_and_label_silence_only_what_they_name() {
     let dir = sensor_tests::scratch_dir("allow-rules");
-    let tag = format!("sensor-test/allowed-{}:latest", std::process::id());
-    docker(&["tag", &image(), &tag]);
+    let tag = ImageTag::new(
+        &image(),
+        &format!("sensor-test/allowed-{}:latest", std::process::id()),
+    );
     let trusted = marker("trusted");
     std::fs::write(
         dir.join("008-allow.yaml"),
-        netcat_rule_with_exceptions(&tag.replace(":latest", ""), "trusted-*"),
+        netcat_rule_with_exceptions(&tag.0.replace(":latest", ""), "trusted-*"),
     )
     .unwrap();
     let sensor = Sensor::start_with("allow-lists", &["--rules", dir.to_str().unwrap()]);
 
-    let by_image = run_detached(&[], &tag, &BACKDOOR);
+    let by_image = run_detached(&[], &tag.0, &BACKDOOR);
     let by_name = run_detached(&["--name", &trusted], &image(), &BACKDOOR);
     let by_label = run_detached(
         &["--label", "team=infra", "--label", "purpose=debugging"],
@@ -177,6 +179,5 @@ fn allow_lists_by_image_name_and_label_silence_only_what_they_name() {
         });
         assert!(seen, "allow-listed by {what}: no exec with its metadata");
     }
-    docker(&["rmi", &tag]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,7 +19,7 @@ use crate::util::{self, output, step};
 pub const TEST_IMAGE: &str = "sensor-test/busybox:latest";
 const LABEL: &str = "sensor.rootfs.sha256";
 /// Change this when the rootfs layout below changes, so existing images get rebuilt.
-const RECIPE: &str = "sensor-test/busybox recipe 4: busybox + applet links, host dash/id/sleep/true with libs, tmp proc sys dev etc root, passwd root nobody";
+const RECIPE: &str = "sensor-test/busybox recipe 5: busybox + applet links, host dash/id/sleep/true/iptables/bpftool/strace/perf with libs, tmp proc sys dev etc root, passwd root nobody";
 
 /// Host programs copied into the image (with their shared libraries) over busybox's applets.
 ///
@@ -34,6 +34,11 @@ const HOST_PROGRAMS: &[(&str, &str)] = &[
     // Debian's iptables (nft backend) for the netfilter-manipulation rule; xtables-nft-multi
     // picks its personality from argv[0].
     ("/usr/sbin/xtables-nft-multi", "usr/sbin/iptables"),
+    // Real tools for the sensor-tampering rules: bpf() program loads, ptrace attaches and
+    // perf_event_open from a container.
+    ("/usr/sbin/bpftool", "usr/sbin/bpftool"),
+    ("/usr/bin/strace", "usr/bin/strace"),
+    ("/usr/bin/perf", "usr/bin/perf"),
 ];
 const BUSYBOX: &str = "/bin/busybox";
 

@@ -32,6 +32,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "busybox-static",
     "iptables",
     "bpftool",
+    // Carried into the test image with bpftool for the sensor-tampering rules.
+    "strace",
+    "linux-perf",
     "util-linux",
     "iproute2",
     "procps",

@@ -10,6 +10,7 @@ mod sockaddr;
 mod socket;
 mod stdio;
 pub(crate) mod syscall;
+mod tamper;
 mod tcp;
 mod traffic;
 

@@ -14,6 +14,14 @@ fn bullets(out: &mut String, items: &[String]) {
     }
 }
 
+/// `` `a`, `b` `` for key fields.
+fn fields_list(key: &[String]) -> String {
+    key.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// An exception's criteria, as written: `images: a, b; labels: team=infra; condition: ...`.
 fn criteria(x: &Exception) -> String {
     let code = |items: &mut dyn Iterator<Item = String>| {
@@ -104,10 +112,7 @@ pub fn markdown(rules: &[CompiledRule]) -> String {
                 let key = if key.is_empty() {
                     "the node".to_string()
                 } else {
-                    key.iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    fields_list(key)
                 };
                 format!(
                     "More than {above} ({measure}) per {key} within {window_seconds} s of:\n\n```\n{}\n```",
@@ -120,17 +125,40 @@ pub fn markdown(rules: &[CompiledRule]) -> String {
                 within_seconds,
                 key,
             } => {
-                let key = key
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let key = fields_list(key);
                 format!(
                     "A sequence, per {key}, within {within_seconds} s: first\n\n```\n{}\n```\n\nthen\n\n```\n{}\n```",
                     first.trim(),
                     then.trim()
                 )
             }
+            Logic::NewValue {
+                condition,
+                key,
+                value,
+                learn_seconds,
+            } => format!(
+                "A new value of `{value}` per {}: learned during the first {learn_seconds} s after \
+                 the key is first seen (its first container start or matching event), then \
+                 every value outside the learned set fires; of events matching:\n\n```\n{}\n```",
+                fields_list(key),
+                condition.trim()
+            ),
+            Logic::Baseline {
+                condition,
+                key,
+                value,
+                factor,
+                floor,
+                min_samples,
+                alpha,
+            } => format!(
+                "The sum of `{value}` per {} and report, above {factor} times its own moving \
+                 average (EWMA, weight {alpha}, after at least {min_samples} reports) and above \
+                 {floor}; of events matching:\n\n```\n{}\n```",
+                fields_list(key),
+                condition.trim()
+            ),
             Logic::Lifetime {
                 max_lifetime_ms,
                 notable,

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use sensor_proto::{self as pb, event::Body};
 
 use super::{
-    condition::Fields,
+    condition::{Fields, Value},
     fields::EventView,
+    learn::{BaselineParams, Baselines, LearnedSets, SavedLearning, Verdict},
     rule::{CompiledRule, Logic},
 };
 
@@ -47,6 +48,8 @@ struct RuleState {
     last_alert: HashMap<String, f64>,
     /// Sequence key -> the latest first-step event and its time.
     started: HashMap<String, (f64, pb::Event)>,
+    learned: LearnedSets,
+    baselines: Baselines,
 }
 
 /// Rules and their state.
@@ -79,6 +82,11 @@ impl Engine {
                     k.push("container_exited".into());
                     k
                 }),
+                // A key's learning period may start with its first container.
+                Logic::NewValue { .. } => rule.condition.kinds().map(|mut k| {
+                    k.push("container_started".into());
+                    k
+                }),
                 _ => rule.condition.kinds(),
             };
             match kinds {
@@ -102,6 +110,35 @@ impl Engine {
         &self.rules
     }
 
+    /// What the `new_value` rules learned, for saving.
+    pub fn learned(&self) -> SavedLearning {
+        self.rules
+            .iter()
+            .zip(&self.state)
+            .filter(|(r, _)| matches!(r.doc.logic, Logic::NewValue { .. }))
+            .map(|(r, s)| (r.doc.id.clone(), s.learned.export()))
+            .collect()
+    }
+
+    /// Restores saved learning into the rules with the same ids.
+    pub fn restore_learned(&mut self, mut saved: SavedLearning) {
+        for (rule, state) in self.rules.iter().zip(&mut self.state) {
+            if let Some(sets) = saved.remove(&rule.doc.id) {
+                state.learned.import(sets);
+            }
+        }
+    }
+
+    /// Whether any rule learned something since the last call.
+    pub fn learned_changed(&mut self) -> bool {
+        // Every rule's flag is taken, not only up to the first set one.
+        let mut any = false;
+        for state in &mut self.state {
+            any |= state.learned.take_dirty();
+        }
+        any
+    }
+
     /// Evaluates `event` against the rules for its kind; returns the alerts it raises.
     pub fn on_event(&mut self, event: &pb::Event) -> Vec<pb::Alert> {
         let candidates: Vec<usize> = self
@@ -117,8 +154,8 @@ impl Engine {
         for i in candidates {
             let rule = &self.rules[i];
             let state = &mut self.state[i];
-            let evidence = match &rule.doc.logic {
-                Logic::Condition { .. } => matches(rule, &view).then(|| vec![event.clone()]),
+            let firing: Option<Firing> = match &rule.doc.logic {
+                Logic::Condition { .. } => matches(rule, &view).then(|| vec![event.clone()].into()),
                 Logic::Threshold {
                     key,
                     distinct,
@@ -143,23 +180,75 @@ impl Engine {
                         *above,
                         *window_seconds as f64,
                     )
+                    .map(Firing::from)
                 }
                 Logic::Lifetime {
                     max_lifetime_ms, ..
-                } => lifetime(rule, state, &view, event, *max_lifetime_ms),
+                } => lifetime(rule, state, &view, event, *max_lifetime_ms).map(Firing::from),
                 Logic::Sequence {
                     within_seconds,
                     key,
                     ..
-                } => sequence(rule, state, &view, event, key, *within_seconds as f64),
+                } => sequence(rule, state, &view, event, key, *within_seconds as f64)
+                    .map(Firing::from),
+                Logic::NewValue {
+                    key,
+                    value,
+                    learn_seconds,
+                    ..
+                } => new_value(rule, state, &view, event, key, value, *learn_seconds as f64)
+                    .map(Firing::from),
+                Logic::Baseline {
+                    key,
+                    value,
+                    factor,
+                    floor,
+                    min_samples,
+                    alpha,
+                    ..
+                } => {
+                    let params = BaselineParams {
+                        factor: *factor,
+                        floor: *floor as f64,
+                        min_samples: *min_samples,
+                        alpha: *alpha,
+                    };
+                    baseline(rule, state, &view, event, key, value, &params)
+                }
             };
-            if let Some(evidence) = evidence
+            if let Some(Firing(evidence, extra)) = firing
                 && !throttled(rule, state, &view, secs(event))
             {
-                alerts.push(alert(rule, &self.version, event, evidence));
+                alerts.push(alert(rule, &self.version, event, evidence, &extra));
             }
         }
         alerts
+    }
+}
+
+/// What a rule fired with: its evidence, and values the output template may name besides the
+/// event's fields (`baseline.mean`, `baseline.value`).
+struct Firing(Vec<pb::Event>, Vec<(&'static str, Value)>);
+
+impl From<Vec<pb::Event>> for Firing {
+    fn from(evidence: Vec<pb::Event>) -> Self {
+        Firing(evidence, Vec::new())
+    }
+}
+
+/// An event's fields plus a few values of the rule's own.
+struct WithExtra<'a> {
+    view: &'a dyn Fields,
+    extra: &'a [(&'static str, Value)],
+}
+
+impl Fields for WithExtra<'_> {
+    fn field(&self, name: &str) -> Option<Value> {
+        self.extra
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| self.view.field(name))
     }
 }
 
@@ -336,7 +425,67 @@ fn sequence(
     None
 }
 
-/// Fills `{field}` placeholders from the event.
+/// The values of `fields` joined, or `None` when one is missing: the key of learned state,
+/// which must not lump events without the field together.
+fn full_key(view: &dyn Fields, fields: &[String]) -> Option<String> {
+    let parts: Option<Vec<String>> = fields
+        .iter()
+        .map(|f| view.field(f).map(|v| v.to_string()))
+        .collect();
+    parts.map(|p| p.join("|"))
+}
+
+/// Learns values per key; fires on a value outside the key's set after its learning period.
+fn new_value(
+    rule: &CompiledRule,
+    state: &mut RuleState,
+    view: &dyn Fields,
+    event: &pb::Event,
+    key: &[String],
+    value: &str,
+    learn: f64,
+) -> Option<Vec<pb::Event>> {
+    let now = secs(event);
+    let key = full_key(view, key)?;
+    if !matches(rule, view) {
+        if event.kind == "container_started" {
+            state.learned.saw(&key, now);
+        }
+        return None;
+    }
+    let value = view.field(value)?.to_string();
+    (state.learned.judge(&key, &value, now, learn) == Verdict::New).then(|| vec![event.clone()])
+}
+
+/// Sums a value per key and report; fires when a report is far above the key's own baseline.
+fn baseline(
+    rule: &CompiledRule,
+    state: &mut RuleState,
+    view: &dyn Fields,
+    event: &pb::Event,
+    key: &[String],
+    value: &str,
+    params: &BaselineParams,
+) -> Option<Firing> {
+    if !matches(rule, view) {
+        return None;
+    }
+    let key = full_key(view, key)?;
+    let Some(Value::Int(v)) = view.field(value) else {
+        return None;
+    };
+    let hit = state
+        .baselines
+        .observe(&key, v as f64, secs(event), params)?;
+    let extra = vec![
+        ("baseline.value", Value::Int(hit.value as i64)),
+        ("baseline.mean", Value::Int(hit.baseline.round() as i64)),
+    ];
+    Some(Firing(vec![event.clone()], extra))
+}
+
+/// Fills `{field}` placeholders from the event; `{a|b}` takes the first field present (a rule
+/// matching several event kinds names each kind's field).
 pub fn render(template: &str, view: &dyn Fields) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
@@ -347,8 +496,9 @@ pub fn render(template: &str, view: &dyn Fields) -> String {
         out.push_str(&rest[..open]);
         let name = &rest[open + 1..open + close];
         out.push_str(
-            &view
-                .field(name)
+            &name
+                .split('|')
+                .find_map(|n| view.field(n.trim()))
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "<none>".into()),
         );
@@ -375,6 +525,7 @@ fn alert(
     version: &str,
     event: &pb::Event,
     evidence: Vec<pb::Event>,
+    extra: &[(&'static str, Value)],
 ) -> pb::Alert {
     let doc = &rule.doc;
     // The process of the first evidence that has one (for a lifetime rule, not the exit event).
@@ -387,7 +538,13 @@ fn alert(
         severity: severity(&doc.severity) as i32,
         techniques: doc.attack.techniques.clone(),
         tactics: vec![doc.attack.tactic.clone()],
-        summary: render(&doc.output, &EventView(evidence.first().unwrap_or(event))),
+        summary: render(
+            &doc.output,
+            &WithExtra {
+                view: &EventView(evidence.first().unwrap_or(event)),
+                extra,
+            },
+        ),
         container: event.container.clone(),
         process,
         events: evidence,
@@ -597,12 +754,111 @@ mod tests {
         assert_eq!(alerts[0].container.as_ref().unwrap().image, "web");
     }
 
+    fn listen(cid: &str, image: &str, port: u32, t: i64) -> pb::Event {
+        let mut ev = in_container(event("socket", cid, "/nc", t), "", image, &[]);
+        if let Some(Body::Socket(s)) = &mut ev.body {
+            s.local = Some(pb::Endpoint {
+                port,
+                ..Default::default()
+            });
+        }
+        ev
+    }
+
+    #[test]
+    fn new_value_learns_ports_per_image_from_its_first_container_then_alerts() {
+        let logic = "  kind: new_value\n  condition: evt.kind = socket and socket.op = listen\n  key: [container.image]\n  value: socket.local.port\n  learn_seconds: 60\n";
+        let mut e = Engine::new(vec![rule(logic, "")], "v".into());
+        let started = in_container(
+            pb::Event {
+                time: Some(pbjson_types::Timestamp {
+                    seconds: 0,
+                    nanos: 0,
+                }),
+                container: Some(pb::Container {
+                    id: "a1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .with_body(Body::ContainerStarted(Default::default())),
+            "",
+            "web",
+            &[],
+        );
+        assert!(e.on_event(&started).is_empty());
+        let evs = [
+            listen("a1", "web", 8080, 10),  // learning (clock started at 0)
+            listen("a2", "web", 8080, 100), // known
+            listen("a3", "web", 9999, 100), // new: fires
+            listen("b1", "db", 9999, 100),  // another image, learning on its own clock
+            listen("x", "", 9999, 100),     // no image known: neither learned nor judged
+        ];
+        assert_eq!(run(&mut e, &evs), [0, 0, 1, 0, 0]);
+        let saved = e.learned();
+        assert!(saved["T-1"]["web"].values.contains("8080"));
+        assert!(!saved["T-1"].contains_key(""), "{saved:?}");
+        assert!(e.learned_changed());
+        assert!(!e.learned_changed());
+        // A restarted engine restored from the saved state knows 8080 and is past learning.
+        let mut again = Engine::new(vec![rule(logic, "")], "v".into());
+        again.restore_learned(saved);
+        assert_eq!(
+            run(
+                &mut again,
+                &[listen("a4", "web", 8080, 200), listen("a5", "web", 7, 200)]
+            ),
+            [0, 1]
+        );
+    }
+
+    #[test]
+    fn baseline_fires_far_above_a_containers_own_traffic_and_says_by_how_much() {
+        let logic = "  kind: baseline\n  condition: evt.kind = traffic\n  key: [container.id, traffic.peer.address]\n  value: traffic.bytes\n  factor: 10\n  floor: 1000000\n";
+        let mut r = rule(logic, "");
+        r.doc.output = "{traffic.bytes} bytes, baseline {baseline.mean}".into();
+        let mut e = Engine::new(vec![r], "v".into());
+        let traffic = |bytes: u64, t: i64| {
+            pb::Event {
+                time: Some(pbjson_types::Timestamp {
+                    seconds: t,
+                    nanos: 0,
+                }),
+                container: Some(pb::Container {
+                    id: "a".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .with_body(Body::Traffic(pb::Traffic {
+                bytes,
+                peer: Some(pb::Endpoint {
+                    address: "10.0.0.2".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+        };
+        let steady: Vec<pb::Event> = (1..=5).map(|t| traffic(100_000, t)).collect();
+        assert_eq!(run(&mut e, &steady), [0; 5]);
+        let alerts = e.on_event(&traffic(20_000_000, 6));
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].summary, "20000000 bytes, baseline 100000");
+    }
+
     #[test]
     fn render_fills_fields_and_marks_missing_ones() {
         let ev = event("exec", "a", "/bin/sh", 0);
         assert_eq!(
             render("{proc.exe} in {container.id}: {socket.op}", &EventView(&ev)),
             "/bin/sh in a: <none>"
+        );
+        assert_eq!(
+            render(
+                "{socket.op|proc.exe}, {socket.op|evt.host}",
+                &EventView(&ev)
+            ),
+            "/bin/sh, false"
         );
     }
 }

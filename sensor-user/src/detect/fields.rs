@@ -94,7 +94,7 @@ macro_rules! field {
 pub const FIELDS: &[FieldDef] = &[
     field!(
         "evt.kind",
-        "Event kind: exec, fork, exit, container_started, container_exited, socket, stdio_redirect, namespace_change, tcp_state, traffic, icmp, health",
+        "Event kind: exec, fork, exit, container_started, container_exited, socket, stdio_redirect, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, health",
         |e| s(&e.kind)
     ),
     field!(
@@ -374,6 +374,88 @@ pub const FIELDS: &[FieldDef] = &[
         "tcp_state: the new state (ESTABLISHED, LISTEN, ...)",
         |e| body!(e, TcpState).and_then(|b| s(&b.new_state))
     ),
+    field!(
+        "bpf.cmd",
+        "bpf: prog_load, map_create, prog_attach, raw_tracepoint_open, link_create",
+        |e| body!(e, Bpf).and_then(|b| s(&b.cmd))
+    ),
+    field!(
+        "bpf.type",
+        "bpf: the program type (kprobe, tracepoint, ...) or map type",
+        |e| body!(e, Bpf).and_then(|b| s(&b.r#type))
+    ),
+    field!(
+        "bpf.name",
+        "bpf: the program or map name, or the raw tracepoint",
+        |e| body!(e, Bpf).and_then(|b| s(&b.name))
+    ),
+    field!("bpf.result", "bpf: return value (negative: -errno)", |e| {
+        body!(e, Bpf).and_then(|b| i(b.result))
+    }),
+    field!(
+        "signal.syscall",
+        "signal: kill, tkill, tgkill, pidfd_send_signal",
+        |e| body!(e, Signal).and_then(|b| s(&b.syscall))
+    ),
+    field!("signal.number", "signal: the signal number", |e| body!(
+        e, Signal
+    )
+    .map(|b| Value::Int(b.number as i64))),
+    field!(
+        "signal.name",
+        "signal: SIGKILL, SIGCONT, ... (0: a probe)",
+        |e| { body!(e, Signal).and_then(|b| s(&b.name)) }
+    ),
+    field!(
+        "signal.target_is_sensor",
+        "signal: aimed at the sensor (a thread, its process group, or every process)",
+        |e| body!(e, Signal).map(|b| Value::Bool(b.target_is_sensor))
+    ),
+    field!("signal.result", "signal: return value", |e| body!(
+        e, Signal
+    )
+    .and_then(|b| i(b.result))),
+    field!(
+        "ptrace.request",
+        "ptrace: attach, seize, peekdata, ...",
+        |e| { body!(e, Ptrace).and_then(|b| s(&b.request)) }
+    ),
+    field!("ptrace.target_pid", "ptrace: the traced pid", |e| body!(
+        e, Ptrace
+    )
+    .map(|b| Value::Int(b.target_pid as i64))),
+    field!(
+        "ptrace.target_is_sensor",
+        "ptrace: aimed at the sensor",
+        |e| body!(e, Ptrace).map(|b| Value::Bool(b.target_is_sensor))
+    ),
+    field!("ptrace.result", "ptrace: return value", |e| body!(
+        e, Ptrace
+    )
+    .and_then(|b| i(b.result))),
+    field!(
+        "perf.type",
+        "perf_event_open: hardware, software, tracepoint, kprobe, uprobe, ...",
+        |e| body!(e, PerfEventOpen).and_then(|b| s(&b.r#type))
+    ),
+    field!(
+        "perf.target_pid",
+        "perf_event_open: the watched pid (-1: every process)",
+        |e| body!(e, PerfEventOpen).map(|b| Value::Int(b.target_pid as i64))
+    ),
+    field!("perf.result", "perf_event_open: return value", |e| {
+        body!(e, PerfEventOpen).and_then(|b| i(b.result))
+    }),
+    field!("mount.fstype", "mount: tracefs, debugfs, bpf", |e| body!(
+        e, Mount
+    )
+    .and_then(|b| s(&b.fstype))),
+    field!("mount.syscall", "mount: mount or fsopen", |e| body!(
+        e, Mount
+    )
+    .and_then(|b| s(&b.syscall))),
+    field!("mount.result", "mount: return value", |e| body!(e, Mount)
+        .and_then(|b| i(b.result))),
     field!(
         "health.dropped_total",
         "health: records lost since start",

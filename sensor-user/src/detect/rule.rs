@@ -53,6 +53,37 @@ pub enum Logic {
         #[serde(default = "container_key")]
         key: Vec<String>,
     },
+    /// Learns the values of `value` that matching events show per `key` during the key's first
+    /// `learn_seconds` (from its first container start or matching event, whichever comes
+    /// first); afterwards a matching event with a value outside the learned set fires.
+    NewValue {
+        condition: String,
+        key: Vec<String>,
+        value: String,
+        learn_seconds: u64,
+    },
+    /// Sums `value` over matching events per `key` and report (events with the same time), and
+    /// fires when a report is above `factor` times the key's moving average of earlier reports
+    /// (EWMA with weight `alpha`, at least `min_samples` of them) and above `floor`.
+    Baseline {
+        condition: String,
+        key: Vec<String>,
+        value: String,
+        factor: f64,
+        floor: u64,
+        #[serde(default = "min_samples")]
+        min_samples: u32,
+        #[serde(default = "alpha")]
+        alpha: f64,
+    },
+}
+
+fn min_samples() -> u32 {
+    3
+}
+
+fn alpha() -> f64 {
+    0.3
 }
 
 fn container_key() -> Vec<String> {
@@ -387,6 +418,42 @@ pub fn compile_rule(
         Logic::Sequence { first, key, .. } => {
             check_keys(file, raw, key.iter(), known, "sequence key")?;
             compile(first)?
+        }
+        Logic::NewValue {
+            condition,
+            key,
+            value,
+            learn_seconds,
+        } => {
+            let fields = key.iter().chain([value]);
+            check_keys(file, raw, fields, known, "new_value key or value")?;
+            if *learn_seconds == 0 {
+                return Err(whole("new_value learn_seconds must be at least 1".into()));
+            }
+            compile(condition)?
+        }
+        Logic::Baseline {
+            condition,
+            key,
+            value,
+            factor,
+            alpha,
+            ..
+        } => {
+            check_keys(
+                file,
+                raw,
+                key.iter().chain([value]),
+                known,
+                "baseline key or value",
+            )?;
+            if *factor <= 1.0 {
+                return Err(whole(format!("baseline factor {factor} must be above 1")));
+            }
+            if !(*alpha > 0.0 && *alpha <= 1.0) {
+                return Err(whole(format!("baseline alpha {alpha} must be in (0, 1]")));
+            }
+            compile(condition)?
         }
     };
     let then = match &doc.logic {

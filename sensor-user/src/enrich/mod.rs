@@ -12,6 +12,7 @@ pub mod network;
 pub mod process_table;
 pub mod procfs;
 pub mod runtime;
+mod tamper;
 
 use std::path::PathBuf;
 
@@ -157,6 +158,7 @@ impl Enricher {
             Record::Dup(r) => self.on_dup(&r, out),
             Record::Ns(r) => self.on_ns(&r, out),
             Record::TcpState(r) => self.on_tcp_state(&r, out),
+            Record::Tamper(r) => self.on_tamper(&r, out),
             Record::CgroupRmdir(r) => {
                 let at = BootNs(r.header.boot_ns);
                 let path = c_str(&r.path, r.path_len as usize);

@@ -65,7 +65,7 @@ fn direction(d: u8) -> String {
 
 impl Enricher {
     /// The process a caller belongs to: the table's entry, or what the record says.
-    fn caller_info(&self, caller: &Caller) -> ProcInfo {
+    pub(super) fn caller_info(&self, caller: &Caller) -> ProcInfo {
         let mut info = self
             .procs
             .get(Pid(caller.tgid))

@@ -125,6 +125,19 @@ const STDIO_AND_NAMESPACES: [[HookSpec; 2]; 7] = [
     syscall!(Hook::Clone, "clone", "clone3"),
 ];
 
+/// Calls that could blind or tamper with the sensor (filtered in the kernel).
+const TAMPER: [[HookSpec; 2]; 9] = [
+    syscall!(Hook::Bpf, "bpf", "bpf"),
+    syscall!(Hook::Signal, "signal", "kill"),
+    syscall!(Hook::Signal, "signal", "tkill"),
+    syscall!(Hook::Signal, "signal", "tgkill"),
+    syscall!(Hook::Signal, "signal", "pidfd_send_signal"),
+    syscall!(Hook::Ptrace, "ptrace", "ptrace"),
+    syscall!(Hook::PerfEvent, "perf_event_open", "perf_event_open"),
+    syscall!(Hook::Mount, "mount", "mount"),
+    syscall!(Hook::Mount, "mount", "fsopen"),
+];
+
 const ICMP: [HookSpec; 6] = [
     tp(Hook::IcmpSend, "icmp_send", "syscalls", "sys_enter_sendto"),
     tp(Hook::IcmpSend, "icmp_send", "syscalls", "sys_enter_sendmsg"),
@@ -234,6 +247,7 @@ pub fn default_hooks() -> Vec<HookSpec> {
     let mut hooks = PROCESS.to_vec();
     hooks.extend(SOCKET.iter().flatten());
     hooks.extend(STDIO_AND_NAMESPACES.iter().flatten());
+    hooks.extend(TAMPER.iter().flatten());
     hooks.extend(ICMP);
     hooks.extend(NETWORK);
     hooks

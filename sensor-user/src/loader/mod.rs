@@ -23,7 +23,8 @@ use aya::{
     },
 };
 use sensor_common::{
-    DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats, TcIcmpKey,
+    DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats, SELF_GROUP,
+    SELF_TASK, TcIcmpKey,
 };
 
 use crate::enrich::cgroups::cgroup2_mount;
@@ -57,6 +58,7 @@ pub struct LoadedSensor {
     pub hooks: Vec<HookSpec>,
     pub selection: HookSelection,
     interfaces: interfaces::Interfaces,
+    self_filter: Option<SelfFilter>,
 }
 
 /// Options for [`LoadedSensor::load`].
@@ -126,6 +128,42 @@ impl HostCgroupFilter {
     }
     pub fn forget(&mut self, cgroup_id: u64) {
         let _ = self.map.remove(&cgroup_id);
+    }
+}
+
+/// The sensor's own threads and process group, as the kernel's `SENSOR_TASKS` map knows them:
+/// signals and ptrace aimed at them are reported, and the sensor's own calls are not.
+pub struct SelfFilter {
+    map: HashMap<MapData, u32, u8>,
+    /// What the map holds.
+    current: std::collections::HashMap<u32, u8>,
+}
+
+impl SelfFilter {
+    /// Brings the map up to date with `/proc/self/task` and the process group: threads come
+    /// and go (tokio's blocking pool), so the agent calls this periodically.
+    pub fn refresh(&mut self) -> Result<()> {
+        let mut want: std::collections::HashMap<u32, u8> = std::fs::read_dir("/proc/self/task")
+            .context("listing /proc/self/task")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .map(|tid| (tid, SELF_TASK))
+            .collect();
+        // SAFETY: getpgrp has no arguments and cannot fail.
+        let pgid = unsafe { libc::getpgrp() } as u32;
+        *want.entry(pgid).or_default() |= SELF_GROUP;
+        for (id, role) in &want {
+            if self.current.get(id) != Some(role) {
+                self.map
+                    .insert(id, role, 0)
+                    .with_context(|| format!("adding {id} to SENSOR_TASKS"))?;
+            }
+        }
+        for id in self.current.keys().filter(|id| !want.contains_key(id)) {
+            let _ = self.map.remove(id);
+        }
+        self.current = want;
+        Ok(())
     }
 }
 
@@ -299,6 +337,15 @@ impl LoadedSensor {
     /// Loads the object, attaches every hook of the default set, then the best variant set.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let (mut ebpf, _btf) = open_with(opts)?;
+        // First, so that the sensor's own bpf() calls while attaching are not reported.
+        let mut self_filter = SelfFilter {
+            map: HashMap::try_from(
+                ebpf.take_map("SENSOR_TASKS")
+                    .ok_or_else(|| anyhow!("SENSOR_TASKS map missing from the object"))?,
+            )?,
+            current: Default::default(),
+        };
+        self_filter.refresh()?;
         let mut hooks = default_hooks();
         for spec in &hooks {
             attach(&mut ebpf, spec)?;
@@ -309,6 +356,7 @@ impl LoadedSensor {
             hooks,
             selection,
             interfaces: Default::default(),
+            self_filter: Some(self_filter),
         };
         for error in sensor.sync_interfaces() {
             log::warn!("{error}");
@@ -356,6 +404,13 @@ impl LoadedSensor {
         Ok(HostCgroupFilter {
             map: HashMap::try_from(self.take("HOST_CGROUPS")?)?,
         })
+    }
+
+    /// The sensor's own task map, filled before any hook attached (can be taken once).
+    pub fn take_self_filter(&mut self) -> Result<SelfFilter> {
+        self.self_filter
+            .take()
+            .ok_or_else(|| anyhow!("the sensor's own task map was already taken"))
     }
 
     /// The drop and error counters (can be taken once).

@@ -17,6 +17,8 @@
 pub mod docker;
 pub mod http;
 
+use self::http::HttpError;
+
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
@@ -247,14 +249,20 @@ impl Fetcher {
         let answer =
             tokio::time::timeout(TIMEOUT, docker::inspect(&self.socket, id.as_str())).await;
         match answer {
-            Ok(Ok(Some(meta))) => {
-                let _ = self.updates.send((id, meta)).await;
+            Ok(Ok(answer)) => {
+                // The daemon answers again after an outage: say so.
+                if self.status.get().contains("unavailable") {
+                    self.check().await;
+                }
+                if let Some(meta) = answer {
+                    let _ = self.updates.send((id, meta)).await;
+                }
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                log::debug!("inspecting container {id}: {e}");
-                self.unavailable(&e.to_string());
+            // The daemon is away; one odd answer about one container is not an outage.
+            Ok(Err(docker::DockerError::Http(HttpError::Io(e)))) => {
+                self.unavailable(&e.to_string())
             }
+            Ok(Err(e)) => log::warn!("inspecting container {id}: {e}"),
             Err(_) => self.unavailable("no answer within 5 s"),
         }
     }
