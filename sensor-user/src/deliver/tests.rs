@@ -410,8 +410,8 @@ async fn the_metrics_endpoint_serves_drops_alerts_and_latency() {
         "sensor_events_dropped_total{ring=\"process\",reason=\"rate_limited\"} 2",
         "sensor_events_dropped_total{ring=\"all\",reason=\"undecodable\"} 1",
         "sensor_alerts_total{rule=\"reverse-shell\",severity=\"high\"} 1",
-        "sensor_event_to_alert_seconds_bucket{le=\"0.025\"} 0",
-        "sensor_event_to_alert_seconds_bucket{le=\"+Inf\"} 1",
+        "sensor_event_to_alert_seconds_bucket{rule=\"reverse-shell\",le=\"0.025\"} 0",
+        "sensor_event_to_alert_seconds_bucket{rule=\"reverse-shell\",le=\"+Inf\"} 1",
         "sensor_spool_records 1",
         "sensor_spool_evicted_total 0",
     ] {

@@ -22,7 +22,7 @@ fn fields_list(key: &[String]) -> String {
         .join(", ")
 }
 
-/// An exception's criteria, as written: `images: a, b; labels: team=infra; condition: ...`.
+/// An exception's criteria, as written: `images: a, b; labels: team=infra; addresses: ...`.
 fn criteria(x: &Exception) -> String {
     let code = |items: &mut dyn Iterator<Item = String>| {
         items
@@ -43,6 +43,15 @@ fn criteria(x: &Exception) -> String {
     if !x.labels.is_empty() {
         let mut labels = x.labels.iter().map(|(k, v)| format!("{k}={v}"));
         parts.push(format!("labels: {}", code(&mut labels)));
+    }
+    for (what, items) in [
+        ("executables", &x.executables),
+        ("ancestors", &x.ancestors),
+        ("addresses", &x.addresses),
+    ] {
+        if !items.is_empty() {
+            parts.push(format!("{what}: {}", code(&mut items.iter().cloned())));
+        }
     }
     if let Some(c) = &x.condition {
         parts.push(format!("condition: `{}`", c.trim()));

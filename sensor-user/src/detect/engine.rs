@@ -725,6 +725,47 @@ mod tests {
     }
 
     #[test]
+    fn exceptions_by_executable_ancestor_and_address() {
+        let extra = "exceptions:\n  - {name: probe, reason: r, executables: [\"/usr/local/bin/probe-*\"]}\n  - {name: entry, reason: r, ancestors: [/entrypoint.sh]}\n  - {name: backup, reason: r, addresses: [10.0.5.0/24, \"fd00::9\"]}\n";
+        let r = rule("  kind: condition\n  condition: evt.kind = socket\n", extra);
+        let mut e = Engine::new(vec![r], "v".into());
+        let ev = |exe: &str, parent: &str, peer: &str| {
+            let mut ev = event("socket", "a", exe, 0);
+            let p = ev.process.as_mut().unwrap();
+            p.ancestry = vec![
+                pb::Ancestor {
+                    exe: parent.into(),
+                    ..Default::default()
+                },
+                pb::Ancestor {
+                    exe: "/bin/sh".into(),
+                    ..Default::default()
+                },
+            ];
+            if let Some(Body::Socket(b)) = ev.body.as_mut() {
+                b.remote = Some(pb::Endpoint {
+                    address: peer.into(),
+                    ..Default::default()
+                });
+            }
+            ev
+        };
+        let cases = [
+            (ev("/usr/local/bin/probe-http", "/bin/sh", "8.8.8.8"), 0),
+            (ev("/usr/bin/nc", "/bin/sh", "8.8.8.8"), 1),
+            (ev("/usr/bin/nc", "/entrypoint.sh", "8.8.8.8"), 0),
+            (ev("/usr/bin/nc", "/bin/sh", "10.0.5.77"), 0),
+            (ev("/usr/bin/nc", "/bin/sh", "::ffff:10.0.5.77"), 0),
+            (ev("/usr/bin/nc", "/bin/sh", "10.0.6.1"), 1),
+            (ev("/usr/bin/nc", "/bin/sh", "fd00::9"), 0),
+            (ev("/usr/bin/nc", "/bin/sh", ""), 1),
+        ];
+        for (i, (event, alerts)) in cases.iter().enumerate() {
+            assert_eq!(e.on_event(event).len(), *alerts, "case {i}");
+        }
+    }
+
+    #[test]
     fn an_exception_without_criteria_or_with_a_bad_label_key_is_refused() {
         let base = "id: T-1\nname: t\ngoal: g\nattack: {techniques: [T1], tactic: t}\nseverity: low\nstrategy: s\nblind_spots: []\nfalse_positives: []\nvalidation: v\nresponse: [r]\noutput: o\nlogic: {kind: condition, condition: evt.kind = exec}\n";
         let empty = format!("{base}exceptions:\n  - name: nothing\n    reason: r\n");
@@ -736,6 +777,12 @@ mod tests {
             format!("{base}exceptions:\n  - name: b\n    reason: r\n    labels: {{\"a b\": x}}\n");
         let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &fields::known()).unwrap_err();
         assert!(e.message.contains("label key"), "{e}");
+        let bad = format!(
+            "{base}exceptions:\n  - name: b\n    reason: r\n    addresses: [10.0.5.0/24, 10.0.5.1/24]\n"
+        );
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &fields::known()).unwrap_err();
+        assert_eq!((e.line, e.column), (16, 30), "{e}");
+        assert!(e.message.contains("write the network (10.0.5.0/24)"), "{e}");
     }
 
     #[test]

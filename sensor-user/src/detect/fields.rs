@@ -72,6 +72,19 @@ fn endpoint_addr(e: Option<&pb::Endpoint>) -> Option<Value> {
     e.and_then(|e| s(e.address.strip_prefix("::ffff:").unwrap_or(&e.address)))
 }
 
+/// The remote end of a network event, whichever kind it is: a socket call's remote address, a
+/// traffic or ICMP report's peer, a redirected stdio socket's peer, an exec's stdio peer.
+fn peer_of(e: &pb::Event) -> Option<&pb::Endpoint> {
+    match e.body.as_ref()? {
+        Body::Socket(b) => b.remote.as_ref(),
+        Body::Traffic(b) => b.peer.as_ref(),
+        Body::Icmp(b) => b.peer.as_ref(),
+        Body::StdioRedirect(b) => b.remote.as_ref(),
+        Body::Exec(b) => b.stdio_peer.as_ref(),
+        _ => None,
+    }
+}
+
 fn endpoint_port(e: Option<&pb::Endpoint>) -> Option<Value> {
     e.map(|e| Value::Int(e.port as i64))
 }
@@ -250,6 +263,16 @@ pub const FIELDS: &[FieldDef] = &[
         "exec.stdio_peer.port",
         "exec: the peer port of the stdio socket",
         |e| body!(e, Exec).and_then(|b| endpoint_port(b.stdio_peer.as_ref()))
+    ),
+    field!(
+        "net.peer.address",
+        "The remote address of a network event of any kind: socket.remote, traffic.peer, icmp.peer, stdio.remote, exec.stdio_peer (for `in_cidr` and `addresses` exceptions)",
+        |e| endpoint_addr(peer_of(e))
+    ),
+    field!(
+        "net.peer.port",
+        "The remote port of a network event of any kind (as net.peer.address)",
+        |e| endpoint_port(peer_of(e))
     ),
     field!("socket.op", "socket, connect, accept, bind, listen", |e| {
         body!(e, Socket).and_then(|b| s(&b.op))
@@ -578,9 +601,21 @@ mod tests {
         }
         .with_body(Body::Exec(pb::Exec {
             stdio_socket_fds: vec![0, 1],
+            stdio_peer: Some(pb::Endpoint {
+                address: "::ffff:172.17.0.3".into(),
+                port: 9001,
+                family: "inet6".into(),
+            }),
             ..Default::default()
         }));
         let v = EventView(&ev);
+        assert_eq!(
+            (v.field("net.peer.address"), v.field("net.peer.port")),
+            (
+                Some(Value::Str("172.17.0.3".into())),
+                Some(Value::Int(9001))
+            )
+        );
         assert_eq!(v.field("evt.kind"), Some(Value::Str("exec".into())));
         assert_eq!(v.field("proc.exe_name"), Some(Value::Str("nc".into())));
         assert_eq!(

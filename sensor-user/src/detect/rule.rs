@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::condition::{self, Condition, ConditionError, Definitions};
+use super::condition::{self, Cidr, Condition, ConditionError, Definitions};
 
 /// ATT&CK mapping.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,7 +101,8 @@ pub struct Throttle {
 /// A documented allow-list entry: events it matches never fire the rule.
 ///
 /// The criteria given must all hold; each list holds when any of its entries does. Images,
-/// names and label values are globs (`*`, `?`). An image entry matches the image as it was run
+/// names, label values, executables and ancestors are globs (`*`, `?`); addresses are CIDR
+/// blocks or single addresses. An image entry matches the image as it was run
 /// (`container.image`) or its repository (`container.image.repository`), so `registry/ci` covers
 /// every tag of it and `registry/ci:2.*` only some.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +119,15 @@ pub struct Exception {
     /// Label key -> value glob; every one must match.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The process's executable (`proc.exe`).
+    #[serde(default)]
+    pub executables: Vec<String>,
+    /// Any ancestor's executable, up to the container's first process (`proc.ancestors`).
+    #[serde(default)]
+    pub ancestors: Vec<String>,
+    /// The event's remote address (`net.peer.address`): `10.0.5.0/24`, `fd00::/8`, `10.0.5.9`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 /// A literal for a generated condition: quoted, with `"` and `\` escaped.
@@ -151,6 +161,21 @@ impl Exception {
         }
         for (key, value) in &self.labels {
             all.push(format!("container.label[{key}] glob {}", quoted(value)));
+        }
+        for (field, globs) in [
+            ("proc.exe", &self.executables),
+            ("proc.ancestors", &self.ancestors),
+        ] {
+            if !globs.is_empty() {
+                all.push(any(globs
+                    .iter()
+                    .map(|p| format!("{field} glob {}", quoted(p)))
+                    .collect()));
+            }
+        }
+        if !self.addresses.is_empty() {
+            let blocks: Vec<String> = self.addresses.iter().map(|a| quoted(a)).collect();
+            all.push(format!("net.peer.address in_cidr ({})", blocks.join(", ")));
         }
         if let Some(c) = &self.condition {
             all.push(format!("({c})"));
@@ -324,11 +349,18 @@ fn compile_exception(
             ),
         ));
     }
+    if let Some((addr, msg)) = x
+        .addresses
+        .iter()
+        .find_map(|a| Cidr::parse(a).err().map(|msg| (a, msg)))
+    {
+        return Err(error(addr, format!("exception `{}`: {msg}", x.name)));
+    }
     let text = x.to_condition().ok_or_else(|| {
         error(
             &x.name,
             format!(
-                "exception `{}` matches nothing: give images, container_names, labels or a condition",
+                "exception `{}` matches nothing: give images, container_names, labels, executables, ancestors, addresses or a condition",
                 x.name
             ),
         )

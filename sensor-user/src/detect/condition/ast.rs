@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
+use super::cidr::Cidr;
 use super::error::Pos;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +97,8 @@ pub(crate) enum Predicate {
     Cmp(CmpOp, Literal),
     Str(StrOp, Literal),
     In(LitSet),
+    /// `in_cidr (...)`: the address is in one of the blocks.
+    InCidr(Vec<Cidr>),
     Exists,
 }
 
@@ -182,6 +185,10 @@ impl fmt::Display for Expr {
                             write!(f, "{lit}")?;
                         }
                         write!(f, ")")
+                    }
+                    Predicate::InCidr(nets) => {
+                        let nets: Vec<String> = nets.iter().map(|n| format!("\"{n}\"")).collect();
+                        write!(f, "in_cidr ({})", nets.join(", "))
                     }
                 }
             }

@@ -5,8 +5,10 @@
 //! event with no parent name). See the module docs for list-valued fields.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use super::ast::{CmpOp, Expr, LitSet, Literal, Predicate, StrOp};
+use super::cidr::Cidr;
 use super::glob::glob;
 use super::value::{Fields, Value};
 
@@ -30,6 +32,7 @@ impl Predicate {
             Predicate::Cmp(CmpOp::Ne, lit) => !equals(v, lit),
             Predicate::Cmp(op, lit) => ordered(*op, v, lit),
             Predicate::In(set) => in_set(v, set),
+            Predicate::InCidr(nets) => in_cidr(v, nets),
             Predicate::Str(op, lit) => match v {
                 Value::List(items) => items.iter().any(|item| element_matches(*op, item, lit)),
                 scalar => text_matches(*op, scalar, lit),
@@ -78,6 +81,18 @@ fn in_set(v: &Value, set: &LitSet) -> bool {
         Value::Int(n) => set.ints.contains(n),
         Value::Bool(b) => set.texts.contains(if *b { "true" } else { "false" }),
         Value::List(items) => items.iter().any(|item| in_set(item, set)),
+    }
+}
+
+/// An address (or, for a list, any element) inside one of the blocks; text that is not an
+/// address is not in any block.
+fn in_cidr(v: &Value, nets: &[Cidr]) -> bool {
+    match v {
+        Value::Str(s) => s
+            .parse::<IpAddr>()
+            .is_ok_and(|addr| nets.iter().any(|n| n.contains(addr))),
+        Value::List(items) => items.iter().any(|item| in_cidr(item, nets)),
+        Value::Int(_) | Value::Bool(_) => false,
     }
 }
 

@@ -10,7 +10,9 @@
 //! * **Fields** are dotted names (`proc.name`, `container.id`) read through [`Fields`]; some
 //!   take a key in brackets (`container.label[team]`).
 //! * **Operators**: `=` `!=` (any value), `<` `<=` `>` `>=` (integers), `in (a, b, "c")`,
-//!   `contains`, `icontains`, `startswith`, `endswith`, `glob` (`*` and `?`), `exists`.
+//!   `contains`, `icontains`, `startswith`, `endswith`, `glob` (`*` and `?`), `exists`, and
+//!   `in_cidr (10.0.0.0/8, fd00::/8, 192.168.1.7)` for addresses (blocks checked at compile
+//!   time).
 //!   `==` is accepted for `=`.
 //! * **Logic**: `not` binds tighter than `and`, which binds tighter than `or`; parentheses group.
 //! * **Values**: integers, `true`/`false`, quoted strings (`"..."` or `'...'`, `\"` and `\\`
@@ -40,6 +42,7 @@
 
 mod analysis;
 mod ast;
+mod cidr;
 mod defs;
 mod error;
 mod eval;
@@ -54,6 +57,7 @@ mod tests;
 use std::fmt;
 
 pub use analysis::field_pattern;
+pub(crate) use cidr::Cidr;
 pub use defs::Definitions;
 pub use error::ConditionError;
 pub use value::{Fields, Value};

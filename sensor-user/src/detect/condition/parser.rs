@@ -6,7 +6,8 @@
 //! or    := and ("or" and)*
 //! and   := unary ("and" unary)*
 //! unary := "not" unary | "(" or ")" | MACRO | FIELD predicate
-//! predicate := CMP value | STROP value | "in" "(" [item ("," item)*] ")" | "exists"
+//! predicate := CMP value | STROP value | ("in" | "in_cidr") "(" [item ("," item)*] ")"
+//!            | "exists"
 //! ```
 //!
 //! A word with a dot is a field, a plain identifier is a macro. Each macro is parsed once per
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::ast::{CmpOp, Expr, LitSet, Literal, Predicate, StrOp, Test};
+use super::cidr::Cidr;
 use super::defs::Definitions;
 use super::error::{ConditionError, Pos, did_you_mean};
 use super::lexer::{Tok, Token, lex};
@@ -254,7 +256,18 @@ impl Parser<'_, '_> {
                 Ok(Predicate::Cmp(op, lit))
             }
             Tok::Word(w) if w == "exists" => Ok(Predicate::Exists),
-            Tok::Word(w) if w == "in" => self.set(),
+            Tok::Word(w) if w == "in" => {
+                let items = self.items("in")?;
+                Ok(Predicate::In(LitSet::new(
+                    items.into_iter().map(|(lit, _)| lit).collect(),
+                )))
+            }
+            Tok::Word(w) if w == "in_cidr" => {
+                let nets = self.items("in_cidr")?.into_iter().map(|(lit, pos)| {
+                    Cidr::parse(&lit.text).map_err(|msg| ConditionError::at(pos, msg))
+                });
+                Ok(Predicate::InCidr(nets.collect::<Result<_, _>>()?))
+            }
             Tok::Word(w) => match StrOp::ALL.iter().find(|(name, _)| *name == w) {
                 Some((name, op)) => Ok(Predicate::Str(*op, self.value(&format!("\"{name}\""))?.0)),
                 None => Err(expected_operator(field, &Tok::Word(w), t.pos)),
@@ -282,35 +295,39 @@ impl Parser<'_, '_> {
         }
     }
 
-    /// `( item, ... )` after `in`: values and list names, lists expanded in place.
-    fn set(&mut self) -> Result<Predicate, ConditionError> {
+    /// `( item, ... )` after `keyword`: values and list names, lists expanded in place, each
+    /// with where it was written (a list's items, where the list's name was).
+    fn items(&mut self, keyword: &str) -> Result<Vec<(Literal, Pos)>, ConditionError> {
         let open = self.next();
         if open.tok != Tok::LParen {
             return Err(ConditionError::at(
                 open.pos,
-                format!("expected \"(\" after \"in\", found {}", open.tok.describe()),
+                format!(
+                    "expected \"(\" after \"{keyword}\", found {}",
+                    open.tok.describe()
+                ),
             ));
         }
         let mut items = Vec::new();
         if self.peek().tok == Tok::RParen {
             self.next();
-            return Ok(Predicate::In(LitSet::new(items)));
+            return Ok(items);
         }
         loop {
             let t = self.next();
             match t.tok {
-                Tok::Str(s) => items.push(Literal::new(s)),
+                Tok::Str(s) => items.push((Literal::new(s), t.pos)),
                 Tok::Word(w) if self.c.defs.has_list(&w) => {
                     let expanded = self
                         .c
                         .defs
                         .expand_list(&w)
                         .map_err(|msg| ConditionError::at(t.pos, msg))?;
-                    items.extend(expanded.into_iter().map(Literal::new));
+                    items.extend(expanded.into_iter().map(|v| (Literal::new(v), t.pos)));
                 }
                 Tok::Word(w) => {
                     self.check_not_a_list_typo(&w, t.pos)?;
-                    items.push(Literal::new(w));
+                    items.push((Literal::new(w), t.pos));
                 }
                 Tok::Eof => {
                     return Err(ConditionError::at(
@@ -330,7 +347,7 @@ impl Parser<'_, '_> {
                 continue;
             }
             self.close(open.pos, "\",\" or \")\"")?;
-            return Ok(Predicate::In(LitSet::new(items)));
+            return Ok(items);
         }
     }
 
@@ -361,7 +378,7 @@ fn join(mut items: Vec<Expr>, make: fn(Vec<Expr>) -> Expr) -> Expr {
 }
 
 fn expected_operator(field: &str, found: &Tok, pos: Pos) -> ConditionError {
-    let names = ["in", "exists"]
+    let names = ["in", "in_cidr", "exists"]
         .into_iter()
         .chain(StrOp::ALL.iter().map(|(name, _)| *name));
     ConditionError::at(
@@ -401,7 +418,7 @@ fn is_field(word: &str) -> bool {
 
 fn is_keyword(word: &str) -> bool {
     CONNECTIVES.contains(&word)
-        || ["in", "exists"].contains(&word)
+        || ["in", "in_cidr", "exists"].contains(&word)
         || StrOp::ALL.iter().any(|(name, _)| *name == word)
 }
 

@@ -6,6 +6,18 @@ use super::compile_err;
 fn messages_and_positions() {
     for (src, line, column, message) in [
         (
+            "net.remote.address in_cidr (10.0.0.0/8, 10.1.0.0/8)",
+            1,
+            41,
+            r#""10.1.0.0/8" has bits set past its /8 prefix; write the network (10.0.0.0/8)"#,
+        ),
+        (
+            "net.remote.address in_cidr 10.0.0.0/8",
+            1,
+            28,
+            r#"expected "(" after "in_cidr", found "10.0.0.0/8""#,
+        ),
+        (
             "proc.name nc",
             1,
             11,

@@ -60,6 +60,26 @@ fn scalar_operators() {
 }
 
 #[test]
+fn address_blocks() {
+    check(&[
+        ("net.remote.address in_cidr (10.0.0.0/8)", true),
+        ("net.remote.address in_cidr (10.1.2.3)", true),
+        (
+            "net.remote.address in_cidr ('172.16.0.0/12', fd00::/8)",
+            false,
+        ),
+        ("net.remote.address in_cidr ()", false),
+        ("net.addresses in_cidr (fd00::/8)", true),
+        ("net.addresses in_cidr (192.168.1.0/24)", true),
+        ("net.addresses in_cidr (10.0.0.0/8)", false),
+        // text that is not an address, and a missing field, are in no block
+        ("proc.name in_cidr (0.0.0.0/0)", false),
+        ("net.remote.port in_cidr (0.0.0.0/0)", false),
+        ("not proc.pname in_cidr (0.0.0.0/0)", true),
+    ]);
+}
+
+#[test]
 fn list_fields() {
     check(&[
         // contains: membership, not substring

@@ -64,6 +64,8 @@ fn event() -> HashMap<String, Value> {
         ),
         ("proc.only_cap", vec!["CAP_BPF"].into()),
         ("net.remote.port", 4444.into()),
+        ("net.remote.address", "10.1.2.3".into()),
+        ("net.addresses", vec!["fd00::7", "192.168.1.7"].into()),
         ("ns.target_is_host", true.into()),
         ("fd.name", "/tmp/my file.txt".into()),
     ]

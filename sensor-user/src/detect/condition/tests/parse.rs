@@ -20,6 +20,10 @@ fn precedence_grouping_and_expansion() {
         ),
         ("not not a.b exists", "not not a.b exists"),
         (
+            "a.b in_cidr (10.0.0.0/8, 'fd00::/8', 192.168.1.7)",
+            r#"a.b in_cidr ("10.0.0.0/8", "fd00::/8", "192.168.1.7/32")"#,
+        ),
+        (
             "a.b = 1 or c.d = 2 or e.f = 3",
             r#"(a.b = "1" or c.d = "2" or e.f = "3")"#,
         ),
