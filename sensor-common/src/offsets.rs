@@ -29,6 +29,8 @@ pub struct KernelOffsets {
     pub task_exit_code: u32,
     pub task_comm: u32,
     pub task_cgroups: u32,
+    /// `task_struct.seccomp.mode`.
+    pub task_seccomp_mode: u32,
 
     // task->cgroups->dfl_cgrp->kn->id: the cgroup2 id of any task, not only the current one.
     pub css_set_dfl_cgrp: u32,

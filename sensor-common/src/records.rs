@@ -4,7 +4,7 @@
 //! compile time (the agent checks `size_of` against the record length before reading).
 
 /// Version of every layout in this module; the agent drops records of any other version.
-pub const RECORD_VERSION: u16 = 4;
+pub const RECORD_VERSION: u16 = 5;
 
 /// Bytes of `argv` copied per exec (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_MAX: usize = 1024;
@@ -156,7 +156,13 @@ pub struct Creds {
     pub egid: u32,
     /// Effective capability set (`kernel_cap_t`, bit N = capability N).
     pub cap_effective: u64,
+    /// `task_struct.seccomp.mode`: [`SECCOMP_DISABLED`], 1 strict, 2 filter.
+    pub seccomp_mode: u32,
+    pub _pad: u32,
 }
+
+/// `Creds.seccomp_mode` of a task no seccomp filter confines.
+pub const SECCOMP_DISABLED: u32 = 0;
 
 /// Namespace inode numbers (as in `readlink /proc/PID/ns/*`).
 #[repr(C)]

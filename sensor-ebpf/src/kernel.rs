@@ -94,7 +94,7 @@ fn task_ns_pid(task: *const u8) -> ReadResult<(u32, *const u8)> {
     Ok((nr, ns))
 }
 
-/// Real and effective ids and effective capabilities of `task`.
+/// Real and effective ids, effective capabilities and seccomp mode of `task`.
 #[inline(always)]
 pub fn task_creds(task: *const u8, out: &mut Creds) -> ReadResult<()> {
     let cred = read_ptr(task, off!(task_cred))?;
@@ -103,6 +103,7 @@ pub fn task_creds(task: *const u8, out: &mut Creds) -> ReadResult<()> {
     out.euid = read::<u32>(cred, off!(cred_euid))?;
     out.egid = read::<u32>(cred, off!(cred_egid))?;
     out.cap_effective = read::<u64>(cred, off!(cred_cap_effective))?;
+    out.seccomp_mode = read::<u32>(task, off!(task_seccomp_mode))?;
     Ok(())
 }
 

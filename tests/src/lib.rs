@@ -112,6 +112,48 @@ pub fn docker_run_rm(args: &[&str]) -> String {
     id
 }
 
+/// `docker run --rm FLAGS IMAGE CMD...` with the test image; returns the full container id.
+pub fn run_rm(flags: &[&str], cmd: &[&str]) -> String {
+    let image = image();
+    let mut args: Vec<&str> = flags.to_vec();
+    args.push(&image);
+    args.extend_from_slice(cmd);
+    docker_run_rm(&args)
+}
+
+/// The fields every alert must carry: the rule, the full id and runtime of `cid`, its times,
+/// text, ATT&CK ids, the triggering events and a spool sequence number.
+pub fn assert_alert_fields(a: &Value, rule: &str, cid: &str) {
+    assert_eq!(a["rule_id"], rule);
+    assert_eq!(
+        a["container"]["id"].as_str().unwrap().len(),
+        64,
+        "full container id: {a}"
+    );
+    assert_eq!(a["container"]["id"], cid);
+    assert_eq!(a["container"]["runtime"], expected_runtime());
+    for key in [
+        "id",
+        "time",
+        "detected_time",
+        "rule_name",
+        "severity",
+        "summary",
+        "response",
+    ] {
+        assert!(!a[key].is_null(), "alert without {key}: {a}");
+    }
+    assert!(!a["techniques"].as_array().unwrap().is_empty());
+    assert!(
+        !a["events"].as_array().unwrap().is_empty(),
+        "the triggering event is attached: {a}"
+    );
+    assert!(
+        ev::u64_of(&a["seq"]) > 0,
+        "spooled with a sequence number: {a}"
+    );
+}
+
 /// A container's IP address on the default bridge.
 pub fn container_ip(cid: &str) -> String {
     let ip = docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", cid]);

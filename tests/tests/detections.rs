@@ -1,13 +1,13 @@
 //! The rule catalog against real attacks: each rule's emulation (its ADS Validation section) on
 //! real containers with real tools must raise the alert with its key fields, and a benign
 //! look-alike from its False Positives section must not. Traffic goes only to the test's own
-//! containers and the docker bridge gateway.
+//! containers and the docker bridge gateway. The sensor-tampering rules are in `tamper.rs`.
 
 use std::{process::Command, time::Duration};
 
 use sensor_tests::{
-    Containers, ImageTag, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev, image,
-    scratch_dir, shipped_rule,
+    Containers, ImageTag, Sensor, assert_alert_fields, bridge_gateway, container_ip, docker, ev,
+    image, run_rm, scratch_dir, shipped_rule,
 };
 use serde_json::Value;
 
@@ -22,46 +22,6 @@ const PRIVILEGED: [&str; 8] = [
     "--security-opt",
     "apparmor=unconfined",
 ];
-
-fn run_rm(flags: &[&str], cmd: &[&str]) -> String {
-    let image = image();
-    let mut args: Vec<&str> = flags.to_vec();
-    args.push(&image);
-    args.extend_from_slice(cmd);
-    docker_run_rm(&args)
-}
-
-/// The fields every alert must carry.
-fn assert_alert_fields(a: &Value, rule: &str, cid: &str) {
-    assert_eq!(a["rule_id"], rule);
-    assert_eq!(
-        a["container"]["id"].as_str().unwrap().len(),
-        64,
-        "full container id: {a}"
-    );
-    assert_eq!(a["container"]["id"], cid);
-    assert_eq!(a["container"]["runtime"], "docker");
-    for key in [
-        "id",
-        "time",
-        "detected_time",
-        "rule_name",
-        "severity",
-        "summary",
-        "response",
-    ] {
-        assert!(!a[key].is_null(), "alert without {key}: {a}");
-    }
-    assert!(!a["techniques"].as_array().unwrap().is_empty());
-    assert!(
-        !a["events"].as_array().unwrap().is_empty(),
-        "the triggering event is attached: {a}"
-    );
-    assert!(
-        ev::u64_of(&a["seq"]) > 0,
-        "spooled with a sequence number: {a}"
-    );
-}
 
 #[test]
 fn crs001_host_network_container() {
@@ -94,6 +54,16 @@ fn crs002_container_with_dangerous_capabilities() {
             .as_array()
             .unwrap()
             .contains(&Value::from("CAP_SYS_ADMIN"))
+    );
+    assert_eq!(a["process"]["seccomp"], "filter", "{a}");
+    // Docker's default capabilities, but no seccomp filter.
+    let unconfined = run_rm(&["--security-opt", "seccomp=unconfined"], &["true"]);
+    let a = sensor.expect_alert("CRS-002", &unconfined);
+    assert_alert_fields(&a, "CRS-002", &unconfined);
+    assert_eq!(a["process"]["seccomp"], "disabled", "{a}");
+    assert!(
+        a["summary"].as_str().unwrap().contains("seccomp disabled"),
+        "{a}"
     );
     let benign = run_rm(&[], &["true"]);
     sensor.assert_no_alert("CRS-002", &benign, SETTLE);
@@ -497,122 +467,6 @@ fn crs013_echo_requests_far_faster_than_a_person_pings() {
     assert!(a["summary"].as_str().unwrap().contains(&gw), "{a}");
     let slow = run_rm(&[], &["ping", "-q", "-c", "5", &gw]);
     sensor.assert_no_alert("CRS-013", &slow, SETTLE);
-}
-
-#[test]
-fn crs014_ebpf_program_loaded_from_a_container() {
-    let sensor = Sensor::start("crs014");
-    // bpftool loads a two-instruction socket filter to probe the kernel before it drops its
-    // capabilities (then its unprivileged probes are refused).
-    let cid = run_rm(
-        &["--cap-add", "SYS_ADMIN"],
-        &[
-            "sh",
-            "-c",
-            "bpftool feature probe kernel unprivileged >/dev/null 2>&1; exit 0",
-        ],
-    );
-    let a = sensor.expect_alert("CRS-014", &cid);
-    assert_alert_fields(&a, "CRS-014", &cid);
-    let bpf = &a["events"][0]["bpf"];
-    assert_eq!(bpf["cmd"], "prog_load", "{a}");
-    assert_eq!(bpf["type"], "socket_filter", "{a}");
-    assert_eq!(a["process"]["exe"], "/usr/sbin/bpftool", "{a}");
-    let benign = run_rm(&[], &["bpftool", "version"]);
-    sensor.assert_no_alert("CRS-014", &benign, SETTLE);
-}
-
-#[test]
-fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
-    let sensor = Sensor::start("crs015");
-    let pid = sensor.pid().to_string();
-    // SIGCONT is harmless to a running process; only a --pid host container can name the sensor.
-    let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
-    let a = sensor.expect_alert("CRS-015", &cid);
-    assert_alert_fields(&a, "CRS-015", &cid);
-    let signal = &a["events"][0]["signal"];
-    assert_eq!(signal["name"], "SIGCONT", "{a}");
-    assert_eq!(signal["target"].to_string(), pid, "{a}");
-    assert_eq!(signal["target_is_sensor"], true, "{a}");
-    // An attach to the sensor: refused (the container lacks CAP_SYS_PTRACE and the sensor's
-    // capabilities), and still an alert.
-    let tracer = run_rm(
-        &["--pid", "host"],
-        &[
-            "sh",
-            "-c",
-            &format!("strace -p {pid} -e trace=none 2>/dev/null; exit 0"),
-        ],
-    );
-    let a = sensor.expect_alert("CRS-015", &tracer);
-    let ptrace = &a["events"][0]["ptrace"];
-    assert_eq!(ptrace["request"], "seize", "{a}");
-    assert_eq!(ptrace["error"], "EPERM", "{a}");
-    assert!(sensor.alive(), "the sensor survived");
-    // Benign: the same kill aimed at another host process.
-    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
-    let benign = run_rm(
-        &["--pid", "host"],
-        &["kill", "-CONT", &other.id().to_string()],
-    );
-    let _ = other.kill();
-    let _ = other.wait();
-    sensor.assert_no_alert("CRS-015", &benign, SETTLE);
-}
-
-#[test]
-fn crs016_ptrace_attach_from_a_container() {
-    let sensor = Sensor::start("crs016");
-    let cid = run_rm(
-        &["--cap-add", "SYS_PTRACE"],
-        &[
-            "sh",
-            "-c",
-            "sleep 2 & strace -p $! -e trace=none 2>/dev/null; exit 0",
-        ],
-    );
-    let a = sensor.expect_alert("CRS-016", &cid);
-    assert_alert_fields(&a, "CRS-016", &cid);
-    assert_eq!(a["events"][0]["ptrace"]["request"], "seize", "{a}");
-    assert_eq!(a["process"]["comm"], "strace", "{a}");
-    let benign = run_rm(&["--cap-add", "SYS_PTRACE"], &["cat", "/proc/1/status"]);
-    sensor.assert_no_alert("CRS-016", &benign, SETTLE);
-}
-
-#[test]
-fn crs017_tracefs_mount_and_perf_events_from_a_container() {
-    let sensor = Sensor::start("crs017");
-    let mount = run_rm(
-        &["--cap-add", "SYS_ADMIN"],
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /mnt/t && mount -t tracefs nodev /mnt/t; exit 0",
-        ],
-    );
-    let a = sensor.expect_alert("CRS-017", &mount);
-    assert_alert_fields(&a, "CRS-017", &mount);
-    assert_eq!(a["events"][0]["mount"]["fstype"], "tracefs", "{a}");
-    let perf = run_rm(
-        &["--cap-add", "SYS_ADMIN"],
-        &[
-            "sh",
-            "-c",
-            "perf stat -e task-clock true 2>/dev/null; exit 0",
-        ],
-    );
-    let a = sensor.expect_alert("CRS-017", &perf);
-    assert_eq!(a["events"][0]["perf_event_open"]["type"], "software", "{a}");
-    // Benign: a tmpfs mount is not tracing.
-    let benign = run_rm(
-        &["--cap-add", "SYS_ADMIN"],
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t; exit 0",
-        ],
-    );
-    sensor.assert_no_alert("CRS-017", &benign, SETTLE);
 }
 
 /// `docker run -d IMAGE httpd -f -p PORT`: a plain service listening on `port`.

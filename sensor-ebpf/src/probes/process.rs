@@ -51,6 +51,8 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
         euid: 0,
         egid: 0,
         cap_effective: 0,
+        seccomp_mode: 0,
+        _pad: 0,
     };
     rec.ns = Namespaces::default();
     rec.flags = 0;

@@ -219,6 +219,11 @@ pub const FIELDS: &[FieldDef] = &[
     field!("proc.euid", "Effective uid", |e| proc_of(e)
         .map(|p| Value::Int(p.euid as i64))),
     field!(
+        "proc.seccomp",
+        "Seccomp mode: disabled (no filter confines the process), strict or filter",
+        |e| proc_of(e).and_then(|p| s(&p.seccomp))
+    ),
+    field!(
         "proc.cap_effective",
         "Effective capabilities (CAP_SYS_ADMIN, ...)",
         |e| proc_of(e).and_then(|p| list(&p.cap_effective))

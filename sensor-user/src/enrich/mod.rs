@@ -180,6 +180,7 @@ impl Enricher {
             euid: r.creds.euid,
             egid: r.creds.egid,
             cap_effective: r.creds.cap_effective,
+            seccomp_mode: r.creds.seccomp_mode,
             namespaces: r.ns,
             ..task_info(&r.task)
         };
@@ -366,6 +367,7 @@ impl Enricher {
                 cgroup: ns.cgroup,
             }),
             cap_effective: caps::names(p.cap_effective),
+            seccomp: seccomp_name(p.seccomp_mode).into(),
             ancestry: Vec::new(),
             host_namespaces: network::host_types(&p.namespaces, &self.host_ns),
         }
@@ -433,6 +435,16 @@ impl Enricher {
 }
 
 /// The ids a record carries, as a (partial) process entry.
+/// `task_struct.seccomp.mode` as the `Process.seccomp` field names it.
+fn seccomp_name(mode: u32) -> &'static str {
+    match mode {
+        sensor_common::SECCOMP_DISABLED => "disabled",
+        1 => "strict",
+        2 => "filter",
+        _ => "unknown",
+    }
+}
+
 fn task_info(t: &TaskIds) -> ProcInfo {
     ProcInfo {
         pid: Pid(t.tgid),

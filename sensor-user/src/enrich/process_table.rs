@@ -25,6 +25,8 @@ pub struct ProcInfo {
     pub euid: u32,
     pub egid: u32,
     pub cap_effective: u64,
+    /// `task_struct.seccomp.mode` (0 disabled, 1 strict, 2 filter).
+    pub seccomp_mode: u32,
     pub cgroup_id: CgroupId,
     pub start: BootNs,
     pub namespaces: Namespaces,
@@ -44,6 +46,7 @@ impl ProcInfo {
             euid: snap.euid,
             egid: snap.egid,
             cap_effective: snap.cap_effective,
+            seccomp_mode: snap.seccomp_mode,
             cgroup_id,
             start: snap.start,
             namespaces: snap.namespaces,
@@ -92,6 +95,7 @@ impl ProcessTable {
             child.euid = parent.euid;
             child.egid = parent.egid;
             child.cap_effective = parent.cap_effective;
+            child.seccomp_mode = parent.seccomp_mode;
             child.namespaces = parent.namespaces;
         }
         let pid = child.pid;

@@ -20,6 +20,7 @@ pub struct ProcSnapshot {
     pub euid: u32,
     pub egid: u32,
     pub cap_effective: u64,
+    pub seccomp_mode: u32,
     pub start: BootNs,
     pub namespaces: Namespaces,
     /// The cgroup2 path (`0::` line of `/proc/PID/cgroup`).
@@ -77,6 +78,7 @@ fn parse_status(status: &str, snap: &mut ProcSnapshot) {
             "Uid" => (snap.uid, snap.euid) = (n(0), n(1)),
             "Gid" => (snap.gid, snap.egid) = (n(0), n(1)),
             "CapEff" => snap.cap_effective = u64::from_str_radix(value.trim(), 16).unwrap_or(0),
+            "Seccomp" => snap.seccomp_mode = n(0),
             // The innermost pid namespace's view is the last number.
             "NSpid" => snap.ns_pid = nums.last().and_then(|v| v.parse().ok()).unwrap_or(0),
             _ => {}

@@ -35,6 +35,7 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         task_exit_code: o("task_struct", "exit_code")?,
         task_comm: o("task_struct", "comm")?,
         task_cgroups: o("task_struct", "cgroups")?,
+        task_seccomp_mode: o("task_struct", "seccomp")? + o("seccomp", "mode")?,
         css_set_dfl_cgrp: o("css_set", "dfl_cgrp")?,
         cgroup_kn: o("cgroup", "kn")?,
         kernfs_node_id: o("kernfs_node", "id")?,

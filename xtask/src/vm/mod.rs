@@ -24,8 +24,9 @@ use guest::Run;
 use results::{Outcome, TestResult};
 
 /// The test binaries of the kernel-facing suite: attribution (process and container),
-/// network (namespace, socket, ICMP capture), cleanup (nothing left attached after a stop).
-pub const SUITE: &[&str] = &["attribution", "network", "cleanup"];
+/// network (namespace, socket, ICMP capture), tamper (the bpf, signal, ptrace, perf_event_open
+/// and mount hooks of the sensor-tampering rules), cleanup (nothing left attached after a stop).
+pub const SUITE: &[&str] = &["attribution", "network", "tamper", "cleanup"];
 
 /// The hook sets each kernel runs the suite with.
 pub const HOOK_SETS: &[&str] = &["fentry", "kprobe", "tracepoint"];
@@ -38,6 +39,7 @@ const SMOKE: &[(&str, &str)] = &[
         "nc_listen_accept_and_connect_between_two_containers",
     ),
     ("network", "nsenter_into_the_host_and_unshare_are_flagged"),
+    ("tamper", "crs015_a_signal_or_ptrace_aimed_at_the_sensor"),
     (
         "network",
         "ping_size_and_crafted_payloads_are_measured_per_container",
@@ -341,7 +343,7 @@ mod tests {
         );
         // The smoke plan names tests exactly, on 6.1's kprobe and fentry sets.
         let smoke = Plan::smoke().runs("6.1");
-        assert_eq!(smoke.len(), 4);
+        assert_eq!(smoke.len(), 6);
         assert!(
             smoke
                 .iter()

@@ -1,0 +1,127 @@
+//! The sensor-tampering rules (CRS-014 to CRS-017) against real tools in real containers:
+//! bpftool loading a program, kill and strace aimed at the sensor, strace attaching inside a
+//! container, a tracefs mount and perf. Each also runs a benign look-alike that must stay quiet.
+//! These rules read syscall hooks that differ per hook set, so the binary is also part of
+//! `cargo xtask vm-test`'s suite.
+
+use std::{process::Command, time::Duration};
+
+use sensor_tests::{Sensor, assert_alert_fields, run_rm};
+
+const SETTLE: Duration = Duration::from_secs(3);
+
+#[test]
+fn crs014_ebpf_program_loaded_from_a_container() {
+    let sensor = Sensor::start("crs014");
+    // bpftool loads a two-instruction socket filter to probe the kernel before it drops its
+    // capabilities (then its unprivileged probes are refused).
+    let cid = run_rm(
+        &["--cap-add", "SYS_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "bpftool feature probe kernel unprivileged >/dev/null 2>&1; exit 0",
+        ],
+    );
+    let a = sensor.expect_alert("CRS-014", &cid);
+    assert_alert_fields(&a, "CRS-014", &cid);
+    let bpf = &a["events"][0]["bpf"];
+    assert_eq!(bpf["cmd"], "prog_load", "{a}");
+    assert_eq!(bpf["type"], "socket_filter", "{a}");
+    assert_eq!(a["process"]["exe"], "/usr/sbin/bpftool", "{a}");
+    let benign = run_rm(&[], &["bpftool", "version"]);
+    sensor.assert_no_alert("CRS-014", &benign, SETTLE);
+}
+
+#[test]
+fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
+    let sensor = Sensor::start("crs015");
+    let pid = sensor.pid().to_string();
+    // SIGCONT is harmless to a running process; only a --pid host container can name the sensor.
+    let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
+    let a = sensor.expect_alert("CRS-015", &cid);
+    assert_alert_fields(&a, "CRS-015", &cid);
+    let signal = &a["events"][0]["signal"];
+    assert_eq!(signal["name"], "SIGCONT", "{a}");
+    assert_eq!(signal["target"].to_string(), pid, "{a}");
+    assert_eq!(signal["target_is_sensor"], true, "{a}");
+    // An attach to the sensor: refused (the container lacks CAP_SYS_PTRACE and the sensor's
+    // capabilities), and still an alert.
+    let tracer = run_rm(
+        &["--pid", "host"],
+        &[
+            "sh",
+            "-c",
+            &format!("strace -p {pid} -e trace=none 2>/dev/null; exit 0"),
+        ],
+    );
+    let a = sensor.expect_alert("CRS-015", &tracer);
+    let ptrace = &a["events"][0]["ptrace"];
+    assert_eq!(ptrace["request"], "seize", "{a}");
+    assert_eq!(ptrace["error"], "EPERM", "{a}");
+    assert!(sensor.alive(), "the sensor survived");
+    // Benign: the same kill aimed at another host process.
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    let benign = run_rm(
+        &["--pid", "host"],
+        &["kill", "-CONT", &other.id().to_string()],
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+    sensor.assert_no_alert("CRS-015", &benign, SETTLE);
+}
+
+#[test]
+fn crs016_ptrace_attach_from_a_container() {
+    let sensor = Sensor::start("crs016");
+    let cid = run_rm(
+        &["--cap-add", "SYS_PTRACE"],
+        &[
+            "sh",
+            "-c",
+            "sleep 2 & strace -p $! -e trace=none 2>/dev/null; exit 0",
+        ],
+    );
+    let a = sensor.expect_alert("CRS-016", &cid);
+    assert_alert_fields(&a, "CRS-016", &cid);
+    assert_eq!(a["events"][0]["ptrace"]["request"], "seize", "{a}");
+    assert_eq!(a["process"]["comm"], "strace", "{a}");
+    let benign = run_rm(&["--cap-add", "SYS_PTRACE"], &["cat", "/proc/1/status"]);
+    sensor.assert_no_alert("CRS-016", &benign, SETTLE);
+}
+
+#[test]
+fn crs017_tracefs_mount_and_perf_events_from_a_container() {
+    let sensor = Sensor::start("crs017");
+    let mount = run_rm(
+        &["--cap-add", "SYS_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /mnt/t && mount -t tracefs nodev /mnt/t; exit 0",
+        ],
+    );
+    let a = sensor.expect_alert("CRS-017", &mount);
+    assert_alert_fields(&a, "CRS-017", &mount);
+    assert_eq!(a["events"][0]["mount"]["fstype"], "tracefs", "{a}");
+    let perf = run_rm(
+        &["--cap-add", "SYS_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "perf stat -e task-clock true 2>/dev/null; exit 0",
+        ],
+    );
+    let a = sensor.expect_alert("CRS-017", &perf);
+    assert_eq!(a["events"][0]["perf_event_open"]["type"], "software", "{a}");
+    // Benign: a tmpfs mount is not tracing.
+    let benign = run_rm(
+        &["--cap-add", "SYS_ADMIN"],
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t; exit 0",
+        ],
+    );
+    sensor.assert_no_alert("CRS-017", &benign, SETTLE);
+}
