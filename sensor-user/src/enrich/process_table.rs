@@ -4,7 +4,7 @@
 //! Seeded from `/proc` at start, then kept by exec/fork/exit records. Entries whose exit was lost
 //! are swept by [`ProcessTable::sweep`], which checks `/proc`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sensor_common::Namespaces;
 
@@ -58,6 +58,8 @@ impl ProcInfo {
 #[derive(Default)]
 pub struct ProcessTable {
     procs: HashMap<Pid, ProcInfo>,
+    /// Entries the last sweep found gone from /proc: dropped by the next sweep if still here.
+    missing: HashSet<Pid>,
 }
 
 /// How far [`ProcessTable::ancestry`] climbs.
@@ -128,14 +130,23 @@ impl ProcessTable {
     }
 
     /// Drops entries whose process is gone (an exit record was lost) or was replaced by another
-    /// process with the same pid. Returns how many were dropped.
+    /// process with the same pid, once two sweeps in a row found them so: a process that has
+    /// just exited still has its exit record in the ring, and that record needs the entry (its
+    /// args, its container). Returns how many were dropped.
     pub fn sweep(&mut self) -> usize {
         let before = self.procs.len();
         // /proc gives the start in clock ticks, the kernel records in ns: equal within a tick.
         let tick = crate::clock::ticks_to_boot_ns(1).0;
+        let was_missing = std::mem::take(&mut self.missing);
+        let missing = &mut self.missing;
         self.procs.retain(|pid, info| {
-            procfs::snapshot(pid.0)
-                .is_some_and(|s| info.start.0 == 0 || s.start.0.abs_diff(info.start.0) <= tick)
+            let live = procfs::snapshot(pid.0)
+                .is_some_and(|s| info.start.0 == 0 || s.start.0.abs_diff(info.start.0) <= tick);
+            if !live && !was_missing.contains(pid) {
+                missing.insert(*pid);
+                return true;
+            }
+            live
         });
         before - self.procs.len()
     }
@@ -215,6 +226,9 @@ mod tests {
         ));
         // pid_max is at most 4194304, so this pid cannot exist.
         t.insert(proc(4_194_400, 1, "/gone", 1));
+        // Kept once, for an exit record still on its way; dropped by the next sweep.
+        assert_eq!(t.sweep(), 0);
+        assert!(t.get(Pid(4_194_400)).is_some());
         assert_eq!(t.sweep(), 1);
         assert!(t.get(Pid(std::process::id())).is_some());
     }
