@@ -103,9 +103,8 @@ impl Emitter {
     /// writes it to the JSON lines.
     fn alert(&mut self, mut alert: pb::Alert) -> Result<()> {
         self.stats.count_event("alert");
-        // Assigned here so the JSON line, the spool and every subscriber share one id.
-        alert.id = crate::deliver::new_alert_id();
-        alert.detected_time = Some(crate::deliver::timestamp(std::time::SystemTime::now()));
+        // Stamped here so the JSON line, the spool and every subscriber share one id and time.
+        self.delivery.stamp(&mut alert);
         match self.delivery.publish_alert(alert.clone()) {
             Ok(seq) => alert.seq = seq,
             Err(e) => log::error!("alert {} not spooled: {e:#}", alert.rule_id),

@@ -151,9 +151,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::DockerDown => docker::docker_down(&root),
         Cmd::Bench { execs_per_thread } => bench::bench(&root, execs_per_thread),
         Cmd::Docs => docs::docs(&root),
-        Cmd::Latency => {
-            latency::report(&util::target_dir(&root).join("test-artifacts"), None).map(|_| ())
-        }
+        Cmd::Latency => latency::report(&util::target_dir(&root).join("test-artifacts"), None),
         Cmd::VmTest {
             kernels,
             hook_sets,

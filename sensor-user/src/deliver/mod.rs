@@ -271,24 +271,32 @@ impl Delivery {
         *self.shared.health.lock().unwrap() = Some(event);
     }
 
-    /// Spools `alert` (numbering it, and giving it an id and node if it has none), then hands it
-    /// to subscribers and the exporter. Returns its sequence number. When this returns Ok, the
-    /// alert is on disk (see the spool's fsync policy). On Err (a full or broken disk) the alert
-    /// went nowhere: the error names the spool's problem, `sensor_spool_errors_total` counts it,
-    /// and the caller should report it and carry on rather than stop the sensor.
-    pub fn publish_alert(&self, mut alert: Alert) -> Result<u64> {
+    /// Gives `alert` what it lacks of an id, the node, its time and its detection time (now).
+    /// A caller that keeps its own copy of the alert (the JSON lines) stamps it before
+    /// publishing, so both copies agree.
+    pub fn stamp(&self, alert: &mut Alert) {
         if alert.id.is_empty() {
             alert.id = new_alert_id();
         }
         if alert.node.is_empty() {
             alert.node = self.shared.node.clone();
         }
+        let now = || Some(timestamp(SystemTime::now()));
         if alert.time.is_none() {
-            alert.time = Some(timestamp(SystemTime::now()));
+            alert.time = now();
         }
         if alert.detected_time.is_none() {
-            alert.detected_time = Some(timestamp(SystemTime::now()));
+            alert.detected_time = now();
         }
+    }
+
+    /// Spools `alert` (numbering it, and [stamping](Self::stamp) what it lacks), then hands it
+    /// to subscribers and the exporter. Returns its sequence number. When this returns Ok, the
+    /// alert is on disk (see the spool's fsync policy). On Err (a full or broken disk) the alert
+    /// went nowhere: the error names the spool's problem, `sensor_spool_errors_total` counts it,
+    /// and the caller should report it and carry on rather than stop the sensor.
+    pub fn publish_alert(&self, mut alert: Alert) -> Result<u64> {
+        self.stamp(&mut alert);
         let mut spool = self.shared.spool.lock().unwrap();
         let appended = spool.append(|seq| {
             alert.seq = seq;
@@ -377,7 +385,7 @@ pub(crate) fn system_time(t: &pbjson_types::Timestamp) -> Option<SystemTime> {
 }
 
 /// A random UUID (v4) from the kernel.
-pub fn new_alert_id() -> String {
+fn new_alert_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| {

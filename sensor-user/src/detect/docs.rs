@@ -34,17 +34,8 @@ fn criteria(x: &Exception) -> String {
     if !x.images.is_empty() {
         parts.push(format!("images: {}", code(&mut x.images.iter().cloned())));
     }
-    if !x.container_names.is_empty() {
-        parts.push(format!(
-            "container names: {}",
-            code(&mut x.container_names.iter().cloned())
-        ));
-    }
-    if !x.labels.is_empty() {
-        let mut labels = x.labels.iter().map(|(k, v)| format!("{k}={v}"));
-        parts.push(format!("labels: {}", code(&mut labels)));
-    }
     for (what, items) in [
+        ("container names", &x.container_names),
         ("executables", &x.executables),
         ("ancestors", &x.ancestors),
         ("addresses", &x.addresses),
@@ -52,6 +43,10 @@ fn criteria(x: &Exception) -> String {
         if !items.is_empty() {
             parts.push(format!("{what}: {}", code(&mut items.iter().cloned())));
         }
+    }
+    if !x.labels.is_empty() {
+        let mut labels = x.labels.iter().map(|(k, v)| format!("{k}={v}"));
+        parts.push(format!("labels: {}", code(&mut labels)));
     }
     if let Some(c) = &x.condition {
         parts.push(format!("condition: `{}`", c.trim()));

@@ -152,17 +152,8 @@ impl Exception {
                 })
                 .collect()));
         }
-        if !self.container_names.is_empty() {
-            all.push(any(self
-                .container_names
-                .iter()
-                .map(|p| format!("container.name glob {}", quoted(p)))
-                .collect()));
-        }
-        for (key, value) in &self.labels {
-            all.push(format!("container.label[{key}] glob {}", quoted(value)));
-        }
         for (field, globs) in [
+            ("container.name", &self.container_names),
             ("proc.exe", &self.executables),
             ("proc.ancestors", &self.ancestors),
         ] {
@@ -172,6 +163,9 @@ impl Exception {
                     .map(|p| format!("{field} glob {}", quoted(p)))
                     .collect()));
             }
+        }
+        for (key, value) in &self.labels {
+            all.push(format!("container.label[{key}] glob {}", quoted(value)));
         }
         if !self.addresses.is_empty() {
             let blocks: Vec<String> = self.addresses.iter().map(|a| quoted(a)).collect();
