@@ -163,14 +163,50 @@ pub fn container_ip(cid: &str) -> String {
 
 /// The default bridge's gateway (the host side of docker0): the one address outside the test's
 /// own containers that tests may send traffic to.
+///
+/// Read from the bridge interface itself, not from `docker network inspect`: on dockerd's
+/// first start on a machine the bridge network's IPAM config has no `Gateway` field (it
+/// appears only after a restart), while the address is always on the interface. Panics with
+/// the reason when there is none, so no test passes an empty address on to a tool.
 pub fn bridge_gateway() -> String {
-    docker(&[
+    if on_runc() {
+        return runc::GATEWAY.to_string();
+    }
+    let name = docker(&[
         "network",
         "inspect",
         "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
+        r#"{{index .Options "com.docker.network.bridge.name"}}"#,
         "bridge",
-    ])
+    ]);
+    let name = if name.is_empty() { "docker0" } else { &name };
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", name])
+        .output()
+        .expect("running ip (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    interface_ipv4(&text).unwrap_or_else(|| {
+        panic!(
+            "the default bridge {name} has no IPv4 address ({}: {} {}); is dockerd running \
+             with its default bridge (`cargo xtask docker-up`)?",
+            out.status,
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
+/// The first IPv4 address in `ip -4 -o addr show` output, without its prefix length.
+fn interface_ipv4(ip_output: &str) -> Option<String> {
+    ip_output.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        words.find(|w| *w == "inet")?;
+        let cidr = words.next()?;
+        let addr = cidr.split('/').next()?;
+        addr.parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(|a| a.to_string())
+    })
 }
 
 /// Removes containers when dropped, so a failing test leaves none running.
@@ -559,5 +595,23 @@ pub mod ev {
             .and_then(|s| s.strip_suffix('s'))
             .and_then(|s| s.parse().ok())
             .unwrap_or(-1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interface_ipv4;
+
+    #[test]
+    fn bridge_address_from_ip_output() {
+        let up = "5: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0\\       valid_lft forever preferred_lft forever\n";
+        assert_eq!(interface_ipv4(up).as_deref(), Some("172.17.0.1"));
+        // No address yet (or `ip` printed nothing because the link does not exist).
+        assert_eq!(interface_ipv4(""), None);
+        assert_eq!(
+            interface_ipv4("5: docker0    inet6 fe80::1/64 scope link"),
+            None
+        );
+        assert_eq!(interface_ipv4("5: docker0    inet garbage/16"), None);
     }
 }

@@ -159,13 +159,6 @@ pub fn docker(args: &[&str]) -> String {
         ["inspect", "-f", "{{.NetworkSettings.IPAddress}}", id] => {
             fs::read_to_string(state_dir(id).join("ip")).unwrap_or_default()
         }
-        [
-            "network",
-            "inspect",
-            "-f",
-            "{{(index .IPAM.Config 0).Gateway}}",
-            "bridge",
-        ] => GATEWAY.to_string(),
         _ => skip(&format!(
             "`docker {}` has no runc equivalent in the VM harness",
             args.join(" ")

@@ -217,6 +217,52 @@ pub fn docker_down(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where dockerd keeps its state (its default `--data-root`).
+const DATA_ROOT: &str = "/var/lib/docker";
+/// The default bridge dockerd creates on start.
+const BRIDGE: &str = "docker0";
+
+/// `cargo xtask docker-down --forget` and `cargo xtask test --docker-first-start`: puts the
+/// machine back in the state of one where dockerd never ran, so that its next start is a first
+/// start (which differs: the default bridge's IPAM config then has no `Gateway`). Removes
+/// dockerd's data root (networks, images, containers) and the `docker0` bridge. Refuses while
+/// any dockerd runs or anything is still mounted under the data root.
+pub fn forget_state() -> Result<()> {
+    if daemon_running() || util::output_ok(Command::new("pgrep").args(["-x", "dockerd"])).is_some()
+    {
+        bail!(
+            "a dockerd is running; stop it first (`cargo xtask docker-down` stops one that xtask \
+             started) before dockerd's state can be removed"
+        );
+    }
+    let mounts =
+        fs::read_to_string("/proc/self/mounts").context("could not read /proc/self/mounts")?;
+    if let Some(m) = mounts_under(&mounts, DATA_ROOT).first() {
+        bail!("{m} is still mounted under {DATA_ROOT}; unmount it (`umount {m}`) and retry");
+    }
+    if Path::new(DATA_ROOT).exists() {
+        step(format!(
+            "removing dockerd's state {DATA_ROOT} (as on a machine where it never ran)..."
+        ));
+        fs::remove_dir_all(DATA_ROOT).with_context(|| format!("could not remove {DATA_ROOT}"))?;
+    }
+    if Path::new("/sys/class/net").join(BRIDGE).exists() {
+        step(format!("deleting the {BRIDGE} bridge..."));
+        util::run(Command::new("ip").args(["link", "del", BRIDGE]))
+            .with_context(|| format!("could not delete {BRIDGE}"))?;
+    }
+    Ok(())
+}
+
+/// Mount points at or below `dir` in a `/proc/self/mounts` text.
+fn mounts_under<'a>(mounts: &'a str, dir: &str) -> Vec<&'a str> {
+    mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect()
+}
+
 fn log_tail(log: &Path) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -507,6 +553,18 @@ mod tests {
             was_running,
             "the guard did not restore the daemon's state"
         );
+    }
+
+    #[test]
+    fn mounts_below_the_data_root() {
+        let mounts = "overlay /var/lib/docker/overlay2/abc/merged overlay rw 0 0\n\
+                      tmpfs /run tmpfs rw 0 0\n\
+                      /dev/vda /var/lib/dockerish ext4 rw 0 0\n";
+        assert_eq!(
+            mounts_under(mounts, DATA_ROOT),
+            ["/var/lib/docker/overlay2/abc/merged"]
+        );
+        assert!(mounts_under("tmpfs /run tmpfs rw 0 0\n", DATA_ROOT).is_empty());
     }
 
     #[test]

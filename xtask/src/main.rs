@@ -66,6 +66,10 @@ enum Cmd {
         /// Skip rustfmt and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Before starting dockerd, remove its state (`/var/lib/docker`, `docker0`) so that
+        /// this run proves the suite on dockerd's first start, as on a new machine (CI does).
+        #[arg(long)]
+        docker_first_start: bool,
         /// Passed to the integration test harness (test name filters).
         #[arg(last = true)]
         filter: Vec<String>,
@@ -73,7 +77,12 @@ enum Cmd {
     /// Start dockerd (if none is running) and build the test image; leave both for manual tests.
     DockerUp,
     /// Stop the dockerd that docker-up (or an interrupted `test`) started.
-    DockerDown,
+    DockerDown {
+        /// Then remove dockerd's state (`/var/lib/docker`: networks, images, containers) and
+        /// the `docker0` bridge, so that its next start is a first start, as on a new machine.
+        #[arg(long)]
+        forget: bool,
+    },
     /// The kernel-facing tests on Debian's 6.1 and 6.12 kernels under qemu, per hook set.
     VmTest {
         /// Kernel lines (6.1, 6.12) or Debian package names; repeatable. Default: 6.1 and 6.12.
@@ -88,7 +97,17 @@ enum Cmd {
         /// Skip the runs with Kubernetes-shaped cgroups.
         #[arg(long)]
         no_shapes: bool,
-        /// Give up on a guest after this many minutes.
+        /// Run each run this many times (columns KERNEL/HOOKS#N), to reproduce rare failures.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// qemu's TCG threading. Default single: multi-threaded TCG crashed a 6.12 guest
+        /// (see `vm::EMULATION`).
+        #[arg(long, value_enum, default_value_t = vm::EMULATION.threads)]
+        tcg_threads: vm::qemu::TcgThreads,
+        /// The guest's CPU count.
+        #[arg(long, default_value_t = vm::EMULATION.cpus)]
+        cpus: u8,
+        /// Give up on a guest boot after this many minutes.
         #[arg(long, default_value_t = 60)]
         timeout_minutes: u64,
     },
@@ -137,7 +156,18 @@ fn dispatch(command: Cmd) -> Result<()> {
             setup::toolchain()?;
             lint::lint(&root)
         }
-        Cmd::Test { no_lint, filter } => test::test(&root, no_lint, &filter),
+        Cmd::Test {
+            no_lint,
+            docker_first_start,
+            filter,
+        } => test::test(
+            &root,
+            test::Options {
+                no_lint,
+                docker_first_start,
+            },
+            &filter,
+        ),
         Cmd::DockerUp => {
             setup::setup(Purpose::Test)?;
             let dockerd = docker::Dockerd::ensure(&root)?;
@@ -148,7 +178,13 @@ fn dispatch(command: Cmd) -> Result<()> {
             dockerd.keep_running();
             Ok(())
         }
-        Cmd::DockerDown => docker::docker_down(&root),
+        Cmd::DockerDown { forget } => {
+            docker::docker_down(&root)?;
+            if forget {
+                docker::forget_state()?;
+            }
+            Ok(())
+        }
         Cmd::Bench { execs_per_thread } => bench::bench(&root, execs_per_thread),
         Cmd::Docs => docs::docs(&root),
         Cmd::Latency => latency::report(&util::target_dir(&root).join("test-artifacts"), None),
@@ -157,6 +193,9 @@ fn dispatch(command: Cmd) -> Result<()> {
             hook_sets,
             tests,
             no_shapes,
+            repeat,
+            tcg_threads,
+            cpus,
             timeout_minutes,
         } => {
             let or = |v: Vec<String>, d: &[&str]| {
@@ -171,6 +210,11 @@ fn dispatch(command: Cmd) -> Result<()> {
                 hook_sets: or(hook_sets, vm::HOOK_SETS),
                 tests,
                 shapes: !no_shapes,
+                repeat: repeat.max(1),
+                emulation: vm::qemu::Emulation {
+                    threads: tcg_threads,
+                    cpus: cpus.max(1),
+                },
                 timeout: std::time::Duration::from_secs(timeout_minutes * 60),
             };
             vm::vm_test(&root, &plan)

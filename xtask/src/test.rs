@@ -48,7 +48,16 @@ impl Steps {
     }
 }
 
-pub fn test(root: &Path, no_lint: bool, filter: &[String]) -> Result<()> {
+/// How `cargo xtask test` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Skip rustfmt and clippy.
+    pub no_lint: bool,
+    /// Remove dockerd's state before starting it ([`docker::forget_state`]).
+    pub docker_first_start: bool,
+}
+
+pub fn test(root: &Path, options: Options, filter: &[String]) -> Result<()> {
     util::require_root(
         "the tests need root (eBPF, Docker); run `cargo xtask test` as root \
          (or `sudo -E env \"PATH=$PATH\" cargo xtask test`)",
@@ -58,7 +67,7 @@ pub fn test(root: &Path, no_lint: bool, filter: &[String]) -> Result<()> {
         done: Vec::new(),
         failed: None,
     };
-    let result = test_steps(root, no_lint, filter, &mut steps);
+    let result = test_steps(root, options, filter, &mut steps);
     let summary = steps.summary();
     match &result {
         Ok(()) => step(format!("test: all passed {summary}")),
@@ -70,12 +79,12 @@ pub fn test(root: &Path, no_lint: bool, filter: &[String]) -> Result<()> {
     result
 }
 
-fn test_steps(root: &Path, no_lint: bool, filter: &[String], steps: &mut Steps) -> Result<()> {
+fn test_steps(root: &Path, options: Options, filter: &[String], steps: &mut Steps) -> Result<()> {
     steps.time("setup", || setup::setup(Purpose::Test))?;
     // The eBPF object comes first so that clippy, the build and the unit tests all see the
     // same SENSOR_BPF_OBJ (otherwise sensor-user's build script reruns between them).
     let obj = steps.time("build-ebpf", || build_ebpf::build_ebpf(root))?;
-    if !no_lint {
+    if !options.no_lint {
         steps.time("lint", || lint::lint(root))?;
     }
     let sensor = steps.time("build", || build_agent::build_agent(root, &obj, true))?;
@@ -101,6 +110,9 @@ fn test_steps(root: &Path, no_lint: bool, filter: &[String], steps: &mut Steps) 
     // Stops dockerd when dropped if this run started it: after the integration tests, and
     // also when anything below fails.
     let dockerd = steps.time("docker", || {
+        if options.docker_first_start {
+            docker::forget_state()?;
+        }
         let d = Dockerd::ensure(root)?;
         docker::ensure_test_image(root)?;
         Ok(d)

@@ -24,7 +24,10 @@ const GUEST_PROGRAMS: &[(&str, &str)] = &[
 ];
 
 /// One run in the guest: a test binary with a hook set, a cgroup shape and name filters.
+#[derive(Clone, Debug)]
 pub struct Run {
+    /// Unique within one plan: the console markers name the run by it.
+    pub id: usize,
     pub column: String,
     pub hooks: String,
     pub shape: String,
@@ -84,7 +87,8 @@ pub fn initramfs(dir: &Path, common: &Path, kernel: &Kernel, runs: &[Run]) -> Re
         .iter()
         .map(|r| {
             format!(
-                "{} {} {} {} {}\n",
+                "{} {} {} {} {} {}\n",
+                r.id,
                 r.column,
                 r.hooks,
                 r.shape,

@@ -30,9 +30,9 @@ export SENSOR_TEST_ROOTFS=/vmtest/image
 export SENSOR_TEST_ARTIFACTS=/tmp/artifacts
 export RUST_BACKTRACE=0
 
-# Each plan line: COLUMN HOOKS SHAPE BINARY [TEST-NAME-FILTER...]
-while read -r column hooks shape binary filters; do
-    echo "VMTEST-BEGIN $column $binary"
+# Each plan line: RUN-ID COLUMN HOOKS SHAPE BINARY [TEST-NAME-FILTER...]
+while read -r id column hooks shape binary filters; do
+    echo "VMTEST-BEGIN $id $column $binary"
     rm -rf /tmp/artifacts
     mkdir -p /tmp/artifacts
     SENSOR_TEST_HOOKS="$hooks" SENSOR_TEST_CGROUP_SHAPE="$shape" \
@@ -45,7 +45,7 @@ while read -r column hooks shape binary filters; do
             tail -n 15 "$f"
         done
     fi
-    echo "VMTEST-END $column $binary rc=$rc"
+    echo "VMTEST-END $id $column $binary rc=$rc"
 done < /vmtest/plan
 echo "VMTEST-DONE"
 sync

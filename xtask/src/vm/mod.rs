@@ -7,9 +7,10 @@
 //! on the serial console, which becomes a column of the matrix. The host column comes from the
 //! last `cargo xtask test` (`target/vm/results/host.tsv`).
 
+mod console;
 mod guest;
 mod kernel;
-mod qemu;
+pub mod qemu;
 pub mod results;
 
 use std::fs;
@@ -20,7 +21,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::util::{self, step};
+use console::RunOutcome;
 use guest::Run;
+use qemu::{Emulation, TcgThreads};
 use results::{Outcome, TestResult};
 
 /// The test binaries of the kernel-facing suite: attribution (process and container),
@@ -54,8 +57,21 @@ pub struct Plan {
     pub tests: Vec<String>,
     /// Also run attribution with Kubernetes-shaped cgroups (first hook set only).
     pub shapes: bool,
+    /// Every run this many times (columns `KERNEL/HOOKS#N`), e.g. to reproduce a rare failure.
+    pub repeat: usize,
+    pub emulation: Emulation,
+    /// Per guest boot.
     pub timeout: Duration,
 }
+
+/// The emulation the matrix runs under by default. Single-threaded TCG: under
+/// `thread=multi` the 6.12 guest died in the tamper run with `Oops: int3` in code the
+/// kernel was live-patching (a static key), qemu's cross-modifying-code problem, not the
+/// guest's or ours (the experiment is in the closing note of issue 11).
+pub const EMULATION: Emulation = Emulation {
+    threads: TcgThreads::Single,
+    cpus: 2,
+};
 
 impl Plan {
     /// The subset `cargo xtask test` runs.
@@ -65,6 +81,8 @@ impl Plan {
             hook_sets: vec!["fentry".into(), "kprobe".into()],
             tests: SMOKE.iter().map(|(b, t)| format!("{b}::{t}")).collect(),
             shapes: false,
+            repeat: 1,
+            emulation: EMULATION,
             timeout: Duration::from_secs(20 * 60),
         }
     }
@@ -98,6 +116,7 @@ impl Plan {
                         .collect()
                 };
                 runs.push(Run {
+                    id: 0,
                     column: format!("{line}/{hooks}"),
                     hooks: hooks.clone(),
                     shape: "docker".into(),
@@ -109,6 +128,7 @@ impl Plan {
         if self.shapes && by_binary.iter().any(|(b, _)| b == "attribution") {
             for shape in ["kubepods", "containerd"] {
                 runs.push(Run {
+                    id: 0,
                     column: format!("{line}/{}/{shape}", self.hook_sets[0]),
                     hooks: self.hook_sets[0].clone(),
                     shape: shape.into(),
@@ -116,6 +136,19 @@ impl Plan {
                     filters: Vec::new(),
                 });
             }
+        }
+        if self.repeat > 1 {
+            runs = (1..=self.repeat)
+                .flat_map(|n| {
+                    runs.iter().map(move |r| Run {
+                        column: format!("{}#{n}", r.column),
+                        ..r.clone()
+                    })
+                })
+                .collect();
+        }
+        for (id, run) in runs.iter_mut().enumerate() {
+            run.id = id;
         }
         runs
     }
@@ -147,68 +180,132 @@ pub fn run_plan(root: &Path, sensor: &Path, plan: &Plan) -> Result<Vec<(String, 
         "building the guests' common initramfs (busybox, runc, iproute2, sensor, tests, image)...",
     );
     let common = guest::common(&dir, sensor, &tests)?;
-    let mut columns = Vec::new();
+    let mut columns: Vec<(String, Vec<TestResult>)> = Vec::new();
+    let mut add = |column: &str, results: Vec<TestResult>| match columns
+        .iter_mut()
+        .find(|(c, _)| c == column)
+    {
+        Some((_, rs)) => rs.extend(results),
+        None => columns.push((column.to_string(), results)),
+    };
     for line in &plan.kernels {
         let kernel = kernel::fetch(&dir, line)?;
-        let runs = plan.runs(line);
-        let image = guest::initramfs(&dir, &common, &kernel, &runs)?;
-        let log = dir.join(format!("console-{}.log", kernel.release));
-        step(format!(
-            "booting {} under qemu (TCG) for {} runs; console in {}",
-            kernel::describe(&kernel),
-            runs.len(),
-            log.display()
-        ));
-        let boot = qemu::boot(&kernel.vmlinuz, &image, &log, line, plan.timeout)?;
-        step(format!(
-            "{line}: guest finished in {}{}",
-            util::fmt_duration(boot.elapsed),
-            if boot.timed_out {
-                " (TIMED OUT, killed)"
-            } else {
-                ""
+        // Each boot runs what is pending; a guest that dies does not void the runs queued
+        // behind it: a fresh guest takes them, and the run it died in once more.
+        let mut pending: Vec<(Run, Attempt)> = plan
+            .runs(line)
+            .into_iter()
+            .map(|r| (r, Attempt::First))
+            .collect();
+        for boot_no in 1.. {
+            if pending.is_empty() {
+                break;
             }
-        ));
-        for (column, results) in columns_of(&boot.console, &runs, boot.timed_out) {
-            results::save(&results_path(root, &column), &results)?;
-            columns.push((column, results));
+            let runs: Vec<Run> = pending.iter().map(|(r, _)| r.clone()).collect();
+            let image = guest::initramfs(&dir, &common, &kernel, &runs)?;
+            let log = match boot_no {
+                1 => dir.join(format!("console-{}.log", kernel.release)),
+                n => dir.join(format!("console-{}.boot{n}.log", kernel.release)),
+            };
+            step(format!(
+                "booting {} under qemu ({}) for {} runs; console in {}",
+                kernel::describe(&kernel),
+                plan.emulation,
+                runs.len(),
+                log.display()
+            ));
+            let boot = qemu::boot(
+                &kernel.vmlinuz,
+                &image,
+                &log,
+                line,
+                plan.emulation,
+                plan.timeout,
+            )?;
+            step(format!(
+                "{line}: guest finished in {}{}",
+                util::fmt_duration(boot.elapsed),
+                if boot.timed_out {
+                    " (TIMED OUT, killed)"
+                } else {
+                    ""
+                }
+            ));
+            let outcomes = console::outcomes(&boot.console, &runs, boot.timed_out);
+            let mut next = Vec::new();
+            let mut progressed = false;
+            for ((run, attempt), outcome) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    RunOutcome::Ended(results) => {
+                        progressed = true;
+                        add(&run.column, results);
+                    }
+                    RunOutcome::Died {
+                        finished,
+                        running,
+                        death,
+                    } => {
+                        progressed = true;
+                        step(format!("[{line}] {} {}: {death}", run.column, run.binary));
+                        // A retried run's finished tests are reported from the retry.
+                        if attempt == Attempt::Retry {
+                            add(&run.column, finished);
+                        }
+                        let test = running.unwrap_or_else(|| "<run>".into());
+                        let why = format!("{death} (console: {})", log.display());
+                        add(
+                            &run.column,
+                            vec![run_failure(
+                                &run,
+                                &format!("{test} ({attempt} attempt)"),
+                                why,
+                            )],
+                        );
+                        if attempt == Attempt::First {
+                            next.push((run, Attempt::Retry));
+                        }
+                    }
+                    RunOutcome::NotStarted => next.push((run, attempt)),
+                }
+            }
+            if !progressed {
+                // A guest that starts nothing would start nothing again.
+                for (run, _) in next.drain(..) {
+                    let why = format!("the guest never started this run (see {})", log.display());
+                    add(&run.column, vec![run_failure(&run, "<run>", why)]);
+                }
+            }
+            pending = next;
         }
+    }
+    for (column, results) in &columns {
+        results::save(&results_path(root, column), results)?;
     }
     Ok(columns)
 }
 
-/// Splits the console into the plan's runs and parses each; a run that never ended (the guest
-/// died or timed out) is one failure naming what happened.
-fn columns_of(console: &str, runs: &[Run], timed_out: bool) -> Vec<(String, Vec<TestResult>)> {
-    let mut columns: Vec<(String, Vec<TestResult>)> = Vec::new();
-    for run in runs {
-        let begin = format!("VMTEST-BEGIN {} {}", run.column, run.binary);
-        let end = format!("VMTEST-END {} {} rc=", run.column, run.binary);
-        let block = console.split_once(&begin).map(|(_, rest)| {
-            rest.split_once(&end)
-                .map_or((rest, false), |(b, _)| (b, true))
-        });
-        let mut results = match block {
-            Some((text, _)) => results::parse_libtest(&run.binary, text),
-            None => Vec::new(),
-        };
-        if !matches!(block, Some((_, true))) {
-            let why = match (block.is_some(), timed_out) {
-                (_, true) => "the guest timed out during this run",
-                (true, false) => "the guest stopped during this run (see the console log)",
-                (false, false) => "the guest never started this run (see the console log)",
-            };
-            results.push(TestResult {
-                test: format!("{}::<run>", run.binary),
-                outcome: Outcome::Fail(why.into()),
-            });
-        }
-        match columns.iter_mut().find(|(c, _)| *c == run.column) {
-            Some((_, rs)) => rs.extend(results),
-            None => columns.push((run.column.clone(), results)),
-        }
+/// A failure row `BINARY::TEST` for something that happened to `run` as a whole.
+fn run_failure(run: &Run, test: &str, why: String) -> TestResult {
+    TestResult {
+        test: format!("{}::{test}", run.binary),
+        outcome: Outcome::Fail(why),
     }
-    columns
+}
+
+/// Which try of a run this is: a run the guest died in is tried once more in a fresh guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    First,
+    Retry,
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attempt::First => "first",
+            Attempt::Retry => "second",
+        })
+    }
 }
 
 /// Builds the suite's test binaries; returns (name, executable) pairs.
@@ -315,6 +412,8 @@ mod tests {
                 "network::b".into(),
             ],
             shapes: true,
+            repeat: 1,
+            emulation: EMULATION,
             timeout: Duration::from_secs(1),
         };
         let runs = plan.runs("6.1");
@@ -339,6 +438,28 @@ mod tests {
                 "6.1/tracepoint docker network a,b,--exact",
                 "6.1/fentry/kubepods kubepods attribution ",
                 "6.1/fentry/containerd containerd attribution ",
+            ]
+        );
+        // Repeats: every run again in its own column, each run with an id of its own.
+        let repeated = Plan {
+            repeat: 2,
+            shapes: false,
+            ..plan
+        }
+        .runs("6.1");
+        let names: Vec<(usize, &str)> =
+            repeated.iter().map(|r| (r.id, r.column.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                (0, "6.1/fentry#1"),
+                (1, "6.1/fentry#1"),
+                (2, "6.1/tracepoint#1"),
+                (3, "6.1/tracepoint#1"),
+                (4, "6.1/fentry#2"),
+                (5, "6.1/fentry#2"),
+                (6, "6.1/tracepoint#2"),
+                (7, "6.1/tracepoint#2"),
             ]
         );
         // The smoke plan names tests exactly, on 6.1's kprobe and fentry sets.

@@ -12,6 +12,38 @@ use anyhow::{Context, Result};
 
 use crate::util::step;
 
+/// How qemu emulates the guest's CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Emulation {
+    /// One host thread per vCPU (`thread=multi`) or all vCPUs on one (`thread=single`).
+    pub threads: TcgThreads,
+    /// The guest's CPU count (`-smp`).
+    pub cpus: u8,
+}
+
+/// qemu's TCG threading (`-accel tcg,thread=...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcgThreads {
+    Single,
+    Multi,
+}
+
+impl Emulation {
+    fn accel(&self) -> String {
+        let threads = match self.threads {
+            TcgThreads::Single => "single",
+            TcgThreads::Multi => "multi",
+        };
+        format!("tcg,thread={threads}")
+    }
+}
+
+impl std::fmt::Display for Emulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "-accel {} -smp {}", self.accel(), self.cpus)
+    }
+}
+
 /// What a boot produced.
 pub struct Boot {
     pub console: String,
@@ -26,20 +58,13 @@ pub fn boot(
     initramfs: &Path,
     log: &Path,
     label: &str,
+    emulation: Emulation,
     timeout: Duration,
 ) -> Result<Boot> {
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-            "-smp",
-            "2",
-            "-m",
-            "3072",
-        ])
+        .args(["-accel", &emulation.accel(), "-cpu", "max"])
+        .args(["-smp", &emulation.cpus.to_string(), "-m", "3072"])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .args(["-serial", "stdio", "-monitor", "none"])
         .arg("-kernel")
@@ -114,7 +139,7 @@ fn progress(label: &str, line: &str) {
         if rest.starts_with("BEGIN") || rest.starts_with("KERNEL") || rest.starts_with("WARN") {
             step(format!("[{label}] {rest}"));
         }
-    } else if line.contains("Kernel panic") {
+    } else if line.contains("Kernel panic") || line.contains("Oops") {
         step(format!("[{label}] {line}"));
     }
 }
