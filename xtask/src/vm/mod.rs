@@ -64,10 +64,15 @@ pub struct Plan {
     pub timeout: Duration,
 }
 
-/// The emulation the matrix runs under by default. Single-threaded TCG: under
-/// `thread=multi` the 6.12 guest died in the tamper run with `Oops: int3` in code the
-/// kernel was live-patching (a static key), qemu's cross-modifying-code problem, not the
-/// guest's or ours (the experiment is in the closing note of issue 11).
+/// The emulation the matrix runs under by default: single-threaded TCG, 2 vCPUs.
+///
+/// Under `thread=multi` the 6.12 guest dies now and then with `Oops: int3` at a static-key
+/// site (`__schedule`, `kmem_cache_alloc_lru`) while runc or a perf event flips a key: the
+/// oops's code bytes show the finished 2-byte NOP at the trapping address, so a vCPU ran a
+/// stale translation of the int3 the kernel had already replaced (qemu's cross-modifying
+/// code across vCPU threads), not a kernel or sensor fault. Measured with `vm-test --kernel
+/// 6.12 --hooks tracepoint --test tamper::crs017_... --repeat N`: multi 1 death in 16 runs,
+/// single 0 in 50 (about 20 s a run instead of 12).
 pub const EMULATION: Emulation = Emulation {
     threads: TcgThreads::Single,
     cpus: 2,
