@@ -96,12 +96,15 @@ fn running_test(block: &str) -> Option<String> {
     })
 }
 
+/// Whether a console line starts the kernel's report of its own failure.
+pub fn starts_death_report(line: &str) -> bool {
+    DEATH_MARKERS.iter().any(|m| line.contains(m))
+}
+
 /// The first lines of the kernel's first failure report in `block`, joined with " | ".
 fn death_report(block: &str) -> Option<String> {
     let lines: Vec<&str> = block.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| DEATH_MARKERS.iter().any(|m| l.contains(m)))?;
+    let start = lines.iter().position(|l| starts_death_report(l))?;
     let quoted: Vec<&str> = lines[start..]
         .iter()
         .map(|l| strip_timestamp(l))

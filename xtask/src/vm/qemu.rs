@@ -139,7 +139,7 @@ fn progress(label: &str, line: &str) {
         if rest.starts_with("BEGIN") || rest.starts_with("KERNEL") || rest.starts_with("WARN") {
             step(format!("[{label}] {rest}"));
         }
-    } else if line.contains("Kernel panic") || line.contains("Oops") {
+    } else if super::console::starts_death_report(line) {
         step(format!("[{label}] {line}"));
     }
 }
