@@ -18,8 +18,24 @@ use crate::util::{self, output, step};
 
 pub const TEST_IMAGE: &str = "sensor-test/busybox:latest";
 const LABEL: &str = "sensor.rootfs.sha256";
-/// Change this when the rootfs layout below changes, so existing images get rebuilt.
-const RECIPE: &str = "sensor-test/busybox recipe 5: busybox + applet links, host dash/id/sleep/true/iptables/bpftool/strace/perf with libs, tmp proc sys dev etc root, passwd root nobody";
+
+/// An offline image: busybox with its applet links, plus host programs with their libraries.
+pub struct Image {
+    pub name: &'static str,
+    /// Change this when the rootfs layout changes, so existing images get rebuilt.
+    pub recipe: &'static str,
+    pub programs: &'static [(&'static str, &'static str)],
+    /// A shell command the new image must run successfully; its output is printed.
+    pub check: &'static str,
+}
+
+/// The integration tests' image.
+pub const TEST: Image = Image {
+    name: TEST_IMAGE,
+    recipe: "sensor-test/busybox recipe 5: busybox + applet links, host dash/id/sleep/true/iptables/bpftool/strace/perf with libs, tmp proc sys dev etc root, passwd root nobody",
+    programs: HOST_PROGRAMS,
+    check: "id; nc --help 2>&1 | head -1",
+};
 
 /// Host programs copied into the image (with their shared libraries) over busybox's applets.
 ///
@@ -295,38 +311,44 @@ fn first_word(s: &str) -> Result<String> {
         .context("sha256sum printed nothing")
 }
 
-/// The label value: sha256 of the recipe string and busybox's own sha256.
-fn image_hash() -> Result<String> {
+/// The label value: sha256 of the recipe string, busybox's and the programs' own sha256.
+fn image_hash(image: &Image) -> Result<String> {
     let busybox = sha256_file(Path::new(BUSYBOX)).with_context(|| {
         format!("could not hash {BUSYBOX}; install busybox-static (`cargo xtask setup --for test`)")
     })?;
-    let mut text = format!("{RECIPE}\n{busybox}\n");
-    for (host, _) in HOST_PROGRAMS {
+    let mut text = format!("{}\n{busybox}\n", image.recipe);
+    for (host, _) in image.programs {
         text.push_str(&sha256_file(Path::new(host))?);
         text.push('\n');
     }
     sha256_bytes(text.as_bytes())
 }
 
-/// Builds `sensor-test/busybox:latest` unless an image with the same recipe and busybox exists.
+/// Builds the integration tests' image unless it is up to date.
 pub fn ensure_test_image(root: &Path) -> Result<()> {
-    let want = image_hash()?;
+    ensure_image(root, &TEST)
+}
+
+/// Builds `image` unless an image with the same recipe, busybox and programs exists.
+pub fn ensure_image(root: &Path, image: &Image) -> Result<()> {
+    let name = image.name;
+    let want = image_hash(image)?;
     let format = format!("{{{{index .Config.Labels \"{LABEL}\"}}}}");
     let have = util::output_ok(
-        Command::new("docker").args(["image", "inspect", "--format", &format, TEST_IMAGE]),
+        Command::new("docker").args(["image", "inspect", "--format", &format, name]),
     );
     if have.is_some_and(|h| h.trim() == want) {
         return Ok(());
     }
     step(format!(
-        "building the test image {TEST_IMAGE} offline from {BUSYBOX}..."
+        "building the image {name} offline from {BUSYBOX}..."
     ));
-    let rootfs = util::target_dir(root).join("test-image-rootfs");
-    build_test_rootfs(&rootfs)?;
+    let rootfs = util::target_dir(root).join("image-rootfs");
+    build_rootfs(&rootfs, image.programs)?;
     let old_id = util::output_ok(
-        Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", TEST_IMAGE]),
+        Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", name]),
     );
-    let imported = import(&rootfs, &want);
+    let imported = import(&rootfs, name, &want);
     let _ = fs::remove_dir_all(&rootfs);
     imported?;
     if let Some(old) = old_id {
@@ -334,31 +356,29 @@ pub fn ensure_test_image(root: &Path) -> Result<()> {
         let _ = util::output_ok(Command::new("docker").args(["image", "rm", old.trim()]));
     }
 
-    let check = output(Command::new("docker").args([
-        "run",
-        "--rm",
-        TEST_IMAGE,
-        "sh",
-        "-c",
-        "id; nc --help 2>&1 | head -1",
-    ]))
-    .context("the new test image does not run")?;
+    let check = output(Command::new("docker").args(["run", "--rm", name, "sh", "-c", image.check]))
+        .with_context(|| format!("the new image {name} does not run"))?;
     step(format!(
-        "test image works: {}",
+        "{name} works: {}",
         check.trim().replace('\n', " | ")
     ));
     Ok(())
 }
 
-/// The test image's root filesystem in `rootfs` (replaced if it exists): busybox with its
-/// applet links and the host programs of [`HOST_PROGRAMS`]. Also the image of the VM guests.
+/// The test image's root filesystem in `rootfs`; also the image of the VM guests.
 pub fn build_test_rootfs(rootfs: &Path) -> Result<()> {
+    build_rootfs(rootfs, TEST.programs)
+}
+
+/// A root filesystem in `rootfs` (replaced if it exists): busybox with its applet links and
+/// `programs` with their libraries.
+fn build_rootfs(rootfs: &Path, programs: &[(&str, &str)]) -> Result<()> {
     if rootfs.exists() {
         fs::remove_dir_all(rootfs)
             .with_context(|| format!("could not remove {}", rootfs.display()))?;
     }
     busybox_rootfs(rootfs)?;
-    add_host_programs(rootfs, HOST_PROGRAMS)
+    add_host_programs(rootfs, programs)
 }
 
 /// [`make_rootfs`] with the host's busybox-static and every applet it lists.
@@ -373,8 +393,8 @@ pub fn busybox_rootfs(rootfs: &Path) -> Result<()> {
     make_rootfs(rootfs, Path::new(BUSYBOX), &applets)
 }
 
-/// `tar -C rootfs -cf - . | docker import --change ... - sensor-test/busybox:latest`
-fn import(rootfs: &Path, hash: &str) -> Result<()> {
+/// `tar -C rootfs -cf - . | docker import --change ... - NAME`
+fn import(rootfs: &Path, name: &str, hash: &str) -> Result<()> {
     let mut tar = Command::new("tar")
         .arg("-C")
         .arg(rootfs)
@@ -388,7 +408,7 @@ fn import(rootfs: &Path, hash: &str) -> Result<()> {
         .arg("import")
         .args(["--change", r#"CMD ["/bin/sh"]"#])
         .args(["--change", &format!("LABEL {LABEL}={hash}")])
-        .args(["-", TEST_IMAGE])
+        .args(["-", name])
         .stdin(tar_out);
     let out = import.output().context("could not start docker import")?;
     let tar_status = tar.wait()?;

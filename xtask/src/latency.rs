@@ -83,7 +83,7 @@ fn measure(alert: &Value) -> Option<(String, String, Duration)> {
 }
 
 /// An RFC 3339 timestamp as the sensor writes it (protobuf JSON mapping).
-fn time(v: &Value) -> Option<SystemTime> {
+pub fn time(v: &Value) -> Option<SystemTime> {
     let ts: pbjson_types::Timestamp = serde_json::from_value(v.clone()).ok()?;
     let since_epoch = Duration::new(ts.seconds.try_into().ok()?, ts.nanos.try_into().ok()?);
     SystemTime::UNIX_EPOCH.checked_add(since_epoch)

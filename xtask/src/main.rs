@@ -115,11 +115,21 @@ enum Cmd {
     Docs,
     /// Each rule's detection latency (event to alert), from the last integration tests' alerts.
     Latency,
-    /// Measure the sensor's overhead and throughput (paired with/without in one run).
+    /// As root: the sensor's cost to real workloads (host and containers) against no sensor,
+    /// the syscall-hook floor and a bpftrace peer, interleaved; alert latency over gRPC. Writes
+    /// docs/benchmarks.md and docs/benchmarks.svg.
     Bench {
-        /// Execs per thread in each exec storm.
-        #[arg(long, default_value_t = 3000)]
-        execs_per_thread: usize,
+        /// 2 rounds of smaller workloads (under 4 minutes) instead of 5 full rounds.
+        #[arg(long)]
+        quick: bool,
+        /// Only these workloads (repeatable): dd-host, nginx-container, ..., latency. The
+        /// results then go to target/bench/ instead of docs/.
+        #[arg(long = "workload", value_name = "NAME")]
+        workloads: Vec<String>,
+        /// Instead: each workload once under the sensor with the kernel's BPF run-time
+        /// statistics on, and the time each of the sensor's programs took (target/bench/).
+        #[arg(long)]
+        hook_costs: bool,
     },
 }
 
@@ -185,7 +195,18 @@ fn dispatch(command: Cmd) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { execs_per_thread } => bench::bench(&root, execs_per_thread),
+        Cmd::Bench {
+            quick,
+            workloads,
+            hook_costs,
+        } => bench::bench(
+            &root,
+            &bench::Options {
+                quick,
+                workloads,
+                hook_costs,
+            },
+        ),
         Cmd::Docs => docs::docs(&root),
         Cmd::Latency => latency::report(&util::target_dir(&root).join("test-artifacts"), None),
         Cmd::VmTest {

@@ -24,6 +24,8 @@ pub enum Purpose {
     Run,
     /// Also run the integration tests (Docker and friends).
     Test,
+    /// Also run `cargo xtask bench` (the test packages, nginx, wrk, bpftrace, ping).
+    Bench,
 }
 
 /// Debian packages the integration tests need.
@@ -47,13 +49,20 @@ pub const TEST_PACKAGES: &[&str] = &[
     "xz-utils",
 ];
 
+/// Debian packages `cargo xtask bench` needs besides [`TEST_PACKAGES`]: the workloads' servers
+/// and load tools, and bpftrace for the floor and peer modes.
+pub const BENCH_PACKAGES: &[&str] = &["nginx-light", "wrk", "bpftrace", "iputils-ping"];
+
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_LIB_PREFIX: &str = "libLLVM.so.22.1-rust-";
 
 pub fn setup(purpose: Purpose) -> Result<()> {
     toolchain()?;
-    if purpose == Purpose::Test {
+    if purpose != Purpose::Run {
         debian_packages(TEST_PACKAGES)?;
+    }
+    if purpose == Purpose::Bench {
+        debian_packages(BENCH_PACKAGES)?;
     }
     tracefs()?;
     Ok(())

@@ -1,0 +1,425 @@
+//! `cargo xtask bench [--quick] [--workload NAME]...`: what the sensor costs the workloads a node
+//! owner runs, next to what the syscall path alone costs and what a bpftrace peer costs.
+//!
+//! Each round runs every workload under every mode, modes in a fixed round-robin order (none,
+//! floor, peer, sensor); a workload's per-round cost ratio compares it with the "none" run of
+//! the same round, so slow drift of a shared machine cancels out and its noise shows as the
+//! spread of the ratios. The sensor's own CPU time, peak RSS, events and drops are read per
+//! run (one run per workload; per round with `--quick`); then one more sensor run measures
+//! alert latency through a gRPC client. Results go to
+//! stdout, `docs/benchmarks.md` and `docs/benchmarks.svg` (a partial `--workload` run writes
+//! them under `target/bench/` instead, so the docs always hold a whole run).
+
+mod alert_latency;
+mod chart;
+mod fixture;
+mod hook_cost;
+mod mode;
+mod report;
+mod workload;
+
+use std::{
+    fs,
+    path::Path,
+    process::Command,
+    time::{Instant, SystemTime},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    build_agent, build_ebpf, docker,
+    setup::{self, Purpose},
+    util::{self, step},
+};
+use mode::{Mode, Paths};
+use report::{Report, Row, SensorRun, Spread};
+use workload::{Size, Workload};
+
+/// The name `--workload` takes for the alert-latency measurement.
+const LATENCY: &str = "latency";
+/// Alerts per latency phase.
+const LATENCY_ALERTS: usize = 200;
+
+pub struct Options {
+    pub quick: bool,
+    pub workloads: Vec<String>,
+    /// Instead of the overhead table: each workload once under the sensor with BPF run-time
+    /// statistics, per program ([`hook_cost`]).
+    pub hook_costs: bool,
+}
+
+/// What one round of one workload measured, per mode.
+struct Sample {
+    mode: Mode,
+    value: workload::Measurement,
+}
+
+/// Per workload, per round, one sample per mode.
+type Samples = Vec<Vec<Vec<Sample>>>;
+
+pub fn bench(root: &Path, opts: &Options) -> Result<()> {
+    util::require_root("the bench runs the sensor and bpftrace, which need root")?;
+    let (selected, latency) = select(&opts.workloads)?;
+    setup::setup(Purpose::Bench)?;
+    let obj = build_ebpf::build_ebpf(root)?;
+    let sensor = build_agent::build_agent(root, &obj, true)?;
+    let dir = util::target_dir(root).join("bench");
+    fs::create_dir_all(&dir)?;
+    let _dockerd = docker::Dockerd::ensure(root)?;
+    let fx = fixture::Fixture::start(root, &dir)?;
+    let paths = Paths {
+        dir: dir.clone(),
+        sensor,
+        events: dir.join("events.jsonl"),
+        socket: dir.join("sensor.sock"),
+    };
+    let (rounds, size) = if opts.quick {
+        (2, Size::QUICK)
+    } else {
+        (5, Size::FULL)
+    };
+    if opts.hook_costs {
+        let md = hook_cost::measure(&fx, &paths, &selected, size)?;
+        println!("\n{md}");
+        let path = paths.dir.join("hook-costs.md");
+        fs::write(&path, &md)?;
+        step(format!("wrote {}", path.display()));
+        return Ok(());
+    }
+    let started = Instant::now();
+    let (samples, mut runs) = matrix(&fx, &paths, &selected, rounds, size, !opts.quick)?;
+    let mut ready_line = runs
+        .first()
+        .map(|r| r.ready_line.clone())
+        .unwrap_or_default();
+    let mut latency_rows = Vec::new();
+    if latency {
+        step(format!(
+            "alert latency: {LATENCY_ALERTS} alerts idle, {LATENCY_ALERTS} under an exec storm"
+        ));
+        let (phases, run) = alert_latency::measure(&fx, &paths, LATENCY_ALERTS)?;
+        latency_rows = phases;
+        ready_line = run.ready_line.clone();
+        runs.push(run);
+    }
+    drop(fx);
+    let rows = selected
+        .iter()
+        .zip(&samples)
+        .map(|(w, rounds)| row(*w, size, rounds))
+        .collect();
+    let report = Report {
+        context: report::Context {
+            command: command_line(opts),
+            machine: machine(),
+            kernel: util::output(Command::new("uname").args(["-sr"]))?
+                .trim()
+                .to_string(),
+            hook_set: hook_set(&ready_line),
+            date: util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+                .trim()
+                .to_string(),
+            rounds,
+        },
+        rows,
+        runs,
+        latency: latency_rows,
+    };
+    let md = report.markdown();
+    println!("\n{md}");
+    let whole = opts.workloads.is_empty();
+    let out_dir = if whole { root.join("docs") } else { dir };
+    fs::write(out_dir.join("benchmarks.md"), &md)?;
+    chart::draw(
+        &out_dir.join("benchmarks.svg"),
+        &format!("Cost ratio to no sensor ({})", report.context.command),
+        &report.chart_groups(),
+    )?;
+    step(format!(
+        "wrote {0}/benchmarks.md and {0}/benchmarks.svg in {1}",
+        out_dir.display(),
+        util::fmt_duration(started.elapsed())
+    ));
+    Ok(())
+}
+
+/// Every round: every mode in turn, every workload under it. bpftrace runs for a whole round;
+/// the sensor once per workload when `sensor_per_workload` (so that its peak RSS and drops are
+/// the workload's own; a stop detaches 60 programs, about 4 s), else once per round.
+/// Returns the samples per workload and round, and the sensor's runs merged over the rounds.
+fn matrix(
+    fx: &fixture::Fixture,
+    paths: &Paths,
+    selected: &[Workload],
+    rounds: usize,
+    size: Size,
+    sensor_per_workload: bool,
+) -> Result<(Samples, Vec<SensorRun>)> {
+    let started = Instant::now();
+    let mut samples: Samples = selected.iter().map(|_| Vec::new()).collect();
+    let mut runs: Vec<SensorRun> = Vec::new();
+    for round in 1..=rounds {
+        for per in &mut samples {
+            per.push(Vec::new());
+        }
+        for mode in mode::ALL {
+            if selected.is_empty() {
+                break;
+            }
+            step(format!(
+                "round {round}/{rounds}, {} ({} elapsed)",
+                mode.name(),
+                util::fmt_duration(started.elapsed())
+            ));
+            let per_workload = mode == Mode::Sensor && sensor_per_workload;
+            let mut active = if per_workload {
+                None
+            } else {
+                Some(mode.start(paths)?)
+            };
+            let mut work = Vec::new();
+            for (i, w) in selected.iter().enumerate() {
+                if per_workload {
+                    active = Some(mode.start(paths)?);
+                }
+                let on = active.as_ref().expect("started above");
+                let (value, done) = measure(*w, fx, size, on)
+                    .with_context(|| format!("workload {} under {}", w.name(), mode.name()))?;
+                samples[i][round - 1].push(Sample { mode, value });
+                work.push(done);
+                if per_workload {
+                    let what = format!("`{}`", w.name());
+                    finish(
+                        active.take().expect("started above"),
+                        &what,
+                        &work,
+                        paths,
+                        &mut runs,
+                    )?;
+                    work.clear();
+                }
+            }
+            if let Some(a) = active {
+                finish(a, "all workloads", &work, paths, &mut runs)?;
+            }
+        }
+    }
+    Ok((samples, runs))
+}
+
+/// A stretch of work under a mode: when it ran, and the sensor's CPU time meanwhile.
+struct Work {
+    window: (SystemTime, SystemTime),
+    seconds: f64,
+    sensor_cpu: f64,
+}
+
+fn measure(
+    w: Workload,
+    fx: &fixture::Fixture,
+    size: Size,
+    on: &mode::Active,
+) -> Result<(workload::Measurement, Work)> {
+    let cpu0 = on.sensor_cpu_seconds();
+    let (t0, i0) = (SystemTime::now(), Instant::now());
+    let value = w.run(fx, size)?;
+    let seconds = i0.elapsed().as_secs_f64();
+    let sensor_cpu = match (cpu0, on.sensor_cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    let window = (t0, SystemTime::now());
+    Ok((
+        value,
+        Work {
+            window,
+            seconds,
+            sensor_cpu,
+        },
+    ))
+}
+
+/// Stops a mode; a sensor's run, restricted to `work`, is merged into the run named `what`.
+fn finish(
+    active: mode::Active,
+    what: &str,
+    work: &[Work],
+    paths: &Paths,
+    runs: &mut Vec<SensorRun>,
+) -> Result<()> {
+    let Some(mut run) = active.stop(what)? else {
+        return Ok(());
+    };
+    run.seconds = work.iter().map(|w| w.seconds).sum();
+    run.cpu_seconds = work.iter().map(|w| w.sensor_cpu).sum();
+    let windows: Vec<_> = work.iter().map(|w| w.window).collect();
+    run.events = events_in(&paths.events, &windows)?;
+    match runs.iter_mut().find(|r| r.what == run.what) {
+        Some(r) => r.merge(run),
+        None => runs.push(run),
+    }
+    Ok(())
+}
+
+/// The workloads `--workload` names (all when none), and whether alert latency is measured.
+fn select(names: &[String]) -> Result<(Vec<Workload>, bool)> {
+    if names.is_empty() {
+        return Ok((workload::ALL.to_vec(), true));
+    }
+    let mut selected = Vec::new();
+    let mut latency = false;
+    for name in names {
+        if name == LATENCY {
+            latency = true;
+        } else if let Some(w) = workload::ALL.iter().find(|w| w.name() == *name) {
+            selected.push(*w);
+        } else {
+            let known: Vec<String> = workload::ALL.iter().map(|w| w.name()).collect();
+            bail!(
+                "unknown workload `{name}`; the workloads are {} and {LATENCY}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok((selected, latency))
+}
+
+/// The overhead line of a workload from its rounds.
+fn row(w: Workload, size: Size, rounds: &[Vec<Sample>]) -> Row {
+    let value = |round: &[Sample], mode| round.iter().find(|s| s.mode == mode).map(|s| s.value);
+    let ratios = [Mode::Floor, Mode::Peer, Mode::Sensor]
+        .into_iter()
+        .map(|m| {
+            let per_round: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| {
+                    let (none, with) = (value(r, Mode::None)?, value(r, m)?);
+                    Some(if w.is_rate() {
+                        none.value / with.value
+                    } else {
+                        with.value / none.value
+                    })
+                })
+                .collect();
+            (m, Spread::of(&per_round))
+        })
+        .collect();
+    let none: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| value(r, Mode::None).map(|v| v.value))
+        .collect();
+    let p99: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| Some(value(r, Mode::Sensor)?.p99_ms? / value(r, Mode::None)?.p99_ms?))
+        .collect();
+    let baseline = Spread::of(&none).map_or("—".to_string(), |s| {
+        format!("{} {}", significant(s.median), w.unit())
+    });
+    Row {
+        name: w.name(),
+        label: w.label(size),
+        baseline,
+        ratios,
+        target: Some(w.target()),
+        p99_ratio: Spread::of(&p99),
+    }
+}
+
+/// Three significant digits, without exponent.
+fn significant(x: f64) -> String {
+    let decimals = (2 - x.abs().log10().floor() as i32).clamp(0, 6) as usize;
+    format!("{x:.decimals$}")
+}
+
+/// Events of the sensor's output (health reports aside) whose time falls in one of `windows`.
+fn events_in(events: &Path, windows: &[(SystemTime, SystemTime)]) -> Result<u64> {
+    let text = fs::read_to_string(events)?;
+    let count = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["kind"] != "health")
+        .filter_map(|v| crate::latency::time(&v["time"]))
+        .filter(|t| windows.iter().any(|(from, to)| from <= t && t <= to))
+        .count();
+    Ok(count as u64)
+}
+
+fn command_line(opts: &Options) -> String {
+    let mut cmd = "cargo xtask bench".to_string();
+    if opts.quick {
+        cmd.push_str(" --quick");
+    }
+    if opts.hook_costs {
+        cmd.push_str(" --hook-costs");
+    }
+    for w in &opts.workloads {
+        cmd.push_str(&format!(" --workload {w}"));
+    }
+    cmd
+}
+
+/// "2 cores (CPU model), 24 GiB".
+fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    format!(
+        "{cores} cores ({model}), {:.0} GiB",
+        mem_kib as f64 / (1 << 20) as f64
+    )
+}
+
+/// "tracepoint, 60 programs" from the sensor's start-up line.
+fn hook_set(ready_line: &str) -> String {
+    let set = ready_line
+        .split("(hook set: ")
+        .nth(1)
+        .and_then(|s| s.split([';', ')']).next());
+    let programs = ready_line
+        .split(" programs attached")
+        .next()
+        .and_then(|s| s.rsplit(' ').next());
+    match (set, programs) {
+        (Some(set), Some(n)) => format!("{set}, {n} programs (the sensor's defaults)"),
+        _ => "unknown (no sensor run)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_set_from_the_ready_line() {
+        let line = "sensor: 60 programs attached in 669 ms (hook set: tracepoint; fentry \
+                    unavailable: x), ready in 764 ms";
+        assert_eq!(
+            hook_set(line),
+            "tracepoint, 60 programs (the sensor's defaults)"
+        );
+        assert_eq!(significant(2.41234), "2.41");
+        assert_eq!(significant(30411.3), "30411");
+    }
+
+    #[test]
+    fn unknown_workloads_are_refused_with_the_list() {
+        let err = select(&["dd".into()]).unwrap_err().to_string();
+        assert!(err.contains("dd-host") && err.contains("latency"), "{err}");
+        let (w, latency) = select(&["dd-host".into(), "latency".into()]).unwrap();
+        assert_eq!((w.len(), latency), (1, true));
+    }
+}
