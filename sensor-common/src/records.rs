@@ -60,27 +60,26 @@ pub enum Hook {
     Unshare = 12,
     Clone = 13,
     TcpState = 14,
+    /// cgroup skb programs: traffic volume, and ICMP of containers' sockets.
     Traffic = 15,
-    IcmpSend = 16,
-    IcmpRecv = 17,
     /// kprobe/fentry on security_socket_{connect,bind}.
-    SockAddr = 18,
+    SockAddr = 16,
     /// TC classifiers counting ICMP on interfaces.
-    IcmpTc = 19,
+    IcmpTc = 17,
     /// bpf() from containers.
-    Bpf = 20,
+    Bpf = 18,
     /// kill/tkill/tgkill/pidfd_send_signal aimed at the sensor.
-    Signal = 21,
+    Signal = 19,
     /// ptrace of the sensor, or attaches from containers.
-    Ptrace = 22,
+    Ptrace = 20,
     /// perf_event_open from containers.
-    PerfEvent = 23,
+    PerfEvent = 21,
     /// mount/fsopen of tracefs, debugfs or bpffs from containers.
-    Mount = 24,
+    Mount = 22,
 }
 
 /// Number of [`Hook`]s; the size of the per-hook error counter array.
-pub const HOOK_COUNT: u32 = 25;
+pub const HOOK_COUNT: u32 = 23;
 
 /// What follows a [`RecordHeader`].
 #[repr(u16)]

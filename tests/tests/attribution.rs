@@ -207,7 +207,6 @@ fn health_reports_hooks_and_no_drops() {
         "setns",
         "tcp_state",
         "traffic",
-        "icmp_send",
     ] {
         assert!(hooks.contains(&want), "hook {want} missing from {hooks:?}");
     }

@@ -181,6 +181,72 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
     );
 }
 
+/// ICMP sent and received only through io_uring (`uring-ping`: IORING_OP_SENDMSG and
+/// IORING_OP_RECVMSG on a raw socket) is counted like ping's, from the packets: a tunnel that
+/// avoids the send/receive syscalls does not avoid the sensor, and CRS-007 fires on its payload.
+#[test]
+fn icmp_through_io_uring_is_measured_and_alerts_on_its_payload() {
+    let sensor = Sensor::start_with("uring_ping", &["--flow-interval", "1"]);
+    let gw = bridge_gateway();
+    let bin = env!("CARGO_BIN_EXE_uring-ping");
+    // The host's libraries under the image's: the program is the host's build.
+    let cid = docker(&[
+        "run",
+        "-d",
+        "-v",
+        &format!("{bin}:/uring-ping:ro"),
+        "-v",
+        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
+        &image(),
+        "/uring-ping",
+        &gw,
+        "4",
+        "41",
+    ]);
+    let _cleanup = Containers(vec![cid.clone()]);
+    assert_eq!(docker(&["wait", &cid]).trim(), "0", "uring-ping failed");
+    let icmp = |direction: &'static str, type_name: &'static str| {
+        let cid = cid.clone();
+        move |evs: &[Value]| -> u64 {
+            evs.iter()
+                .filter_map(|e| kind_in(e, "icmp", &cid))
+                .filter(|i| {
+                    i["source"] == "socket"
+                        && i["direction"] == direction
+                        && i["type_name"] == type_name
+                })
+                .map(|i| ev::u64_of(&i["count"]))
+                .sum()
+        }
+    };
+    let (requests, replies) = (
+        icmp("egress", "echo_request"),
+        icmp("ingress", "echo_reply"),
+    );
+    assert!(
+        sensor.wait_until(Duration::from_secs(20), |evs| requests(evs) >= 4
+            && replies(evs) >= 4),
+        "io_uring ICMP not counted: {} requests, {} replies",
+        requests(&sensor.events()),
+        replies(&sensor.events())
+    );
+    assert_eq!(requests(&sensor.events()), 4);
+    // The alert's evidence is the ICMP record (not only the raw socket's creation).
+    let alert = sensor.expect("CRS-007 on the io_uring payload", |e| {
+        e["kind"] == "alert"
+            && e["alert"]["rule_id"] == "CRS-007"
+            && ev::alert_container(e) == cid
+            && e["alert"]["events"][0]["kind"] == "icmp"
+    });
+    let a = &alert["alert"];
+    assert!(
+        a["summary"].as_str().unwrap().contains("repeating-byte-41"),
+        "{a}"
+    );
+    let sample = a["events"][0]["icmp"]["last_sample_hex"].as_str().unwrap();
+    assert!(sample.starts_with("4141414141414141"), "{sample}");
+}
+
 #[test]
 fn a_netcat_reverse_shell_shows_dup2_and_socket_stdio() {
     let sensor = Sensor::start("reverse_shell");

@@ -1,10 +1,12 @@
 //! Traffic volume: bytes and packets per (cgroup, peer, peer port, protocol, direction), summed
 //! in a per-CPU LRU map by cgroup skb programs on the cgroup2 root. User space reads the
-//! cumulative counters periodically and reports the deltas: no record per packet.
+//! cumulative counters periodically and reports the deltas: no record per packet. The same
+//! programs count ICMP messages with payload samples ([`super::icmp`]).
 
 use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
-use sensor_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook};
+use sensor_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook, IcmpKey};
 
+use super::icmp::{self, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::maps::{FLOWS, count_error, net_wanted};
 
 const ETH_P_IP: u32 = 0x0800;
@@ -42,24 +44,28 @@ fn account(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     };
     // A __be16 held in a u32 field.
     let protocol = u16::from_be(ctx.skb.protocol() as u16) as u32;
-    // Data starts at the network header in cgroup skb programs.
-    let l4 = if protocol == ETH_P_IP {
+    // Data starts at the network header in cgroup skb programs. `icmp` is the ICMP
+    // protocol number of the family.
+    let (l4, icmp) = if protocol == ETH_P_IP {
         let vihl: u8 = ctx.load(0)?;
         key.family = 2;
         key.protocol = ctx.load(9)?;
         let peer_at = if direction == DIR_EGRESS { 16 } else { 12 };
         let addr: [u8; 4] = ctx.load(peer_at)?;
         key.peer[..4].copy_from_slice(&addr);
-        ((vihl & 0xf) as usize) * 4
+        (((vihl & 0xf) as usize) * 4, IPPROTO_ICMP)
     } else if protocol == ETH_P_IPV6 {
         key.family = 10;
         key.protocol = ctx.load(6)?;
         let peer_at = if direction == DIR_EGRESS { 24 } else { 8 };
         key.peer = ctx.load(peer_at)?;
-        40
+        (40, IPPROTO_ICMPV6)
     } else {
         return Ok(());
     };
+    if key.protocol == icmp {
+        count_icmp(ctx, &key, l4)?;
+    }
     if key.protocol == IPPROTO_TCP || key.protocol == IPPROTO_UDP {
         let port_at = if direction == DIR_EGRESS { l4 + 2 } else { l4 };
         key.peer_port = u16::from_be(ctx.load(port_at & 0xff)?);
@@ -87,4 +93,25 @@ fn account(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
         }
     }
     Ok(())
+}
+
+/// An ICMP message of the flow `flow`, its header at `l4`: its payload is what follows the
+/// 8-byte ICMP header within the IP packet's own length (the whole message: cgroup egress runs
+/// before fragmentation, ingress after reassembly).
+#[inline(always)]
+fn count_icmp(ctx: &SkBuffContext, flow: &FlowKey, l4: usize) -> Result<(), i64> {
+    let ip_payload = if flow.family == 2 {
+        (u16::from_be(ctx.load::<u16>(2)?) as u64).saturating_sub(l4 as u64)
+    } else {
+        u16::from_be(ctx.load::<u16>(4)?) as u64
+    };
+    let key = IcmpKey {
+        cgroup_id: flow.cgroup_id,
+        peer: flow.peer,
+        family: flow.family,
+        icmp_type: 0,
+        direction: flow.direction,
+        _pad: 0,
+    };
+    icmp::account_skb(ctx, key, l4, ip_payload.saturating_sub(8))
 }

@@ -1,7 +1,9 @@
 //! The hook table: every program the sensor attaches, where, and which error counter it uses.
 //!
-//! The default set uses only tracepoints, raw tracepoints and cgroup skb programs, which load on
-//! every kernel with BTF (kprobe and fentry are unavailable on some, see `sensor check`).
+//! The default set uses only tracepoints, raw tracepoints, cgroup skb programs and TC classifiers,
+//! which load on every kernel with BTF (kprobe and fentry are unavailable on some, see `sensor
+//! check`). ICMP of containers' sockets is counted by the traffic programs (cgroup skb), not on
+//! the syscall path.
 
 use sensor_common::Hook;
 
@@ -138,20 +140,6 @@ const TAMPER: [[HookSpec; 2]; 9] = [
     syscall!(Hook::Mount, "mount", "fsopen"),
 ];
 
-const ICMP: [HookSpec; 6] = [
-    tp(Hook::IcmpSend, "icmp_send", "syscalls", "sys_enter_sendto"),
-    tp(Hook::IcmpSend, "icmp_send", "syscalls", "sys_enter_sendmsg"),
-    tp(
-        Hook::IcmpRecv,
-        "icmp_recv",
-        "syscalls",
-        "sys_enter_recvfrom",
-    ),
-    tp(Hook::IcmpRecv, "icmp_recv", "syscalls", "sys_exit_recvfrom"),
-    tp(Hook::IcmpRecv, "icmp_recv", "syscalls", "sys_enter_recvmsg"),
-    tp(Hook::IcmpRecv, "icmp_recv", "syscalls", "sys_exit_recvmsg"),
-];
-
 const NETWORK: [HookSpec; 5] = [
     tp(Hook::TcpState, "tcp_state", "sock", "inet_sock_set_state"),
     HookSpec {
@@ -248,7 +236,6 @@ pub fn default_hooks() -> Vec<HookSpec> {
     hooks.extend(SOCKET.iter().flatten());
     hooks.extend(STDIO_AND_NAMESPACES.iter().flatten());
     hooks.extend(TAMPER.iter().flatten());
-    hooks.extend(ICMP);
     hooks.extend(NETWORK);
     hooks
 }
