@@ -5,14 +5,12 @@
 //! fire too; only the hierarchy whose ids tasks report (`dfl_hierarchy_id`) is kept.
 
 use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
-use sensor_common::{
-    CGROUP_PATH_MAX, CGROUP_PATH_TRUNCATED, CgroupRecord, DropReason, Hook, RecordKind, Ring,
-};
+use sensor_common::{CGROUP_PATH_MAX, CGROUP_PATH_TRUNCATED, CgroupRecord, Hook, RecordKind, Ring};
 
-use super::{header, run_probe};
+use super::{record::emit, run_probe};
 use crate::{
     kernel::{self, ReadResult},
-    maps::{PROC_EVENTS, count_drop, off},
+    maps::off,
 };
 
 #[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
@@ -38,19 +36,13 @@ fn cgroup_event(ctx: &TracePointContext, kind: RecordKind) -> ReadResult<()> {
     if root as u32 != off!(dfl_hierarchy_id) {
         return Ok(());
     }
-    let Some(mut entry) = PROC_EVENTS.reserve::<CgroupRecord>(0) else {
-        count_drop(Ring::Process, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: sized for a CgroupRecord; fixed fields written below, `path` covered by path_len.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(kind);
-    rec.hierarchy_id = root;
-    rec.flags = 0;
-    rec.path_len = 0;
-    let res = fill(ctx, rec);
-    entry.submit(0);
-    res
+    // Fixed fields written here, `path` covered by path_len.
+    emit(Ring::Process, kind, |rec: &mut CgroupRecord| {
+        rec.hierarchy_id = root;
+        rec.flags = 0;
+        rec.path_len = 0;
+        fill(ctx, rec)
+    })
 }
 
 #[inline(always)]

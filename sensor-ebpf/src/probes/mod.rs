@@ -6,6 +6,7 @@ pub(crate) mod icmp;
 mod icmp_tc;
 mod namespace;
 mod process;
+mod record;
 mod sockaddr;
 mod socket;
 mod stdio;
@@ -13,21 +14,6 @@ pub(crate) mod syscall;
 mod tamper;
 mod tcp;
 mod traffic;
-
-use sensor_common::{RECORD_VERSION, RecordHeader, RecordKind};
-
-use crate::kernel;
-
-/// The header every record starts with.
-#[inline(always)]
-pub fn header(kind: RecordKind) -> RecordHeader {
-    RecordHeader {
-        version: RECORD_VERSION,
-        kind: kind as u16,
-        cpu: kernel::cpu(),
-        boot_ns: kernel::boot_ns(),
-    }
-}
 
 /// Runs a probe body; an error is counted against its hook instead of vanishing.
 macro_rules! run_probe {

@@ -5,17 +5,15 @@
 //! are the child's: the fork hook reports them, using the flags saved here at entry.
 
 use aya_ebpf::programs::TracePointContext;
-use sensor_common::{
-    CLONE_NEW_MASK, DropReason, Hook, Namespaces, NsOp, NsRecord, RecordKind, Ring,
-};
+use sensor_common::{CLONE_NEW_MASK, Hook, Namespaces, NsOp, NsRecord, RecordKind, Ring};
 
 use super::{
-    header,
+    record,
     syscall::{Pending, arg, save, syscall_pair, take},
 };
 use crate::{
     kernel::{self, ReadResult, read, read_ptr},
-    maps::{PROC_EVENTS, count_drop, off},
+    maps::off,
 };
 
 #[inline(always)]
@@ -67,24 +65,17 @@ fn emit(
     target_inum: u64,
     ns_task: *const u8,
 ) -> ReadResult<()> {
-    let Some(mut entry) = PROC_EVENTS.reserve::<NsRecord>(0) else {
-        count_drop(Ring::Process, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: sized for an NsRecord; every field is written below.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(RecordKind::Ns);
-    rec.caller = kernel::caller();
-    rec.ns_after = Namespaces::default();
-    rec.flags = flags;
-    rec.ret = ret;
-    rec.target_inum = target_inum as u32;
-    rec.fd = fd;
-    rec.op = op as u8;
-    rec._pad = [0; 7];
-    let res = kernel::task_namespaces(ns_task, &mut rec.ns_after);
-    entry.submit(0);
-    res
+    record::emit(Ring::Process, RecordKind::Ns, |rec: &mut NsRecord| {
+        rec.caller = kernel::caller();
+        rec.ns_after = Namespaces::default();
+        rec.flags = flags;
+        rec.ret = ret;
+        rec.target_inum = target_inum as u32;
+        rec.fd = fd;
+        rec.op = op as u8;
+        rec._pad = [0; 7];
+        kernel::task_namespaces(ns_task, &mut rec.ns_after)
+    })
 }
 
 #[inline(always)]

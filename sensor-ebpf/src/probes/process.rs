@@ -9,15 +9,14 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    ARGV_MAX, Creds, DropReason, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_PARTIAL,
-    Endpoint, ExecRecord, ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring,
-    TaskIds,
+    ARGV_MAX, Creds, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_PARTIAL, Endpoint,
+    ExecRecord, ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring, TaskIds,
 };
 
-use super::{header, run_probe};
+use super::{record::emit, run_probe};
 use crate::{
     kernel::{self, ReadResult, read, read_ptr},
-    maps::{PROC_EVENTS, count_drop, off},
+    maps::off,
 };
 
 const EMPTY_IDS: TaskIds = TaskIds {
@@ -36,44 +35,38 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 }
 
 fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
-    let Some(mut entry) = PROC_EVENTS.reserve::<ExecRecord>(0) else {
-        count_drop(Ring::Process, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: the reservation is sized for an ExecRecord; every field read later is written here
-    // or covered by a length field.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(RecordKind::Exec);
-    rec.task = EMPTY_IDS;
-    rec.creds = Creds {
-        uid: 0,
-        gid: 0,
-        euid: 0,
-        egid: 0,
-        cap_effective: 0,
-        seccomp_mode: 0,
-        _pad: 0,
-    };
-    rec.ns = Namespaces::default();
-    rec.flags = 0;
-    rec.argv_len = 0;
-    rec.filename_len = 0;
-    rec.stdio_sockets = 0;
-    rec.stdio_peer = Endpoint::default();
-    rec._pad2 = 0;
+    // Every field read later is written here or covered by a length field.
+    emit(Ring::Process, RecordKind::Exec, |rec: &mut ExecRecord| {
+        rec.task = EMPTY_IDS;
+        rec.creds = Creds {
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            cap_effective: 0,
+            seccomp_mode: 0,
+            _pad: 0,
+        };
+        rec.ns = Namespaces::default();
+        rec.flags = 0;
+        rec.argv_len = 0;
+        rec.filename_len = 0;
+        rec.stdio_sockets = 0;
+        rec.stdio_peer = Endpoint::default();
+        rec._pad2 = 0;
 
-    let task = kernel::current_task();
-    let ok = kernel::task_ids(task, &mut rec.task).is_ok()
-        & kernel::task_creds(task, &mut rec.creds).is_ok()
-        & kernel::task_namespaces(task, &mut rec.ns).is_ok()
-        & exec_filename(ctx, rec).is_ok()
-        & exec_argv(task, rec).is_ok()
-        & exec_stdio(task, rec).is_ok();
-    if !ok {
-        rec.flags |= EXEC_PARTIAL;
-    }
-    entry.submit(0);
-    if ok { Ok(()) } else { Err(-1) }
+        let task = kernel::current_task();
+        let ok = kernel::task_ids(task, &mut rec.task).is_ok()
+            & kernel::task_creds(task, &mut rec.creds).is_ok()
+            & kernel::task_namespaces(task, &mut rec.ns).is_ok()
+            & exec_filename(ctx, rec).is_ok()
+            & exec_argv(task, rec).is_ok()
+            & exec_stdio(task, rec).is_ok();
+        if !ok {
+            rec.flags |= EXEC_PARTIAL;
+        }
+        if ok { Ok(()) } else { Err(-1) }
+    })
 }
 
 /// The path given to execve, from the tracepoint's `filename` (`__data_loc char[]`).
@@ -158,17 +151,10 @@ fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
     if pid != tgid {
         return Ok(()); // a new thread, not a new process
     }
-    let Some(mut entry) = PROC_EVENTS.reserve::<ForkRecord>(0) else {
-        count_drop(Ring::Process, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: sized for a ForkRecord; all fields written below.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(RecordKind::Fork);
-    rec.child = EMPTY_IDS;
-    let res = kernel::task_ids(child, &mut rec.child);
-    entry.submit(0);
-    res?;
+    emit(Ring::Process, RecordKind::Fork, |rec: &mut ForkRecord| {
+        rec.child = EMPTY_IDS;
+        kernel::task_ids(child, &mut rec.child)
+    })?;
     // A clone with CLONE_NEW* flags: report the child's new namespaces.
     super::namespace::on_fork(child, tgid)
 }
@@ -185,17 +171,10 @@ fn try_exit() -> ReadResult<()> {
     if read::<i32>(signal, off!(signal_live))? != 0 {
         return Ok(());
     }
-    let Some(mut entry) = PROC_EVENTS.reserve::<ExitRecord>(0) else {
-        count_drop(Ring::Process, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: sized for an ExitRecord; all fields written below.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(RecordKind::Exit);
-    rec.task = EMPTY_IDS;
-    rec._pad = 0;
-    rec.exit_code = read::<i32>(task, off!(task_exit_code)).unwrap_or(0);
-    let res = kernel::task_ids(task, &mut rec.task);
-    entry.submit(0);
-    res
+    emit(Ring::Process, RecordKind::Exit, |rec: &mut ExitRecord| {
+        rec.task = EMPTY_IDS;
+        rec._pad = 0;
+        rec.exit_code = read::<i32>(task, off!(task_exit_code)).unwrap_or(0);
+        kernel::task_ids(task, &mut rec.task)
+    })
 }

@@ -8,17 +8,18 @@
 
 use aya_ebpf::programs::TracePointContext;
 use sensor_common::{
-    ADDR_FROM_KERNEL, ADDR_FROM_USER, DropReason, Endpoint, Hook, RecordKind, Ring,
-    SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
+    ADDR_FROM_KERNEL, ADDR_FROM_USER, Endpoint, Hook, RecordKind, Ring, SOCK_FLAG_ICMP_DGRAM,
+    SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
 };
 
 use super::{
-    header, sockaddr,
+    record::emit,
+    sockaddr,
     syscall::{Pending, save, syscall_pair},
 };
 use crate::{
     kernel::{self, ReadResult},
-    maps::{NET_EVENTS, count_drop, net_rate_ok, net_wanted},
+    maps::{net_rate_ok, net_wanted},
 };
 
 const AF_PACKET: u16 = 17;
@@ -62,29 +63,23 @@ fn exit(p: &Pending, ret: i64, op: SockOp) -> ReadResult<()> {
     if !net_rate_ok(caller.cgroup_id, now) {
         return Ok(());
     }
-    let Some(mut entry) = NET_EVENTS.reserve::<SockRecord>(0) else {
-        count_drop(Ring::Network, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: sized for a SockRecord; every field is written below.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(RecordKind::Sock);
-    rec.caller = caller;
-    rec.local = Endpoint::default();
-    rec.remote = Endpoint::default();
-    rec.ret = ret;
-    rec.fd = p.args[0] as i32;
-    rec.family = 0;
-    rec.sock_type = 0;
-    rec.protocol = 0;
-    rec.op = op as u8;
-    rec.flags = 0;
-    rec.addr_source = ADDR_FROM_USER;
-    rec._pad = [0; 3];
-    let res = fill(p, ret, op, rec);
-    rec.flags = kind_flags(rec.family, rec.sock_type, rec.protocol);
-    entry.submit(0);
-    res
+    emit(Ring::Network, RecordKind::Sock, |rec: &mut SockRecord| {
+        rec.caller = caller;
+        rec.local = Endpoint::default();
+        rec.remote = Endpoint::default();
+        rec.ret = ret;
+        rec.fd = p.args[0] as i32;
+        rec.family = 0;
+        rec.sock_type = 0;
+        rec.protocol = 0;
+        rec.op = op as u8;
+        rec.flags = 0;
+        rec.addr_source = ADDR_FROM_USER;
+        rec._pad = [0; 3];
+        let res = fill(p, ret, op, rec);
+        rec.flags = kind_flags(rec.family, rec.sock_type, rec.protocol);
+        res
+    })
 }
 
 #[inline(always)]

@@ -3,16 +3,13 @@
 //! Reported on the process ring: rare, and too important to rate limit.
 
 use aya_ebpf::programs::TracePointContext;
-use sensor_common::{DropReason, DupRecord, Endpoint, Hook, RecordKind, Ring};
+use sensor_common::{DupRecord, Endpoint, Hook, RecordKind, Ring};
 
 use super::{
-    header,
+    record::emit,
     syscall::{Pending, arg, save, syscall_pair},
 };
-use crate::{
-    kernel::{self, ReadResult},
-    maps::{PROC_EVENTS, count_drop},
-};
+use crate::kernel::{self, ReadResult};
 
 /// dup2/dup3 entry: a socket moving onto 0-2?
 #[inline(always)]
@@ -38,24 +35,17 @@ fn exit(p: &Pending, ret: i64, newfd: i64) -> ReadResult<()> {
     if !(0..=2).contains(&newfd) {
         return Ok(());
     }
-    let Some(mut entry) = PROC_EVENTS.reserve::<DupRecord>(0) else {
-        count_drop(Ring::Process, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: sized for a DupRecord; every field is written below.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(RecordKind::Dup);
-    rec.caller = kernel::caller();
-    rec.local = Endpoint::default();
-    rec.remote = Endpoint::default();
-    rec.oldfd = p.args[0] as i32;
-    rec.newfd = newfd as i32;
-    rec.ret = ret as i32;
-    rec.sock_type = 0;
-    rec.protocol = 0;
-    let res = fill(rec);
-    entry.submit(0);
-    res
+    emit(Ring::Process, RecordKind::Dup, |rec: &mut DupRecord| {
+        rec.caller = kernel::caller();
+        rec.local = Endpoint::default();
+        rec.remote = Endpoint::default();
+        rec.oldfd = p.args[0] as i32;
+        rec.newfd = newfd as i32;
+        rec.ret = ret as i32;
+        rec.sock_type = 0;
+        rec.protocol = 0;
+        fill(rec)
+    })
 }
 
 #[inline(always)]

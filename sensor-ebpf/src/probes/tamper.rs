@@ -11,18 +11,18 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN,
-    DropReason, Hook, PTRACE_ATTACH, PTRACE_SEIZE, RecordKind, Ring, TAMPER_NAME,
-    TAMPER_TARGETS_SENSOR, TamperOp, TamperRecord,
+    BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN, Hook,
+    PTRACE_ATTACH, PTRACE_SEIZE, RecordKind, Ring, TAMPER_NAME, TAMPER_TARGETS_SENSOR, TamperOp,
+    TamperRecord,
 };
 
 use super::{
-    header,
+    record,
     syscall::{Pending, arg, save, syscall_pair},
 };
 use crate::{
     kernel::{self, ReadResult},
-    maps::{PROC_EVENTS, count_drop, from_sensor, is_host_cgroup, is_sensor_pid},
+    maps::{from_sensor, is_host_cgroup, is_sensor_pid},
 };
 
 /// Offsets in `union bpf_attr` of the program name (BPF_PROG_LOAD) and map name (MAP_CREATE):
@@ -81,22 +81,20 @@ fn emit(
     args: [u64; 3],
     name: [u8; TAMPER_NAME],
 ) -> ReadResult<()> {
-    let Some(mut entry) = PROC_EVENTS.reserve::<TamperRecord>(0) else {
-        count_drop(Ring::Process, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: sized for a TamperRecord; every field is written below.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(RecordKind::Tamper);
-    rec.caller = kernel::caller();
-    rec.ret = ret;
-    rec.args = args;
-    rec.name = name;
-    rec.op = op as u8;
-    rec.flags = flags;
-    rec._pad = [0; 6];
-    entry.submit(0);
-    Ok(())
+    record::emit(
+        Ring::Process,
+        RecordKind::Tamper,
+        |rec: &mut TamperRecord| {
+            rec.caller = kernel::caller();
+            rec.ret = ret;
+            rec.args = args;
+            rec.name = name;
+            rec.op = op as u8;
+            rec.flags = flags;
+            rec._pad = [0; 6];
+            Ok(())
+        },
+    )
 }
 
 #[inline(always)]

@@ -2,12 +2,12 @@
 //! change may happen in softirq context, where the current task is unrelated).
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use sensor_common::{DropReason, Endpoint, Hook, RecordKind, Ring, TcpStateRecord};
+use sensor_common::{Endpoint, Hook, RecordKind, Ring, TcpStateRecord};
 
-use super::{header, run_probe};
+use super::{record::emit, run_probe};
 use crate::{
     kernel::{self, ReadResult},
-    maps::{NET_EVENTS, count_drop, net_rate_ok, net_wanted, off},
+    maps::{net_rate_ok, net_wanted, off},
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -33,21 +33,18 @@ fn try_tcp_state(ctx: &TracePointContext) -> ReadResult<()> {
     if !net_wanted(cgroup_id) || !net_rate_ok(cgroup_id, kernel::boot_ns()) {
         return Ok(());
     }
-    let Some(mut entry) = NET_EVENTS.reserve::<TcpStateRecord>(0) else {
-        count_drop(Ring::Network, DropReason::RingFull);
-        return Ok(());
-    };
-    // SAFETY: sized for a TcpStateRecord; every field is written below.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = header(RecordKind::TcpState);
-    rec.cgroup_id = cgroup_id;
-    rec.local = Endpoint::default();
-    rec.remote = Endpoint::default();
-    rec.old_state = 0;
-    rec.new_state = 0;
-    let res = fill(ctx, rec);
-    entry.submit(0);
-    res
+    emit(
+        Ring::Network,
+        RecordKind::TcpState,
+        |rec: &mut TcpStateRecord| {
+            rec.cgroup_id = cgroup_id;
+            rec.local = Endpoint::default();
+            rec.remote = Endpoint::default();
+            rec.old_state = 0;
+            rec.new_state = 0;
+            fill(ctx, rec)
+        },
+    )
 }
 
 #[inline(always)]

@@ -1,0 +1,82 @@
+//! The one path every record takes into its ring: reserve, count a failed reservation against
+//! the ring, stamp the header, let the probe fill the rest, submit. A probe only says which
+//! ring and kind, and how to fill its record.
+
+use aya_ebpf::maps::RingBuf;
+use sensor_common::{
+    CgroupRecord, DropReason, DupRecord, ExecRecord, ExitRecord, ForkRecord, NsRecord,
+    RECORD_VERSION, RecordHeader, RecordKind, Ring, SockRecord, TamperRecord, TcpStateRecord,
+};
+
+use crate::{
+    kernel::{self, ReadResult},
+    maps::{NET_EVENTS, PROC_EVENTS, count_drop},
+};
+
+/// A record type: `repr(C)`, starting with its [`RecordHeader`].
+pub trait Record {
+    fn header_mut(&mut self) -> &mut RecordHeader;
+}
+
+macro_rules! records {
+    ($($t:ty),*) => {
+        $(impl Record for $t {
+            #[inline(always)]
+            fn header_mut(&mut self) -> &mut RecordHeader {
+                &mut self.header
+            }
+        })*
+    };
+}
+records!(
+    ExecRecord,
+    ForkRecord,
+    ExitRecord,
+    CgroupRecord,
+    SockRecord,
+    DupRecord,
+    NsRecord,
+    TcpStateRecord,
+    TamperRecord
+);
+
+/// The header every record starts with.
+#[inline(always)]
+fn header(kind: RecordKind) -> RecordHeader {
+    RecordHeader {
+        version: RECORD_VERSION,
+        kind: kind as u16,
+        cpu: kernel::cpu(),
+        boot_ns: kernel::boot_ns(),
+    }
+}
+
+#[inline(always)]
+fn ring(ring: Ring) -> &'static RingBuf {
+    match ring {
+        Ring::Process => &PROC_EVENTS,
+        Ring::Network => &NET_EVENTS,
+    }
+}
+
+/// Emits one `T` of `kind` into `to`. `fill` must write every field user space reads (the
+/// reservation is not zeroed) except the header. The record is submitted even when `fill`
+/// fails part-way, so user space sees what was read; the error is returned for the probe's
+/// error counter. A full ring is counted as a drop, not an error.
+#[inline(always)]
+pub fn emit<T: Record + 'static>(
+    to: Ring,
+    kind: RecordKind,
+    fill: impl FnOnce(&mut T) -> ReadResult<()>,
+) -> ReadResult<()> {
+    let Some(mut entry) = ring(to).reserve::<T>(0) else {
+        count_drop(to, DropReason::RingFull);
+        return Ok(());
+    };
+    // SAFETY: the reservation is sized and aligned for a T; `fill` writes what is read later.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    *rec.header_mut() = header(kind);
+    let res = fill(rec);
+    entry.submit(0);
+    res
+}
