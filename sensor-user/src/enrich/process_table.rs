@@ -140,8 +140,8 @@ impl ProcessTable {
         let was_missing = std::mem::take(&mut self.missing);
         let missing = &mut self.missing;
         self.procs.retain(|pid, info| {
-            let live = procfs::snapshot(pid.0)
-                .is_some_and(|s| info.start.0 == 0 || s.start.0.abs_diff(info.start.0) <= tick);
+            let live = procfs::start_time(pid.0)
+                .is_some_and(|start| info.start.0 == 0 || start.0.abs_diff(info.start.0) <= tick);
             if !live && !was_missing.contains(pid) {
                 missing.insert(*pid);
                 return true;

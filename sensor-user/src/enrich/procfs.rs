@@ -30,17 +30,9 @@ pub struct ProcSnapshot {
 /// Reads `/proc/<pid>`; `None` when the process is gone.
 pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
     let dir = format!("/proc/{pid}");
-    let stat = fs::read_to_string(format!("{dir}/stat")).ok()?;
-    // comm may hold spaces and parentheses: the fields start after the last ')'.
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head
-        .split_once('(')
-        .map(|(_, c)| c.to_string())
-        .unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state): ppid is field 4, starttime field 22.
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start = ticks_to_boot_ns(fields.get(19)?.parse().ok()?);
+    let text = fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let stat = Stat::parse(&text)?;
+    let (comm, ppid, start) = (stat.comm.to_string(), stat.ppid, stat.start);
     let mut snap = ProcSnapshot {
         ppid,
         comm,
@@ -65,6 +57,33 @@ pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
         });
     snap.namespaces = namespaces(&dir);
     Some(snap)
+}
+
+/// When `pid` started, from `/proc/PID/stat` alone: enough to tell whether a process still
+/// lives (a reused pid starts later), for one read instead of [`snapshot`]'s dozen.
+pub fn start_time(pid: u32) -> Option<BootNs> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Stat::parse(&stat).map(|s| s.start)
+}
+
+/// The fields of `/proc/PID/stat` the agent uses.
+struct Stat<'a> {
+    comm: &'a str,
+    ppid: u32,
+    start: BootNs,
+}
+
+impl<'a> Stat<'a> {
+    fn parse(stat: &'a str) -> Option<Stat<'a>> {
+        // comm may hold spaces and parentheses: the fields start after the last ')'.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let mut fields = rest.split_whitespace();
+        // rest starts at field 3 (state): ppid is field 4, starttime field 22.
+        let ppid = fields.nth(1)?.parse().ok()?;
+        let start = ticks_to_boot_ns(fields.nth(17)?.parse().ok()?);
+        Some(Stat { comm, ppid, start })
+    }
 }
 
 fn parse_status(status: &str, snap: &mut ProcSnapshot) {
@@ -217,6 +236,16 @@ mod tests {
         assert_eq!(me.namespaces.net, ns_inode("/proc/self/ns/net"));
         assert_ne!(me.namespaces.net, 0);
         assert!(me.start.0 > 0);
+        assert_eq!(start_time(std::process::id()), Some(me.start));
+    }
+
+    #[test]
+    fn stat_fields_after_a_comm_with_spaces_and_parentheses() {
+        let line = "42 (a (b) c) S 7 42 42 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 500 0 0";
+        let stat = Stat::parse(line).unwrap();
+        assert_eq!((stat.comm, stat.ppid), ("a (b) c", 7));
+        assert_eq!(stat.start, ticks_to_boot_ns(500));
+        assert!(Stat::parse("42 (x) S").is_none());
     }
 
     #[test]
