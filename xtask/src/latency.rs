@@ -82,6 +82,14 @@ fn measure(alert: &Value) -> Option<(String, String, Duration)> {
     ))
 }
 
+/// A 64-bit integer as the sensor writes it (protobuf JSON mapping: a string, or a number from
+/// other writers); `None` when absent, as proto3 omits zeros.
+pub fn proto_u64(v: &Value) -> Option<u64> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_u64())
+}
+
 /// An RFC 3339 timestamp as the sensor writes it (protobuf JSON mapping).
 pub fn time(v: &Value) -> Option<SystemTime> {
     let ts: pbjson_types::Timestamp = serde_json::from_value(v.clone()).ok()?;

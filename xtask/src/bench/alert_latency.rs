@@ -21,7 +21,7 @@ use super::{
     mode::{Mode, Paths},
     report::{Latency, SensorRun},
 };
-use crate::latency::time as json_time;
+use crate::latency::{proto_u64, time as json_time};
 
 /// Pause between two triggers: alerts arrive one at a time, not in batches.
 const PACE_US: u32 = 20_000;
@@ -180,11 +180,7 @@ fn collect(
         let v: Value = serde_json::from_str(&line)
             .with_context(|| format!("`sensor watch` printed a line that is not JSON: {line}"))?;
         if let Some(m) = v.get("missed") {
-            *missed += m["count"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .or_else(|| m["count"].as_u64())
-                .unwrap_or(1);
+            *missed += proto_u64(&m["count"]).unwrap_or(1);
             continue;
         }
         let (Some(at), Some(detected)) = (

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::report::SensorRun;
-use crate::util;
+use crate::{latency::proto_u64, util};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -272,13 +272,7 @@ fn sensor_report(events: &Path) -> Result<SensorRun> {
         .filter(|v| v["kind"] == "health")
         .context("the sensor wrote no health event")?;
     let h = &health["health"];
-    let num = |v: &Value| -> u64 {
-        // proto3 JSON: 64-bit integers are strings, zeros omitted.
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| v.as_u64())
-            .unwrap_or(0)
-    };
+    let num = |v: &Value| proto_u64(v).unwrap_or(0);
     let drops = h["rings"]
         .as_array()
         .map(|rings| {
