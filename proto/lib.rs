@@ -92,7 +92,6 @@ impl Event {
             event::Body::ContainerExited(_) => "container_exited",
             event::Body::Health(_) => "health",
             event::Body::Socket(_) => "socket",
-            event::Body::StdioRedirect(_) => "stdio_redirect",
             event::Body::NamespaceChange(_) => "namespace_change",
             event::Body::TcpState(_) => "tcp_state",
             event::Body::Traffic(_) => "traffic",

@@ -1,4 +1,4 @@
-//! Network, stdio-redirection and namespace records, and the in-kernel aggregation maps' types.
+//! Network and namespace records, and the in-kernel aggregation maps' types.
 
 use crate::records::{COMM_LEN, Namespaces, RecordHeader};
 
@@ -53,8 +53,20 @@ pub const SOCK_FLAG_RAW: u8 = 1 << 0;
 pub const SOCK_FLAG_PACKET: u8 = 1 << 1;
 /// The socket is an ICMP datagram ("ping") socket.
 pub const SOCK_FLAG_ICMP_DGRAM: u8 = 1 << 2;
+/// The operation ran in an io_uring worker thread (`PF_IO_WORKER`): a request submitted
+/// through io_uring. Requests the kernel completes inline, in the submitting task, look like
+/// the task's own calls.
+pub const SOCK_FLAG_IO_URING: u8 = 1 << 3;
 
-/// A socket call, at its return: `socket`, `connect`, `accept[4]`, `bind`, `listen`.
+/// A socket operation, seen where the kernel does the work (so io_uring requests count too):
+/// - socket: a new inet socket (cgroup `sock_create`); with the syscall fallback, a `socket`
+///   call of another family (netlink, packet) at its return;
+/// - connect: a TCP connect's outcome (the state change out of `SYN_SENT`, with the
+///   caller saved by cgroup `connect4`/`connect6`), or a UDP connect as the kernel receives it;
+/// - bind: a successful bind (cgroup `post_bind4`/`post_bind6`);
+/// - listen: the socket entering `LISTEN`;
+/// - accept: a connection the listener's queue took (`SYN_RECV` to `ESTABLISHED`),
+///   attributed to the process that listens.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SockRecord {
@@ -62,57 +74,34 @@ pub struct SockRecord {
     pub caller: Caller,
     pub local: Endpoint,
     pub remote: Endpoint,
-    /// The return value: a new fd (socket, accept), 0, or `-errno`.
+    /// 0, `-errno` (a refused or timed-out connect), or a new fd (the syscall fallback).
     pub ret: i64,
-    /// The socket's fd (for accept: the listening socket's).
+    /// The socket's fd where the hook knows it (the syscall fallback), else -1.
     pub fd: i32,
     pub family: u16,
     pub sock_type: u16,
     pub protocol: u16,
     pub op: u8,
     pub flags: u8,
-    /// Where the caller's address (connect, bind) was read: [`ADDR_FROM_USER`] or
-    /// [`ADDR_FROM_KERNEL`].
-    pub addr_source: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 4],
 }
 
-/// The address was read from the caller's memory at syscall exit (tracepoint path).
-pub const ADDR_FROM_USER: u8 = 0;
-/// The address is the kernel's own copy, taken in `security_socket_{connect,bind}` by a kprobe
-/// or fentry program: what the kernel acted on, immune to the caller changing its buffer.
-pub const ADDR_FROM_KERNEL: u8 = 1;
-
-/// A `dup`, `dup2` or `dup3` that put a socket on fd 0, 1 or 2.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct DupRecord {
-    pub header: RecordHeader,
-    pub caller: Caller,
-    pub local: Endpoint,
-    pub remote: Endpoint,
-    pub oldfd: i32,
-    pub newfd: i32,
-    pub ret: i32,
-    pub sock_type: u16,
-    pub protocol: u16,
-}
-
-/// Which namespace call a [`NsRecord`] reports.
+/// Which namespace change a [`NsRecord`] reports.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NsOp {
-    Setns = 1,
-    Unshare = 2,
+    /// A child created in namespaces other than its parent's (`clone` with `CLONE_NEW*`).
     Clone = 3,
+    /// The task's namespaces differ from those it had at its last exec or fork: a `setns` or
+    /// `unshare` (whichever way it was made), seen at its next exec or fork.
+    Changed = 4,
 }
 
 impl NsOp {
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
-            1 => Self::Setns,
-            2 => Self::Unshare,
             3 => Self::Clone,
+            4 => Self::Changed,
             _ => return None,
         })
     }
@@ -128,23 +117,23 @@ pub const CLONE_NEW_MASK: u64 = 0x0200_0000 // CLONE_NEWCGROUP
     | 0x4000_0000 // CLONE_NEWNET
     | 0x0000_0080; // CLONE_NEWTIME
 
-/// `setns`, `unshare`, or a `clone`/`clone3` with `CLONE_NEW*` flags.
+/// A namespace change: a child created in new namespaces ([`NsOp::Clone`], at fork), or a task
+/// whose namespaces changed since its last exec or fork ([`NsOp::Changed`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct NsRecord {
     pub header: RecordHeader,
     pub caller: Caller,
-    /// The caller's namespaces after the call (for clone: the child's).
+    /// The namespaces before: the parent's (clone), or the task's at its last exec or fork.
+    pub ns_before: Namespaces,
+    /// The namespaces after (for clone: the child's).
     pub ns_after: Namespaces,
-    /// unshare/clone flags, or setns's `nstype`.
+    /// The `CLONE_NEW*` flags of the namespace types that differ.
     pub flags: u64,
-    /// The return value (for clone: the child's pid).
-    pub ret: i64,
-    /// setns: the inode of the namespace the fd refers to (0 for a pidfd).
-    pub target_inum: u32,
-    pub fd: i32,
+    /// clone: the child's pid.
+    pub child_tgid: u32,
     pub op: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
 }
 
 /// A TCP state change, from `sock:inet_sock_set_state`.
@@ -305,7 +294,6 @@ mod tests {
         use core::mem::size_of;
         for s in [
             size_of::<SockRecord>(),
-            size_of::<DupRecord>(),
             size_of::<NsRecord>(),
             size_of::<TcpStateRecord>(),
             size_of::<FlowKey>(),

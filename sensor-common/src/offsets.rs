@@ -31,6 +31,8 @@ pub struct KernelOffsets {
     pub task_cgroups: u32,
     /// `task_struct.seccomp.mode`.
     pub task_seccomp_mode: u32,
+    /// `task_struct.flags` (`PF_IO_WORKER`).
+    pub task_flags: u32,
 
     // task->cgroups->dfl_cgrp->kn->id: the cgroup2 id of any task, not only the current one.
     pub css_set_dfl_cgrp: u32,
@@ -103,6 +105,8 @@ pub struct KernelOffsets {
     pub sk_protocol: u32,
     /// `sk->sk_cgrp_data.cgroup`: the socket's cgroup2.
     pub sk_cgroup: u32,
+    /// `sk->sk_err`: why a connect failed.
+    pub sk_err: u32,
 
     // Syscall tracepoints: first argument of sys_enter_*, return value of sys_exit_*.
     pub tp_sys_arg0: u32,
@@ -120,6 +124,11 @@ pub struct KernelOffsets {
     pub tp_tcp_daddr: u32,
     pub tp_tcp_saddr_v6: u32,
     pub tp_tcp_daddr_v6: u32,
+
+    // signal:signal_generate
+    pub tp_sig_sig: u32,
+    pub tp_sig_pid: u32,
+    pub tp_sig_group: u32,
 
     /// The cgroup hierarchy whose ids `bpf_get_current_cgroup_id()` returns (cgroup2: 0).
     pub dfl_hierarchy_id: u32,

@@ -4,7 +4,7 @@
 //! compile time (the agent checks `size_of` against the record length before reading).
 
 /// Version of every layout in this module; the agent drops records of any other version.
-pub const RECORD_VERSION: u16 = 5;
+pub const RECORD_VERSION: u16 = 6;
 
 /// Bytes of `argv` copied per exec (NUL-separated, as in `/proc/PID/cmdline`).
 pub const ARGV_MAX: usize = 1024;
@@ -21,7 +21,7 @@ pub const COMM_LEN: usize = 16;
 pub enum Ring {
     /// Process and container lifecycle, namespace changes, stdio redirection, tamper calls.
     Process = 0,
-    /// Socket calls and TCP state changes (rate limited per cgroup).
+    /// Socket operations and TCP state changes (rate limited per cgroup).
     Network = 1,
 }
 
@@ -50,36 +50,33 @@ pub enum Hook {
     Exit = 2,
     CgroupMkdir = 3,
     CgroupRmdir = 4,
+    /// cgroup `sock_create` on the cgroup2 root (inet sockets); with the syscall fallback, the
+    /// `socket` syscall for the other families (netlink, packet).
     Socket = 5,
+    /// cgroup `connect4`/`connect6` on the cgroup2 root.
     Connect = 6,
-    Accept = 7,
-    Bind = 8,
-    Listen = 9,
-    Dup = 10,
-    Setns = 11,
-    Unshare = 12,
-    Clone = 13,
-    TcpState = 14,
+    /// cgroup `post_bind4`/`post_bind6` on the cgroup2 root.
+    Bind = 7,
+    /// `sock:inet_sock_set_state`: TCP states, and from them listen, accept and connect results.
+    TcpState = 8,
     /// cgroup skb programs: traffic volume, and ICMP of containers' sockets.
-    Traffic = 15,
-    /// kprobe/fentry on security_socket_{connect,bind}.
-    SockAddr = 16,
+    Traffic = 9,
     /// TC classifiers counting ICMP on interfaces.
-    IcmpTc = 17,
-    /// bpf() from containers.
-    Bpf = 18,
-    /// kill/tkill/tgkill/pidfd_send_signal aimed at the sensor.
-    Signal = 19,
-    /// ptrace of the sensor, or attaches from containers.
-    Ptrace = 20,
-    /// perf_event_open from containers.
-    PerfEvent = 21,
-    /// mount/fsopen of tracefs, debugfs or bpffs from containers.
-    Mount = 22,
+    IcmpTc = 10,
+    /// `signal:signal_generate`: signals aimed at the sensor.
+    Signal = 11,
+    /// Syscall fallback: bpf() from containers.
+    Bpf = 12,
+    /// Syscall fallback: ptrace of the sensor, or attaches from containers.
+    Ptrace = 13,
+    /// Syscall fallback: perf_event_open from containers.
+    PerfEvent = 14,
+    /// Syscall fallback: mount/fsopen of tracefs, debugfs or bpffs from containers.
+    Mount = 15,
 }
 
 /// Number of [`Hook`]s; the size of the per-hook error counter array.
-pub const HOOK_COUNT: u32 = 23;
+pub const HOOK_COUNT: u32 = 16;
 
 /// What follows a [`RecordHeader`].
 #[repr(u16)]
@@ -91,7 +88,6 @@ pub enum RecordKind {
     CgroupMkdir = 4,
     CgroupRmdir = 5,
     Sock = 6,
-    Dup = 7,
     Ns = 8,
     TcpState = 9,
     Tamper = 10,
@@ -106,7 +102,6 @@ impl RecordKind {
             4 => Self::CgroupMkdir,
             5 => Self::CgroupRmdir,
             6 => Self::Sock,
-            7 => Self::Dup,
             8 => Self::Ns,
             9 => Self::TcpState,
             10 => Self::Tamper,
@@ -216,6 +211,11 @@ pub struct ForkRecord {
     pub header: RecordHeader,
     /// The child; `ppid` is the forking process.
     pub child: TaskIds,
+    /// Bit N set when the child's fd N (0-2) is a socket (inherited from the parent: a
+    /// process that put a socket on its stdio is seen at its next fork or exec).
+    pub stdio_sockets: u32,
+    /// The peer of the first of fds 0-2 that is a socket.
+    pub stdio_peer: crate::net::Endpoint,
 }
 
 /// A process whose last thread exited, from `sched:sched_process_exit`.
@@ -276,7 +276,6 @@ mod tests {
             RecordKind::CgroupMkdir,
             RecordKind::CgroupRmdir,
             RecordKind::Sock,
-            RecordKind::Dup,
             RecordKind::Ns,
             RecordKind::TcpState,
             RecordKind::Tamper,

@@ -12,28 +12,24 @@ use crate::{net::Caller, records::RecordHeader};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TamperOp {
     Bpf = 1,
-    Kill = 2,
-    Tkill = 3,
-    Tgkill = 4,
-    PidfdSendSignal = 5,
     Ptrace = 6,
     PerfEventOpen = 7,
     Mount = 8,
     Fsopen = 9,
+    /// A signal generated for a task, whichever call (or the kernel) sent it, from
+    /// `signal:signal_generate`.
+    Signal = 10,
 }
 
 impl TamperOp {
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             1 => Self::Bpf,
-            2 => Self::Kill,
-            3 => Self::Tkill,
-            4 => Self::Tgkill,
-            5 => Self::PidfdSendSignal,
             6 => Self::Ptrace,
             7 => Self::PerfEventOpen,
             8 => Self::Mount,
             9 => Self::Fsopen,
+            10 => Self::Signal,
             _ => return None,
         })
     }
@@ -60,7 +56,7 @@ pub const PTRACE_SEIZE: u64 = 0x4206;
 /// Bytes of a name kept (`bpf` program or map name, filesystem type, tracepoint name).
 pub const TAMPER_NAME: usize = 16;
 
-/// One of the calls above, at its return.
+/// One of the calls above: at its return (syscall fallback), or as the kernel acts on it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TamperRecord {
@@ -71,8 +67,7 @@ pub struct TamperRecord {
     /// By op:
     /// - bpf: the command; the first 8 and the next 8 bytes of its `union bpf_attr` (prog/map
     ///   type and instruction count or key size; fds and the attach type for attaches);
-    /// - kill, tkill: target, signal; tgkill: tgid, signal, tid; pidfd_send_signal: the pidfd's
-    ///   pid, signal, the fd;
+    /// - signal: the target thread, the signal, 1 for a process-wide signal;
     /// - ptrace: request, target pid;
     /// - perf_event_open: `attr.type`, `attr.config`, `pid << 32 | cpu` (as u32s);
     /// - mount: flags; fsopen: flags.
@@ -92,9 +87,11 @@ mod tests {
     #[test]
     fn layout_and_ops() {
         assert_eq!(core::mem::size_of::<TamperRecord>() % 8, 0);
-        for v in 1..=9 {
+        for v in [1, 6, 7, 8, 9, 10] {
             assert_eq!(TamperOp::from_u8(v).map(|o| o as u8), Some(v));
         }
-        assert_eq!(TamperOp::from_u8(0), None);
+        for v in [0, 2, 3, 4, 5, 11] {
+            assert_eq!(TamperOp::from_u8(v), None);
+        }
     }
 }

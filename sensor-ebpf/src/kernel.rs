@@ -160,23 +160,6 @@ pub fn file_sock(file: *const u8) -> ReadResult<Option<*const u8>> {
     Ok(Some(read_ptr(socket, off!(socket_sk))?))
 }
 
-/// The socket behind the current task's `fd`, if it is one.
-#[inline(always)]
-pub fn fd_sock(fd: i64) -> ReadResult<Option<*const u8>> {
-    let file = fd_file(current_task(), fd)?;
-    file_sock(file)
-}
-
-/// Family, type and protocol of a socket.
-#[inline(always)]
-pub fn sock_kind(sk: *const u8) -> ReadResult<(u16, u16, u16)> {
-    Ok((
-        read::<u16>(sk, off!(sk_family))?,
-        read::<u16>(sk, off!(sk_type))?,
-        read::<u16>(sk, off!(sk_protocol))?,
-    ))
-}
-
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
@@ -210,54 +193,20 @@ pub fn sock_cgroup_id(sk: *const u8) -> ReadResult<u64> {
     read::<u64>(kn, off!(kernfs_node_id))
 }
 
-/// Where a `struct sockaddr` lives.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Memory {
-    User,
-    Kernel,
+/// `sk->sk_err`: the error a failed connect ended with (0 when none was set).
+#[inline(always)]
+pub fn sock_error(sk: *const u8) -> ReadResult<i32> {
+    read::<i32>(sk, off!(sk_err))
 }
 
-/// Reads a `struct sockaddr` (IPv4 or IPv6) into `out`; other families keep only `family`.
-#[inline(always)]
-pub fn sockaddr(ptr: u64, memory: Memory, out: &mut Endpoint) -> ReadResult<()> {
-    if ptr == 0 {
-        return Ok(());
-    }
-    let read = |len_16: bool| -> Result<[u8; 24], i64> {
-        let mut raw = [0u8; 24];
-        let len = if len_16 { 16 } else { 24 };
-        // SAFETY: `len` <= raw's size; the helpers validate the address.
-        let ret = unsafe {
-            match memory {
-                Memory::User => {
-                    generated::bpf_probe_read_user(raw.as_mut_ptr().cast(), len, ptr as *const _)
-                }
-                Memory::Kernel => {
-                    generated::bpf_probe_read_kernel(raw.as_mut_ptr().cast(), len, ptr as *const _)
-                }
-            }
-        };
-        if ret < 0 { Err(ret) } else { Ok(raw) }
-    };
-    // sockaddr_in6 (24 bytes) is the larger; a sockaddr_in (16) may end a page, so retry short.
-    let raw = read(false).or_else(|_| read(true))?;
-    let family = u16::from_ne_bytes([raw[0], raw[1]]);
-    out.family = family;
-    out.port = u16::from_be_bytes([raw[2], raw[3]]);
-    if family == AF_INET {
-        out.addr[..4].copy_from_slice(&raw[4..8]);
-    } else if family == AF_INET6 {
-        out.addr.copy_from_slice(&raw[8..24]);
-    } else {
-        out.port = 0;
-    }
-    Ok(())
-}
+/// `PF_IO_WORKER`: the task is an io_uring worker thread.
+const PF_IO_WORKER: u32 = 0x10;
 
-/// Reads a user `struct sockaddr`; see [`sockaddr`].
+/// Whether the current task is an io_uring worker (running a request submitted through a
+/// ring). An unreadable task counts as not one.
 #[inline(always)]
-pub fn user_sockaddr(ptr: u64, out: &mut Endpoint) -> ReadResult<()> {
-    sockaddr(ptr, Memory::User, out)
+pub fn in_io_worker() -> bool {
+    read::<u32>(current_task(), off!(task_flags)).is_ok_and(|flags| flags & PF_IO_WORKER != 0)
 }
 
 /// The current task as a [`Caller`].
@@ -299,13 +248,4 @@ pub fn in_root_pid_ns() -> bool {
     read_ptr(current_task(), off!(task_thread_pid))
         .and_then(|pid| read::<u32>(pid, off!(pid_level)))
         .is_ok_and(|level| level == 0)
-}
-
-/// The pid (in the root pid namespace) a pidfd of the current task refers to: a pidfd's
-/// `file->private_data` is its `struct pid`, whose first `upid` is the root namespace's.
-#[inline(always)]
-pub fn pidfd_pid(fd: i64) -> ReadResult<u32> {
-    let file = fd_file(current_task(), fd)?;
-    let pid = read_ptr(file, off!(file_private_data))?;
-    read::<u32>(pid.wrapping_add(off!(pid_numbers) as usize), off!(upid_nr))
 }

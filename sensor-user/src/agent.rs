@@ -27,7 +27,9 @@ use crate::{
     },
     enrich::{Enricher, runtime::RuntimeApi},
     health::{Setup, Stats, health_event},
-    loader::{AggregationMaps, HostCgroupFilter, LoadOptions, LoadedSensor},
+    loader::{
+        AggregationMaps, FALLBACK_KINDS, HookSet, HostCgroupFilter, LoadOptions, LoadedSensor,
+    },
     output::json::JsonLines,
     privileges,
 };
@@ -242,6 +244,14 @@ fn watch(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
         .context("registering a ring buffer with epoll")
 }
 
+/// Event kinds no attached hook produces with `set` on this kind of kernel.
+fn missing_kinds(set: HookSet) -> &'static [&'static str] {
+    match set {
+        HookSet::Default => &FALLBACK_KINDS,
+        HookSet::Syscall => &[],
+    }
+}
+
 pub async fn run(opts: RunOptions) -> Result<()> {
     privileges::require_root("sensor run")?;
     let started = Instant::now();
@@ -292,24 +302,35 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         p.out.emit(event)?;
     }
     p.apply_host_filter();
-    let hook_set = sensor.selection.to_string();
+    let hook_set = sensor.hook_set.to_string();
+    let missing = missing_kinds(sensor.hook_set);
     let hooks = sensor.hooks.clone();
     let health = |p: &Pipeline| {
         let setup = Setup {
             hooks: &hooks,
             hook_set: &hook_set,
+            blind_rules: p.out.engine.blind_rules(missing),
             runtime_api: runtime_status.get(),
         };
         health_event(started, &counters, setup, &p.out.stats, &clock, &opts.node)
     };
     p.out.emit(health(&p))?;
     p.out.sink.flush()?;
+    let blind = p.out.engine.blind_rules(missing);
+    if !blind.is_empty() {
+        eprintln!(
+            "sensor: warning: blind on this kernel without the syscall fallback: {}; turn it on \
+             with --hooks syscall (SENSOR_HOOKS=syscall), which puts every syscall on the node \
+             on the slow path (see docs/benchmarks.md, mode floor)",
+            blind.join("; ")
+        );
+    }
     eprintln!(
         "sensor: {} programs attached in {} ms (hook set: {}), ready in {} ms ({} processes, {} \
          containers known); writing JSON lines to {}; serving {}",
         sensor.hooks.len(),
         attached_in.as_millis(),
-        sensor.selection,
+        sensor.hook_set,
         started.elapsed().as_millis(),
         p.enricher.process_count(),
         p.enricher.container_count(),

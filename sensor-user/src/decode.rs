@@ -3,8 +3,8 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    CgroupRecord, DupRecord, ExecRecord, ExitRecord, ForkRecord, NsRecord, RECORD_VERSION,
-    RecordHeader, RecordKind, SockRecord, TamperRecord, TcpStateRecord,
+    CgroupRecord, ExecRecord, ExitRecord, ForkRecord, NsRecord, RECORD_VERSION, RecordHeader,
+    RecordKind, SockRecord, TamperRecord, TcpStateRecord,
 };
 
 /// A record as the kernel wrote it.
@@ -15,7 +15,6 @@ pub enum Record {
     CgroupMkdir(Box<CgroupRecord>),
     CgroupRmdir(Box<CgroupRecord>),
     Sock(SockRecord),
-    Dup(DupRecord),
     Ns(NsRecord),
     TcpState(TcpStateRecord),
     Tamper(TamperRecord),
@@ -80,7 +79,6 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::CgroupMkdir => Record::CgroupMkdir(Box::new(read(bytes, kind)?)),
         RecordKind::CgroupRmdir => Record::CgroupRmdir(Box::new(read(bytes, kind)?)),
         RecordKind::Sock => Record::Sock(read(bytes, kind)?),
-        RecordKind::Dup => Record::Dup(read(bytes, kind)?),
         RecordKind::Ns => Record::Ns(read(bytes, kind)?),
         RecordKind::TcpState => Record::TcpState(read(bytes, kind)?),
         RecordKind::Tamper => Record::Tamper(read(bytes, kind)?),

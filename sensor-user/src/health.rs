@@ -28,8 +28,10 @@ impl Stats {
 /// What the agent runs with: reported as is in every `health` event.
 pub struct Setup<'a> {
     pub hooks: &'a [HookSpec],
-    /// The hook set for socket addresses, and why better ones are unusable.
+    /// The hook set ("default" or "syscall").
     pub hook_set: &'a str,
+    /// Rules blind with this hook set, with the kinds they miss.
+    pub blind_rules: Vec<String>,
     /// The runtime API's status line (container names, images, labels).
     pub runtime_api: String,
 }
@@ -80,5 +82,6 @@ pub fn health_event(
         dropped_total,
         hook_set: setup.hook_set.to_string(),
         runtime_api: setup.runtime_api,
+        blind_rules: setup.blind_rules,
     }))
 }

@@ -75,10 +75,13 @@ struct RunArgs {
     /// Burst allowance above --net-rate, in records.
     #[arg(long, default_value_t = 4000)]
     net_burst: u32,
-    /// Hook set for socket addresses: fentry or kprobe read the kernel's own copy; tracepoint
-    /// re-reads the caller's buffer. Default: the best this kernel allows, found by probing.
-    #[arg(long, value_enum)]
-    hooks: Option<sensor::loader::HookSet>,
+    /// Hook set. `default` attaches no syscall tracepoint (no cost on syscalls the sensor does
+    /// not watch); `syscall` adds the syscall fallback for what only the syscall path shows on
+    /// a kernel without kprobes or fentry (bpf, ptrace, perf_event_open, mount, netlink and
+    /// packet sockets), at the price of every syscall on the node taking the slow path.
+    /// `sensor check` and the start-up line name the rules that are blind without it.
+    #[arg(long, value_enum, env = "SENSOR_HOOKS", default_value_t)]
+    hooks: sensor::loader::HookSet,
     /// Node name reported in events (default: the hostname).
     #[arg(long)]
     node: Option<String>,

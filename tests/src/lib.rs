@@ -19,6 +19,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod bpf_links;
 pub mod runc;
 
 fn env(name: &str) -> String {
@@ -271,7 +272,9 @@ impl Sensor {
             let spool = own.join("spool").display().to_string();
             delivery.extend(["--spool-dir".into(), spool]);
         }
-        if let Ok(set) = std::env::var("SENSOR_TEST_HOOKS") {
+        if let Ok(set) = std::env::var("SENSOR_TEST_HOOKS")
+            && !extra.contains(&"--hooks")
+        {
             delivery.extend(["--hooks".into(), set]);
         }
         let mut child = Command::new(sensor_bin())

@@ -202,11 +202,11 @@ fn health_reports_hooks_and_no_drops() {
         "cgroup_rmdir",
         "socket",
         "connect",
-        "accept",
-        "dup",
-        "setns",
+        "bind",
         "tcp_state",
         "traffic",
+        "icmp_tc",
+        "signal",
     ] {
         assert!(hooks.contains(&want), "hook {want} missing from {hooks:?}");
     }

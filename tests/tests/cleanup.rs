@@ -1,9 +1,10 @@
-//! Stopping the sensor leaves nothing of it attached. In a test binary of its own, so no other
-//! sensor of this suite runs at the same time.
+//! What the sensor attaches, read back from the kernel: nothing on the syscall path by default,
+//! and nothing at all once it stopped. In a test binary of its own, so no other sensor of this
+//! suite runs at the same time.
 
 use std::process::Command;
 
-use sensor_tests::Sensor;
+use sensor_tests::{Sensor, bpf_links::tracepoints_of};
 use serde_json::Value;
 
 /// Ids of all loaded programs.
@@ -44,6 +45,56 @@ fn cgroup2_mount() -> String {
         .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
         .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
         .expect("a cgroup2 mount")
+}
+
+/// Our cgroup programs, by name.
+const CGROUP_PROGRAMS: [&str; 6] = [
+    "traffic_",
+    "sock_create",
+    "connect4",
+    "connect6",
+    "post_bind4",
+    "post_bind6",
+];
+
+fn on_syscall_path(tracepoint: &str) -> bool {
+    tracepoint.starts_with("sys_enter") || tracepoint.starts_with("sys_exit")
+}
+
+#[test]
+fn the_default_hooks_put_nothing_on_the_syscall_path() {
+    let sensor = Sensor::start("no_syscall_hooks");
+    let attached = tracepoints_of(sensor.pid());
+    assert!(
+        attached.iter().any(|t| t == "sched_process_exec"),
+        "the listing shows our tracepoints: {attached:?}"
+    );
+    let syscall: Vec<&String> = attached.iter().filter(|t| on_syscall_path(t)).collect();
+    assert!(
+        syscall.is_empty(),
+        "syscall tracepoints attached by default: {syscall:?}"
+    );
+    let cgroup = Command::new("bpftool")
+        .args(["cgroup", "show", &cgroup2_mount()])
+        .output()
+        .unwrap();
+    let cgroup = String::from_utf8_lossy(&cgroup.stdout);
+    for program in CGROUP_PROGRAMS {
+        assert!(
+            cgroup.contains(program),
+            "{program} on the cgroup2 root:\n{cgroup}"
+        );
+    }
+    drop(sensor);
+    // The opt-in puts its programs there: the listing would show a regression.
+    let sensor = Sensor::start_with("syscall_hooks", &["--hooks", "syscall"]);
+    let attached = tracepoints_of(sensor.pid());
+    for call in ["sys_enter_ptrace", "sys_exit_bpf", "sys_enter_mount"] {
+        assert!(
+            attached.iter().any(|t| t == call),
+            "{call} with --hooks syscall: {attached:?}"
+        );
+    }
 }
 
 #[test]
@@ -93,12 +144,13 @@ fn stopping_the_sensor_detaches_everything() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while attached().contains("traffic_") && std::time::Instant::now() < deadline {
+    let ours = |text: &str| CGROUP_PROGRAMS.iter().any(|p| text.contains(p));
+    while ours(&attached()) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let text = attached();
     assert!(
-        !text.contains("traffic_"),
+        !ours(&text),
         "cgroup programs left attached 5 s after exit:\n{text}"
     );
     // Kernels without TCX (before 6.6) need a clsact qdisc for the TC programs; the sensor

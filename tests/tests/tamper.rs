@@ -1,8 +1,11 @@
 //! The sensor-tampering rules (CRS-014 to CRS-017) against real tools in real containers:
 //! bpftool loading a program, kill and strace aimed at the sensor, strace attaching inside a
 //! container, a tracefs mount and perf. Each also runs a benign look-alike that must stay quiet.
-//! These rules read syscall hooks that differ per hook set, so the binary is also part of
-//! `cargo xtask vm-test`'s suite.
+//! The bpf, ptrace, perf_event_open and mount signals exist only on the syscall path of a kernel
+//! without kprobes or fentry, so those tests run the sensor with the opt-in syscall fallback
+//! (`--hooks syscall`, [`FALLBACK`]); signals aimed at the sensor come from
+//! `signal:signal_generate` in the default set. The binary is also part of `cargo xtask
+//! vm-test`'s suite.
 
 use std::{process::Command, time::Duration};
 
@@ -10,9 +13,13 @@ use sensor_tests::{Sensor, assert_alert_fields, run_rm};
 
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// The syscall fallback: the default hook set is blind to bpf, ptrace, perf_event_open and
+/// mount on this kind of kernel (`sensor check` names the rules).
+const FALLBACK: [&str; 2] = ["--hooks", "syscall"];
+
 #[test]
 fn crs014_ebpf_program_loaded_from_a_container() {
-    let sensor = Sensor::start("crs014");
+    let sensor = Sensor::start_with("crs014", &FALLBACK);
     // bpftool loads a two-instruction socket filter to probe the kernel before it drops its
     // capabilities (then its unprivileged probes are refused).
     let cid = run_rm(
@@ -35,7 +42,8 @@ fn crs014_ebpf_program_loaded_from_a_container() {
 
 #[test]
 fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
-    let sensor = Sensor::start("crs015");
+    // The signal half is the default set's; the fallback adds the ptrace half.
+    let sensor = Sensor::start_with("crs015", &FALLBACK);
     let pid = sensor.pid().to_string();
     // SIGCONT is harmless to a running process; only a --pid host container can name the sensor.
     let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
@@ -73,7 +81,7 @@ fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
 
 #[test]
 fn crs016_ptrace_attach_from_a_container() {
-    let sensor = Sensor::start("crs016");
+    let sensor = Sensor::start_with("crs016", &FALLBACK);
     let cid = run_rm(
         &["--cap-add", "SYS_PTRACE"],
         &[
@@ -92,7 +100,7 @@ fn crs016_ptrace_attach_from_a_container() {
 
 #[test]
 fn crs017_tracefs_mount_and_perf_events_from_a_container() {
-    let sensor = Sensor::start("crs017");
+    let sensor = Sensor::start_with("crs017", &FALLBACK);
     let mount = run_rm(
         &["--cap-add", "SYS_ADMIN"],
         &[
@@ -124,4 +132,24 @@ fn crs017_tracefs_mount_and_perf_events_from_a_container() {
         ],
     );
     sensor.assert_no_alert("CRS-017", &benign, SETTLE);
+}
+
+#[test]
+fn default_hooks_see_a_signal_at_the_sensor_and_name_the_rules_they_are_blind_to() {
+    let sensor = Sensor::start("crs015_default");
+    let pid = sensor.pid().to_string();
+    let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
+    let a = sensor.expect_alert("CRS-015", &cid);
+    assert_eq!(a["events"][0]["signal"]["name"], "SIGCONT", "{a}");
+    let health = sensor.expect("a health event", |e| e["kind"] == "health");
+    let h = &health["health"];
+    assert_eq!(h["hook_set"], "default", "{h}");
+    let blind: Vec<&str> = h["blind_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(blind.contains(&"CRS-014: bpf"), "{h}");
+    assert!(blind.contains(&"CRS-017: perf_event_open, mount"), "{h}");
 }

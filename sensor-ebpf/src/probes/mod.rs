@@ -7,7 +7,7 @@ mod icmp_tc;
 mod namespace;
 mod process;
 mod record;
-mod sockaddr;
+mod sock_cgroup;
 mod socket;
 mod stdio;
 pub(crate) mod syscall;
@@ -15,17 +15,21 @@ mod tamper;
 mod tcp;
 mod traffic;
 
-/// Runs a probe body; an error is counted against its hook instead of vanishing.
+/// Runs a probe body; an error is counted against its hook instead of vanishing. The program
+/// returns `$ret` (default 0; cgroup programs pass 1, "allow", on every path).
 macro_rules! run_probe {
-    ($hook:expr, $body:expr) => {{
+    ($hook:expr, $body:expr) => {
+        $crate::probes::run_probe!($hook, $body, 0)
+    };
+    ($hook:expr, $body:expr, $ret:expr) => {{
         if !$crate::maps::offsets_ready() {
             $crate::maps::count_error($hook);
-            return 0;
+            return $ret;
         }
         if $body.is_err() {
             $crate::maps::count_error($hook);
         }
-        0
+        $ret
     }};
 }
 pub(crate) use run_probe;

@@ -1,141 +1,107 @@
-//! Namespace changes: `setns`, `unshare` and `clone`/`clone3` with `CLONE_NEW*` flags.
+//! Namespace changes, compared at fork and exec instead of hooked on `setns`, `unshare` and
+//! `clone` (syscall tracepoints slow every syscall on the node, and io_uring or other paths
+//! around them would go unseen):
+//! - at fork, a child whose namespaces differ from its parent's was created in new ones
+//!   ([`NsOp::Clone`]), and a parent whose namespaces differ from those it had at its last exec
+//!   or fork changed them since ([`NsOp::Changed`]);
+//! - at exec, the same comparison for the task that execs (nsenter and unshare end in one).
 //!
-//! setns reports the inode of the namespace the fd refers to (read at entry, while the fd is
-//! what the caller passed) and the caller's namespaces after the call. A clone's new namespaces
-//! are the child's: the fork hook reports them, using the flags saved here at entry.
+//! Each process's namespaces are kept by tgid in an LRU map, dropped at its exit.
 
-use aya_ebpf::programs::TracePointContext;
-use sensor_common::{CLONE_NEW_MASK, Hook, Namespaces, NsOp, NsRecord, RecordKind, Ring};
+use aya_ebpf::{macros::map, maps::LruHashMap};
+use sensor_common::{Namespaces, NsOp, NsRecord, RecordKind, Ring};
 
-use super::{
-    record,
-    syscall::{Pending, arg, save, syscall_pair, take},
-};
-use crate::{
-    kernel::{self, ReadResult, read, read_ptr},
-    maps::off,
-};
+use super::record;
+use crate::kernel::{self, ReadResult};
 
+/// Each process's namespaces at its last exec or fork, by tgid.
+#[map]
+static NS_SEEN: LruHashMap<u32, Namespaces> = LruHashMap::with_max_entries(65536, 0);
+
+/// The `CLONE_NEW*` flags of the namespace types that differ between `a` and `b`.
 #[inline(always)]
-fn enter_setns(ctx: &TracePointContext) -> ReadResult<()> {
-    let fd = arg(ctx, 0)? as i64;
-    let file = kernel::fd_file(kernel::current_task(), fd)?;
-    let inode = read_ptr(file, off!(file_f_inode))?;
-    let inum = read::<u64>(inode, off!(inode_i_ino))?;
-    save(ctx, Hook::Setns, inum)
-}
-
-#[inline(always)]
-fn enter_unshare(ctx: &TracePointContext) -> ReadResult<()> {
-    if arg(ctx, 0)? & CLONE_NEW_MASK == 0 {
-        return Ok(());
+fn differing(a: &Namespaces, b: &Namespaces) -> u64 {
+    let mut flags = 0;
+    let pairs = [
+        (a.mnt, b.mnt, 0x0002_0000),
+        (a.pid, b.pid, 0x2000_0000),
+        (a.net, b.net, 0x4000_0000),
+        (a.uts, b.uts, 0x0400_0000),
+        (a.ipc, b.ipc, 0x0800_0000),
+        (a.user, b.user, 0x1000_0000),
+        (a.cgroup, b.cgroup, 0x0200_0000),
+    ];
+    for (x, y, flag) in pairs {
+        if x != y {
+            flags |= flag;
+        }
     }
-    save(ctx, Hook::Unshare, 0)
+    flags
 }
 
-#[inline(always)]
-fn enter_clone(ctx: &TracePointContext) -> ReadResult<()> {
-    let flags = arg(ctx, 0)?;
-    if flags & CLONE_NEW_MASK == 0 {
-        return Ok(());
-    }
-    save(ctx, Hook::Clone, flags)
-}
-
-#[inline(always)]
-fn enter_clone3(ctx: &TracePointContext) -> ReadResult<()> {
-    // struct clone_args starts with `u64 flags`.
-    let uargs = arg(ctx, 0)?;
-    // SAFETY: the helper validates the user address.
-    let flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(uargs as *const u64) }
-        .map_err(|e| e as i64)?;
-    if flags & CLONE_NEW_MASK == 0 {
-        return Ok(());
-    }
-    save(ctx, Hook::Clone, flags)
-}
-
-/// Emits a namespace change by `task` (namespaces read from `ns_task`).
 #[inline(always)]
 fn emit(
     op: NsOp,
     flags: u64,
-    ret: i64,
-    fd: i32,
-    target_inum: u64,
-    ns_task: *const u8,
+    before: &Namespaces,
+    after: &Namespaces,
+    child_tgid: u32,
 ) -> ReadResult<()> {
     record::emit(Ring::Process, RecordKind::Ns, |rec: &mut NsRecord| {
         rec.caller = kernel::caller();
-        rec.ns_after = Namespaces::default();
+        rec.ns_before = *before;
+        rec.ns_after = *after;
         rec.flags = flags;
-        rec.ret = ret;
-        rec.target_inum = target_inum as u32;
-        rec.fd = fd;
+        rec.child_tgid = child_tgid;
         rec.op = op as u8;
-        rec._pad = [0; 7];
-        kernel::task_namespaces(ns_task, &mut rec.ns_after)
+        rec._pad = [0; 3];
+        Ok(())
     })
 }
 
+/// Compares the current task's namespaces `now` with those last seen for `tgid` and records
+/// `now`. A process seen for the first time (started before the sensor) is only recorded.
 #[inline(always)]
-fn exit_setns(p: &Pending, ret: i64) -> ReadResult<()> {
-    emit(
-        NsOp::Setns,
-        p.args[1],
-        ret,
-        p.args[0] as i32,
-        p.extra,
-        kernel::current_task(),
-    )
+fn check(tgid: u32, now: &Namespaces) -> ReadResult<()> {
+    // SAFETY: copied out of the map value.
+    let seen = unsafe { NS_SEEN.get(tgid) }.copied();
+    if let Some(seen) = seen {
+        if seen == *now {
+            return Ok(());
+        }
+        let flags = differing(&seen, now);
+        emit(NsOp::Changed, flags, &seen, now, 0)?;
+    }
+    NS_SEEN.insert(tgid, *now, 0).map_err(|e| e as i64)
 }
 
+/// Called by the exec hook with the new program's namespaces.
 #[inline(always)]
-fn exit_unshare(p: &Pending, ret: i64) -> ReadResult<()> {
-    emit(NsOp::Unshare, p.args[0], ret, -1, 0, kernel::current_task())
+pub fn on_exec(tgid: u32, now: &Namespaces) -> ReadResult<()> {
+    check(tgid, now)
 }
 
-/// clone/clone3 exit: the fork hook consumed the saved flags when a child was created; what is
-/// left is a clone that failed (an attempt worth reporting, such as a refused user namespace).
+/// Called by the fork hook in the parent's context.
 #[inline(always)]
-fn exit_clone(p: &Pending, ret: i64) -> ReadResult<()> {
-    emit(NsOp::Clone, p.extra, ret, -1, 0, kernel::current_task())
+pub fn on_fork(parent: *const u8, child: *const u8, child_tgid: u32) -> ReadResult<()> {
+    let (mut ours, mut theirs) = (Namespaces::default(), Namespaces::default());
+    kernel::task_namespaces(parent, &mut ours)?;
+    kernel::task_namespaces(child, &mut theirs)?;
+    check((kernel::pid_tgid() >> 32) as u32, &ours)?;
+    if ours != theirs {
+        emit(
+            NsOp::Clone,
+            differing(&ours, &theirs),
+            &ours,
+            &theirs,
+            child_tgid,
+        )?;
+    }
+    NS_SEEN.insert(child_tgid, theirs, 0).map_err(|e| e as i64)
 }
 
-/// Called by the fork hook in the parent's context: reports the child's new namespaces.
+/// Called by the exit hook for a process's last thread.
 #[inline(always)]
-pub fn on_fork(child: *const u8, child_tgid: u32) -> ReadResult<()> {
-    let Some(p) = take(Hook::Clone) else {
-        return Ok(());
-    };
-    emit(NsOp::Clone, p.extra, child_tgid as i64, -1, 0, child)
+pub fn on_exit(tgid: u32) {
+    let _ = NS_SEEN.remove(tgid);
 }
-
-syscall_pair!(
-    sys_enter_setns,
-    sys_exit_setns,
-    Hook::Setns,
-    enter_setns,
-    exit_setns
-);
-syscall_pair!(
-    sys_enter_unshare,
-    sys_exit_unshare,
-    Hook::Unshare,
-    enter_unshare,
-    exit_unshare
-);
-syscall_pair!(
-    sys_enter_clone,
-    sys_exit_clone,
-    Hook::Clone,
-    enter_clone,
-    exit_clone
-);
-syscall_pair!(
-    sys_enter_clone3,
-    sys_exit_clone3,
-    Hook::Clone,
-    enter_clone3,
-    exit_clone
-);

@@ -1,7 +1,9 @@
 //! Process lifecycle: `sched_process_exec`, `sched_process_fork` and `sched_process_exit`.
 //!
 //! exec and exit use the plain tracepoints (stable fields, current task); fork uses the raw
-//! tracepoint because only its arguments carry the child's `task_struct`.
+//! tracepoint because only its arguments carry the child's `task_struct`. Both exec and fork
+//! also read which of fds 0-2 are sockets ([`super::stdio`]) and compare namespaces
+//! ([`super::namespace`]).
 
 use aya_ebpf::{
     helpers::generated,
@@ -13,7 +15,7 @@ use sensor_common::{
     ExecRecord, ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring, TaskIds,
 };
 
-use super::{record::emit, run_probe};
+use super::{namespace, record::emit, run_probe, stdio};
 use crate::{
     kernel::{self, ReadResult, read, read_ptr},
     maps::off,
@@ -35,6 +37,16 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 }
 
 fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
+    let task = kernel::current_task();
+    // Namespaces first: a change since the last exec is reported before the exec, while the
+    // process is still the program that made it (nsenter, unshare).
+    let mut ns = Namespaces::default();
+    let ns_ok = kernel::task_namespaces(task, &mut ns).is_ok();
+    let ns_check = if ns_ok {
+        namespace::on_exec((kernel::pid_tgid() >> 32) as u32, &ns)
+    } else {
+        Ok(())
+    };
     // Every field read later is written here or covered by a length field.
     emit(Ring::Process, RecordKind::Exec, |rec: &mut ExecRecord| {
         rec.task = EMPTY_IDS;
@@ -47,7 +59,7 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
             seccomp_mode: 0,
             _pad: 0,
         };
-        rec.ns = Namespaces::default();
+        rec.ns = ns;
         rec.flags = 0;
         rec.argv_len = 0;
         rec.filename_len = 0;
@@ -55,18 +67,20 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
         rec.stdio_peer = Endpoint::default();
         rec._pad2 = 0;
 
-        let task = kernel::current_task();
+        let stdio = stdio::sockets(task, &mut rec.stdio_peer);
+        rec.stdio_sockets = *stdio.as_ref().unwrap_or(&0);
         let ok = kernel::task_ids(task, &mut rec.task).is_ok()
             & kernel::task_creds(task, &mut rec.creds).is_ok()
-            & kernel::task_namespaces(task, &mut rec.ns).is_ok()
+            & ns_ok
             & exec_filename(ctx, rec).is_ok()
             & exec_argv(task, rec).is_ok()
-            & exec_stdio(task, rec).is_ok();
+            & stdio.is_ok();
         if !ok {
             rec.flags |= EXEC_PARTIAL;
         }
         if ok { Ok(()) } else { Err(-1) }
-    })
+    })?;
+    ns_check
 }
 
 /// The path given to execve, from the tracepoint's `filename` (`__data_loc char[]`).
@@ -116,28 +130,6 @@ fn exec_argv(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
     Ok(())
 }
 
-/// Which of fds 0-2 of the new program are sockets, and the first one's peer.
-#[inline(always)]
-fn exec_stdio(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
-    for fd in 0..3 {
-        // A closed fd is not an error.
-        let Ok(file) = kernel::fd_file(task, fd) else {
-            continue;
-        };
-        if file.is_null() {
-            continue;
-        }
-        if let Some(sk) = kernel::file_sock(file)? {
-            if rec.stdio_sockets == 0 {
-                let mut local = Endpoint::default();
-                kernel::sock_endpoints(sk, &mut local, &mut rec.stdio_peer)?;
-            }
-            rec.stdio_sockets |= 1 << fd;
-        }
-    }
-    Ok(())
-}
-
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     run_probe!(Hook::Fork, try_fork(&ctx)) as i32
@@ -145,6 +137,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 
 fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
     // TP_PROTO(struct task_struct *parent, struct task_struct *child)
+    let parent: *const u8 = ctx.arg(0);
     let child: *const u8 = ctx.arg(1);
     let pid = read::<u32>(child, off!(task_pid))?;
     let tgid = read::<u32>(child, off!(task_tgid))?;
@@ -153,10 +146,13 @@ fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
     }
     emit(Ring::Process, RecordKind::Fork, |rec: &mut ForkRecord| {
         rec.child = EMPTY_IDS;
-        kernel::task_ids(child, &mut rec.child)
+        rec.stdio_peer = Endpoint::default();
+        rec.stdio_sockets = 0;
+        kernel::task_ids(child, &mut rec.child)?;
+        rec.stdio_sockets = stdio::sockets(child, &mut rec.stdio_peer)?;
+        Ok(())
     })?;
-    // A clone with CLONE_NEW* flags: report the child's new namespaces.
-    super::namespace::on_fork(child, tgid)
+    namespace::on_fork(parent, child, tgid)
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -171,6 +167,7 @@ fn try_exit() -> ReadResult<()> {
     if read::<i32>(signal, off!(signal_live))? != 0 {
         return Ok(());
     }
+    namespace::on_exit((kernel::pid_tgid() >> 32) as u32);
     emit(Ring::Process, RecordKind::Exit, |rec: &mut ExitRecord| {
         rec.task = EMPTY_IDS;
         rec._pad = 0;

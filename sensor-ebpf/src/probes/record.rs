@@ -4,8 +4,8 @@
 
 use aya_ebpf::maps::RingBuf;
 use sensor_common::{
-    CgroupRecord, DropReason, DupRecord, ExecRecord, ExitRecord, ForkRecord, NsRecord,
-    RECORD_VERSION, RecordHeader, RecordKind, Ring, SockRecord, TamperRecord, TcpStateRecord,
+    CgroupRecord, DropReason, ExecRecord, ExitRecord, ForkRecord, NsRecord, RECORD_VERSION,
+    RecordHeader, RecordKind, Ring, SockRecord, TamperRecord, TcpStateRecord,
 };
 
 use crate::{
@@ -34,7 +34,6 @@ records!(
     ExitRecord,
     CgroupRecord,
     SockRecord,
-    DupRecord,
     NsRecord,
     TcpStateRecord,
     TamperRecord

@@ -1,13 +1,16 @@
-//! Calls that could blind or tamper with the sensor: `bpf()` loads and attaches,
-//! `perf_event_open` and tracefs/debugfs/bpffs mounts from containers; signals aimed at the
-//! sensor; ptrace of the sensor, or attaches from containers.
+//! Calls that could blind or tamper with the sensor: signals aimed at the sensor (always, from
+//! `signal:signal_generate`: whichever call sent them, one map lookup per signal on the node);
+//! and, with the syscall fallback only (`--syscall-hooks`), `bpf()` loads and attaches,
+//! `perf_event_open` and tracefs/debugfs/bpffs mounts from containers, and ptrace of the sensor
+//! or attaches from containers.
 //!
 //! Filtered at entry so that only what matters is saved for the exit: the sensor's own calls
-//! never, host processes only when they aim at the sensor. Signals are the hot path: a kill
-//! costs one map lookup. Reported on the process ring (rare, and never to be rate limited).
+//! never, host processes only when they aim at the sensor. Reported on the process ring (rare,
+//! and never to be rate limited).
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes},
+    macros::tracepoint,
     programs::TracePointContext,
 };
 use sensor_common::{
@@ -17,12 +20,12 @@ use sensor_common::{
 };
 
 use super::{
-    record,
+    record, run_probe,
     syscall::{Pending, arg, save, syscall_pair},
 };
 use crate::{
     kernel::{self, ReadResult},
-    maps::{from_sensor, is_host_cgroup, is_sensor_pid},
+    maps::{from_sensor, is_host_cgroup, is_sensor_pid, off},
 };
 
 /// Offsets in `union bpf_attr` of the program name (BPF_PROG_LOAD) and map name (MAP_CREATE):
@@ -134,46 +137,35 @@ fn exit_bpf(p: &Pending, ret: i64) -> ReadResult<()> {
     emit(TamperOp::Bpf, ret, 0, [cmd, head[0], head[1]], name)
 }
 
-/// kill(pid, sig): a pid or process group of the sensor, or -1.
-#[inline(always)]
-fn enter_kill(ctx: &TracePointContext) -> ReadResult<()> {
-    if !from_sensor() && names_sensor(arg(ctx, 0)? as i32 as i64, true) {
-        save(ctx, Hook::Signal, 0)?;
-    }
-    Ok(())
+#[tracepoint(category = "signal", name = "signal_generate")]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    run_probe!(Hook::Signal, on_signal(&ctx))
 }
 
-/// tkill(tid, sig), tgkill(tgid, tid, sig): the first argument is the sensor's.
 #[inline(always)]
-fn enter_thread_kill(ctx: &TracePointContext) -> ReadResult<()> {
-    if !from_sensor() && names_sensor(arg(ctx, 0)? as i32 as i64, false) {
-        save(ctx, Hook::Signal, 0)?;
-    }
-    Ok(())
+fn field<T>(ctx: &TracePointContext, at: u32) -> ReadResult<T> {
+    // SAFETY: offsets come from the tracepoint's format file.
+    unsafe { ctx.read_at::<T>(at as usize) }.map_err(|e| e as i64)
 }
 
-/// pidfd_send_signal(pidfd, sig, info, flags): the pid behind the fd is the sensor's.
+/// A signal generated for one of the sensor's threads, by anyone but the sensor. The
+/// tracepoint runs in the sender's context after the permission check (it sees signals sent
+/// with kill, tkill, tgkill, pidfd_send_signal, or by the kernel on a task's behalf).
 #[inline(always)]
-fn enter_pidfd_signal(ctx: &TracePointContext) -> ReadResult<()> {
-    if from_sensor() {
+fn on_signal(ctx: &TracePointContext) -> ReadResult<()> {
+    let target = field::<i32>(ctx, off!(tp_sig_pid))?;
+    if !is_sensor_pid(target as i64, false) || from_sensor() {
         return Ok(());
     }
-    let pid = kernel::pidfd_pid(arg(ctx, 0)? as i64)?;
-    if is_sensor_pid(pid as i64, false) {
-        save(ctx, Hook::Signal, pid as u64)?;
-    }
-    Ok(())
-}
-
-#[inline(always)]
-fn exit_signal(p: &Pending, ret: i64, op: TamperOp) -> ReadResult<()> {
-    let a = p.args;
-    let args = match op {
-        TamperOp::Tgkill => [a[0], a[2], a[1]],
-        TamperOp::PidfdSendSignal => [p.extra, a[1], a[0]],
-        _ => [a[0], a[1], 0],
-    };
-    emit(op, ret, TAMPER_TARGETS_SENSOR, args, [0; TAMPER_NAME])
+    let sig = field::<i32>(ctx, off!(tp_sig_sig))?;
+    let group = field::<i32>(ctx, off!(tp_sig_group))? != 0;
+    emit(
+        TamperOp::Signal,
+        0,
+        TAMPER_TARGETS_SENSOR,
+        [target as u64, sig as u64, group as u64],
+        [0; TAMPER_NAME],
+    )
 }
 
 /// ptrace(request, pid, ...): any request aimed at the sensor; attaches from containers.
@@ -251,34 +243,6 @@ fn exit_mount(p: &Pending, ret: i64) -> ReadResult<()> {
 }
 
 syscall_pair!(sys_enter_bpf, sys_exit_bpf, Hook::Bpf, enter_bpf, exit_bpf);
-syscall_pair!(
-    sys_enter_kill,
-    sys_exit_kill,
-    Hook::Signal,
-    enter_kill,
-    |p, r| exit_signal(p, r, TamperOp::Kill)
-);
-syscall_pair!(
-    sys_enter_tkill,
-    sys_exit_tkill,
-    Hook::Signal,
-    enter_thread_kill,
-    |p, r| exit_signal(p, r, TamperOp::Tkill)
-);
-syscall_pair!(
-    sys_enter_tgkill,
-    sys_exit_tgkill,
-    Hook::Signal,
-    enter_thread_kill,
-    |p, r| exit_signal(p, r, TamperOp::Tgkill)
-);
-syscall_pair!(
-    sys_enter_pidfd_send_signal,
-    sys_exit_pidfd_send_signal,
-    Hook::Signal,
-    enter_pidfd_signal,
-    |p, r| exit_signal(p, r, TamperOp::PidfdSendSignal)
-);
 syscall_pair!(
     sys_enter_ptrace,
     sys_exit_ptrace,

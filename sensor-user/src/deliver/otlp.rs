@@ -358,7 +358,6 @@ fn network_attributes(events: &[pb::Event]) -> Vec<KeyValue> {
     let endpoints = |e: &pb::Event| -> Option<(Option<pb::Endpoint>, Option<pb::Endpoint>)> {
         match e.body.as_ref()? {
             Body::Socket(s) => Some((s.local.clone(), s.remote.clone())),
-            Body::StdioRedirect(s) => Some((s.local.clone(), s.remote.clone())),
             Body::TcpState(t) => Some((t.local.clone(), t.remote.clone())),
             Body::Traffic(t) => Some((None, t.peer.clone())),
             Body::Icmp(i) => Some((None, i.peer.clone())),

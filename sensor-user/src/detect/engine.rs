@@ -110,6 +110,24 @@ impl Engine {
         &self.rules
     }
 
+    /// The rules that read event kinds in `missing` (kinds no attached hook produces), each as
+    /// `"ID: kind, kind"`, in rule order.
+    pub fn blind_rules(&self, missing: &[&str]) -> Vec<String> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, rule)| {
+                let mut kinds: Vec<&str> = missing
+                    .iter()
+                    .copied()
+                    .filter(|k| self.by_kind.get(*k).is_some_and(|r| r.contains(&i)))
+                    .collect();
+                kinds.dedup();
+                (!kinds.is_empty()).then(|| format!("{}: {}", rule.doc.id, kinds.join(", ")))
+            })
+            .collect()
+    }
+
     /// What the `new_value` rules learned, for saving.
     pub fn learned(&self) -> SavedLearning {
         self.rules
@@ -561,6 +579,23 @@ mod tests {
         fields,
         rule::{SharedDefs, compile_rule},
     };
+
+    #[test]
+    fn blind_rules_are_those_reading_missing_kinds() {
+        let rules = crate::detect::catalog::load(None).unwrap();
+        let engine = Engine::new(rules, "v".into());
+        let blind = engine.blind_rules(&["bpf", "ptrace", "perf_event_open", "mount"]);
+        assert_eq!(
+            blind,
+            [
+                "CRS-014: bpf",
+                "CRS-015: ptrace",
+                "CRS-016: ptrace",
+                "CRS-017: perf_event_open, mount"
+            ]
+        );
+        assert!(engine.blind_rules(&[]).is_empty());
+    }
 
     fn rule(logic: &str, extra: &str) -> CompiledRule {
         let raw = format!(

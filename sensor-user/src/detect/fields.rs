@@ -79,8 +79,8 @@ fn peer_of(e: &pb::Event) -> Option<&pb::Endpoint> {
         Body::Socket(b) => b.remote.as_ref(),
         Body::Traffic(b) => b.peer.as_ref(),
         Body::Icmp(b) => b.peer.as_ref(),
-        Body::StdioRedirect(b) => b.remote.as_ref(),
         Body::Exec(b) => b.stdio_peer.as_ref(),
+        Body::Fork(b) => b.stdio_peer.as_ref(),
         _ => None,
     }
 }
@@ -107,7 +107,7 @@ macro_rules! field {
 pub const FIELDS: &[FieldDef] = &[
     field!(
         "evt.kind",
-        "Event kind: exec, fork, exit, container_started, container_exited, socket, stdio_redirect, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, health",
+        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, health",
         |e| s(&e.kind)
     ),
     field!(
@@ -250,6 +250,16 @@ pub const FIELDS: &[FieldDef] = &[
         ))
     ),
     field!(
+        "fork.stdio_socket_fds",
+        "fork: which of the child's fds 0-2 are network sockets (inherited from the parent)",
+        |e| body!(e, Fork).map(|b| Value::List(
+            b.stdio_socket_fds
+                .iter()
+                .map(|fd| Value::Int(*fd as i64))
+                .collect()
+        ))
+    ),
+    field!(
         "exec.stdio_socket_fds",
         "exec: which of fds 0-2 are network sockets",
         |e| body!(e, Exec).map(|b| Value::List(
@@ -271,7 +281,7 @@ pub const FIELDS: &[FieldDef] = &[
     ),
     field!(
         "net.peer.address",
-        "The remote address of a network event of any kind: socket.remote, traffic.peer, icmp.peer, stdio.remote, exec.stdio_peer (for `in_cidr` and `addresses` exceptions)",
+        "The remote address of a network event of any kind: socket.remote, traffic.peer, icmp.peer, exec.stdio_peer, fork.stdio_peer (for `in_cidr` and `addresses` exceptions)",
         |e| endpoint_addr(peer_of(e))
     ),
     field!(
@@ -309,34 +319,21 @@ pub const FIELDS: &[FieldDef] = &[
     field!("socket.remote.port", "Remote port", |e| body!(e, Socket)
         .and_then(|b| endpoint_port(b.remote.as_ref()))),
     field!(
-        "stdio.newfd",
-        "stdio_redirect: the fd the socket was put on (0-2)",
-        |e| body!(e, StdioRedirect).map(|b| Value::Int(b.newfd as i64))
+        "socket.io_uring",
+        "The operation ran in an io_uring worker (a request submitted through io_uring)",
+        |e| body!(e, Socket).map(|b| Value::Bool(b.io_uring))
     ),
     field!(
-        "stdio.type",
-        "stdio_redirect: the socket type (stream, dgram, raw)",
-        |e| body!(e, StdioRedirect).and_then(|b| s(&b.r#type))
+        "ns.op",
+        "namespace_change: clone (a child in new namespaces), changed (setns or unshare, seen at the next exec or fork)",
+        |e| { body!(e, NamespaceChange).and_then(|b| s(&b.op)) }
     ),
-    field!(
-        "stdio.remote.address",
-        "stdio_redirect: the socket's peer",
-        |e| body!(e, StdioRedirect).and_then(|b| endpoint_addr(b.remote.as_ref()))
-    ),
-    field!(
-        "stdio.remote.port",
-        "stdio_redirect: the socket's peer port",
-        |e| body!(e, StdioRedirect).and_then(|b| endpoint_port(b.remote.as_ref()))
-    ),
-    field!("ns.op", "namespace_change: setns, unshare, clone", |e| {
-        body!(e, NamespaceChange).and_then(|b| s(&b.op))
-    }),
-    field!("ns.types", "namespace_change: the types asked for", |e| {
+    field!("ns.types", "namespace_change: the types that differ", |e| {
         body!(e, NamespaceChange).and_then(|b| list(&b.types))
     }),
     field!(
         "ns.target_is_host",
-        "namespace_change: setns into one of the host's namespaces",
+        "namespace_change: a namespace that changed is now one of the host's",
         |e| body!(e, NamespaceChange).map(|b| Value::Bool(b.target_is_host))
     ),
     field!(
@@ -344,11 +341,6 @@ pub const FIELDS: &[FieldDef] = &[
         "namespace_change: which namespaces are the host's after the call",
         |e| body!(e, NamespaceChange).and_then(|b| list(&b.after_host_types))
     ),
-    field!("ns.result", "namespace_change: return value", |e| body!(
-        e,
-        NamespaceChange
-    )
-    .and_then(|b| i(b.result))),
     field!(
         "icmp.source",
         "icmp: socket (a process's) or interface (on the wire)",

@@ -16,7 +16,10 @@ mod tamper;
 
 use std::path::PathBuf;
 
-use sensor_common::{EXEC_ARGV_TRUNCATED, EXEC_PARTIAL, ExecRecord, Namespaces, TaskIds};
+use sensor_common::{
+    EXEC_ARGV_TRUNCATED, EXEC_PARTIAL, ExecRecord, ForkRecord, Namespaces, STDIO_SOCKET_MASK,
+    TaskIds,
+};
 use sensor_proto::{self as pb, event::Body};
 
 use self::{
@@ -145,7 +148,7 @@ impl Enricher {
     pub fn handle(&mut self, record: Record, out: &mut Vec<pb::Event>) {
         match record {
             Record::Exec(r) => self.on_exec(&r, out),
-            Record::Fork(r) => self.on_fork(&r.child, BootNs(r.header.boot_ns), out),
+            Record::Fork(r) => self.on_fork(&r, out),
             Record::Exit(r) => self.on_exit(&r.task, r.exit_code, BootNs(r.header.boot_ns), out),
             Record::CgroupMkdir(r) => {
                 let at = BootNs(r.header.boot_ns);
@@ -155,7 +158,6 @@ impl Enricher {
                 }
             }
             Record::Sock(r) => self.on_sock(&r, out),
-            Record::Dup(r) => self.on_dup(&r, out),
             Record::Ns(r) => self.on_ns(&r, out),
             Record::TcpState(r) => self.on_tcp_state(&r, out),
             Record::Tamper(r) => self.on_tamper(&r, out),
@@ -189,9 +191,7 @@ impl Enricher {
         let body = Body::Exec(pb::Exec {
             args_truncated: r.flags & EXEC_ARGV_TRUNCATED != 0,
             partial: r.flags & EXEC_PARTIAL != 0,
-            stdio_socket_fds: (0..3)
-                .filter(|fd| r.stdio_sockets & (1 << fd) != 0)
-                .collect(),
+            stdio_socket_fds: stdio_fds(r.stdio_sockets),
             stdio_peer: (r.stdio_sockets != 0)
                 .then(|| names::endpoint(&r.stdio_peer))
                 .flatten(),
@@ -199,12 +199,17 @@ impl Enricher {
         self.process_event(&info, tid, at, body, out);
     }
 
-    fn on_fork(&mut self, child: &TaskIds, at: BootNs, out: &mut Vec<pb::Event>) {
+    fn on_fork(&mut self, r: &ForkRecord, out: &mut Vec<pb::Event>) {
+        let child = &r.child;
         let info = self.procs.fork(task_info(child)).clone();
         let body = Body::Fork(pb::Fork {
             parent_pid: child.ppid,
+            stdio_socket_fds: stdio_fds(r.stdio_sockets),
+            stdio_peer: (r.stdio_sockets != 0)
+                .then(|| names::endpoint(&r.stdio_peer))
+                .flatten(),
         });
-        self.process_event(&info, child.pid, at, body, out);
+        self.process_event(&info, child.pid, BootNs(r.header.boot_ns), body, out);
     }
 
     fn on_exit(&mut self, task: &TaskIds, code: i32, at: BootNs, out: &mut Vec<pb::Event>) {
@@ -357,15 +362,7 @@ impl Enricher {
             egid: p.egid,
             cgroup_id: p.cgroup_id.0,
             start_time: (p.start.0 > 0).then(|| self.clock.timestamp(p.start)),
-            namespaces: Some(pb::Namespaces {
-                mnt: ns.mnt,
-                pid: ns.pid,
-                net: ns.net,
-                uts: ns.uts,
-                ipc: ns.ipc,
-                user: ns.user,
-                cgroup: ns.cgroup,
-            }),
+            namespaces: Some(names::namespaces(ns)),
             cap_effective: caps::names(p.cap_effective),
             seccomp: seccomp_name(p.seccomp_mode).into(),
             ancestry: Vec::new(),
@@ -436,6 +433,13 @@ impl Enricher {
 
 /// The ids a record carries, as a (partial) process entry.
 /// `task_struct.seccomp.mode` as the `Process.seccomp` field names it.
+/// The fds (0-2) a stdio socket mask names.
+fn stdio_fds(mask: u32) -> Vec<i32> {
+    (0..3)
+        .filter(|fd| mask & STDIO_SOCKET_MASK & (1 << fd) != 0)
+        .collect()
+}
+
 fn seccomp_name(mode: u32) -> &'static str {
     match mode {
         sensor_common::SECCOMP_DISABLED => "disabled",

@@ -249,3 +249,16 @@ mod tests {
         assert_eq!(payload_pattern(&[]), "empty");
     }
 }
+
+/// Namespace inodes as the schema carries them.
+pub fn namespaces(ns: &sensor_common::Namespaces) -> pb::Namespaces {
+    pb::Namespaces {
+        mnt: ns.mnt,
+        pid: ns.pid,
+        net: ns.net,
+        uts: ns.uts,
+        ipc: ns.ipc,
+        user: ns.user,
+        cgroup: ns.cgroup,
+    }
+}

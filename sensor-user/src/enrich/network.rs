@@ -1,12 +1,12 @@
-//! Enrichment of socket, stdio-redirection, namespace and TCP records, and of the kernel's
+//! Enrichment of socket, namespace and TCP records, and of the kernel's
 //! traffic and ICMP aggregates (cumulative counters turned into per-interval deltas).
 
 use std::collections::HashMap;
 
 use sensor_common::{
-    ADDR_FROM_KERNEL, Caller, DIR_EGRESS, DupRecord, Endpoint, FlowKey, FlowStats, IcmpKey,
-    IcmpStats, Namespaces, NsOp, NsRecord, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_PACKET, SOCK_FLAG_RAW,
-    SockOp, SockRecord, TcIcmpKey, TcpStateRecord,
+    Caller, DIR_EGRESS, Endpoint, FlowKey, FlowStats, IcmpKey, IcmpStats, Namespaces, NsOp,
+    NsRecord, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_IO_URING, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp,
+    SockRecord, TcIcmpKey, TcpStateRecord,
 };
 use sensor_proto::{self as pb, event::Body};
 
@@ -101,26 +101,11 @@ impl Enricher {
             raw: r.flags & SOCK_FLAG_RAW != 0,
             packet: r.flags & SOCK_FLAG_PACKET != 0,
             icmp_dgram: r.flags & SOCK_FLAG_ICMP_DGRAM != 0,
-            address_source: match (op, r.addr_source) {
-                ("connect" | "bind", ADDR_FROM_KERNEL) => "kernel".into(),
-                ("connect" | "bind", _) => "user".into(),
+            address_source: match op {
+                "connect" | "bind" => "kernel".into(),
                 _ => String::new(),
             },
-        });
-        let info = self.caller_info(&r.caller);
-        self.process_event(&info, r.caller.pid, BootNs(r.header.boot_ns), body, out);
-    }
-
-    pub(super) fn on_dup(&mut self, r: &DupRecord, out: &mut Vec<pb::Event>) {
-        let body = Body::StdioRedirect(pb::StdioRedirect {
-            oldfd: r.oldfd,
-            newfd: r.newfd,
-            result: r.ret as i64,
-            error: names::errno(r.ret as i64),
-            local: names::endpoint(&r.local),
-            remote: names::endpoint(&r.remote),
-            r#type: names::sock_type(r.sock_type),
-            protocol: r.protocol as u32,
+            io_uring: r.flags & SOCK_FLAG_IO_URING != 0,
         });
         let info = self.caller_info(&r.caller);
         self.process_event(&info, r.caller.pid, BootNs(r.header.boot_ns), body, out);
@@ -130,57 +115,41 @@ impl Enricher {
         let Some(op) = NsOp::from_u8(r.op) else {
             return;
         };
-        let host = by_type(&self.host_ns);
-        let target_host = (op == NsOp::Setns && r.target_inum != 0)
-            .then(|| {
-                host.iter()
-                    .find(|(_, inode)| *inode == r.target_inum)
-                    .map(|(t, _)| *t)
-            })
-            .flatten();
         let types = names::ns_types(r.flags);
-        let after = &r.ns_after;
+        let (before, after) = (&r.ns_before, &r.ns_after);
+        let changed: Vec<(&str, u32)> = by_type(after)
+            .into_iter()
+            .zip(by_type(before))
+            .filter(|((_, a), (_, b))| a != b)
+            .map(|(a, _)| a)
+            .collect();
+        let now_host = host_types(after, &self.host_ns);
+        let entered_host = changed
+            .iter()
+            .find(|(t, _)| now_host.iter().any(|h| h == t))
+            .map(|(t, _)| t.to_string());
+        let only = (changed.len() == 1).then(|| changed[0]);
         let body = Body::NamespaceChange(pb::NamespaceChange {
             op: match op {
-                NsOp::Setns => "setns",
-                NsOp::Unshare => "unshare",
                 NsOp::Clone => "clone",
+                NsOp::Changed => "changed",
             }
             .into(),
-            target_type: target_host
-                .map(str::to_string)
-                .or_else(|| (op == NsOp::Setns && types.len() == 1).then(|| types[0].clone()))
+            target_is_host: entered_host.is_some(),
+            target_type: entered_host
+                .or_else(|| only.map(|(t, _)| t.to_string()))
                 .unwrap_or_default(),
+            target_inode: only.map_or(0, |(_, inode)| inode),
             types,
             flags: r.flags,
-            result: if op == NsOp::Clone && r.ret > 0 {
-                0
-            } else {
-                r.ret
-            },
-            error: names::errno(r.ret),
-            target_inode: r.target_inum,
-            target_is_host: target_host.is_some(),
-            after: Some(pb::Namespaces {
-                mnt: after.mnt,
-                pid: after.pid,
-                net: after.net,
-                uts: after.uts,
-                ipc: after.ipc,
-                user: after.user,
-                cgroup: after.cgroup,
-            }),
-            after_host_types: host_types(after, &self.host_ns),
-            fd: r.fd,
-            child_pid: if op == NsOp::Clone && r.ret > 0 {
-                r.ret as u32
-            } else {
-                0
-            },
+            after: Some(names::namespaces(after)),
+            before: Some(names::namespaces(before)),
+            after_host_types: now_host,
+            child_pid: r.child_tgid,
         });
         let mut info = self.caller_info(&r.caller);
         // The caller's namespaces changed: keep the table current for later events.
-        if op != NsOp::Clone && r.ret == 0 {
+        if op == NsOp::Changed {
             info.namespaces = r.ns_after;
             if let Some(entry) = self.procs.get(info.pid).cloned() {
                 self.procs.insert(ProcInfo {

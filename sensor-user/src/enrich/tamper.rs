@@ -230,10 +230,7 @@ pub fn body(r: &TamperRecord) -> Option<Body> {
     };
     Some(match TamperOp::from_u8(r.op)? {
         TamperOp::Bpf => Body::Bpf(bpf_body(r)),
-        TamperOp::Kill => signal("kill"),
-        TamperOp::Tkill => signal("tkill"),
-        TamperOp::Tgkill => signal("tgkill"),
-        TamperOp::PidfdSendSignal => signal("pidfd_send_signal"),
+        TamperOp::Signal => signal(""),
         TamperOp::Ptrace => Body::Ptrace(pb::Ptrace {
             request: ptrace_request(a0),
             target_pid: a1 as i32,
@@ -324,7 +321,7 @@ mod tests {
             ),
             ("prog_load", "kprobe", "probe", 9)
         );
-        let kill = record(TamperOp::Kill, [1234, 18, 0], 0, b"");
+        let kill = record(TamperOp::Signal, [1234, 18, 1], 0, b"");
         let Some(Body::Signal(s)) = body(&kill) else {
             panic!()
         };
@@ -332,14 +329,7 @@ mod tests {
             (s.name.as_str(), s.target, s.target_is_sensor),
             ("SIGCONT", 1234, true)
         );
-        let group = record(TamperOp::Kill, [(-77i64) as u64, 0, 0], -1, b"");
-        let Some(Body::Signal(s)) = body(&group) else {
-            panic!()
-        };
-        assert_eq!(
-            (s.target, s.name.as_str(), s.error.as_str()),
-            (-77, "0", "EPERM")
-        );
+        assert_eq!(s.syscall, "");
         let seize = record(TamperOp::Ptrace, [0x4206, 99, 0], -1, b"");
         let Some(Body::Ptrace(p)) = body(&seize) else {
             panic!()

@@ -9,8 +9,11 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe},
 };
 
-use super::{Attach, HookSpec, attach, btf::VMLINUX_BTF, default_hooks, grouped, open, tracefs};
-use crate::privileges;
+use super::{
+    Attach, FALLBACK_KINDS, HookSet, HookSpec, attach, btf::VMLINUX_BTF, default_hooks, grouped,
+    open, tracefs, variant_hooks,
+};
+use crate::{detect, privileges};
 
 /// One probed capability.
 pub struct Probe {
@@ -70,7 +73,10 @@ pub fn run() -> Result<()> {
         }
     }
 
-    let selection = super::select_hook_set(&mut ebpf, None, &mut hooks)?;
+    let fallback = variant_hooks(HookSet::Syscall)
+        .iter()
+        .try_for_each(|spec| attach(&mut ebpf, spec))
+        .map_err(|e| super::describe(&e));
     println!("program types:");
     let probes = probe_program_types(&mut ebpf, &hooks, &failed);
     for p in &probes {
@@ -79,9 +85,31 @@ pub fn run() -> Result<()> {
             Err(why) => println!("  {:<15} unavailable: {why}", p.what),
         }
     }
-    println!("hook set for socket addresses: {selection}");
-    println!("hooks in use:");
+    println!("hooks in use (no syscall tracepoint):");
     print!("{report}");
+    let rules = detect::catalog::load(None)?;
+    let engine = detect::engine::Engine::new(rules, String::new());
+    let blind = engine.blind_rules(&FALLBACK_KINDS);
+    println!(
+        "syscall fallback (--hooks syscall, off by default): {}",
+        match &fallback {
+            Ok(()) => "usable".to_string(),
+            Err(e) => format!("unavailable: {e}"),
+        }
+    );
+    println!(
+        "  blind without it: {}",
+        if blind.is_empty() {
+            "none".to_string()
+        } else {
+            blind.join("; ")
+        }
+    );
+    println!("  and socket events of the netlink and packet families (CRS-004's netlink clause)");
+    println!(
+        "  its cost: every syscall of every task on the node takes the slow path (docs/benchmarks.md, mode floor)"
+    );
+    hooks.extend(variant_hooks(HookSet::Syscall));
     let optional: Vec<&str> = probes
         .iter()
         .filter(|p| p.result.is_err())

@@ -1,9 +1,13 @@
 //! The hook table: every program the sensor attaches, where, and which error counter it uses.
 //!
-//! The default set uses only tracepoints, raw tracepoints, cgroup skb programs and TC classifiers,
-//! which load on every kernel with BTF (kprobe and fentry are unavailable on some, see `sensor
-//! check`). ICMP of containers' sockets is counted by the traffic programs (cgroup skb), not on
-//! the syscall path.
+//! The default set has **no syscall tracepoint**: attaching even one puts every syscall of
+//! every task on the node on the slow path (docs/benchmarks.md). Operations are seen where the
+//! kernel does the work, which is also where io_uring requests pass: sched and cgroup
+//! tracepoints, cgroup sock / sock_addr / skb programs on the cgroup2 root, `sock` and `signal`
+//! tracepoints and TC classifiers, all of which load on every kernel with BTF.
+//!
+//! What only the syscall path shows on such a kernel (socket creation of the netlink and packet
+//! families, ptrace, bpf(), perf_event_open, mount) is the opt-in [`HookSet::Syscall`].
 
 use sensor_common::Hook;
 
@@ -21,16 +25,25 @@ pub enum Attach {
     CgroupSkb {
         egress: bool,
     },
-    Kprobe {
-        function: &'static str,
+    /// A cgroup sock program on the cgroup2 root (`sock_create`, `post_bind4`, `post_bind6`).
+    CgroupSock {
+        attach: &'static str,
+    },
+    /// A cgroup sock_addr program on the cgroup2 root (`connect4`, `connect6`).
+    CgroupSockAddr {
+        attach: &'static str,
     },
     /// A TC classifier, attached to every eligible interface as interfaces come and go.
     Tc {
         ingress: bool,
     },
-    Fentry {
-        function: &'static str,
-    },
+}
+
+impl Attach {
+    /// Whether this hook sits on the syscall path (a `syscalls:*` tracepoint).
+    pub fn on_syscall_path(&self) -> bool {
+        matches!(self, Attach::TracePoint { category, .. } if *category == "syscalls")
+    }
 }
 
 impl std::fmt::Display for Attach {
@@ -44,14 +57,16 @@ impl std::fmt::Display for Attach {
             Attach::CgroupSkb { egress: false } => {
                 write!(f, "cgroup_skb/ingress on the cgroup2 root")
             }
-            Attach::Kprobe { function } => write!(f, "kprobe {function}"),
+            Attach::CgroupSock { attach } => write!(f, "cgroup/{attach} on the cgroup2 root"),
+            Attach::CgroupSockAddr { attach } => {
+                write!(f, "cgroup/{attach} on the cgroup2 root")
+            }
             Attach::Tc { ingress: true } => {
                 write!(f, "tc ingress on every ethernet and loopback interface")
             }
             Attach::Tc { ingress: false } => {
                 write!(f, "tc egress on every ethernet and loopback interface")
             }
-            Attach::Fentry { function } => write!(f, "fentry {function}"),
         }
     }
 }
@@ -108,36 +123,58 @@ const PROCESS: [HookSpec; 5] = [
     tp(Hook::CgroupRmdir, "cgroup_rmdir", "cgroup", "cgroup_rmdir"),
 ];
 
-const SOCKET: [[HookSpec; 2]; 6] = [
-    syscall!(Hook::Socket, "socket", "socket"),
-    syscall!(Hook::Connect, "connect", "connect"),
-    syscall!(Hook::Accept, "accept", "accept"),
-    syscall!(Hook::Accept, "accept", "accept4"),
-    syscall!(Hook::Bind, "bind", "bind"),
-    syscall!(Hook::Listen, "listen", "listen"),
-];
+const fn on_cgroup(
+    hook: Hook,
+    name: &'static str,
+    program: &'static str,
+    attach: Attach,
+) -> HookSpec {
+    HookSpec {
+        hook,
+        name,
+        program,
+        attach,
+    }
+}
 
-const STDIO_AND_NAMESPACES: [[HookSpec; 2]; 7] = [
-    syscall!(Hook::Dup, "dup", "dup"),
-    syscall!(Hook::Dup, "dup", "dup2"),
-    syscall!(Hook::Dup, "dup", "dup3"),
-    syscall!(Hook::Setns, "setns", "setns"),
-    syscall!(Hook::Unshare, "unshare", "unshare"),
-    syscall!(Hook::Clone, "clone", "clone"),
-    syscall!(Hook::Clone, "clone", "clone3"),
-];
-
-/// Calls that could blind or tamper with the sensor (filtered in the kernel).
-const TAMPER: [[HookSpec; 2]; 9] = [
-    syscall!(Hook::Bpf, "bpf", "bpf"),
-    syscall!(Hook::Signal, "signal", "kill"),
-    syscall!(Hook::Signal, "signal", "tkill"),
-    syscall!(Hook::Signal, "signal", "tgkill"),
-    syscall!(Hook::Signal, "signal", "pidfd_send_signal"),
-    syscall!(Hook::Ptrace, "ptrace", "ptrace"),
-    syscall!(Hook::PerfEvent, "perf_event_open", "perf_event_open"),
-    syscall!(Hook::Mount, "mount", "mount"),
-    syscall!(Hook::Mount, "mount", "fsopen"),
+/// Socket operations where the kernel carries them out (io_uring requests included).
+const SOCKET: [HookSpec; 5] = [
+    on_cgroup(
+        Hook::Socket,
+        "socket",
+        "sock_create",
+        Attach::CgroupSock {
+            attach: "sock_create",
+        },
+    ),
+    on_cgroup(
+        Hook::Connect,
+        "connect",
+        "connect4",
+        Attach::CgroupSockAddr { attach: "connect4" },
+    ),
+    on_cgroup(
+        Hook::Connect,
+        "connect",
+        "connect6",
+        Attach::CgroupSockAddr { attach: "connect6" },
+    ),
+    on_cgroup(
+        Hook::Bind,
+        "bind",
+        "post_bind4",
+        Attach::CgroupSock {
+            attach: "post_bind4",
+        },
+    ),
+    on_cgroup(
+        Hook::Bind,
+        "bind",
+        "post_bind6",
+        Attach::CgroupSock {
+            attach: "post_bind6",
+        },
+    ),
 ];
 
 const NETWORK: [HookSpec; 5] = [
@@ -168,75 +205,58 @@ const NETWORK: [HookSpec; 5] = [
     },
 ];
 
-/// Where socket addresses of connect and bind are read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Signals aimed at the sensor, whichever call (or the kernel) sent them.
+const SIGNAL: HookSpec = tp(Hook::Signal, "signal", "signal", "signal_generate");
+
+/// The syscall fallback: signals that exist only on the syscall path of a kernel without
+/// kprobes or fentry (filtered in the kernel).
+const SYSCALL_FALLBACK: [[HookSpec; 2]; 6] = [
+    syscall!(Hook::Socket, "socket_other", "socket"),
+    syscall!(Hook::Bpf, "bpf", "bpf"),
+    syscall!(Hook::Ptrace, "ptrace", "ptrace"),
+    syscall!(Hook::PerfEvent, "perf_event_open", "perf_event_open"),
+    syscall!(Hook::Mount, "mount", "mount"),
+    syscall!(Hook::Mount, "mount", "fsopen"),
+];
+
+/// Which hooks the sensor attaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum HookSet {
-    /// Syscall tracepoints only: the caller's buffer, re-read at syscall exit.
-    Tracepoint,
-    /// kprobes on security_socket_{connect,bind}: the kernel's copy.
-    Kprobe,
-    /// fentry on security_socket_{connect,bind}: the kernel's copy, cheaper than kprobes.
-    Fentry,
+    /// No syscall tracepoint: no cost on syscalls the sensor does not watch. Blind on this
+    /// kind of kernel to the events only the syscall path shows (see `sensor check`).
+    #[default]
+    Default,
+    /// The default set plus syscall tracepoints for socket (netlink, packet), bpf, ptrace,
+    /// perf_event_open, mount and fsopen: every syscall on the node takes the slow path.
+    Syscall,
 }
 
 impl std::fmt::Display for HookSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            HookSet::Tracepoint => "tracepoint",
-            HookSet::Kprobe => "kprobe",
-            HookSet::Fentry => "fentry",
+            HookSet::Default => "default",
+            HookSet::Syscall => "syscall",
         })
     }
 }
 
+/// Event kinds that only the syscall fallback produces here: rules on them are blind without it.
+pub const FALLBACK_KINDS: [&str; 4] = ["bpf", "ptrace", "perf_event_open", "mount"];
+
 /// The programs a hook set adds to the default hooks.
 pub fn variant_hooks(set: HookSet) -> Vec<HookSpec> {
-    let spec = |program, attach| HookSpec {
-        hook: Hook::SockAddr,
-        name: "sockaddr",
-        program,
-        attach,
-    };
     match set {
-        HookSet::Tracepoint => Vec::new(),
-        HookSet::Kprobe => vec![
-            spec(
-                "sockaddr_connect_kprobe",
-                Attach::Kprobe {
-                    function: "security_socket_connect",
-                },
-            ),
-            spec(
-                "sockaddr_bind_kprobe",
-                Attach::Kprobe {
-                    function: "security_socket_bind",
-                },
-            ),
-        ],
-        HookSet::Fentry => vec![
-            spec(
-                "sockaddr_connect_fentry",
-                Attach::Fentry {
-                    function: "security_socket_connect",
-                },
-            ),
-            spec(
-                "sockaddr_bind_fentry",
-                Attach::Fentry {
-                    function: "security_socket_bind",
-                },
-            ),
-        ],
+        HookSet::Default => Vec::new(),
+        HookSet::Syscall => SYSCALL_FALLBACK.iter().flatten().copied().collect(),
     }
 }
 
 /// The default hook set, in attach order (process hooks first).
 pub fn default_hooks() -> Vec<HookSpec> {
     let mut hooks = PROCESS.to_vec();
-    hooks.extend(SOCKET.iter().flatten());
-    hooks.extend(STDIO_AND_NAMESPACES.iter().flatten());
-    hooks.extend(TAMPER.iter().flatten());
+    hooks.extend(SOCKET);
     hooks.extend(NETWORK);
+    hooks.push(SIGNAL);
     hooks
 }
 
@@ -275,24 +295,22 @@ mod tests {
         let connect = groups.iter().find(|g| g.1 == "connect").unwrap();
         assert_eq!(
             connect.2,
-            "tracepoint syscalls:sys_enter_connect, tracepoint syscalls:sys_exit_connect"
+            "cgroup/connect4 on the cgroup2 root, cgroup/connect6 on the cgroup2 root"
         );
-        // Every Hook has at least one program, in the default set or a variant.
-        let all: Vec<HookSpec> = hooks
-            .iter()
-            .copied()
-            .chain(variant_hooks(HookSet::Kprobe))
-            .collect();
+        assert!(
+            !hooks.iter().any(|h| h.attach.on_syscall_path()),
+            "a syscall tracepoint in the default set"
+        );
+        // Every Hook has at least one program, in the default set or the fallback.
+        let fallback = variant_hooks(HookSet::Syscall);
+        assert!(fallback.iter().all(|h| h.attach.on_syscall_path()));
+        let all: Vec<HookSpec> = hooks.iter().copied().chain(fallback).collect();
         for i in 0..sensor_common::HOOK_COUNT {
             assert!(
                 all.iter().any(|h| h.hook as u32 == i),
                 "hook {i} has no program"
             );
         }
-        assert!(variant_hooks(HookSet::Tracepoint).is_empty());
-        assert_eq!(
-            variant_hooks(HookSet::Fentry).len(),
-            variant_hooks(HookSet::Kprobe).len()
-        );
+        assert!(variant_hooks(HookSet::Default).is_empty());
     }
 }

@@ -15,11 +15,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
 
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, RawTracePoint,
-        SchedClassifier, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        RawTracePoint, SchedClassifier, TracePoint,
     },
 };
 use sensor_common::{
@@ -32,7 +32,7 @@ use crate::enrich::cgroups::cgroup2_mount;
 /// The eBPF object built by `cargo xtask build` (empty when the agent was built without it).
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
 
-pub use hooks::{Attach, HookSet, HookSpec, default_hooks, grouped, variant_hooks};
+pub use hooks::{Attach, FALLBACK_KINDS, HookSet, HookSpec, default_hooks, grouped, variant_hooks};
 
 /// Kernel-side counters, read by the health reporter.
 pub struct KernelCounters {
@@ -56,7 +56,7 @@ impl KernelCounters {
 pub struct LoadedSensor {
     ebpf: Ebpf,
     pub hooks: Vec<HookSpec>,
-    pub selection: HookSelection,
+    pub hook_set: HookSet,
     interfaces: interfaces::Interfaces,
     self_filter: Option<SelfFilter>,
 }
@@ -69,8 +69,8 @@ pub struct LoadOptions {
     /// Size of the network ring buffer in bytes.
     pub net_ring_bytes: u32,
     pub filter: FilterConfig,
-    /// The hook set for socket addresses; `None` picks the best the kernel allows.
-    pub hook_set: Option<HookSet>,
+    /// The hook set: the default one, or with the syscall fallback.
+    pub hook_set: HookSet,
 }
 
 impl Default for LoadOptions {
@@ -79,7 +79,7 @@ impl Default for LoadOptions {
             proc_ring_bytes: 8 << 20,
             net_ring_bytes: 4 << 20,
             filter: FilterConfig::default_const(),
-            hook_set: None,
+            hook_set: HookSet::Default,
         }
     }
 }
@@ -217,30 +217,25 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
             p.attach(name)
                 .with_context(|| format!("attaching {}", what()))?;
         }
-        Attach::Kprobe { function } => {
-            let p: &mut KProbe = program.try_into().with_context(what)?;
-            p.load().with_context(|| format!("loading {}", what()))?;
-            p.attach(function, 0)
-                .with_context(|| format!("attaching {}", what()))?;
-        }
-        Attach::Fentry { function } => {
-            let btf = Btf::from_sys_fs().context("reading kernel BTF for fentry")?;
-            let p: &mut FEntry = program.try_into().with_context(what)?;
-            p.load(function, &btf)
-                .with_context(|| format!("loading {}", what()))?;
-            p.attach()
-                .with_context(|| format!("attaching {}", what()))?;
-        }
         Attach::Tc { .. } => {
             // Loaded here; attached per interface by `interfaces::Interfaces::sync`.
             let p: &mut SchedClassifier = program.try_into().with_context(what)?;
             p.load().with_context(|| format!("loading {}", what()))?;
         }
+        Attach::CgroupSock { attach } => {
+            let p: &mut CgroupSock = program.try_into().with_context(what)?;
+            p.load().with_context(|| format!("loading {}", what()))?;
+            p.attach(cgroup_root(attach)?, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {}", what()))?;
+        }
+        Attach::CgroupSockAddr { attach } => {
+            let p: &mut CgroupSockAddr = program.try_into().with_context(what)?;
+            p.load().with_context(|| format!("loading {}", what()))?;
+            p.attach(cgroup_root(attach)?, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {}", what()))?;
+        }
         Attach::CgroupSkb { egress } => {
-            let root =
-                cgroup2_mount().context("no cgroup2 mount to attach traffic accounting to")?;
-            let cgroup =
-                File::open(&root).with_context(|| format!("opening {}", root.display()))?;
+            let cgroup = cgroup_root("traffic accounting")?;
             let p: &mut CgroupSkb = program.try_into().with_context(what)?;
             p.load().with_context(|| format!("loading {}", what()))?;
             let kind = if egress {
@@ -257,22 +252,10 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
     Ok(())
 }
 
-/// Which hook set is in use, and why the better ones are not.
-#[derive(Clone, Debug)]
-pub struct HookSelection {
-    pub set: HookSet,
-    /// Hook sets tried and not usable here, with the reason.
-    pub unavailable: Vec<(HookSet, String)>,
-}
-
-impl std::fmt::Display for HookSelection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.set)?;
-        for (set, why) in &self.unavailable {
-            write!(f, "; {set} unavailable: {why}")?;
-        }
-        Ok(())
-    }
+/// The cgroup2 root, opened for attaching a cgroup program (`what` names it in the error).
+fn cgroup_root(what: &str) -> Result<File> {
+    let root = cgroup2_mount().with_context(|| format!("no cgroup2 mount to attach {what} to"))?;
+    File::open(&root).with_context(|| format!("opening {}", root.display()))
 }
 
 /// An error chain on one line, without aya's empty "Verifier output:" tail.
@@ -282,59 +265,8 @@ pub fn describe(e: &anyhow::Error) -> String {
         .replace(". Verifier output: ", "")
 }
 
-/// Detaches and unloads a variant program (a no-op when it never loaded).
-fn unload_variant(ebpf: &mut Ebpf, spec: &HookSpec) {
-    let Some(program) = ebpf.program_mut(spec.program) else {
-        return;
-    };
-    let _ = match spec.attach {
-        Attach::Kprobe { .. } => <&mut KProbe>::try_from(program).map(|p| p.unload()),
-        Attach::Fentry { .. } => <&mut FEntry>::try_from(program).map(|p| p.unload()),
-        _ => return,
-    };
-}
-
-/// Attaches the best (or the requested) variant hook set: fentry, then kprobe, else the
-/// tracepoint path alone. Chosen by trying to load and attach, never by kernel version.
-pub fn select_hook_set(
-    ebpf: &mut Ebpf,
-    wanted: Option<HookSet>,
-    hooks: &mut Vec<HookSpec>,
-) -> Result<HookSelection> {
-    let candidates = match wanted {
-        None => vec![HookSet::Fentry, HookSet::Kprobe],
-        Some(HookSet::Tracepoint) => vec![],
-        Some(set) => vec![set],
-    };
-    let mut unavailable = Vec::new();
-    for set in candidates {
-        let specs = variant_hooks(set);
-        match specs.iter().try_for_each(|spec| attach(ebpf, spec)) {
-            Ok(()) => {
-                hooks.extend(specs);
-                return Ok(HookSelection { set, unavailable });
-            }
-            Err(e) => {
-                // Detach whatever part of the set did attach.
-                for spec in &specs {
-                    unload_variant(ebpf, spec);
-                }
-                if wanted.is_some() {
-                    return Err(e)
-                        .with_context(|| format!("--hooks {set} is not usable on this kernel"));
-                }
-                unavailable.push((set, describe(&e)));
-            }
-        }
-    }
-    Ok(HookSelection {
-        set: HookSet::Tracepoint,
-        unavailable,
-    })
-}
-
 impl LoadedSensor {
-    /// Loads the object, attaches every hook of the default set, then the best variant set.
+    /// Loads the object, attaches every hook of the default set, then the fallback if asked.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let (mut ebpf, _btf) = open_with(opts)?;
         // First, so that the sensor's own bpf() calls while attaching are not reported.
@@ -350,11 +282,16 @@ impl LoadedSensor {
         for spec in &hooks {
             attach(&mut ebpf, spec)?;
         }
-        let selection = select_hook_set(&mut ebpf, opts.hook_set, &mut hooks)?;
+        for spec in variant_hooks(opts.hook_set) {
+            attach(&mut ebpf, &spec).with_context(|| {
+                format!("--hooks {} is not usable on this kernel", opts.hook_set)
+            })?;
+            hooks.push(spec);
+        }
         let mut sensor = Self {
             ebpf,
             hooks,
-            selection,
+            hook_set: opts.hook_set,
             interfaces: Default::default(),
             self_filter: Some(self_filter),
         };

@@ -16,6 +16,7 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
     let sys_enter = TracepointFormat::read(tracefs, "syscalls", "sys_enter_connect")?;
     let sys_exit = TracepointFormat::read(tracefs, "syscalls", "sys_exit_connect")?;
     let tcp = TracepointFormat::read(tracefs, "sock", "inet_sock_set_state")?;
+    let signal = TracepointFormat::read(tracefs, "signal", "signal_generate")?;
     let sk = |m: &str| -> Result<u32> {
         Ok(btf.offset("sock", "__sk_common")? + btf.offset("sock_common", m)?)
     };
@@ -36,6 +37,7 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         task_comm: o("task_struct", "comm")?,
         task_cgroups: o("task_struct", "cgroups")?,
         task_seccomp_mode: o("task_struct", "seccomp")? + o("seccomp", "mode")?,
+        task_flags: o("task_struct", "flags")?,
         css_set_dfl_cgrp: o("css_set", "dfl_cgrp")?,
         cgroup_kn: o("cgroup", "kn")?,
         kernfs_node_id: o("kernfs_node", "id")?,
@@ -89,6 +91,7 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         sk_type: o("sock", "sk_type")?,
         sk_protocol: o("sock", "sk_protocol")?,
         sk_cgroup: o("sock", "sk_cgrp_data")? + o("sock_cgroup_data", "cgroup")?,
+        sk_err: o("sock", "sk_err")?,
         // Arguments follow `__syscall_nr`, 8 bytes each.
         tp_sys_arg0: sys_enter.offset("fd")?,
         tp_sys_ret: sys_exit.offset("ret")?,
@@ -103,6 +106,9 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         tp_tcp_daddr: tcp.offset("daddr")?,
         tp_tcp_saddr_v6: tcp.offset("saddr_v6")?,
         tp_tcp_daddr_v6: tcp.offset("daddr_v6")?,
+        tp_sig_sig: signal.offset("sig")?,
+        tp_sig_pid: signal.offset("pid")?,
+        tp_sig_group: signal.offset("group")?,
         dfl_hierarchy_id: DFL_HIERARCHY_ID,
     };
     // cgroup_rmdir shares cgroup_mkdir's event class; make sure this kernel agrees.

@@ -383,7 +383,7 @@ fn machine() -> String {
     )
 }
 
-/// "tracepoint, 60 programs" from the sensor's start-up line.
+/// "default, 16 programs" from the sensor's start-up line.
 fn hook_set(ready_line: &str) -> String {
     let set = ready_line
         .split("(hook set: ")
@@ -405,11 +405,10 @@ mod tests {
 
     #[test]
     fn hook_set_from_the_ready_line() {
-        let line = "sensor: 60 programs attached in 669 ms (hook set: tracepoint; fentry \
-                    unavailable: x), ready in 764 ms";
+        let line = "sensor: 16 programs attached in 430 ms (hook set: default), ready in 443 ms";
         assert_eq!(
             hook_set(line),
-            "tracepoint, 60 programs (the sensor's defaults)"
+            "default, 16 programs (the sensor's defaults)"
         );
         assert_eq!(significant(2.41234), "2.41");
         assert_eq!(significant(30411.3), "30411");

@@ -326,7 +326,7 @@ mod tests {
                 command: "cargo xtask bench".into(),
                 machine: "2 cores".into(),
                 kernel: "6.18.44".into(),
-                hook_set: "tracepoint".into(),
+                hook_set: "default".into(),
                 date: "2026-12-02".into(),
                 rounds: 5,
             },

@@ -132,7 +132,7 @@ mod tests {
         Run {
             id,
             column: "6.12/tracepoint".into(),
-            hooks: "tracepoint".into(),
+            hooks: "default".into(),
             shape: "docker".into(),
             binary: binary.into(),
             filters: Vec::new(),

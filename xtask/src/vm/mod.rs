@@ -1,6 +1,7 @@
 //! `cargo xtask vm-test`: the sensor's kernel-facing integration tests (the same test binaries
-//! as on the host) on Debian's 6.1 and 6.12 kernels under qemu, once per hook set, so the
-//! kprobe and fentry paths this host cannot load are exercised.
+//! as on the host) on Debian's 6.1 and 6.12 kernels under qemu, once per hook set (the default
+//! set, without syscall tracepoints, and the opt-in syscall fallback), on kernels other than
+//! the host's.
 //!
 //! Each kernel boots once with a plan of runs (hook set x test binary [x cgroup shape]); the
 //! guest runs real OCI containers with runc (`tests/src/runc.rs`) and prints libtest's output
@@ -31,10 +32,12 @@ use results::{Outcome, TestResult};
 /// and mount hooks of the sensor-tampering rules), cleanup (nothing left attached after a stop).
 pub const SUITE: &[&str] = &["attribution", "network", "tamper", "cleanup"];
 
-/// The hook sets each kernel runs the suite with.
-pub const HOOK_SETS: &[&str] = &["fentry", "kprobe", "tracepoint"];
+/// The hook sets each kernel runs the suite with (`sensor run --hooks`): the default set (no
+/// syscall tracepoint) and the opt-in syscall fallback. (The tamper tests ask for the fallback
+/// themselves where their signal needs it.)
+pub const HOOK_SETS: &[&str] = &["default", "syscall"];
 
-/// The CI smoke subset (`cargo xtask test`): 6.1, the kprobe and fentry sets, these tests.
+/// The CI smoke subset (`cargo xtask test`): 6.1, both hook sets, these tests.
 const SMOKE: &[(&str, &str)] = &[
     ("attribution", "container_execs_carry_the_full_container_id"),
     (
@@ -83,7 +86,7 @@ impl Plan {
     pub fn smoke() -> Plan {
         Plan {
             kernels: vec!["6.1".into()],
-            hook_sets: vec!["fentry".into(), "kprobe".into()],
+            hook_sets: HOOK_SETS.iter().map(|s| s.to_string()).collect(),
             tests: SMOKE.iter().map(|(b, t)| format!("{b}::{t}")).collect(),
             shapes: false,
             repeat: 1,
@@ -410,7 +413,7 @@ mod tests {
     fn runs_per_hook_set_binary_and_shape() {
         let plan = Plan {
             kernels: vec!["6.1".into()],
-            hook_sets: vec!["fentry".into(), "tracepoint".into()],
+            hook_sets: vec!["default".into(), "syscall".into()],
             tests: vec![
                 "attribution".into(),
                 "network::a".into(),
@@ -437,12 +440,12 @@ mod tests {
         assert_eq!(
             summary,
             [
-                "6.1/fentry docker attribution ",
-                "6.1/fentry docker network a,b,--exact",
-                "6.1/tracepoint docker attribution ",
-                "6.1/tracepoint docker network a,b,--exact",
-                "6.1/fentry/kubepods kubepods attribution ",
-                "6.1/fentry/containerd containerd attribution ",
+                "6.1/default docker attribution ",
+                "6.1/default docker network a,b,--exact",
+                "6.1/syscall docker attribution ",
+                "6.1/syscall docker network a,b,--exact",
+                "6.1/default/kubepods kubepods attribution ",
+                "6.1/default/containerd containerd attribution ",
             ]
         );
         // Repeats: every run again in its own column, each run with an id of its own.
@@ -457,17 +460,17 @@ mod tests {
         assert_eq!(
             names,
             [
-                (0, "6.1/fentry#1"),
-                (1, "6.1/fentry#1"),
-                (2, "6.1/tracepoint#1"),
-                (3, "6.1/tracepoint#1"),
-                (4, "6.1/fentry#2"),
-                (5, "6.1/fentry#2"),
-                (6, "6.1/tracepoint#2"),
-                (7, "6.1/tracepoint#2"),
+                (0, "6.1/default#1"),
+                (1, "6.1/default#1"),
+                (2, "6.1/syscall#1"),
+                (3, "6.1/syscall#1"),
+                (4, "6.1/default#2"),
+                (5, "6.1/default#2"),
+                (6, "6.1/syscall#2"),
+                (7, "6.1/syscall#2"),
             ]
         );
-        // The smoke plan names tests exactly, on 6.1's kprobe and fentry sets.
+        // The smoke plan names tests exactly, on 6.1's two hook sets.
         let smoke = Plan::smoke().runs("6.1");
         assert_eq!(smoke.len(), 6);
         assert!(

@@ -1,0 +1,249 @@
+//! Socket operations where the kernel carries them out: cgroup `sock_create`, `connect4`/`6`
+//! and `post_bind4`/`6` programs on the cgroup2 root. They run in the calling task's context
+//! for every inet socket, whichever way the call was made (a syscall or an io_uring request),
+//! cost nothing on other syscalls, and see the kernel's own copy of the address.
+//!
+//! Every program returns 1 (allow): the sensor observes, it never refuses an operation.
+//! A TCP connect is not reported here but at its outcome (see [`super::tcp`]), with the local
+//! address and the result; this hook only saves who asked for which peer.
+
+use aya_ebpf::{
+    bindings::{bpf_sock, bpf_sock_addr},
+    macros::{cgroup_sock, cgroup_sock_addr, map},
+    maps::LruHashMap,
+    programs::{SockAddrContext, SockContext},
+};
+use sensor_common::{
+    Caller, Endpoint, Hook, RecordKind, Ring, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_IO_URING,
+    SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
+};
+
+use super::{record::emit, run_probe};
+use crate::{
+    kernel::{self, ReadResult},
+    maps::{net_rate_ok, net_wanted},
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const AF_PACKET: u16 = 17;
+const SOCK_STREAM: u16 = 1;
+const SOCK_DGRAM: u16 = 2;
+const SOCK_RAW: u16 = 3;
+const IPPROTO_ICMP: u16 = 1;
+const IPPROTO_ICMPV6: u16 = 58;
+
+/// A TCP connect between its request and its outcome.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingConnect {
+    pub caller: Caller,
+    pub remote: Endpoint,
+    pub flags: u8,
+    pub _pad: [u8; 3],
+}
+
+/// TCP connects in flight, by `struct sock` address. LRU: a connect whose outcome the sensor
+/// never sees (a socket closed in `SYN_SENT` by a path without a state change) cannot leak.
+#[map]
+static CONNECTS: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(65536, 0);
+
+/// The saved connect of `sk`, removed.
+#[inline(always)]
+pub fn take_connect(sk: u64) -> Option<PendingConnect> {
+    // SAFETY: copied out before removal.
+    let pending = unsafe { *CONNECTS.get(sk)? };
+    let _ = CONNECTS.remove(sk);
+    Some(pending)
+}
+
+/// The flags of a socket's kind, and whether an io_uring worker runs the operation.
+#[inline(always)]
+pub fn kind_flags(family: u16, sock_type: u16, protocol: u16) -> u8 {
+    let mut flags = 0;
+    if sock_type == SOCK_RAW {
+        flags |= SOCK_FLAG_RAW;
+    }
+    if family == AF_PACKET {
+        flags |= SOCK_FLAG_PACKET;
+    }
+    if sock_type == SOCK_DGRAM && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6) {
+        flags |= SOCK_FLAG_ICMP_DGRAM;
+    }
+    if kernel::in_io_worker() {
+        flags |= SOCK_FLAG_IO_URING;
+    }
+    flags
+}
+
+/// Writes one socket record of the current task.
+#[inline(always)]
+pub fn report(
+    caller: Caller,
+    op: SockOp,
+    kind: (u16, u16, u16),
+    local: Endpoint,
+    remote: Endpoint,
+    ret: i64,
+    flags: u8,
+) -> ReadResult<()> {
+    if !net_rate_ok(caller.cgroup_id, kernel::boot_ns()) {
+        return Ok(());
+    }
+    emit(Ring::Network, RecordKind::Sock, |rec: &mut SockRecord| {
+        rec.caller = caller;
+        rec.local = local;
+        rec.remote = remote;
+        rec.ret = ret;
+        rec.fd = -1;
+        (rec.family, rec.sock_type, rec.protocol) = kind;
+        rec.op = op as u8;
+        rec.flags = flags;
+        rec._pad = [0; 4];
+        Ok(())
+    })
+}
+
+/// An IPv4 address as the context holds it (network byte order in a u32).
+#[inline(always)]
+fn ip4(endpoint: &mut Endpoint, addr: u32, port: u16) {
+    endpoint.family = AF_INET;
+    endpoint.addr[..4].copy_from_slice(&addr.to_ne_bytes());
+    endpoint.port = port;
+}
+
+/// An IPv6 address from a context's `u32[4]`: four 4-byte loads at constant offsets (the
+/// verifier refuses a load through a context pointer the program moved).
+#[inline(always)]
+fn ip6(endpoint: &mut Endpoint, addr: &[u32; 4], port: u16) {
+    endpoint.family = AF_INET6;
+    // SAFETY: each pointer names one element of a live context field.
+    let words = unsafe {
+        [
+            core::ptr::read_volatile(&addr[0]),
+            core::ptr::read_volatile(&addr[1]),
+            core::ptr::read_volatile(&addr[2]),
+            core::ptr::read_volatile(&addr[3]),
+        ]
+    };
+    for (i, word) in words.iter().enumerate() {
+        endpoint.addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    endpoint.port = port;
+}
+
+/// A socket's family, type and protocol from its context.
+#[inline(always)]
+fn sock_kind(sk: &bpf_sock) -> (u16, u16, u16) {
+    (sk.family as u16, sk.type_ as u16, sk.protocol as u16)
+}
+
+#[cgroup_sock(sock_create)]
+pub fn sock_create(ctx: SockContext) -> i32 {
+    run_probe!(Hook::Socket, on_create(&ctx), 1)
+}
+
+fn on_create(ctx: &SockContext) -> ReadResult<()> {
+    let caller = kernel::caller();
+    if !net_wanted(caller.cgroup_id) {
+        return Ok(());
+    }
+    // SAFETY: the context is the new socket; the verifier checks every field access.
+    let kind = sock_kind(unsafe { &*ctx.sock });
+    let flags = kind_flags(kind.0, kind.1, kind.2);
+    let none = Endpoint::default();
+    report(caller, SockOp::Socket, kind, none, none, 0, flags)
+}
+
+#[cgroup_sock(post_bind4)]
+pub fn post_bind4(ctx: SockContext) -> i32 {
+    run_probe!(Hook::Bind, on_bind(&ctx, false), 1)
+}
+
+#[cgroup_sock(post_bind6)]
+pub fn post_bind6(ctx: SockContext) -> i32 {
+    run_probe!(Hook::Bind, on_bind(&ctx, true), 1)
+}
+
+/// A bind that succeeded: the address and port the socket now holds (the port the kernel
+/// picked for port 0).
+fn on_bind(ctx: &SockContext, v6: bool) -> ReadResult<()> {
+    let caller = kernel::caller();
+    if !net_wanted(caller.cgroup_id) {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let sk = unsafe { &*ctx.sock };
+    let mut local = Endpoint::default();
+    let port = sk.src_port as u16;
+    if v6 {
+        ip6(&mut local, &sk.src_ip6, port);
+    } else {
+        ip4(&mut local, sk.src_ip4, port);
+    }
+    let kind = sock_kind(sk);
+    let flags = kind_flags(kind.0, kind.1, kind.2);
+    report(
+        caller,
+        SockOp::Bind,
+        kind,
+        local,
+        Endpoint::default(),
+        0,
+        flags,
+    )
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    run_probe!(Hook::Connect, on_connect(&ctx, false), 1)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    run_probe!(Hook::Connect, on_connect(&ctx, true), 1)
+}
+
+/// A connect as the kernel received it: a TCP connect is saved for its outcome, any other is
+/// reported now (a UDP connect only sets the default peer).
+fn on_connect(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
+    let caller = kernel::caller();
+    if !net_wanted(caller.cgroup_id) {
+        return Ok(());
+    }
+    // SAFETY: the context of a sock_addr program; the verifier checks every field access.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let mut remote = Endpoint::default();
+    let port = u16::from_be(sa.user_port as u16);
+    if v6 {
+        ip6(&mut remote, &sa.user_ip6, port);
+    } else {
+        ip4(&mut remote, sa.user_ip4, port);
+    }
+    let kind = (
+        if v6 { AF_INET6 } else { AF_INET },
+        sa.type_ as u16,
+        sa.protocol as u16,
+    );
+    let flags = kind_flags(kind.0, kind.1, kind.2);
+    if kind.1 == SOCK_STREAM {
+        // SAFETY: `sk` is the socket being connected, set for every sock_addr program.
+        let sk = unsafe { sa.__bindgen_anon_1.sk } as u64;
+        let pending = PendingConnect {
+            caller,
+            remote,
+            flags,
+            _pad: [0; 3],
+        };
+        return CONNECTS.insert(sk, pending, 0).map_err(|e| e as i64);
+    }
+    report(
+        caller,
+        SockOp::Connect,
+        kind,
+        Endpoint::default(),
+        remote,
+        0,
+        flags,
+    )
+}
