@@ -190,6 +190,19 @@ pub fn endpoint(e: &Endpoint) -> Option<pb::Endpoint> {
     })
 }
 
+/// Namespace inodes as the schema carries them.
+pub fn namespaces(ns: &sensor_common::Namespaces) -> pb::Namespaces {
+    pb::Namespaces {
+        mnt: ns.mnt,
+        pid: ns.pid,
+        net: ns.net,
+        uts: ns.uts,
+        ipc: ns.ipc,
+        user: ns.user,
+        cgroup: ns.cgroup,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,18 +260,5 @@ mod tests {
             "other"
         );
         assert_eq!(payload_pattern(&[]), "empty");
-    }
-}
-
-/// Namespace inodes as the schema carries them.
-pub fn namespaces(ns: &sensor_common::Namespaces) -> pb::Namespaces {
-    pb::Namespaces {
-        mnt: ns.mnt,
-        pid: ns.pid,
-        net: ns.net,
-        uts: ns.uts,
-        ipc: ns.ipc,
-        user: ns.user,
-        cgroup: ns.cgroup,
     }
 }
