@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod bpf_links;
 pub mod runc;
+pub mod uring;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -330,8 +331,15 @@ impl Sensor {
     /// Starts a detached container running `cmd` in the test image and waits until this
     /// sensor has seen it listen.
     pub fn listener(&self, cmd: &[&str]) -> Listener {
+        self.listener_with(&[], cmd)
+    }
+
+    /// [`Sensor::listener`] with `docker run` options (mounts, say) before the image.
+    pub fn listener_with(&self, options: &[&str], cmd: &[&str]) -> Listener {
         let image = image();
-        let mut args = vec!["run", "-d", image.as_str()];
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(options);
+        args.push(image.as_str());
         args.extend_from_slice(cmd);
         let id = docker(&args);
         let cleanup = Containers(vec![id.clone()]);

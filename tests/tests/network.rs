@@ -169,6 +169,58 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
     );
 }
 
+/// A TCP server and client in two containers that make every socket operation through io_uring
+/// requests (`uring-tcp`: IORING_OP_SOCKET, BIND, LISTEN, ACCEPT, RECV / SOCKET, CONNECT, SEND,
+/// never the socket syscalls) are reported like their syscall twins, with both container ids
+/// and the addresses.
+#[test]
+fn socket_operations_through_io_uring_are_reported_like_syscalls() {
+    let sensor = Sensor::start("uring_tcp");
+    let bin = env!("CARGO_BIN_EXE_uring-tcp");
+    let mounts = [
+        "-v",
+        &format!("{bin}:/uring-tcp:ro"),
+        "-v",
+        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
+    ];
+    let server = sensor.listener_with(&mounts, &["/uring-tcp", "server", "7070"]);
+    let (sid, sip) = (&server.id, &server.ip);
+    let mut args: Vec<&str> = vec!["run", "-d"];
+    args.extend(mounts);
+    let image = image();
+    args.extend([image.as_str(), "/uring-tcp", "client", sip, "7070"]);
+    let client = docker(&args);
+    let _cleanup = Containers(vec![client.clone()]);
+    assert_eq!(docker(&["wait", &client]).trim(), "0", "the client failed");
+    assert_eq!(docker(&["wait", sid]).trim(), "0", "the server failed");
+
+    for (cid, what) in [(sid.as_str(), "server"), (client.as_str(), "client")] {
+        let socket = sensor.expect(&format!("the {what}'s socket"), |e| {
+            sock_op(e, "socket", cid).is_some_and(|s| s["type"] == "stream")
+        });
+        assert_eq!(socket["process"]["exe"], "/uring-tcp", "{socket}");
+    }
+    let bind = sensor.expect("bind", |e| sock_op(e, "bind", sid).is_some());
+    assert_eq!(bind["socket"]["local"]["port"], 7070, "{bind}");
+    let listen = sensor.expect("listen", |e| sock_op(e, "listen", sid).is_some());
+    assert_eq!(listen["socket"]["local"]["port"], 7070, "{listen}");
+    let connect = sensor.expect("connect", |e| sock_op(e, "connect", &client).is_some());
+    let c = &connect["socket"];
+    assert_eq!(
+        (ev::addr(&c["remote"]), &c["remote"]["port"]),
+        (sip.as_str(), &Value::from(7070)),
+        "{c}"
+    );
+    assert!(c["error"].is_null(), "{c}");
+    let client_ip = ev::addr(&c["local"]).to_string();
+    let accept = sensor.expect("accept", |e| sock_op(e, "accept", sid).is_some());
+    let a = &accept["socket"];
+    assert_eq!(ev::addr(&a["remote"]), client_ip, "{a}");
+    assert_eq!(a["remote"]["port"], c["local"]["port"], "{a}");
+    assert_eq!(a["local"]["port"], 7070, "{a}");
+    assert_eq!(accept["process"]["exe"], "/uring-tcp", "{accept}");
+}
+
 /// ICMP sent and received only through io_uring (`uring-ping`: IORING_OP_SENDMSG and
 /// IORING_OP_RECVMSG on a raw socket) is counted like ping's, from the packets: a tunnel that
 /// avoids the send/receive syscalls does not avoid the sensor, and CRS-007 fires on its payload.

@@ -1,0 +1,78 @@
+//! `uring-tcp server PORT` / `uring-tcp client IPV4 PORT`: a TCP server and client that make
+//! every socket operation through io_uring requests (`IORING_OP_SOCKET`, `BIND`, `LISTEN`,
+//! `ACCEPT`, `RECV`; `SOCKET`, `CONNECT`, `SEND`), never through the socket syscalls: what
+//! sensors hooking those syscalls do not see. The server takes one connection, reads one
+//! message and exits 0; the client connects, sends one message and exits 0. Both give up
+//! after 20 s.
+
+use std::{io, mem, net::Ipv4Addr, process::ExitCode, time::Duration};
+
+use io_uring::{IoUring, opcode, types};
+use sensor_tests::uring::complete;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match (args.get(1).map(String::as_str), args.len()) {
+        (Some("server"), 3) => args[2].parse().map_err(io::Error::other).and_then(server),
+        (Some("client"), 4) => match (args[2].parse(), args[3].parse()) {
+            (Ok(ip), Ok(port)) => client(ip, port),
+            _ => Err(io::Error::other("bad address or port")),
+        },
+        _ => {
+            eprintln!("usage: uring-tcp server PORT | uring-tcp client IPV4 PORT");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("uring-tcp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; all-zero is valid.
+    let mut addr: libc::sockaddr_in = unsafe { mem::zeroed() };
+    addr.sin_family = libc::AF_INET as u16;
+    addr.sin_port = port.to_be();
+    addr.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+    addr
+}
+
+const ADDR_LEN: u32 = mem::size_of::<libc::sockaddr_in>() as u32;
+
+fn tcp_socket(ring: &mut IoUring) -> io::Result<types::Fd> {
+    let socket = opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0).build();
+    Ok(types::Fd(complete(ring, socket, Some(LIMIT))? as i32))
+}
+
+fn server(port: u16) -> io::Result<()> {
+    let mut ring = IoUring::new(8)?;
+    let fd = tcp_socket(&mut ring)?;
+    let addr = sockaddr(Ipv4Addr::UNSPECIFIED, port);
+    let bind = opcode::Bind::new(fd, (&raw const addr).cast(), ADDR_LEN).build();
+    complete(&mut ring, bind, Some(LIMIT))?;
+    complete(&mut ring, opcode::Listen::new(fd, 4).build(), Some(LIMIT))?;
+    let accept = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).build();
+    let conn = types::Fd(complete(&mut ring, accept, Some(LIMIT))? as i32);
+    let mut buf = [0u8; 64];
+    let recv = opcode::Recv::new(conn, buf.as_mut_ptr(), buf.len() as u32).build();
+    complete(&mut ring, recv, Some(LIMIT))?;
+    Ok(())
+}
+
+fn client(ip: Ipv4Addr, port: u16) -> io::Result<()> {
+    let mut ring = IoUring::new(8)?;
+    let fd = tcp_socket(&mut ring)?;
+    let addr = sockaddr(ip, port);
+    let connect = opcode::Connect::new(fd, (&raw const addr).cast(), ADDR_LEN).build();
+    complete(&mut ring, connect, Some(LIMIT))?;
+    let msg = b"hello over io_uring\n";
+    let send = opcode::Send::new(fd, msg.as_ptr(), msg.len() as u32).build();
+    complete(&mut ring, send, Some(LIMIT))?;
+    Ok(())
+}
