@@ -107,15 +107,38 @@ impl NsOp {
     }
 }
 
-/// The `CLONE_NEW*` flags.
-pub const CLONE_NEW_MASK: u64 = 0x0200_0000 // CLONE_NEWCGROUP
-    | 0x0002_0000 // CLONE_NEWNS
-    | 0x0400_0000 // CLONE_NEWUTS
-    | 0x0800_0000 // CLONE_NEWIPC
-    | 0x1000_0000 // CLONE_NEWUSER
-    | 0x2000_0000 // CLONE_NEWPID
-    | 0x4000_0000 // CLONE_NEWNET
-    | 0x0000_0080; // CLONE_NEWTIME
+/// The `CLONE_NEW*` flag of each namespace type, as `clone(2)` and `unshare(2)` number them.
+pub const CLONE_NEWNS: u64 = 0x0002_0000;
+pub const CLONE_NEWCGROUP: u64 = 0x0200_0000;
+pub const CLONE_NEWUTS: u64 = 0x0400_0000;
+pub const CLONE_NEWIPC: u64 = 0x0800_0000;
+pub const CLONE_NEWUSER: u64 = 0x1000_0000;
+pub const CLONE_NEWPID: u64 = 0x2000_0000;
+pub const CLONE_NEWNET: u64 = 0x4000_0000;
+pub const CLONE_NEWTIME: u64 = 0x0000_0080;
+
+impl Namespaces {
+    /// The `CLONE_NEW*` flags of the namespace types whose inodes differ from `other`'s.
+    #[inline(always)]
+    pub fn differing(&self, other: &Namespaces) -> u64 {
+        let pairs = [
+            (self.mnt, other.mnt, CLONE_NEWNS),
+            (self.pid, other.pid, CLONE_NEWPID),
+            (self.net, other.net, CLONE_NEWNET),
+            (self.uts, other.uts, CLONE_NEWUTS),
+            (self.ipc, other.ipc, CLONE_NEWIPC),
+            (self.user, other.user, CLONE_NEWUSER),
+            (self.cgroup, other.cgroup, CLONE_NEWCGROUP),
+        ];
+        let mut flags = 0;
+        for (a, b, flag) in pairs {
+            if a != b {
+                flags |= flag;
+            }
+        }
+        flags
+    }
+}
 
 /// A namespace change: a child created in new namespaces ([`NsOp::Clone`], at fork), or a task
 /// whose namespaces changed since its last exec or fork ([`NsOp::Changed`]).
@@ -305,6 +328,27 @@ mod tests {
             assert_eq!(s % 8, 0, "{s}");
         }
         assert_eq!(size_of::<Endpoint>(), 20);
+    }
+
+    #[test]
+    fn differing_namespaces_name_their_clone_flags() {
+        let a = Namespaces {
+            mnt: 1,
+            pid: 2,
+            net: 3,
+            uts: 4,
+            ipc: 5,
+            user: 6,
+            cgroup: 7,
+            _pad: 0,
+        };
+        assert_eq!(a.differing(&a), 0);
+        let b = Namespaces {
+            net: 9,
+            uts: 9,
+            ..a
+        };
+        assert_eq!(a.differing(&b), CLONE_NEWNET | CLONE_NEWUTS);
     }
 
     #[test]

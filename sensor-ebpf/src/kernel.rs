@@ -6,7 +6,10 @@
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use sensor_common::{COMM_LEN, Caller, Creds, Endpoint, Namespaces, TaskIds};
 
-use crate::maps::off;
+use crate::{
+    abi::{AF_INET, AF_INET6},
+    maps::off,
+};
 
 /// A kernel read failed (the helper's negative errno).
 pub type ReadResult<T> = Result<T, i64>;
@@ -159,9 +162,6 @@ pub fn file_sock(file: *const u8) -> ReadResult<Option<*const u8>> {
     let socket = read_ptr(file, off!(file_private_data))?;
     Ok(Some(read_ptr(socket, off!(socket_sk))?))
 }
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 /// Local and remote addresses of a socket.
 #[inline(always)]

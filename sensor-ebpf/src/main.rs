@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod abi;
 mod kernel;
 mod maps;
 mod probes;

@@ -27,9 +27,7 @@ use crate::{
     },
     enrich::{Enricher, runtime::RuntimeApi},
     health::{Setup, Stats, health_event},
-    loader::{
-        AggregationMaps, FALLBACK_KINDS, HookSet, HostCgroupFilter, LoadOptions, LoadedSensor,
-    },
+    loader::{AggregationMaps, FALLBACK_ADVICE, HostCgroupFilter, LoadOptions, LoadedSensor},
     output::json::JsonLines,
     privileges,
 };
@@ -244,14 +242,6 @@ fn watch(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
         .context("registering a ring buffer with epoll")
 }
 
-/// Event kinds no attached hook produces with `set` on this kind of kernel.
-fn missing_kinds(set: HookSet) -> &'static [&'static str] {
-    match set {
-        HookSet::Default => &FALLBACK_KINDS,
-        HookSet::Syscall => &[],
-    }
-}
-
 pub async fn run(opts: RunOptions) -> Result<()> {
     privileges::require_root("sensor run")?;
     let started = Instant::now();
@@ -303,7 +293,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     p.apply_host_filter();
     let hook_set = sensor.hook_set.to_string();
-    let missing = missing_kinds(sensor.hook_set);
+    let missing = sensor.hook_set.blind_kinds();
     let hooks = sensor.hooks.clone();
     let health = |p: &Pipeline| {
         let setup = Setup {
@@ -319,9 +309,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let blind = p.out.engine.blind_rules(missing);
     if !blind.is_empty() {
         eprintln!(
-            "sensor: warning: blind on this kernel without the syscall fallback: {}; turn it on \
-             with --hooks syscall (SENSOR_HOOKS=syscall), which puts every syscall on the node \
-             on the slow path (see docs/benchmarks.md, mode floor)",
+            "sensor: warning: blind on this kernel without the syscall fallback: {}; {FALLBACK_ADVICE}",
             blind.join("; ")
         );
     }

@@ -18,27 +18,6 @@ use crate::kernel::{self, ReadResult};
 #[map]
 static NS_SEEN: LruHashMap<u32, Namespaces> = LruHashMap::with_max_entries(65536, 0);
 
-/// The `CLONE_NEW*` flags of the namespace types that differ between `a` and `b`.
-#[inline(always)]
-fn differing(a: &Namespaces, b: &Namespaces) -> u64 {
-    let mut flags = 0;
-    let pairs = [
-        (a.mnt, b.mnt, 0x0002_0000),
-        (a.pid, b.pid, 0x2000_0000),
-        (a.net, b.net, 0x4000_0000),
-        (a.uts, b.uts, 0x0400_0000),
-        (a.ipc, b.ipc, 0x0800_0000),
-        (a.user, b.user, 0x1000_0000),
-        (a.cgroup, b.cgroup, 0x0200_0000),
-    ];
-    for (x, y, flag) in pairs {
-        if x != y {
-            flags |= flag;
-        }
-    }
-    flags
-}
-
 #[inline(always)]
 fn emit(
     op: NsOp,
@@ -59,26 +38,21 @@ fn emit(
     })
 }
 
-/// Compares the current task's namespaces `now` with those last seen for `tgid` and records
-/// `now`. A process seen for the first time (started before the sensor) is only recorded.
+/// Compares the namespaces `now` of the current task (process `tgid`) with those last seen
+/// for it and records `now`; the exec hook calls it with the new program's namespaces. A
+/// process seen for the first time (started before the sensor) is only recorded.
 #[inline(always)]
-fn check(tgid: u32, now: &Namespaces) -> ReadResult<()> {
+pub fn compare_and_record(tgid: u32, now: &Namespaces) -> ReadResult<()> {
     // SAFETY: copied out of the map value.
     let seen = unsafe { NS_SEEN.get(tgid) }.copied();
     if let Some(seen) = seen {
         if seen == *now {
             return Ok(());
         }
-        let flags = differing(&seen, now);
+        let flags = seen.differing(now);
         emit(NsOp::Changed, flags, &seen, now, 0)?;
     }
     NS_SEEN.insert(tgid, *now, 0).map_err(|e| e as i64)
-}
-
-/// Called by the exec hook with the new program's namespaces.
-#[inline(always)]
-pub fn on_exec(tgid: u32, now: &Namespaces) -> ReadResult<()> {
-    check(tgid, now)
 }
 
 /// Called by the fork hook in the parent's context.
@@ -87,11 +61,11 @@ pub fn on_fork(parent: *const u8, child: *const u8, child_tgid: u32) -> ReadResu
     let (mut ours, mut theirs) = (Namespaces::default(), Namespaces::default());
     kernel::task_namespaces(parent, &mut ours)?;
     kernel::task_namespaces(child, &mut theirs)?;
-    check((kernel::pid_tgid() >> 32) as u32, &ours)?;
+    compare_and_record((kernel::pid_tgid() >> 32) as u32, &ours)?;
     if ours != theirs {
         emit(
             NsOp::Clone,
-            differing(&ours, &theirs),
+            ours.differing(&theirs),
             &ours,
             &theirs,
             child_tgid,

@@ -43,7 +43,7 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
     let mut ns = Namespaces::default();
     let ns_ok = kernel::task_namespaces(task, &mut ns).is_ok();
     let ns_check = if ns_ok {
-        namespace::on_exec((kernel::pid_tgid() >> 32) as u32, &ns)
+        namespace::compare_and_record((kernel::pid_tgid() >> 32) as u32, &ns)
     } else {
         Ok(())
     };

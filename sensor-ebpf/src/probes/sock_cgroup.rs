@@ -18,20 +18,16 @@ use sensor_common::{
     SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
 };
 
-use super::{record::emit, run_probe};
+use super::{
+    icmp::{IPPROTO_ICMP, IPPROTO_ICMPV6},
+    record::emit,
+    run_probe,
+};
 use crate::{
+    abi::{AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW, SOCK_STREAM},
     kernel::{self, ReadResult},
     maps::{net_rate_ok, net_wanted},
 };
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const AF_PACKET: u16 = 17;
-const SOCK_STREAM: u16 = 1;
-const SOCK_DGRAM: u16 = 2;
-const SOCK_RAW: u16 = 3;
-const IPPROTO_ICMP: u16 = 1;
-const IPPROTO_ICMPV6: u16 = 58;
 
 /// A TCP connect between its request and its outcome.
 #[repr(C)]
@@ -67,7 +63,9 @@ pub fn kind_flags(family: u16, sock_type: u16, protocol: u16) -> u8 {
     if family == AF_PACKET {
         flags |= SOCK_FLAG_PACKET;
     }
-    if sock_type == SOCK_DGRAM && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6) {
+    if sock_type == SOCK_DGRAM
+        && (protocol == IPPROTO_ICMP as u16 || protocol == IPPROTO_ICMPV6 as u16)
+    {
         flags |= SOCK_FLAG_ICMP_DGRAM;
     }
     if kernel::in_io_worker() {

@@ -10,17 +10,18 @@ use super::{
     syscall::{Pending, arg, save, syscall_pair},
 };
 use crate::{
+    abi::{AF_INET, AF_INET6},
     kernel::{self, ReadResult},
     maps::net_wanted,
 };
 
-const AF_INET: u64 = 2;
-const AF_INET6: u64 = 10;
-
 #[inline(always)]
 fn enter(ctx: &TracePointContext) -> ReadResult<()> {
     let family = arg(ctx, 0)?;
-    if family == AF_INET || family == AF_INET6 || !net_wanted(kernel::current_cgroup_id()) {
+    if family == AF_INET as u64
+        || family == AF_INET6 as u64
+        || !net_wanted(kernel::current_cgroup_id())
+    {
         return Ok(());
     }
     save(ctx, Hook::Socket, 0)

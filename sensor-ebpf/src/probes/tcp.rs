@@ -17,13 +17,11 @@ use super::{
     sock_cgroup::{kind_flags, report, take_connect},
 };
 use crate::{
+    abi::{AF_INET6, IPPROTO_TCP, SOCK_STREAM},
     kernel::{self, ReadResult},
     maps::{net_rate_ok, net_wanted, off},
 };
 
-const IPPROTO_TCP: u16 = 6;
-const AF_INET6: u16 = 10;
-const SOCK_STREAM: u16 = 1;
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_SYN_SENT: u32 = 2;
 const TCP_SYN_RECV: u32 = 3;

@@ -72,6 +72,11 @@ fn endpoint_addr(e: Option<&pb::Endpoint>) -> Option<Value> {
     e.and_then(|e| s(e.address.strip_prefix("::ffff:").unwrap_or(&e.address)))
 }
 
+/// A list of fds as a field value.
+fn fds(fds: &[i32]) -> Value {
+    Value::List(fds.iter().map(|fd| Value::Int(*fd as i64)).collect())
+}
+
 /// The remote end of a network event, whichever kind it is: a socket call's remote address, a
 /// traffic or ICMP report's peer, a redirected stdio socket's peer, an exec's stdio peer.
 fn peer_of(e: &pb::Event) -> Option<&pb::Endpoint> {
@@ -252,22 +257,12 @@ pub const FIELDS: &[FieldDef] = &[
     field!(
         "fork.stdio_socket_fds",
         "fork: which of the child's fds 0-2 are network sockets (inherited from the parent)",
-        |e| body!(e, Fork).map(|b| Value::List(
-            b.stdio_socket_fds
-                .iter()
-                .map(|fd| Value::Int(*fd as i64))
-                .collect()
-        ))
+        |e| body!(e, Fork).map(|b| fds(&b.stdio_socket_fds))
     ),
     field!(
         "exec.stdio_socket_fds",
         "exec: which of fds 0-2 are network sockets",
-        |e| body!(e, Exec).map(|b| Value::List(
-            b.stdio_socket_fds
-                .iter()
-                .map(|fd| Value::Int(*fd as i64))
-                .collect()
-        ))
+        |e| body!(e, Exec).map(|b| fds(&b.stdio_socket_fds))
     ),
     field!(
         "exec.stdio_peer.address",

@@ -1,7 +1,10 @@
 //! Numbers from the kernel to the names people search for: families, socket types, errnos,
 //! TCP states, namespace flags, ICMP types, payload patterns.
 
-use sensor_common::Endpoint;
+use sensor_common::{
+    CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME,
+    CLONE_NEWUSER, CLONE_NEWUTS, Endpoint,
+};
 use sensor_proto as pb;
 
 pub fn family(f: u16) -> String {
@@ -107,14 +110,14 @@ pub fn tcp_state(s: u32) -> String {
 
 /// Namespace types by `CLONE_NEW*` flag, in `/proc/PID/ns` naming.
 pub const NS_FLAGS: [(u64, &str); 8] = [
-    (0x0002_0000, "mnt"),
-    (0x0200_0000, "cgroup"),
-    (0x0400_0000, "uts"),
-    (0x0800_0000, "ipc"),
-    (0x1000_0000, "user"),
-    (0x2000_0000, "pid"),
-    (0x4000_0000, "net"),
-    (0x0000_0080, "time"),
+    (CLONE_NEWNS, "mnt"),
+    (CLONE_NEWCGROUP, "cgroup"),
+    (CLONE_NEWUTS, "uts"),
+    (CLONE_NEWIPC, "ipc"),
+    (CLONE_NEWUSER, "user"),
+    (CLONE_NEWPID, "pid"),
+    (CLONE_NEWNET, "net"),
+    (CLONE_NEWTIME, "time"),
 ];
 
 pub fn ns_types(flags: u64) -> Vec<String> {

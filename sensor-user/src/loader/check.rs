@@ -10,7 +10,7 @@ use aya::{
 };
 
 use super::{
-    Attach, FALLBACK_KINDS, HookSet, HookSpec, attach, btf::VMLINUX_BTF, default_hooks, grouped,
+    Attach, FALLBACK_ADVICE, HookSet, HookSpec, attach, btf::VMLINUX_BTF, default_hooks, grouped,
     open, tracefs, variant_hooks,
 };
 use crate::{detect, privileges};
@@ -58,7 +58,7 @@ pub fn run() -> Result<()> {
     }
 
     let (mut ebpf, _) = open()?;
-    let mut hooks = default_hooks();
+    let hooks = default_hooks();
     let mut failed: Vec<(&str, String)> = Vec::new();
     for spec in &hooks {
         if let Err(e) = attach(&mut ebpf, spec) {
@@ -89,7 +89,7 @@ pub fn run() -> Result<()> {
     print!("{report}");
     let rules = detect::catalog::load(None)?;
     let engine = detect::engine::Engine::new(rules, String::new());
-    let blind = engine.blind_rules(&FALLBACK_KINDS);
+    let blind = engine.blind_rules(HookSet::Default.blind_kinds());
     println!(
         "syscall fallback (--hooks syscall, off by default): {}",
         match &fallback {
@@ -106,10 +106,7 @@ pub fn run() -> Result<()> {
         }
     );
     println!("  and socket events of the netlink and packet families (CRS-004's netlink clause)");
-    println!(
-        "  its cost: every syscall of every task on the node takes the slow path (docs/benchmarks.md, mode floor)"
-    );
-    hooks.extend(variant_hooks(HookSet::Syscall));
+    println!("  {FALLBACK_ADVICE}");
     let optional: Vec<&str> = probes
         .iter()
         .filter(|p| p.result.is_err())

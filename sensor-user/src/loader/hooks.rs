@@ -241,7 +241,21 @@ impl std::fmt::Display for HookSet {
 }
 
 /// Event kinds that only the syscall fallback produces here: rules on them are blind without it.
-pub const FALLBACK_KINDS: [&str; 4] = ["bpf", "ptrace", "perf_event_open", "mount"];
+const FALLBACK_KINDS: [&str; 4] = ["bpf", "ptrace", "perf_event_open", "mount"];
+
+/// How to lift the blindness, and what it costs: said by `sensor check` and the start-up line.
+pub const FALLBACK_ADVICE: &str = "turn it on with --hooks syscall (SENSOR_HOOKS=syscall), which \
+     puts every syscall of every task on the node on the slow path (docs/benchmarks.md, mode floor)";
+
+impl HookSet {
+    /// Event kinds no attached hook produces with this set on a kernel like this one.
+    pub fn blind_kinds(self) -> &'static [&'static str] {
+        match self {
+            HookSet::Default => &FALLBACK_KINDS,
+            HookSet::Syscall => &[],
+        }
+    }
+}
 
 /// The programs a hook set adds to the default hooks.
 pub fn variant_hooks(set: HookSet) -> Vec<HookSpec> {

@@ -32,7 +32,9 @@ use crate::enrich::cgroups::cgroup2_mount;
 /// The eBPF object built by `cargo xtask build` (empty when the agent was built without it).
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
 
-pub use hooks::{Attach, FALLBACK_KINDS, HookSet, HookSpec, default_hooks, grouped, variant_hooks};
+pub use hooks::{
+    Attach, FALLBACK_ADVICE, HookSet, HookSpec, default_hooks, grouped, variant_hooks,
+};
 
 /// Kernel-side counters, read by the health reporter.
 pub struct KernelCounters {
