@@ -2,18 +2,24 @@
 //! the perf-event links that attach them to tracepoints, read through `bpf(2)`
 //! (`BPF_LINK_GET_NEXT_ID`, `BPF_LINK_GET_FD_BY_ID`, `BPF_OBJ_GET_INFO_BY_FD`; the tracepoint
 //! name of a perf-event link is in `bpf_link_info` since Linux 6.6). The Debian bpftool lists
-//! such links without their tracepoint, hence this reader.
+//! such links without their tracepoint, hence this reader. On older kernels, whose link info
+//! does not say, a perf-event link is named by its program's name instead (the kernel keeps 15
+//! characters of it; the sensor names its tracepoint programs after their tracepoints):
+//! compare with [`names`].
 
 use std::{collections::HashSet, io};
 
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// Bytes of a program name the kernel keeps (`BPF_OBJ_NAME_LEN` less the NUL).
+const PROG_NAME_KEPT: usize = 15;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
 const BPF_LINK_TYPE_PERF_EVENT: u32 = 7;
 const BPF_LINK_TYPE_RAW_TRACEPOINT: u32 = 1;
 const BPF_PERF_EVENT_TRACEPOINT: u32 = 5;
 
-/// `BPF_OBJ_GET_INFO_BY_FD` of a link into `info`.
+/// `BPF_OBJ_GET_INFO_BY_FD` of a link or program into `info`.
 fn link_info(fd: i32, info: &mut [u8; 128]) -> bool {
     let mut attr = [0u64; 8];
     attr[0] = fd as u64 | ((info.len() as u64) << 32); // bpf_fd, info_len
@@ -33,9 +39,14 @@ fn link_tracepoint(fd: i32) -> Option<(u32, String)> {
     }
     let word =
         |info: &[u8; 128], at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().unwrap());
+    let prog = word(&info, 8);
     let name_at = match word(&info, 0) {
         BPF_LINK_TYPE_RAW_TRACEPOINT => 16,
         BPF_LINK_TYPE_PERF_EVENT if word(&info, 16) == BPF_PERF_EVENT_TRACEPOINT => 24,
+        // A kernel before 6.6 leaves the perf event's details out.
+        BPF_LINK_TYPE_PERF_EVENT if word(&info, 16) == 0 => {
+            return program_name(prog).map(|name| (prog, name));
+        }
         _ => return None,
     };
     let mut name = [0u8; 128];
@@ -46,10 +57,27 @@ fn link_tracepoint(fd: i32) -> Option<(u32, String)> {
         return None;
     }
     let len = name.iter().position(|b| *b == 0).unwrap_or(0);
-    Some((
-        word(&info, 8),
-        String::from_utf8_lossy(&name[..len]).into_owned(),
-    ))
+    Some((prog, String::from_utf8_lossy(&name[..len]).into_owned()))
+}
+
+/// The name of program `id` (`struct bpf_prog_info.name`, at offset 64).
+fn program_name(id: u32) -> Option<String> {
+    let mut attr = [0u64; 8];
+    attr[0] = id as u64; // prog_id
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).ok()? as i32;
+    let mut info = [0u8; 128];
+    let ok = link_info(fd, &mut info);
+    // SAFETY: `fd` is ours, returned by BPF_PROG_GET_FD_BY_ID.
+    unsafe { libc::close(fd) };
+    let name = &info[64..80];
+    let len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    ok.then(|| String::from_utf8_lossy(&name[..len]).into_owned())
+}
+
+/// Whether `listed` (from [`tracepoints_of`]) names the tracepoint `wanted`: equal, or the
+/// kernel's 15-character cut of a program named after it.
+pub fn names(listed: &str, wanted: &str) -> bool {
+    listed == wanted || (listed.len() == PROG_NAME_KEPT && wanted.starts_with(listed))
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut [u64; 8]) -> io::Result<i64> {

@@ -200,6 +200,8 @@ struct RunSpec {
     host_pid: bool,
     caps: Vec<String>,
     user: Option<(u32, u32)>,
+    /// `-v SOURCE:DESTINATION[:ro]` bind mounts: (source, destination, read-only).
+    binds: Vec<(String, String, bool)>,
     cmd: Vec<String>,
 }
 
@@ -239,6 +241,17 @@ fn parse_run(args: &[&str]) -> RunSpec {
                     "--security-opt {other} is not built in the VM harness"
                 )),
             },
+            "-v" | "--volume" => {
+                let v = value();
+                let parts: Vec<&str> = v.split(':').collect();
+                match parts[..] {
+                    [src, dst] => spec.binds.push((src.into(), dst.into(), false)),
+                    [src, dst, "ro"] => spec.binds.push((src.into(), dst.into(), true)),
+                    _ => skip(&format!(
+                        "-v {v}: only SOURCE:DESTINATION[:ro] bind mounts are built in the VM harness"
+                    )),
+                }
+            }
             "--user" => {
                 let v = value();
                 let (u, g) = v.split_once(':').unwrap_or((v, v));
@@ -330,6 +343,24 @@ fn oci_config(spec: &RunSpec, id: &str, cgroup: &str, netns: Option<&str>) -> Va
     if let Some(ns) = netns {
         namespaces.push(json!({"type": "network", "path": format!("/run/netns/{ns}")}));
     }
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for (source, destination, ro) in &spec.binds {
+        let mode = if *ro { "ro" } else { "rw" };
+        mounts.push(
+            json!({"destination": destination, "type": "bind", "source": source,
+                           "options": ["rbind", mode]}),
+        );
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -344,17 +375,7 @@ fn oci_config(spec: &RunSpec, id: &str, cgroup: &str, netns: Option<&str>) -> Va
         },
         "root": {"path": "rootfs", "readonly": false},
         "hostname": &id[..12],
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
+        "mounts": mounts,
         "linux": {
             "cgroupsPath": cgroup,
             "namespaces": namespaces,

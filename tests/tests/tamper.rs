@@ -136,7 +136,8 @@ fn crs017_tracefs_mount_and_perf_events_from_a_container() {
 
 #[test]
 fn default_hooks_see_a_signal_at_the_sensor_and_name_the_rules_they_are_blind_to() {
-    let sensor = Sensor::start("crs015_default");
+    // Named, so a `--hooks syscall` run of the suite (vm-test) still tests the default set.
+    let sensor = Sensor::start_with("crs015_default", &["--hooks", "default"]);
     let pid = sensor.pid().to_string();
     let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
     let a = sensor.expect_alert("CRS-015", &cid);

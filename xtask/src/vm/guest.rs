@@ -35,8 +35,15 @@ pub struct Run {
     pub filters: Vec<String>,
 }
 
-/// Builds the part shared by every kernel: `dir/common.cpio`.
-pub fn common(dir: &Path, sensor: &Path, tests: &[(String, PathBuf)]) -> Result<PathBuf> {
+/// Builds the part shared by every kernel: `dir/common.cpio`. `helpers` (programs the tests
+/// bind-mount into containers) go to the same absolute paths as on the host, which the test
+/// binaries were built to expect (`CARGO_BIN_EXE_*`).
+pub fn common(
+    dir: &Path,
+    sensor: &Path,
+    tests: &[(String, PathBuf)],
+    helpers: &[PathBuf],
+) -> Result<PathBuf> {
     let root = dir.join("common-root");
     if root.exists() {
         fs::remove_dir_all(&root)?;
@@ -52,6 +59,14 @@ pub fn common(dir: &Path, sensor: &Path, tests: &[(String, PathBuf)]) -> Result<
     programs.push((path_str(sensor)?, "vmtest/bin/sensor".into()));
     for (name, path) in tests {
         programs.push((path_str(path)?, format!("vmtest/bin/{name}")));
+    }
+    for path in helpers {
+        let host = path_str(path)?;
+        let inside = host.trim_start_matches('/').to_string();
+        if let Some(parent) = root.join(&inside).parent() {
+            fs::create_dir_all(parent)?;
+        }
+        programs.push((host, inside));
     }
     let pairs: Vec<(&str, &str)> = programs
         .iter()

@@ -183,11 +183,11 @@ pub fn run_plan(root: &Path, sensor: &Path, plan: &Plan) -> Result<Vec<(String, 
     }
     let dir = vm_dir(root);
     fs::create_dir_all(&dir)?;
-    let tests = build_tests(root)?;
+    let (tests, helpers) = build_tests(root)?;
     step(
         "building the guests' common initramfs (busybox, runc, iproute2, sensor, tests, image)...",
     );
-    let common = guest::common(&dir, sensor, &tests)?;
+    let common = guest::common(&dir, sensor, &tests, &helpers)?;
     let mut columns: Vec<(String, Vec<TestResult>)> = Vec::new();
     let mut add = |column: &str, results: Vec<TestResult>| match columns
         .iter_mut()
@@ -316,8 +316,12 @@ impl std::fmt::Display for Attempt {
     }
 }
 
-/// Builds the suite's test binaries; returns (name, executable) pairs.
-fn build_tests(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// The suite's test binaries as (name, executable), and the helper programs the tests run in
+/// containers (`uring-ping`, `uring-tcp`: the package's binaries).
+type TestBinaries = (Vec<(String, PathBuf)>, Vec<PathBuf>);
+
+/// Builds the suite's test binaries and their helpers.
+fn build_tests(root: &Path) -> Result<TestBinaries> {
     step("building the test binaries (sensor-tests)...");
     let mut cmd = util::cargo(root)?;
     cmd.args([
@@ -333,13 +337,19 @@ fn build_tests(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     }
     let out = util::output(&mut cmd).context("building the test binaries failed")?;
     let mut found = Vec::new();
+    let mut helpers = Vec::new();
     for line in out.lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         let name = msg["target"]["name"].as_str().unwrap_or("");
-        if let (true, Some(exe)) = (SUITE.contains(&name), msg["executable"].as_str()) {
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        if SUITE.contains(&name) {
             found.push((name.to_string(), PathBuf::from(exe)));
+        } else if msg["target"]["kind"][0] == "bin" {
+            helpers.push(PathBuf::from(exe));
         }
     }
     anyhow::ensure!(
@@ -348,7 +358,7 @@ fn build_tests(root: &Path) -> Result<Vec<(String, PathBuf)>> {
         found.len(),
         SUITE.len()
     );
-    Ok(found)
+    Ok((found, helpers))
 }
 
 /// Prints and saves (`target/vm/matrix.txt`) the matrix of the host column (if a
