@@ -273,6 +273,11 @@ pub struct FilterConfig {
     pub net_rate_per_sec: u32,
     /// Token bucket depth.
     pub net_burst: u32,
+    /// exec, fork and exit records per second each cgroup may emit on the process ring, so one
+    /// cgroup's flood cannot cost another's events; 0 = unlimited.
+    pub proc_rate_per_sec: u32,
+    /// Token bucket depth.
+    pub proc_burst: u32,
     pub _pad: u32,
 }
 
@@ -282,9 +287,23 @@ impl FilterConfig {
             net_host: 0,
             net_rate_per_sec: 2000,
             net_burst: 4000,
+            proc_rate_per_sec: 5000,
+            proc_burst: 10000,
             _pad: 0,
         }
     }
+}
+
+/// Key of the per-cgroup drop counters: who lost records, on which ring, and why.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    /// The cgroup whose record was dropped (rate limits: the limited cgroup; a full process
+    /// ring: the current task's).
+    pub cgroup_id: u64,
+    pub ring: u32,
+    /// A [`crate::DropReason`].
+    pub reason: u32,
 }
 
 /// Per-cgroup token bucket state.
@@ -306,6 +325,7 @@ mod pod {
     unsafe impl aya::Pod for IcmpStats {}
     unsafe impl aya::Pod for TcIcmpKey {}
     unsafe impl aya::Pod for FilterConfig {}
+    unsafe impl aya::Pod for DropKey {}
 }
 
 #[cfg(test)]
@@ -324,6 +344,7 @@ mod tests {
             size_of::<TcIcmpKey>(),
             size_of::<IcmpStats>(),
             size_of::<FilterConfig>(),
+            size_of::<DropKey>(),
         ] {
             assert_eq!(s % 8, 0, "{s}");
         }

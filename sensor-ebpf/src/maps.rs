@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_COUNT, Hook, IcmpKey,
+    DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_COUNT, Hook, IcmpKey,
     IcmpStats, KernelOffsets, OFFSETS_MAGIC, RING_COUNT, RateState, Ring, SELF_GROUP, SELF_TASK,
 };
 
@@ -22,6 +22,12 @@ pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[map]
 pub static RING_DROPS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(RING_COUNT * DROP_REASONS, 0);
+
+/// Records not delivered, per cgroup, ring and reason: who flooded. LRU: a flood of cgroups
+/// evicts the oldest counters, never a record.
+#[map]
+pub static CGROUP_DROPS: LruPerCpuHashMap<DropKey, u64> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
 
 /// Failed kernel reads or malformed tracepoint data, per [`Hook`].
 #[map]
@@ -54,6 +60,10 @@ pub static SENSOR_TASKS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 /// Token buckets for network records, per cgroup.
 #[map]
 pub static NET_RATE: LruHashMap<u64, RateState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Token buckets for exec, fork and exit records, per cgroup.
+#[map]
+pub static PROC_RATE: LruHashMap<u64, RateState> = LruHashMap::with_max_entries(16384, 0);
 
 /// Member and field offsets for the running kernel, set by user space before load.
 #[unsafe(no_mangle)]
@@ -96,9 +106,25 @@ fn bump(map: &PerCpuArray<u64>, index: u32) {
     }
 }
 
+/// Counts a record not delivered, against its ring and, when known (not 0), its cgroup.
 #[inline(always)]
-pub fn count_drop(ring: Ring, reason: DropReason) {
+pub fn count_drop(ring: Ring, reason: DropReason, cgroup_id: u64) {
     bump(&RING_DROPS, ring as u32 * DROP_REASONS + reason as u32);
+    if cgroup_id == 0 {
+        return;
+    }
+    let key = DropKey {
+        cgroup_id,
+        ring: ring as u32,
+        reason: reason as u32,
+    };
+    match CGROUP_DROPS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a live map value.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            let _ = CGROUP_DROPS.insert(key, 1, 0);
+        }
+    }
 }
 
 #[inline(always)]
@@ -143,15 +169,44 @@ pub fn is_sensor_pid(pid: i64, groups: bool) -> bool {
     }
 }
 
-/// Takes a token from `cgroup_id`'s bucket; false (and a counted drop) when it is empty.
+/// Takes a token from `cgroup_id`'s network bucket; false (and a counted drop) when empty.
 #[inline(always)]
 pub fn net_rate_ok(cgroup_id: u64, now: u64) -> bool {
-    let rate = volatile(&FILTER.net_rate_per_sec) as u64;
+    // Read in place: a copy of the global would fold to its initialiser.
+    let (rate, burst) = (
+        volatile(&FILTER.net_rate_per_sec),
+        volatile(&FILTER.net_burst),
+    );
+    rate_ok(&NET_RATE, Ring::Network, cgroup_id, now, rate, burst)
+}
+
+/// Takes a token from `cgroup_id`'s process bucket (exec, fork, exit); false (and a counted
+/// drop) when empty.
+#[inline(always)]
+pub fn proc_rate_ok(cgroup_id: u64, now: u64) -> bool {
+    let (rate, burst) = (
+        volatile(&FILTER.proc_rate_per_sec),
+        volatile(&FILTER.proc_burst),
+    );
+    rate_ok(&PROC_RATE, Ring::Process, cgroup_id, now, rate, burst)
+}
+
+/// One token bucket per cgroup in `buckets`, `rate` tokens per second up to `burst`.
+#[inline(always)]
+fn rate_ok(
+    buckets: &LruHashMap<u64, RateState>,
+    ring: Ring,
+    cgroup_id: u64,
+    now: u64,
+    rate: u32,
+    burst: u32,
+) -> bool {
+    let rate = rate as u64;
     if rate == 0 {
         return true;
     }
-    let burst = volatile(&FILTER.net_burst) as u64 * 1000;
-    match NET_RATE.get_ptr_mut(cgroup_id) {
+    let burst = burst as u64 * 1000;
+    match buckets.get_ptr_mut(cgroup_id) {
         Some(state) => {
             // SAFETY: a live map value; races between CPUs only blur the count.
             let state = unsafe { &mut *state };
@@ -166,7 +221,7 @@ pub fn net_rate_ok(cgroup_id: u64, now: u64) -> bool {
                 true
             } else {
                 state.milli_tokens = tokens;
-                count_drop(Ring::Network, DropReason::RateLimited);
+                count_drop(ring, DropReason::RateLimited, cgroup_id);
                 false
             }
         }
@@ -175,7 +230,7 @@ pub fn net_rate_ok(cgroup_id: u64, now: u64) -> bool {
                 milli_tokens: burst.saturating_sub(1000),
                 last_ns: now,
             };
-            let _ = NET_RATE.insert(cgroup_id, fresh, 0);
+            let _ = buckets.insert(cgroup_id, fresh, 0);
             true
         }
     }

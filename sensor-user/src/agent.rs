@@ -301,6 +301,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             hook_set: &hook_set,
             blind_rules: p.out.engine.blind_rules(missing),
             runtime_api: runtime_status.get(),
+            container_of: &|cgroup| p.enricher.container_id_of(cgroup),
         };
         health_event(started, &counters, setup, &p.out.stats, &clock, &opts.node)
     };

@@ -2,12 +2,13 @@
 
 use std::{collections::HashMap, time::Instant};
 
-use sensor_common::{DropReason, RING_COUNT, Ring};
+use sensor_common::{DropKey, DropReason, RING_COUNT, Ring};
 use sensor_proto::{self as pb, event::Body};
 
 use crate::{
     clock::{Clock, duration},
     loader::{HookSpec, KernelCounters, grouped},
+    types::CgroupId,
 };
 
 /// What user space counted.
@@ -32,6 +33,8 @@ pub struct Setup<'a> {
     pub hook_set: &'a str,
     /// Rules blind with this hook set, with the kinds they miss.
     pub blind_rules: Vec<String>,
+    /// The container a cgroup belongs to, if any.
+    pub container_of: &'a dyn Fn(CgroupId) -> Option<String>,
     /// The runtime API's status line (container names, images, labels).
     pub runtime_api: String,
 }
@@ -68,6 +71,7 @@ pub fn health_event(
         })
         .collect();
     let dropped_total = rings.iter().map(|r| r.dropped).sum();
+    let cgroup_drops = cgroup_drops(counters.cgroup_drops(), setup.container_of);
     pb::Event {
         time: Some(clock.timestamp(Clock::boot_now())),
         node: node.to_string(),
@@ -83,5 +87,79 @@ pub fn health_event(
         hook_set: setup.hook_set.to_string(),
         runtime_api: setup.runtime_api,
         blind_rules: setup.blind_rules,
+        cgroup_drops,
     }))
+}
+
+/// How many cgroups a health event names.
+const CGROUP_DROPS_REPORTED: usize = 20;
+
+/// The cgroups that lost the most records, named by container.
+fn cgroup_drops(
+    mut drops: Vec<(DropKey, u64)>,
+    container_of: &dyn Fn(CgroupId) -> Option<String>,
+) -> Vec<pb::CgroupDrops> {
+    drops.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cgroup_id.cmp(&b.0.cgroup_id)));
+    drops
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .take(CGROUP_DROPS_REPORTED)
+        .map(|(key, dropped)| pb::CgroupDrops {
+            cgroup_id: key.cgroup_id,
+            container_id: container_of(CgroupId(key.cgroup_id)).unwrap_or_default(),
+            ring: if key.ring == Ring::Process as u32 {
+                "process"
+            } else {
+                "network"
+            }
+            .into(),
+            reason: if key.reason == DropReason::RingFull as u32 {
+                "ring_full"
+            } else {
+                "rate_limited"
+            }
+            .into(),
+            dropped,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroups_that_lost_most_come_first_named_by_container() {
+        let key = |cgroup_id, ring: Ring, reason: DropReason| DropKey {
+            cgroup_id,
+            ring: ring as u32,
+            reason: reason as u32,
+        };
+        let drops = vec![
+            (key(7, Ring::Network, DropReason::RateLimited), 5),
+            (key(9, Ring::Process, DropReason::RateLimited), 50),
+            (key(8, Ring::Process, DropReason::RingFull), 0),
+        ];
+        let named = |c: CgroupId| (c.0 == 9).then(|| "c9".to_string());
+        let out = cgroup_drops(drops, &named);
+        let summary: Vec<(u64, &str, &str, &str, u64)> = out
+            .iter()
+            .map(|d| {
+                (
+                    d.cgroup_id,
+                    d.container_id.as_str(),
+                    d.ring.as_str(),
+                    d.reason.as_str(),
+                    d.dropped,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (9, "c9", "process", "rate_limited", 50),
+                (7, "", "network", "rate_limited", 5)
+            ]
+        );
+    }
 }

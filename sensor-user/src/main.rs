@@ -75,6 +75,14 @@ struct RunArgs {
     /// Burst allowance above --net-rate, in records.
     #[arg(long, default_value_t = 4000)]
     net_burst: u32,
+    /// exec, fork and exit records per second each cgroup (container) may put on the process
+    /// ring, so one container's exec or fork flood cannot cost another its events; what is
+    /// refused is counted per cgroup in health (`cgroup_drops`). 0 = unlimited.
+    #[arg(long, default_value_t = 5000)]
+    proc_rate: u32,
+    /// Burst allowance above --proc-rate, in records.
+    #[arg(long, default_value_t = 10000)]
+    proc_burst: u32,
     /// Hook set. `default` attaches no syscall tracepoint (no cost on syscalls the sensor does
     /// not watch); `syscall` adds the syscall fallback for what only the syscall path shows on
     /// a kernel without kprobes or fentry (bpf, ptrace, perf_event_open, mount, netlink and
@@ -114,6 +122,8 @@ impl RunArgs {
         opts.load.filter.net_host = self.net_host as u32;
         opts.load.filter.net_rate_per_sec = self.net_rate;
         opts.load.filter.net_burst = self.net_burst.max(1);
+        opts.load.filter.proc_rate_per_sec = self.proc_rate;
+        opts.load.filter.proc_burst = self.proc_burst.max(1);
         opts.load.hook_set = self.hooks;
         opts.rules_dir = self.rules;
         opts.docker_socket = (self.docker_socket != "none").then(|| self.docker_socket.into());

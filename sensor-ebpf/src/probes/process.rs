@@ -3,7 +3,8 @@
 //! exec and exit use the plain tracepoints (stable fields, current task); fork uses the raw
 //! tracepoint because only its arguments carry the child's `task_struct`. Both exec and fork
 //! also read which of fds 0-2 are sockets ([`super::stdio`]) and compare namespaces
-//! ([`super::namespace`]).
+//! ([`super::namespace`]). Their records are rate limited per cgroup ([`admitted`]), so one
+//! container's exec or fork flood cannot cost another container its events.
 
 use aya_ebpf::{
     helpers::generated,
@@ -18,8 +19,15 @@ use sensor_common::{
 use super::{namespace, record::emit, run_probe, stdio};
 use crate::{
     kernel::{self, ReadResult, read, read_ptr},
-    maps::off,
+    maps::{off, proc_rate_ok},
 };
+
+/// Whether the current cgroup may emit one more exec, fork or exit record now (a refusal is
+/// counted against the cgroup).
+#[inline(always)]
+fn admitted() -> bool {
+    proc_rate_ok(kernel::current_cgroup_id(), kernel::boot_ns())
+}
 
 const EMPTY_IDS: TaskIds = TaskIds {
     pid: 0,
@@ -47,6 +55,9 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
     } else {
         Ok(())
     };
+    if !admitted() {
+        return ns_check;
+    }
     // Every field read later is written here or covered by a length field.
     emit(Ring::Process, RecordKind::Exec, |rec: &mut ExecRecord| {
         rec.task = EMPTY_IDS;
@@ -144,14 +155,17 @@ fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
     if pid != tgid {
         return Ok(()); // a new thread, not a new process
     }
-    emit(Ring::Process, RecordKind::Fork, |rec: &mut ForkRecord| {
-        rec.child = EMPTY_IDS;
-        rec.stdio_peer = Endpoint::default();
-        rec.stdio_sockets = 0;
-        kernel::task_ids(child, &mut rec.child)?;
-        rec.stdio_sockets = stdio::sockets(child, &mut rec.stdio_peer)?;
-        Ok(())
-    })?;
+    // The child starts in its parent's (the current task's) cgroup.
+    if admitted() {
+        emit(Ring::Process, RecordKind::Fork, |rec: &mut ForkRecord| {
+            rec.child = EMPTY_IDS;
+            rec.stdio_peer = Endpoint::default();
+            rec.stdio_sockets = 0;
+            kernel::task_ids(child, &mut rec.child)?;
+            rec.stdio_sockets = stdio::sockets(child, &mut rec.stdio_peer)?;
+            Ok(())
+        })?;
+    }
     namespace::on_fork(parent, child, tgid)
 }
 
@@ -168,6 +182,9 @@ fn try_exit() -> ReadResult<()> {
         return Ok(());
     }
     namespace::on_exit((kernel::pid_tgid() >> 32) as u32);
+    if !admitted() {
+        return Ok(());
+    }
     emit(Ring::Process, RecordKind::Exit, |rec: &mut ExitRecord| {
         rec.task = EMPTY_IDS;
         rec._pad = 0;

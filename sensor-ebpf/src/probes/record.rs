@@ -1,6 +1,6 @@
 //! The one path every record takes into its ring: reserve, count a failed reservation against
-//! the ring, stamp the header, let the probe fill the rest, submit. A probe only says which
-//! ring and kind, and how to fill its record.
+//! the ring (and, on the process ring, the cgroup), stamp the header, let the probe fill the
+//! rest, submit. A probe only says which ring and kind, and how to fill its record.
 
 use aya_ebpf::maps::RingBuf;
 use sensor_common::{
@@ -69,7 +69,13 @@ pub fn emit<T: Record + 'static>(
     fill: impl FnOnce(&mut T) -> ReadResult<()>,
 ) -> ReadResult<()> {
     let Some(mut entry) = ring(to).reserve::<T>(0) else {
-        count_drop(to, DropReason::RingFull);
+        // Process records are written in the process's own context; network records may be
+        // written in softirq, where the current cgroup is not the record's.
+        let cgroup = match to {
+            Ring::Process => kernel::current_cgroup_id(),
+            Ring::Network => 0,
+        };
+        count_drop(to, DropReason::RingFull, cgroup);
         return Ok(());
     };
     // SAFETY: the reservation is sized and aligned for a T; `fill` writes what is read later.

@@ -3,7 +3,8 @@
 //! by default).
 //!
 //! Every way data can be lost has a series, present (at 0) from the first health report on:
-//! kernel ring drops and undecodable records (`sensor_events_dropped_total{ring,reason}`),
+//! kernel ring drops and undecodable records (`sensor_events_dropped_total{ring,reason}`, and
+//! by cgroup `sensor_cgroup_events_dropped_total{cgroup_id,container,ring,reason}`),
 //! subscriber overflow (`sensor_subscriber_missed_total`), spool eviction
 //! (`sensor_spool_evicted_total`).
 
@@ -183,6 +184,24 @@ pub(super) fn render(shared: &Shared) -> String {
             "sensor_events_dropped_total",
             &[("ring", "all"), ("reason", "undecodable")],
             health.decode_errors,
+        );
+    }
+    o.family(
+        "sensor_cgroup_events_dropped_total",
+        "counter",
+        "Records lost by the cgroup whose records they were (who flooded), for the cgroups that \
+         lost most; container is empty for a host cgroup.",
+    );
+    for d in &health.cgroup_drops {
+        o.sample(
+            "sensor_cgroup_events_dropped_total",
+            &[
+                ("cgroup_id", &d.cgroup_id.to_string()),
+                ("container", &d.container_id),
+                ("ring", &d.ring),
+                ("reason", &d.reason),
+            ],
+            d.dropped,
         );
     }
     o.family(

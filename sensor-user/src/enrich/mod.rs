@@ -81,6 +81,12 @@ impl Enricher {
         self.metadata.insert(id, meta);
     }
 
+    /// The full id of the container `cgroup` belongs to (running or recently exited).
+    pub fn container_id_of(&self, cgroup: CgroupId) -> Option<String> {
+        let entry = self.cgroups.get(cgroup)?;
+        entry.container.as_ref().map(|c| c.id.as_str().to_string())
+    }
+
     pub fn process_count(&self) -> usize {
         self.procs.len()
     }

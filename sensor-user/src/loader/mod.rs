@@ -23,8 +23,8 @@ use aya::{
     },
 };
 use sensor_common::{
-    DROP_REASONS, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats, SELF_GROUP,
-    SELF_TASK, TcIcmpKey,
+    DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats,
+    SELF_GROUP, SELF_TASK, TcIcmpKey,
 };
 
 use crate::enrich::cgroups::cgroup2_mount;
@@ -40,6 +40,8 @@ pub use hooks::{
 pub struct KernelCounters {
     pub ring_drops: PerCpuArray<MapData, u64>,
     pub hook_errors: PerCpuArray<MapData, u64>,
+    /// Drops per cgroup, ring and reason (LRU in the kernel).
+    pub cgroup_drops: PerCpuHashMap<MapData, DropKey, u64>,
 }
 
 impl KernelCounters {
@@ -51,6 +53,14 @@ impl KernelCounters {
     }
     pub fn hook_errors(&self, hook: u32) -> u64 {
         Self::sum(&self.hook_errors, hook)
+    }
+    /// Every cgroup's drops, summed over the CPUs.
+    pub fn cgroup_drops(&self) -> Vec<(DropKey, u64)> {
+        self.cgroup_drops
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| (key, per_cpu.iter().sum()))
+            .collect()
     }
 }
 
@@ -357,6 +367,7 @@ impl LoadedSensor {
         Ok(KernelCounters {
             ring_drops: PerCpuArray::try_from(self.take("RING_DROPS")?)?,
             hook_errors: PerCpuArray::try_from(self.take("HOOK_ERRORS")?)?,
+            cgroup_drops: PerCpuHashMap::try_from(self.take("CGROUP_DROPS")?)?,
         })
     }
 }
