@@ -101,6 +101,8 @@ impl Event {
             event::Body::Ptrace(_) => "ptrace",
             event::Body::PerfEventOpen(_) => "perf_event_open",
             event::Body::Mount(_) => "mount",
+            event::Body::IoUring(_) => "io_uring",
+            event::Body::StdioRelay(_) => "stdio_relay",
         }
     }
 

@@ -88,6 +88,12 @@ pub struct KernelOffsets {
     pub fdtable_fd: u32,
     pub fdtable_max_fds: u32,
     pub file_f_inode: u32,
+    /// `file.f_path.dentry`, `dentry.d_name.name`, `inode.__i_nlink`, `mm_struct.exe_file`:
+    /// whether (and under which name) an executable has a link.
+    pub file_dentry: u32,
+    pub dentry_name: u32,
+    pub inode_nlink: u32,
+    pub mm_exe_file: u32,
     pub file_private_data: u32,
     pub inode_i_mode: u32,
     pub inode_i_ino: u32,
@@ -129,6 +135,12 @@ pub struct KernelOffsets {
     pub tp_sig_sig: u32,
     pub tp_sig_pid: u32,
     pub tp_sig_group: u32,
+    /// `io_uring:io_uring_create` fields (0 where the kernel has no io_uring: the hook is then
+    /// not attached).
+    pub tp_uring_fd: u32,
+    pub tp_uring_sq_entries: u32,
+    pub tp_uring_cq_entries: u32,
+    pub tp_uring_flags: u32,
 
     /// The cgroup hierarchy whose ids `bpf_get_current_cgroup_id()` returns (cgroup2: 0).
     pub dfl_hierarchy_id: u32,

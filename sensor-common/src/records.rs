@@ -73,10 +73,82 @@ pub enum Hook {
     PerfEvent = 14,
     /// Syscall fallback: mount/fsopen of tracefs, debugfs or bpffs from containers.
     Mount = 15,
+    /// `io_uring:io_uring_create`: io_uring rings set up by containers.
+    IoUring = 16,
 }
 
-/// Number of [`Hook`]s; the size of the per-hook error counter array.
-pub const HOOK_COUNT: u32 = 16;
+/// Number of [`Hook`]s.
+pub const HOOK_COUNT: u32 = 17;
+
+/// Why a probe failed: the errno its helper returned, in a few buckets (index into the error
+/// counters, `hook * HOOK_ERROR_KINDS + kind`), so `health` says why, not only that.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookError {
+    /// The kernel offsets user space writes at load were not there yet.
+    OffsetsMissing = 0,
+    /// EFAULT: a read of kernel or user memory failed (paged out, or a moved field).
+    Fault = 1,
+    /// EBADF: an fd the probe followed was gone.
+    BadFd = 2,
+    /// ENOMEM/E2BIG/ENOSPC: a map or scratch slot had no room.
+    NoRoom = 3,
+    /// EINVAL: a helper refused its arguments (malformed packet or tracepoint data).
+    Invalid = 4,
+    /// ENOENT: a map entry or object the probe expected was missing.
+    Missing = 5,
+    /// An empty string where one was expected (a read that returned 0 bytes).
+    Empty = 6,
+    /// Any other errno.
+    Other = 7,
+}
+
+/// Number of [`HookError`] kinds.
+pub const HOOK_ERROR_KINDS: u32 = 8;
+
+/// The per-hook error counter array's size.
+pub const HOOK_ERROR_SLOTS: u32 = HOOK_COUNT * HOOK_ERROR_KINDS;
+
+impl HookError {
+    /// Every kind, in index order.
+    pub const ALL: [HookError; HOOK_ERROR_KINDS as usize] = [
+        HookError::OffsetsMissing,
+        HookError::Fault,
+        HookError::BadFd,
+        HookError::NoRoom,
+        HookError::Invalid,
+        HookError::Missing,
+        HookError::Empty,
+        HookError::Other,
+    ];
+
+    /// The kind of a helper's return value `ret` (a negative errno, or 0 for an empty read).
+    pub const fn from_ret(ret: i64) -> HookError {
+        match ret {
+            0 => HookError::Empty,
+            -14 => HookError::Fault,
+            -9 => HookError::BadFd,
+            -12 | -7 | -28 => HookError::NoRoom,
+            -22 => HookError::Invalid,
+            -2 => HookError::Missing,
+            _ => HookError::Other,
+        }
+    }
+
+    /// Its name in `health` (`hooks[].errors_by_reason`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            HookError::OffsetsMissing => "offsets_missing",
+            HookError::Fault => "EFAULT",
+            HookError::BadFd => "EBADF",
+            HookError::NoRoom => "no_room",
+            HookError::Invalid => "EINVAL",
+            HookError::Missing => "ENOENT",
+            HookError::Empty => "empty_read",
+            HookError::Other => "other_errno",
+        }
+    }
+}
 
 /// What follows a [`RecordHeader`].
 #[repr(u16)]
@@ -178,6 +250,12 @@ pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 1;
 /// `ExecRecord.flags`: some fields could not be read (see the hook's error counter).
 pub const EXEC_PARTIAL: u32 = 1 << 2;
+/// `ExecRecord.flags`: the new program's executable file has no link in any filesystem (a
+/// memfd, a deleted file, an `O_TMPFILE` file): fileless execution. `exe_file` names it.
+pub const EXEC_EXE_UNLINKED: u32 = 1 << 3;
+
+/// Bytes kept of an unlinked executable's own file name (`memfd:NAME`).
+pub const EXE_FILE_MAX: usize = 48;
 
 /// `ExecRecord.stdio_sockets`: bit N set when fd N (0, 1, 2) is a socket.
 pub const STDIO_SOCKET_MASK: u32 = 0b111;
@@ -200,7 +278,12 @@ pub struct ExecRecord {
     /// The peer of the first of fds 0-2 that is a socket.
     pub stdio_peer: crate::net::Endpoint,
     pub _pad2: u32,
+    /// The inode of each of fds 0-2 that is a pipe or FIFO (0: not one): the two ends of a
+    /// pipe share it.
+    pub stdio_pipes: [u64; 3],
     pub filename: [u8; FILENAME_MAX],
+    /// With [`EXEC_EXE_UNLINKED`]: the executable file's dentry name, NUL-terminated.
+    pub exe_file: [u8; EXE_FILE_MAX],
     pub argv: [u8; ARGV_MAX],
 }
 
@@ -283,5 +366,17 @@ mod tests {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }
         assert_eq!(RecordKind::from_u16(0), None);
+    }
+
+    #[test]
+    fn hook_errors_index_in_order_and_bucket_errnos() {
+        for (i, why) in HookError::ALL.iter().enumerate() {
+            assert_eq!(*why as usize, i, "{why:?}");
+        }
+        assert_eq!(HookError::from_ret(-14), HookError::Fault);
+        assert_eq!(HookError::from_ret(-7), HookError::NoRoom);
+        assert_eq!(HookError::from_ret(0), HookError::Empty);
+        assert_eq!(HookError::from_ret(-95), HookError::Other);
+        assert_eq!(HookError::Fault.name(), "EFAULT");
     }
 }

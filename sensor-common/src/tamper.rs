@@ -1,6 +1,7 @@
 //! Calls that could blind or tamper with the sensor: `bpf()` program loads and attaches and
 //! `perf_event_open` from containers, tracefs/debugfs/bpffs mounts from containers, signals
-//! aimed at the sensor, and ptrace of the sensor or from containers.
+//! aimed at the sensor, ptrace of the sensor or from containers, and io_uring rings set up by
+//! containers (a way around syscall-based monitoring).
 //!
 //! The kernel filters (these calls are common on a node, signals very much so): only what a
 //! container does, or what targets one of the tasks user space put in the sensor's own map.
@@ -19,6 +20,9 @@ pub enum TamperOp {
     /// A signal generated for a task, whichever call (or the kernel) sent it, from
     /// `signal:signal_generate`.
     Signal = 10,
+    /// An io_uring ring set up by a container (`io_uring:io_uring_create`): requests on it
+    /// bypass the syscalls a syscall-hooking sensor watches.
+    IoUringSetup = 11,
 }
 
 impl TamperOp {
@@ -30,6 +34,7 @@ impl TamperOp {
             8 => Self::Mount,
             9 => Self::Fsopen,
             10 => Self::Signal,
+            11 => Self::IoUringSetup,
             _ => return None,
         })
     }
@@ -70,7 +75,9 @@ pub struct TamperRecord {
     /// - signal: the target thread, the signal, 1 for a process-wide signal;
     /// - ptrace: request, target pid;
     /// - perf_event_open: `attr.type`, `attr.config`, `pid << 32 | cpu` (as u32s);
-    /// - mount: flags; fsopen: flags.
+    /// - mount: flags; fsopen: flags;
+    /// - io_uring setup: submission and completion queue sizes, `IORING_SETUP_*` flags (`ret`
+    ///   is the ring's fd).
     pub args: [u64; 3],
     /// bpf: program or map name (or the tracepoint of a raw tracepoint open); mount/fsopen: the
     /// filesystem type. NUL-padded.
@@ -87,10 +94,10 @@ mod tests {
     #[test]
     fn layout_and_ops() {
         assert_eq!(core::mem::size_of::<TamperRecord>() % 8, 0);
-        for v in [1, 6, 7, 8, 9, 10] {
+        for v in [1, 6, 7, 8, 9, 10, 11] {
             assert_eq!(TamperOp::from_u8(v).map(|o| o as u8), Some(v));
         }
-        for v in [0, 2, 3, 4, 5, 11] {
+        for v in [0, 2, 3, 4, 5, 12] {
             assert_eq!(TamperOp::from_u8(v), None);
         }
     }

@@ -150,6 +150,18 @@ pub fn fd_file(task: *const u8, fd: i64) -> ReadResult<*const u8> {
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
+const S_IFIFO: u16 = 0o010000;
+
+/// The inode number of a pipe or FIFO file (both ends share it); `None` for other files.
+#[inline(always)]
+pub fn file_fifo(file: *const u8) -> ReadResult<Option<u64>> {
+    let inode = read_ptr(file, off!(file_f_inode))?;
+    let mode = read::<u16>(inode, off!(inode_i_mode))?;
+    if mode & S_IFMT != S_IFIFO {
+        return Ok(None);
+    }
+    Ok(Some(read::<u64>(inode, off!(inode_i_ino))?))
+}
 
 /// The `struct sock *` of a socket file; `None` when the file is not a socket.
 #[inline(always)]

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_COUNT, Hook, IcmpKey,
-    IcmpStats, KernelOffsets, OFFSETS_MAGIC, RING_COUNT, RateState, Ring, SELF_GROUP, SELF_TASK,
+    DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_ERROR_KINDS,
+    HOOK_ERROR_SLOTS, Hook, HookError, IcmpKey, IcmpStats, KernelOffsets, OFFSETS_MAGIC,
+    RING_COUNT, RateState, Ring, SELF_GROUP, SELF_TASK,
 };
 
 /// Process and container lifecycle records. User space may resize it before load.
@@ -29,9 +30,9 @@ pub static RING_DROPS: PerCpuArray<u64> =
 pub static CGROUP_DROPS: LruPerCpuHashMap<DropKey, u64> =
     LruPerCpuHashMap::with_max_entries(4096, 0);
 
-/// Failed kernel reads or malformed tracepoint data, per [`Hook`].
+/// Failed kernel reads or malformed tracepoint data, per [`Hook`] and [`HookError`].
 #[map]
-pub static HOOK_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HOOK_COUNT, 0);
+pub static HOOK_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HOOK_ERROR_SLOTS, 0);
 
 /// Traffic volume per (cgroup, peer, protocol, direction), flushed by user space.
 #[map]
@@ -127,9 +128,10 @@ pub fn count_drop(ring: Ring, reason: DropReason, cgroup_id: u64) {
     }
 }
 
+/// Counts a failure of `hook`'s probe by why it failed.
 #[inline(always)]
-pub fn count_error(hook: Hook) {
-    bump(&HOOK_ERRORS, hook as u32);
+pub fn count_error(hook: Hook, why: HookError) {
+    bump(&HOOK_ERRORS, hook as u32 * HOOK_ERROR_KINDS + why as u32);
 }
 
 /// Whether user space classified `cgroup_id` as the host's (unknown cgroups are containers').

@@ -64,10 +64,17 @@ pub fn health_event(
         .collect::<Vec<_>>();
     let hooks = grouped(setup.hooks)
         .into_iter()
-        .map(|(hook, name, attach)| pb::HookHealth {
-            hook: name.into(),
-            attach,
-            errors: counters.hook_errors(hook as u32),
+        .map(|(hook, name, attach)| {
+            let by_reason = counters.hook_errors(hook as u32);
+            pb::HookHealth {
+                hook: name.into(),
+                attach,
+                errors: by_reason.iter().map(|(_, n)| n).sum(),
+                errors_by_reason: by_reason
+                    .into_iter()
+                    .map(|(why, n)| (why.name().to_string(), n))
+                    .collect(),
+            }
         })
         .collect();
     let dropped_total = rings.iter().map(|r| r.dropped).sum();

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod caps;
+pub mod cgroupfs;
 pub mod clock;
 pub mod decode;
 pub mod deliver;

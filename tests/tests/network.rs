@@ -62,6 +62,17 @@ fn nc_listen_accept_and_connect_between_two_containers() {
     sensor.expect("ESTABLISHED on the client", |e| {
         kind_in(e, "tcp_state", &client).is_some_and(|t| t["new_state"] == "ESTABLISHED")
     });
+    // Ordinary networking is no io_uring signal.
+    sensor.assert_no_alert("CRS-018", &client, Duration::from_secs(1));
+    // (Tests run in parallel: other tests' containers are on the node too.)
+    let ours = [client.as_str(), listener.as_str()];
+    assert!(
+        !sensor
+            .events()
+            .iter()
+            .any(|e| ev::kind(e) == "io_uring" && ours.contains(&ev::container_id(e))),
+        "an io_uring event without io_uring"
+    );
 }
 
 #[test]
@@ -172,11 +183,23 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
 /// A TCP server and client in two containers that make every socket operation through io_uring
 /// requests (`uring-tcp`: IORING_OP_SOCKET, BIND, LISTEN, ACCEPT, RECV / SOCKET, CONNECT, SEND,
 /// never the socket syscalls) are reported like their syscall twins, with both container ids
-/// and the addresses.
+/// and the addresses. Before Linux 6.11 there is no IORING_OP_BIND or LISTEN: there the server
+/// binds and listens by syscall and the rest stays io_uring.
 #[test]
 fn socket_operations_through_io_uring_are_reported_like_syscalls() {
     let sensor = Sensor::start("uring_tcp");
     let bin = env!("CARGO_BIN_EXE_uring-tcp");
+    // The same program on the host, over loopback: a host process's ring is not reported.
+    let mut host_server = Command::new(bin).args(["server", "17070"]).spawn().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let host_client = Command::new(bin)
+        .args(["client", "127.0.0.1", "17070"])
+        .status();
+    assert!(host_client.unwrap().success(), "the host client failed");
+    assert!(
+        host_server.wait().unwrap().success(),
+        "the host server failed"
+    );
     let mounts = [
         "-v",
         &format!("{bin}:/uring-tcp:ro"),
@@ -219,6 +242,24 @@ fn socket_operations_through_io_uring_are_reported_like_syscalls() {
     assert_eq!(a["remote"]["port"], c["local"]["port"], "{a}");
     assert_eq!(a["local"]["port"], 7070, "{a}");
     assert_eq!(accept["process"]["exe"], "/uring-tcp", "{accept}");
+
+    // Each side's ring is reported once, with the program that set it up, and the choice of
+    // io_uring is CRS-018's signal in both containers.
+    for (cid, what) in [(sid.as_str(), "server"), (client.as_str(), "client")] {
+        let ring = sensor.expect(&format!("the {what}'s io_uring ring"), |e| {
+            kind_in(e, "io_uring", cid).is_some()
+        });
+        assert_eq!(ring["io_uring"]["sq_entries"], 8, "{ring}");
+        assert_eq!(ring["process"]["exe"], "/uring-tcp", "{ring}");
+        let alert = sensor.expect_alert("CRS-018", cid);
+        sensor_tests::assert_alert_fields(&alert, "CRS-018", cid);
+    }
+    let host_rings: Vec<Value> = sensor
+        .events()
+        .into_iter()
+        .filter(|e| ev::kind(e) == "io_uring" && ev::container_id(e).is_empty())
+        .collect();
+    assert!(host_rings.is_empty(), "host rings reported: {host_rings:?}");
 }
 
 /// ICMP sent and received only through io_uring (`uring-ping`: IORING_OP_SENDMSG and
@@ -285,6 +326,9 @@ fn icmp_through_io_uring_is_measured_and_alerts_on_its_payload() {
     );
     let sample = a["events"][0]["icmp"]["last_sample_hex"].as_str().unwrap();
     assert!(sample.starts_with("4141414141414141"), "{sample}");
+    // A raw ICMP socket driven through io_uring: the same io_uring signal as TCP.
+    let alert = sensor.expect_alert("CRS-018", &cid);
+    sensor_tests::assert_alert_fields(&alert, "CRS-018", &cid);
 }
 
 #[test]

@@ -88,10 +88,10 @@ enum Cmd {
         /// Kernel lines (6.1, 6.12) or Debian package names; repeatable. Default: 6.1 and 6.12.
         #[arg(long = "kernel")]
         kernels: Vec<String>,
-        /// Hook sets (fentry, kprobe, tracepoint); repeatable. Default: all three.
+        /// Hook sets (default, syscall); repeatable. Default: both.
         #[arg(long = "hooks")]
         hook_sets: Vec<String>,
-        /// Test binaries or `binary::test` (suite: attribution, network); repeatable.
+        /// Test binaries or `binary::test` (suite: attribution, network, tamper, cleanup); repeatable.
         #[arg(long = "test")]
         tests: Vec<String>,
         /// Skip the runs with Kubernetes-shaped cgroups.

@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TcContext,
 };
-use sensor_common::{DIR_EGRESS, DIR_INGRESS, Hook, ICMP_SAMPLE, IcmpStats, TcIcmpKey};
+use sensor_common::{DIR_EGRESS, DIR_INGRESS, Hook, HookError, ICMP_SAMPLE, IcmpStats, TcIcmpKey};
 
 use super::icmp::{self, record};
 use crate::maps::count_error;
@@ -25,16 +25,16 @@ const ETH_P_IPV6: u16 = 0x86dd;
 
 #[classifier]
 pub fn icmp_tc_ingress(ctx: TcContext) -> i32 {
-    if account(&ctx, DIR_INGRESS).is_err() {
-        count_error(Hook::IcmpTc);
+    if let Err(ret) = account(&ctx, DIR_INGRESS) {
+        count_error(Hook::IcmpTc, HookError::from_ret(ret));
     }
     TC_ACT_UNSPEC // carry on: the next program or the default action decides
 }
 
 #[classifier]
 pub fn icmp_tc_egress(ctx: TcContext) -> i32 {
-    if account(&ctx, DIR_EGRESS).is_err() {
-        count_error(Hook::IcmpTc);
+    if let Err(ret) = account(&ctx, DIR_EGRESS) {
+        count_error(Hook::IcmpTc, HookError::from_ret(ret));
     }
     TC_ACT_UNSPEC
 }

@@ -14,20 +14,21 @@ pub(crate) mod syscall;
 mod tamper;
 mod tcp;
 mod traffic;
+mod uring;
 
-/// Runs a probe body; an error is counted against its hook instead of vanishing. The program
-/// returns `$ret` (default 0; cgroup programs pass 1, "allow", on every path).
+/// Runs a probe body; an error is counted against its hook, by errno, instead of vanishing.
+/// The program returns `$ret` (default 0; cgroup programs pass 1, "allow", on every path).
 macro_rules! run_probe {
     ($hook:expr, $body:expr) => {
         $crate::probes::run_probe!($hook, $body, 0)
     };
     ($hook:expr, $body:expr, $ret:expr) => {{
         if !$crate::maps::offsets_ready() {
-            $crate::maps::count_error($hook);
+            $crate::maps::count_error($hook, sensor_common::HookError::OffsetsMissing);
             return $ret;
         }
-        if $body.is_err() {
-            $crate::maps::count_error($hook);
+        if let Err(ret) = $body {
+            $crate::maps::count_error($hook, sensor_common::HookError::from_ret(ret));
         }
         $ret
     }};

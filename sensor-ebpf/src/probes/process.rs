@@ -12,8 +12,9 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    ARGV_MAX, Creds, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXEC_PARTIAL, Endpoint,
-    ExecRecord, ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring, TaskIds,
+    ARGV_MAX, Creds, EXEC_ARGV_TRUNCATED, EXEC_EXE_UNLINKED, EXEC_FILENAME_TRUNCATED, EXEC_PARTIAL,
+    Endpoint, ExecRecord, ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring,
+    TaskIds,
 };
 
 use super::{namespace, record::emit, run_probe, stdio};
@@ -49,8 +50,8 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
     // Namespaces first: a change since the last exec is reported before the exec, while the
     // process is still the program that made it (nsenter, unshare).
     let mut ns = Namespaces::default();
-    let ns_ok = kernel::task_namespaces(task, &mut ns).is_ok();
-    let ns_check = if ns_ok {
+    let ns_read = kernel::task_namespaces(task, &mut ns);
+    let ns_check = if ns_read.is_ok() {
         namespace::compare_and_record((kernel::pid_tgid() >> 32) as u32, &ns)
     } else {
         Ok(())
@@ -74,22 +75,31 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
         rec.flags = 0;
         rec.argv_len = 0;
         rec.filename_len = 0;
+        rec.exe_file[0] = 0;
         rec.stdio_sockets = 0;
         rec.stdio_peer = Endpoint::default();
         rec._pad2 = 0;
 
-        let stdio = stdio::sockets(task, &mut rec.stdio_peer);
+        rec.stdio_pipes = [0; 3];
+        let stdio = stdio::sockets(task, &mut rec.stdio_peer, Some(&mut rec.stdio_pipes));
         rec.stdio_sockets = *stdio.as_ref().unwrap_or(&0);
-        let ok = kernel::task_ids(task, &mut rec.task).is_ok()
-            & kernel::task_creds(task, &mut rec.creds).is_ok()
-            & ns_ok
-            & exec_filename(ctx, rec).is_ok()
-            & exec_argv(task, rec).is_ok()
-            & stdio.is_ok();
-        if !ok {
+        // Every part is read whatever failed before it; the first failure is the one counted.
+        let ids = kernel::task_ids(task, &mut rec.task);
+        let creds = kernel::task_creds(task, &mut rec.creds);
+        let filename = exec_filename(ctx, rec);
+        let argv = exec_argv(task, rec);
+        let exe = exe_link(task, rec);
+        let read = ids
+            .and(creds)
+            .and(ns_read)
+            .and(filename)
+            .and(argv)
+            .and(exe)
+            .and(stdio);
+        if read.is_err() {
             rec.flags |= EXEC_PARTIAL;
         }
-        if ok { Ok(()) } else { Err(-1) }
+        read.map(|_| ())
     })?;
     ns_check
 }
@@ -113,6 +123,22 @@ fn exec_filename(ctx: &TracePointContext, rec: &mut ExecRecord) -> ReadResult<()
 fn ctx_ptr(ctx: &TracePointContext) -> *const u8 {
     use aya_ebpf::EbpfContext;
     ctx.as_ptr() as *const u8
+}
+
+/// Whether the new program's executable (`mm->exe_file`) has a link: with none (a memfd, a
+/// deleted file, an `O_TMPFILE` file) the exec is fileless; its file's own name is kept.
+#[inline(always)]
+fn exe_link(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
+    let mm = read_ptr(task, off!(task_mm))?;
+    let file = read_ptr(mm, off!(mm_exe_file))?;
+    let inode = read_ptr(file, off!(file_f_inode))?;
+    if read::<u32>(inode, off!(inode_nlink))? != 0 {
+        return Ok(());
+    }
+    rec.flags |= EXEC_EXE_UNLINKED;
+    let dentry = read_ptr(file, off!(file_dentry))?;
+    let name = read_ptr(dentry, off!(dentry_name))?;
+    kernel::read_kernel_str(name, &mut rec.exe_file).map(|_| ())
 }
 
 /// The first [`ARGV_MAX`] bytes of the new program's arguments (`mm->arg_start..arg_end`).
@@ -162,7 +188,7 @@ fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
             rec.stdio_peer = Endpoint::default();
             rec.stdio_sockets = 0;
             kernel::task_ids(child, &mut rec.child)?;
-            rec.stdio_sockets = stdio::sockets(child, &mut rec.stdio_peer)?;
+            rec.stdio_sockets = stdio::sockets(child, &mut rec.stdio_peer, None)?;
             Ok(())
         })?;
     }

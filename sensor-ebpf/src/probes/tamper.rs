@@ -41,7 +41,7 @@ const WATCHED_FS: [&[u8]; 3] = [b"tracefs\0", b"debugfs\0", b"bpf\0"];
 /// never a container's, which keeps host processes out even before user space has classified
 /// the node's cgroups.
 #[inline(always)]
-fn from_container() -> bool {
+pub(super) fn from_container() -> bool {
     let cgroup = kernel::current_cgroup_id();
     cgroup > 1 && !is_host_cgroup(cgroup) && !from_sensor()
 }
@@ -77,7 +77,7 @@ fn watched_fs(addr: u64) -> Option<[u8; TAMPER_NAME]> {
 
 /// Writes and submits one record.
 #[inline(always)]
-fn emit(
+pub(super) fn emit(
     op: TamperOp,
     ret: i64,
     flags: u8,
@@ -143,7 +143,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn field<T>(ctx: &TracePointContext, at: u32) -> ReadResult<T> {
+pub(super) fn field<T>(ctx: &TracePointContext, at: u32) -> ReadResult<T> {
     // SAFETY: offsets come from the tracepoint's format file.
     unsafe { ctx.read_at::<T>(at as usize) }.map_err(|e| e as i64)
 }

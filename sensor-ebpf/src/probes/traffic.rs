@@ -4,7 +4,7 @@
 //! programs count ICMP messages with payload samples ([`super::icmp`]).
 
 use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
-use sensor_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook, IcmpKey};
+use sensor_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook, HookError, IcmpKey};
 
 use super::icmp::{self, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::maps::{FLOWS, count_error, net_wanted};
@@ -16,16 +16,16 @@ const IPPROTO_UDP: u8 = 17;
 
 #[cgroup_skb]
 pub fn traffic_egress(ctx: SkBuffContext) -> i32 {
-    if account(&ctx, DIR_EGRESS).is_err() {
-        count_error(Hook::Traffic);
+    if let Err(ret) = account(&ctx, DIR_EGRESS) {
+        count_error(Hook::Traffic, HookError::from_ret(ret));
     }
     1 // never interfere with the packet
 }
 
 #[cgroup_skb]
 pub fn traffic_ingress(ctx: SkBuffContext) -> i32 {
-    if account(&ctx, DIR_INGRESS).is_err() {
-        count_error(Hook::Traffic);
+    if let Err(ret) = account(&ctx, DIR_INGRESS) {
+        count_error(Hook::Traffic, HookError::from_ret(ret));
     }
     1
 }

@@ -240,7 +240,52 @@ impl Engine {
                 alerts.push(alert(rule, &self.version, event, evidence, &extra));
             }
         }
+        self.note_signals(event, &alerts);
         alerts
+    }
+
+    /// Another rule's alert about a container is notable to the lifetime rules: a short life
+    /// then aggravates a signal of its own (the event that raised it joins the evidence)
+    /// instead of being the signal. Alerts about the node (a threshold over all containers,
+    /// such as CRS-003's burst, names its latest container only by chance) do not count.
+    fn note_signals(&mut self, event: &pb::Event, alerts: &[pb::Alert]) {
+        let container = match &event.container {
+            Some(c) if !c.id.is_empty() => c.id.clone(),
+            _ => return,
+        };
+        // The exit ends the container's record; nothing may start one after it.
+        if matches!(event.body, Some(Body::ContainerExited(_))) {
+            return;
+        }
+        let is_lifetime = |r: &CompiledRule| matches!(r.doc.logic, Logic::Lifetime { .. });
+        let about_container = |r: &CompiledRule| match &r.doc.logic {
+            Logic::Lifetime { .. } => false,
+            Logic::Threshold { key, .. } => key.iter().any(|k| k == "container.id"),
+            _ => true,
+        };
+        let signalled = alerts.iter().any(|a| {
+            self.rules
+                .iter()
+                .any(|r| r.doc.id == a.rule_id && about_container(r))
+        });
+        if !signalled {
+            return;
+        }
+        for (rule, state) in self.rules.iter().zip(&mut self.state) {
+            if !is_lifetime(rule)
+                || (state.activity.len() >= MAX_CONTAINERS
+                    && !state.activity.contains_key(&container))
+            {
+                continue;
+            }
+            let a = state.activity.entry(container.clone()).or_default();
+            if a.evidence.last() != Some(event) {
+                a.count += 1;
+                if a.evidence.len() < MAX_EVIDENCE {
+                    a.evidence.push(event.clone());
+                }
+            }
+        }
     }
 }
 
@@ -710,6 +755,40 @@ mod tests {
         let kinds: Vec<&str> = alerts[0].events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["exec", "container_exited"]);
         assert_eq!(alerts[0].process.as_ref().unwrap().exe, "/bin/sh");
+    }
+
+    #[test]
+    fn another_rules_alert_is_notable_to_a_lifetime_rule() {
+        let short = "  kind: lifetime\n  max_lifetime_ms: 5000\n  notable: proc.exe = /never\n";
+        let mut signal = rule(
+            "  kind: condition\n  condition: proc.exe = /bin/implant\n",
+            "",
+        );
+        signal.doc.id = "T-2".into();
+        let mut e = Engine::new(vec![rule(short, ""), signal], "v".into());
+        assert_eq!(e.on_event(&event("exec", "a", "/bin/implant", 0)).len(), 1);
+        assert!(e.on_event(&event("exec", "b", "/bin/true", 0)).is_empty());
+        let alerts = e.on_event(&event("container_exited", "a", "", 2));
+        assert_eq!(alerts.len(), 1, "the short life aggravates T-2's signal");
+        assert_eq!(alerts[0].rule_id, "T-1");
+        assert_eq!(alerts[0].process.as_ref().unwrap().exe, "/bin/implant");
+        assert!(
+            e.on_event(&event("container_exited", "b", "", 2))
+                .is_empty(),
+            "a short life alone is no signal"
+        );
+        // A node-wide threshold's alert names a container by chance: no signal about it.
+        let mut node = rule(
+            "  kind: threshold\n  condition: evt.kind = exec\n  above: 0\n  window_seconds: 10\n",
+            "",
+        );
+        node.doc.id = "T-3".into();
+        let mut e = Engine::new(vec![rule(short, ""), node], "v".into());
+        assert_eq!(e.on_event(&event("exec", "c", "/bin/true", 0)).len(), 1);
+        assert!(
+            e.on_event(&event("container_exited", "c", "", 2))
+                .is_empty()
+        );
     }
 
     fn in_container(

@@ -59,6 +59,26 @@ fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// Multi-call executables: one binary that is many programs, chosen by argv[0] or argv[1].
+const MULTI_CALL: [&str; 2] = ["busybox", "toybox"];
+
+/// The program a process runs: its executable's name, except for a multi-call binary
+/// (busybox, toybox, as Alpine and most small images ship them, run as `/bin/busybox`,
+/// `/proc/self/exe` or a symlink), where it is the applet argv names (`busybox sh -c ...` and
+/// an `sh` symlink both run `sh`).
+fn applet<'a>(exe: &'a str, args: &'a [String]) -> &'a str {
+    let exe_name = basename(exe);
+    let multi = |name: &str| MULTI_CALL.iter().any(|m| name.starts_with(m));
+    if !multi(exe_name) {
+        return exe_name;
+    }
+    match args.first().map(|a| basename(a)) {
+        Some(argv0) if multi(argv0) => args.get(1).map_or(exe_name, |a| basename(a)),
+        Some(argv0) if !argv0.is_empty() => argv0,
+        _ => exe_name,
+    }
+}
+
 macro_rules! body {
     ($e:expr, $variant:ident) => {
         match &$e.body {
@@ -86,6 +106,7 @@ fn peer_of(e: &pb::Event) -> Option<&pb::Endpoint> {
         Body::Icmp(b) => b.peer.as_ref(),
         Body::Exec(b) => b.stdio_peer.as_ref(),
         Body::Fork(b) => b.stdio_peer.as_ref(),
+        Body::StdioRelay(b) => b.peer.as_ref(),
         _ => None,
     }
 }
@@ -112,7 +133,7 @@ macro_rules! field {
 pub const FIELDS: &[FieldDef] = &[
     field!(
         "evt.kind",
-        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, health",
+        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, io_uring, stdio_relay, health",
         |e| s(&e.kind)
     ),
     field!(
@@ -215,6 +236,21 @@ pub const FIELDS: &[FieldDef] = &[
         .and_then(|p| s(&p.exe))),
     field!("proc.exe_name", "Executable file name", |e| proc_of(e)
         .and_then(|p| s(basename(&p.exe)))),
+    field!(
+        "proc.applet",
+        "The program run: the executable's name, or for a multi-call binary (busybox, toybox) the applet argv names",
+        |e| proc_of(e).and_then(|p| s(applet(&p.exe, &p.args)))
+    ),
+    field!(
+        "proc.exe_unlinked",
+        "The executable has no link in any filesystem (memfd, deleted, O_TMPFILE): fileless execution",
+        |e| proc_of(e).map(|p| Value::Bool(p.exe_unlinked))
+    ),
+    field!(
+        "proc.exe_file",
+        "An unlinked executable's own file name (memfd:NAME)",
+        |e| proc_of(e).and_then(|p| s(&p.exe_file))
+    ),
     field!("proc.args", "argv as a list", |e| proc_of(e)
         .and_then(|p| list(&p.args))),
     field!("proc.cmdline", "argv joined with spaces", |e| proc_of(e)
@@ -276,7 +312,7 @@ pub const FIELDS: &[FieldDef] = &[
     ),
     field!(
         "net.peer.address",
-        "The remote address of a network event of any kind: socket.remote, traffic.peer, icmp.peer, exec.stdio_peer, fork.stdio_peer (for `in_cidr` and `addresses` exceptions)",
+        "The remote address of a network event of any kind: socket.remote, traffic.peer, icmp.peer, exec.stdio_peer, fork.stdio_peer, stdio_relay.peer (for `in_cidr` and `addresses` exceptions)",
         |e| endpoint_addr(peer_of(e))
     ),
     field!(
@@ -469,6 +505,27 @@ pub const FIELDS: &[FieldDef] = &[
         e, Mount
     )
     .and_then(|b| s(&b.syscall))),
+    field!(
+        "relay.via",
+        "stdio_relay: pipeline (the relay reads the process's output on its stdin) or parent (a tool running it on pipes of its own)",
+        |e| body!(e, StdioRelay).and_then(|b| s(&b.via))
+    ),
+    field!(
+        "relay.exe",
+        "stdio_relay: the executable of the process holding the connection",
+        |e| body!(e, StdioRelay).and_then(|b| s(&b.relay_exe))
+    ),
+    field!(
+        "io_uring.flags",
+        "io_uring: the ring's IORING_SETUP_* flags by name (sqpoll, iopoll, attach_wq, ...)",
+        |e| body!(e, IoUring)
+            .map(|b| Value::List(b.flags.iter().cloned().map(Value::Str).collect()))
+    ),
+    field!(
+        "io_uring.sq_entries",
+        "io_uring: submission queue size",
+        |e| body!(e, IoUring).map(|b| Value::Int(b.sq_entries as i64))
+    ),
     field!("mount.result", "mount: return value", |e| body!(e, Mount)
         .and_then(|b| i(b.result))),
     field!(
@@ -524,6 +581,22 @@ impl Fields for EventView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multi_call_binary_runs_the_applet_argv_names() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // busybox sh runs its applets as /proc/self/exe, resolved to /bin/busybox.
+        assert_eq!(applet("/bin/busybox", &args(&["sleep", "1"])), "sleep");
+        assert_eq!(
+            applet("/bin/busybox", &args(&["busybox", "sh", "-c", "id"])),
+            "sh"
+        );
+        assert_eq!(applet("/bin/busybox", &args(&["/bin/busybox"])), "busybox");
+        assert_eq!(applet("/usr/bin/toybox", &args(&["/bin/ls", "/"])), "ls");
+        assert_eq!(applet("/bin/sh", &args(&["sh"])), "sh");
+        // Only multi-call binaries take their name from argv: a renamed tool is what it is.
+        assert_eq!(applet("/tmp/update", &args(&["sshd"])), "update");
+    }
 
     #[test]
     fn image_references_split_into_repository_and_tag() {
@@ -627,6 +700,7 @@ mod tests {
         assert_eq!(v.field("container.id").unwrap().to_string().len(), 64);
         assert_eq!(v.field("container.name"), None, "not known yet");
         assert_eq!(v.field("container.privileged"), None, "not known yet");
+        assert_eq!(v.field("proc.applet"), Some(Value::Str("nc".into())));
         let names = known();
         let mut sorted = names.clone();
         sorted.sort();

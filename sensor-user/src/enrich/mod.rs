@@ -11,14 +11,15 @@ pub mod names;
 pub mod network;
 pub mod process_table;
 pub mod procfs;
+mod relay;
 pub mod runtime;
 mod tamper;
 
 use std::path::PathBuf;
 
 use sensor_common::{
-    EXEC_ARGV_TRUNCATED, EXEC_PARTIAL, ExecRecord, ForkRecord, Namespaces, STDIO_SOCKET_MASK,
-    TaskIds,
+    EXEC_ARGV_TRUNCATED, EXEC_EXE_UNLINKED, EXEC_PARTIAL, ExecRecord, ForkRecord, Namespaces,
+    STDIO_SOCKET_MASK, TaskIds,
 };
 use sensor_proto::{self as pb, event::Body};
 
@@ -46,6 +47,7 @@ pub struct Enricher {
     host_ns: Namespaces,
     aggregates: network::AggregateState,
     metadata: MetadataCache,
+    pipes: relay::PipeIndex,
 }
 
 /// Where a process runs: a known container, or the host.
@@ -61,10 +63,11 @@ impl Enricher {
             node,
             procs: ProcessTable::default(),
             cgroups: CgroupTable::default(),
-            cgroup_mount: cgroups::cgroup2_mount(),
+            cgroup_mount: crate::cgroupfs::cgroup2_mount(),
             host_ns: network::host_namespaces(),
             aggregates: network::AggregateState::default(),
             metadata: MetadataCache::default(),
+            pipes: relay::PipeIndex::default(),
         }
     }
 
@@ -147,7 +150,10 @@ impl Enricher {
         self.cgroups.prune(Clock::boot_now());
         let cgroups = &self.cgroups;
         self.metadata.prune(|id| cgroups.container(id).is_some());
-        self.procs.sweep()
+        let dropped = self.procs.sweep();
+        let procs = &self.procs;
+        self.pipes.retain(|pid| procs.get(pid).is_some());
+        dropped
     }
 
     /// Enriches one record, appending the events it yields to `out`.
@@ -182,6 +188,8 @@ impl Enricher {
         let argv_len = (r.argv_len as usize).min(r.argv.len());
         let info = ProcInfo {
             exe: procfs::resolve_exe(r.task.tgid, c_str(&r.filename, r.filename_len as usize)),
+            unlinked_exe: (r.flags & EXEC_EXE_UNLINKED != 0)
+                .then(|| c_str(&r.exe_file, r.exe_file.len())),
             args: split_args(&r.argv[..argv_len]),
             uid: r.creds.uid,
             gid: r.creds.gid,
@@ -194,6 +202,7 @@ impl Enricher {
         };
         let tid = r.task.pid;
         self.procs.insert(info.clone());
+        self.pipes.set(info.pid, info.cgroup_id, r.stdio_pipes);
         let body = Body::Exec(pb::Exec {
             args_truncated: r.flags & EXEC_ARGV_TRUNCATED != 0,
             partial: r.flags & EXEC_PARTIAL != 0,
@@ -203,6 +212,7 @@ impl Enricher {
                 .flatten(),
         });
         self.process_event(&info, tid, at, body, out);
+        self.relay_at_exec(info.pid, info.ppid, at, out);
     }
 
     fn on_fork(&mut self, r: &ForkRecord, out: &mut Vec<pb::Event>) {
@@ -223,6 +233,7 @@ impl Enricher {
             .procs
             .remove(Pid(task.tgid))
             .unwrap_or_else(|| task_info(task));
+        self.pipes.remove(info.pid);
         let body = Body::Exit(pb::Exit {
             exit_status: (code >> 8) & 0xff,
             signal: code & 0x7f,
@@ -371,6 +382,8 @@ impl Enricher {
             namespaces: Some(names::namespaces(ns)),
             cap_effective: caps::names(p.cap_effective),
             seccomp: seccomp_name(p.seccomp_mode).into(),
+            exe_unlinked: p.unlinked_exe.is_some(),
+            exe_file: p.unlinked_exe.clone().unwrap_or_default(),
             ancestry: Vec::new(),
             host_namespaces: network::host_types(&p.namespaces, &self.host_ns),
         }

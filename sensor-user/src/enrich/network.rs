@@ -14,6 +14,7 @@ use super::{Enricher, names, process_table::ProcInfo};
 use crate::{
     clock::duration,
     decode::c_str,
+    loader::AggregateSnapshot,
     types::{BootNs, CgroupId, Pid},
 };
 
@@ -107,8 +108,14 @@ impl Enricher {
             },
             io_uring: r.flags & SOCK_FLAG_IO_URING != 0,
         });
+        let at = BootNs(r.header.boot_ns);
         let info = self.caller_info(&r.caller);
-        self.process_event(&info, r.caller.pid, BootNs(r.header.boot_ns), body, out);
+        let connected = matches!(op, "connect" | "accept") && r.ret >= 0;
+        let peer = names::endpoint(&r.remote);
+        self.process_event(&info, r.caller.pid, at, body, out);
+        if connected && let Some(peer) = peer {
+            self.relay_at_connection(info.pid, peer, at, out);
+        }
     }
 
     pub(super) fn on_ns(&mut self, r: &NsRecord, out: &mut Vec<pb::Event>) {
@@ -330,14 +337,6 @@ impl Enricher {
             self.aggregates.address_netns.insert(cgroup, netns);
         }
     }
-}
-
-/// One read of the kernel's aggregation maps.
-#[derive(Default)]
-pub struct AggregateSnapshot {
-    pub flows: Vec<(FlowKey, FlowStats)>,
-    pub icmp: Vec<(IcmpKey, IcmpStats)>,
-    pub tc_icmp: Vec<(TcIcmpKey, IcmpStats)>,
 }
 
 /// The cumulative counters of an ICMP map entry, for deltas.

@@ -19,6 +19,8 @@ pub struct ProcInfo {
     pub ns_pid: u32,
     pub comm: String,
     pub exe: String,
+    /// The executable's own file name when it has no link (memfd, deleted, O_TMPFILE).
+    pub unlinked_exe: Option<String>,
     pub args: Vec<String>,
     pub uid: u32,
     pub gid: u32,
@@ -30,6 +32,10 @@ pub struct ProcInfo {
     pub cgroup_id: CgroupId,
     pub start: BootNs,
     pub namespaces: Namespaces,
+    /// The peer of its latest successful connect or accept.
+    pub connected: Option<sensor_proto::Endpoint>,
+    /// Already reported as relayed to the network through pipes.
+    pub relayed: bool,
 }
 
 impl ProcInfo {
@@ -39,6 +45,7 @@ impl ProcInfo {
             ppid: Pid(snap.ppid),
             ns_pid: snap.ns_pid,
             comm: snap.comm,
+            unlinked_exe: procfs::unlinked_exe(&snap.exe),
             exe: snap.exe,
             args: snap.args,
             uid: snap.uid,
@@ -50,6 +57,8 @@ impl ProcInfo {
             cgroup_id,
             start: snap.start,
             namespaces: snap.namespaces,
+            connected: None,
+            relayed: false,
         }
     }
 }
@@ -99,10 +108,15 @@ impl ProcessTable {
             child.cap_effective = parent.cap_effective;
             child.seccomp_mode = parent.seccomp_mode;
             child.namespaces = parent.namespaces;
+            child.unlinked_exe = parent.unlinked_exe.clone();
         }
         let pid = child.pid;
         self.procs.insert(pid, child);
         &self.procs[&pid]
+    }
+
+    pub fn get_mut(&mut self, pid: Pid) -> Option<&mut ProcInfo> {
+        self.procs.get_mut(&pid)
     }
 
     pub fn remove(&mut self, pid: Pid) -> Option<ProcInfo> {

@@ -121,6 +121,13 @@ pub fn resolve_exe(pid: u32, filename: String) -> String {
         .unwrap_or(filename)
 }
 
+/// For an executable path read from `/proc/PID/exe`: the file's own name when it has no link
+/// (`/memfd:x (deleted)`, `/tmp/#123 (deleted)` for O_TMPFILE, a deleted file), else None.
+pub fn unlinked_exe(exe_link: &str) -> Option<String> {
+    let path = exe_link.strip_suffix(" (deleted)")?;
+    Some(path.rsplit('/').next().unwrap_or(path).to_string())
+}
+
 /// The namespace inodes of a `/proc/PID` (or `/proc/self`) directory; 0 where unreadable.
 pub fn namespaces(proc_dir: &str) -> Namespaces {
     let ns = |name: &str| ns_inode(&format!("{proc_dir}/ns/{name}"));
@@ -225,6 +232,19 @@ pub fn all_pids() -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exe_without_a_link_is_named_by_its_file() {
+        assert_eq!(
+            unlinked_exe("/memfd:payload (deleted)").as_deref(),
+            Some("memfd:payload")
+        );
+        assert_eq!(
+            unlinked_exe("/tmp/#1234 (deleted)").as_deref(),
+            Some("#1234")
+        );
+        assert_eq!(unlinked_exe("/usr/bin/sleep"), None);
+    }
 
     #[test]
     fn snapshot_of_self() {

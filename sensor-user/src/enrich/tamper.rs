@@ -258,7 +258,45 @@ pub fn body(r: &TamperRecord) -> Option<Body> {
             result,
             error,
         }),
+        TamperOp::IoUringSetup => Body::IoUring(pb::IoUringSetup {
+            fd: r.ret as i32,
+            sq_entries: a0 as u32,
+            cq_entries: a1 as u32,
+            flags: uring_setup_flags(a2 as u32),
+        }),
     })
+}
+
+/// `IORING_SETUP_*` bits in order (include/uapi/linux/io_uring.h).
+const IORING_SETUP: [&str; 17] = [
+    "iopoll",
+    "sqpoll",
+    "sq_aff",
+    "cqsize",
+    "clamp",
+    "attach_wq",
+    "r_disabled",
+    "submit_all",
+    "coop_taskrun",
+    "taskrun_flag",
+    "sqe128",
+    "cqe32",
+    "single_issuer",
+    "defer_taskrun",
+    "no_mmap",
+    "registered_fd_only",
+    "no_sqarray",
+];
+
+/// The names of the set `IORING_SETUP_*` bits of `flags`, unknown ones in hex.
+fn uring_setup_flags(flags: u32) -> Vec<String> {
+    (0..32)
+        .filter(|bit| flags & (1 << bit) != 0)
+        .map(|bit| match IORING_SETUP.get(bit) {
+            Some(name) => name.to_string(),
+            None => format!("{:#x}", 1u32 << bit),
+        })
+        .collect()
 }
 
 impl Enricher {
@@ -348,6 +386,13 @@ mod tests {
             (p.r#type.as_str(), p.target_pid, p.cpu),
             ("software", -1, 3)
         );
+        let ring = record(TamperOp::IoUringSetup, [8, 16, 0b10_0010], 5, b"");
+        let Some(Body::IoUring(b)) = body(&ring) else {
+            panic!("not an io_uring body")
+        };
+        assert_eq!((b.fd, b.sq_entries, b.cq_entries), (5, 8, 16));
+        assert_eq!(b.flags, ["sqpoll", "attach_wq"]);
+        assert_eq!(uring_setup_flags(1 << 30), ["0x40000000"]);
         let mount = record(TamperOp::Fsopen, [0, 0, 0], 3, b"tracefs");
         let Some(Body::Mount(m)) = body(&mount) else {
             panic!()

@@ -60,16 +60,24 @@ pub fn run() -> Result<()> {
     let (mut ebpf, _) = open()?;
     let hooks = default_hooks();
     let mut failed: Vec<(&str, String)> = Vec::new();
+    let mut absent: Vec<(&str, &str)> = Vec::new();
     for spec in &hooks {
         if let Err(e) = attach(&mut ebpf, spec) {
-            failed.push((spec.name, super::describe(&e)));
+            match spec.optional {
+                Some(why) if !spec.attach.exists() => absent.push((spec.name, why)),
+                _ => failed.push((spec.name, super::describe(&e))),
+            }
         }
     }
     let mut report = String::new();
     for (_, name, attach_points) in grouped(&hooks) {
-        match failed.iter().find(|(n, _)| *n == name) {
-            Some((_, err)) => writeln!(report, "  {name:<15} FAILED: {err}")?,
-            None => writeln!(report, "  {name:<15} usable: {attach_points}")?,
+        match (
+            failed.iter().find(|(n, _)| *n == name),
+            absent.iter().find(|(n, _)| *n == name),
+        ) {
+            (Some((_, err)), _) => writeln!(report, "  {name:<15} FAILED: {err}")?,
+            (None, Some((_, why))) => writeln!(report, "  {name:<15} left out: {why}")?,
+            (None, None) => writeln!(report, "  {name:<15} usable: {attach_points}")?,
         }
     }
 

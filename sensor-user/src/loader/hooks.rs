@@ -44,6 +44,19 @@ impl Attach {
     pub fn on_syscall_path(&self) -> bool {
         matches!(self, Attach::TracePoint { category, .. } if *category == "syscalls")
     }
+
+    /// Whether the kernel has this attach point (tracepoints: listed in tracefs; the other
+    /// kinds are taken to exist and fail to attach with their own reason).
+    pub fn exists(&self) -> bool {
+        match self {
+            Attach::TracePoint { category, name } => {
+                super::tracefs::ensure_tracefs().is_ok_and(|root| {
+                    std::path::Path::new(&format!("{root}/events/{category}/{name}")).exists()
+                })
+            }
+            _ => true,
+        }
+    }
 }
 
 impl std::fmt::Display for Attach {
@@ -79,6 +92,9 @@ pub struct HookSpec {
     pub name: &'static str,
     pub program: &'static str,
     pub attach: Attach,
+    /// Left out, with this warning, where the kernel lacks the attach point (a feature the
+    /// kernel was built without); `None`: the sensor cannot run without it.
+    pub optional: Option<&'static str>,
 }
 
 const fn tp(
@@ -95,6 +111,7 @@ const fn tp(
             category,
             name: tracepoint,
         },
+        optional: None,
     }
 }
 
@@ -117,6 +134,7 @@ const PROCESS: [HookSpec; 5] = [
         attach: Attach::RawTracePoint {
             name: "sched_process_fork",
         },
+        optional: None,
     },
     tp(Hook::Exit, "exit", "sched", "sched_process_exit"),
     tp(Hook::CgroupMkdir, "cgroup_mkdir", "cgroup", "cgroup_mkdir"),
@@ -134,6 +152,7 @@ const fn on_cgroup(
         name,
         program,
         attach,
+        optional: None,
     }
 }
 
@@ -184,29 +203,42 @@ const NETWORK: [HookSpec; 5] = [
         name: "traffic",
         program: "traffic_egress",
         attach: Attach::CgroupSkb { egress: true },
+        optional: None,
     },
     HookSpec {
         hook: Hook::Traffic,
         name: "traffic",
         program: "traffic_ingress",
         attach: Attach::CgroupSkb { egress: false },
+        optional: None,
     },
     HookSpec {
         hook: Hook::IcmpTc,
         name: "icmp_tc",
         program: "icmp_tc_ingress",
         attach: Attach::Tc { ingress: true },
+        optional: None,
     },
     HookSpec {
         hook: Hook::IcmpTc,
         name: "icmp_tc",
         program: "icmp_tc_egress",
         attach: Attach::Tc { ingress: false },
+        optional: None,
     },
 ];
 
 /// Signals aimed at the sensor, whichever call (or the kernel) sent them.
 const SIGNAL: HookSpec = tp(Hook::Signal, "signal", "signal", "signal_generate");
+
+/// io_uring rings set up by containers (once per ring, never on the syscall path).
+const IO_URING: HookSpec = HookSpec {
+    optional: Some(
+        "io_uring: this kernel has no io_uring:io_uring_create tracepoint (built without \
+         CONFIG_IO_URING): no ring can be set up here, so there is nothing to watch",
+    ),
+    ..tp(Hook::IoUring, "io_uring", "io_uring", "io_uring_create")
+};
 
 /// The syscall fallback: signals that exist only on the syscall path of a kernel without
 /// kprobes or fentry (filtered in the kernel).
@@ -271,6 +303,7 @@ pub fn default_hooks() -> Vec<HookSpec> {
     hooks.extend(SOCKET);
     hooks.extend(NETWORK);
     hooks.push(SIGNAL);
+    hooks.push(IO_URING);
     hooks
 }
 

@@ -23,11 +23,11 @@ use aya::{
     },
 };
 use sensor_common::{
-    DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, IcmpKey, IcmpStats,
-    SELF_GROUP, SELF_TASK, TcIcmpKey,
+    DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_ERROR_KINDS,
+    HookError, IcmpKey, IcmpStats, SELF_GROUP, SELF_TASK, TcIcmpKey,
 };
 
-use crate::enrich::cgroups::cgroup2_mount;
+use crate::cgroupfs::cgroup2_mount;
 
 /// The eBPF object built by `cargo xtask build` (empty when the agent was built without it).
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
@@ -51,8 +51,16 @@ impl KernelCounters {
     pub fn ring_drops(&self, ring: u32, reason: DropReason) -> u64 {
         Self::sum(&self.ring_drops, ring * DROP_REASONS + reason as u32)
     }
-    pub fn hook_errors(&self, hook: u32) -> u64 {
-        Self::sum(&self.hook_errors, hook)
+    /// `hook`'s failures by why, the kinds that occurred only.
+    pub fn hook_errors(&self, hook: u32) -> Vec<(HookError, u64)> {
+        HookError::ALL
+            .into_iter()
+            .map(|why| {
+                let slot = hook * HOOK_ERROR_KINDS + why as u32;
+                (why, Self::sum(&self.hook_errors, slot))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
     /// Every cgroup's drops, summed over the CPUs.
     pub fn cgroup_drops(&self) -> Vec<(DropKey, u64)> {
@@ -103,10 +111,18 @@ pub struct AggregationMaps {
     pub tc_icmp: HashMap<MapData, TcIcmpKey, IcmpStats>,
 }
 
+/// One read of the kernel's aggregation maps, summed over the CPUs.
+#[derive(Default)]
+pub struct AggregateSnapshot {
+    pub flows: Vec<(FlowKey, FlowStats)>,
+    pub icmp: Vec<(IcmpKey, IcmpStats)>,
+    pub tc_icmp: Vec<(TcIcmpKey, IcmpStats)>,
+}
+
 impl AggregationMaps {
     /// Reads every map once. An entry the kernel evicts mid-read is skipped; its counts are
     /// cumulative, so nothing is lost for entries that live on.
-    pub fn snapshot(&self) -> crate::enrich::network::AggregateSnapshot {
+    pub fn snapshot(&self) -> AggregateSnapshot {
         let flows = self
             .flows
             .iter()
@@ -119,7 +135,7 @@ impl AggregationMaps {
                 (k, total)
             })
             .collect();
-        crate::enrich::network::AggregateSnapshot {
+        AggregateSnapshot {
             flows,
             icmp: self.icmp.iter().filter_map(Result::ok).collect(),
             tc_icmp: self.tc_icmp.iter().filter_map(Result::ok).collect(),
@@ -290,9 +306,15 @@ impl LoadedSensor {
             current: Default::default(),
         };
         self_filter.refresh()?;
-        let mut hooks = default_hooks();
-        for spec in &hooks {
-            attach(&mut ebpf, spec)?;
+        let mut hooks = Vec::new();
+        for spec in default_hooks() {
+            match (attach(&mut ebpf, &spec), spec.optional) {
+                (Ok(()), _) => hooks.push(spec),
+                (Err(e), Some(absent)) if !spec.attach.exists() => {
+                    log::warn!("{absent} ({})", describe(&e));
+                }
+                (Err(e), _) => return Err(e),
+            }
         }
         for spec in variant_hooks(opts.hook_set) {
             attach(&mut ebpf, &spec).with_context(|| {

@@ -17,6 +17,9 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
     let sys_exit = TracepointFormat::read(tracefs, "syscalls", "sys_exit_connect")?;
     let tcp = TracepointFormat::read(tracefs, "sock", "inet_sock_set_state")?;
     let signal = TracepointFormat::read(tracefs, "signal", "signal_generate")?;
+    // Absent on a kernel built without io_uring: the hook is then left out (see `load`).
+    let uring = TracepointFormat::read(tracefs, "io_uring", "io_uring_create").ok();
+    let uring_field = |f: &str| uring.as_ref().map_or(Ok(0), |u| u.offset(f));
     let sk = |m: &str| -> Result<u32> {
         Ok(btf.offset("sock", "__sk_common")? + btf.offset("sock_common", m)?)
     };
@@ -77,6 +80,10 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         fdtable_fd: o("fdtable", "fd")?,
         fdtable_max_fds: o("fdtable", "max_fds")?,
         file_f_inode: o("file", "f_inode")?,
+        file_dentry: o("file", "f_path")? + o("path", "dentry")?,
+        dentry_name: o("dentry", "d_name")? + o("qstr", "name")?,
+        inode_nlink: o("inode", "__i_nlink")?,
+        mm_exe_file: o("mm_struct", "exe_file")?,
         file_private_data: o("file", "private_data")?,
         inode_i_mode: o("inode", "i_mode")?,
         inode_i_ino: o("inode", "i_ino")?,
@@ -109,6 +116,10 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         tp_sig_sig: signal.offset("sig")?,
         tp_sig_pid: signal.offset("pid")?,
         tp_sig_group: signal.offset("group")?,
+        tp_uring_fd: uring_field("fd")?,
+        tp_uring_sq_entries: uring_field("sq_entries")?,
+        tp_uring_cq_entries: uring_field("cq_entries")?,
+        tp_uring_flags: uring_field("flags")?,
         dfl_hierarchy_id: DFL_HIERARCHY_ID,
     };
     // cgroup_rmdir shares cgroup_mkdir's event class; make sure this kernel agrees.

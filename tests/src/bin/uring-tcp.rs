@@ -4,10 +4,14 @@
 //! sensors hooking those syscalls do not see. The server takes one connection, reads one
 //! message and exits 0; the client connects, sends one message and exits 0. Both give up
 //! after 20 s.
+//!
+//! `IORING_OP_BIND` and `IORING_OP_LISTEN` came in Linux 6.11: on older kernels (Debian 12's
+//! 6.1) the server binds and listens by syscall and says so on stderr; socket, accept, recv,
+//! connect and send stay io_uring requests there.
 
 use std::{io, mem, net::Ipv4Addr, process::ExitCode, time::Duration};
 
-use io_uring::{IoUring, opcode, types};
+use io_uring::{IoUring, Probe, opcode, types};
 use sensor_tests::uring::complete;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -54,9 +58,23 @@ fn server(port: u16) -> io::Result<()> {
     let mut ring = IoUring::new(8)?;
     let fd = tcp_socket(&mut ring)?;
     let addr = sockaddr(Ipv4Addr::UNSPECIFIED, port);
-    let bind = opcode::Bind::new(fd, (&raw const addr).cast(), ADDR_LEN).build();
-    complete(&mut ring, bind, Some(LIMIT))?;
-    complete(&mut ring, opcode::Listen::new(fd, 4).build(), Some(LIMIT))?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    if probe.is_supported(opcode::Bind::CODE) && probe.is_supported(opcode::Listen::CODE) {
+        let bind = opcode::Bind::new(fd, (&raw const addr).cast(), ADDR_LEN).build();
+        complete(&mut ring, bind, Some(LIMIT))?;
+        complete(&mut ring, opcode::Listen::new(fd, 4).build(), Some(LIMIT))?;
+    } else {
+        eprintln!(
+            "uring-tcp: no IORING_OP_BIND/LISTEN on this kernel (before 6.11): bind and listen by syscall"
+        );
+        // SAFETY: fd is this process's socket and addr a sockaddr_in of ADDR_LEN bytes.
+        if unsafe { libc::bind(fd.0, (&raw const addr).cast(), ADDR_LEN) } != 0
+            || unsafe { libc::listen(fd.0, 4) } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
     let accept = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).build();
     let conn = types::Fd(complete(&mut ring, accept, Some(LIMIT))? as i32);
     let mut buf = [0u8; 64];

@@ -33,17 +33,27 @@ pub fn parse_libtest(binary: &str, output: &str) -> Vec<TestResult> {
     let mut status: Vec<(String, Option<bool>)> = Vec::new();
     let mut blocks: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut current: Option<String> = None;
+    // A test whose verdict a kernel message or a program's stderr on the serial console pushed
+    // to the next line ("test x ... [  104.7] watchdog: ...", then "ok").
+    let mut interrupted: Option<String> = None;
+    let verdict_of = |v: &str| match v.trim() {
+        "ok" => Some(true),
+        "FAILED" => Some(false),
+        _ => None,
+    };
     for line in output.lines().map(|l| l.trim_end_matches('\r')) {
-        if let Some((name, verdict)) = line
+        if let (Some(name), Some(ok)) = (&interrupted, verdict_of(line)) {
+            status.push((name.clone(), Some(ok)));
+            interrupted = None;
+        } else if let Some((name, verdict)) = line
             .strip_prefix("test ")
             .and_then(|r| r.rsplit_once(" ... "))
         {
-            let ok = match verdict.trim() {
-                "ok" => Some(true),
-                "FAILED" => Some(false),
-                _ => None,
-            };
-            status.push((name.trim().to_string(), ok));
+            let name = name.trim().to_string();
+            match verdict_of(verdict) {
+                None if !verdict.trim_start().starts_with("ignored") => interrupted = Some(name),
+                ok => status.push((name, ok)),
+            }
         } else if let Some(name) = line
             .strip_prefix("---- ")
             .and_then(|r| r.strip_suffix(" stdout ----"))
@@ -239,6 +249,20 @@ test result: FAILED. 1 passed; 2 failed; 1 ignored
             r[2].outcome,
             Outcome::Fail("no event: exec of sh; sensor stderr: ...".into())
         );
+    }
+
+    #[test]
+    fn a_verdict_after_a_kernel_message_on_the_console() {
+        let out =
+            "test x ... [  104.765891] watchdog: BUG: soft lockup - CPU#0 stuck for 24s!\nok\n";
+        let r = parse_libtest("n", out);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].outcome, Outcome::Pass);
+        let out = "test y ... uring-tcp: bind and listen by syscall\nFAILED\n";
+        assert!(matches!(
+            parse_libtest("n", out)[0].outcome,
+            Outcome::Fail(_)
+        ));
     }
 
     #[test]

