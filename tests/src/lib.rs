@@ -123,6 +123,27 @@ pub fn run_rm(flags: &[&str], cmd: &[&str]) -> String {
     docker_run_rm(&args)
 }
 
+/// `docker run` options that put the host's build of a test program (`CARGO_BIN_EXE_*`) at
+/// `at` in a container, with the host's libraries over the image's (the program is linked
+/// against them).
+pub struct HostProgram([String; 4]);
+
+impl HostProgram {
+    pub fn new(bin: &str, at: &str) -> Self {
+        Self([
+            "-v".into(),
+            format!("{bin}:{at}:ro"),
+            "-v".into(),
+            "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro".into(),
+        ])
+    }
+
+    /// The options, for `docker run`.
+    pub fn args(&self) -> [&str; 4] {
+        self.0.each_ref().map(String::as_str)
+    }
+}
+
 /// `docker run --rm FLAGS IMAGE sh -c SCRIPT`; returns the full container id.
 pub fn run_sh(flags: &[&str], script: &str) -> String {
     run_rm(flags, &["sh", "-c", script])

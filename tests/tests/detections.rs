@@ -6,8 +6,8 @@
 use std::{process::Command, time::Duration};
 
 use sensor_tests::{
-    Containers, ImageTag, Sensor, assert_alert_fields, bridge_gateway, container_ip, docker, ev,
-    image, run_rm, run_sh, scratch_dir, shipped_rule,
+    Containers, HostProgram, ImageTag, Sensor, assert_alert_fields, bridge_gateway, container_ip,
+    docker, ev, image, run_rm, run_sh, scratch_dir, shipped_rule,
 };
 use serde_json::Value;
 
@@ -226,13 +226,11 @@ fn crs009_shells_relayed_through_pipes_by_a_pipeline_or_a_relay_tool() {
 
     let tool_peer = sensor.listener(&commands);
     let bin = env!("CARGO_BIN_EXE_pipe-relay");
-    let mount = [
-        "-v",
-        &format!("{bin}:/usr/local/bin/svc-agent:ro"),
-        "-v",
-        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
-    ];
-    let tool = run_rm(&mount, &["svc-agent", &tool_peer.ip, "9001", "/bin/sh"]);
+    let program = HostProgram::new(bin, "/usr/local/bin/svc-agent");
+    let tool = run_rm(
+        &program.args(),
+        &["svc-agent", &tool_peer.ip, "9001", "/bin/sh"],
+    );
     let a = sensor.expect_alert("CRS-009", &tool);
     assert_alert_fields(&a, "CRS-009", &tool);
     let relay = &a["events"][0]["stdio_relay"];
@@ -665,14 +663,9 @@ fn crs005b_a_transfer_far_above_the_containers_own_baseline() {
 fn crs019_fileless_execution_from_memory_and_deleted_files() {
     let sensor = Sensor::start("crs019");
     let bin = env!("CARGO_BIN_EXE_memfd-exec");
-    let mount = [
-        "-v",
-        &format!("{bin}:/memfd-exec:ro"),
-        "-v",
-        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
-    ];
+    let program = HostProgram::new(bin, "/memfd-exec");
     for (how, file) in [("memfd", "memfd:payload"), ("tmpfile", "")] {
-        let cid = run_rm(&mount, &["/memfd-exec", how, "/bin/busybox", "id"]);
+        let cid = run_rm(&program.args(), &["/memfd-exec", how, "/bin/busybox", "id"]);
         let a = sensor.expect_alert("CRS-019", &cid);
         assert_alert_fields(&a, "CRS-019", &cid);
         let p = &a["events"][0]["process"];

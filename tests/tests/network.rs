@@ -4,7 +4,9 @@
 
 use std::{process::Command, thread, time::Duration};
 
-use sensor_tests::{Containers, Sensor, bridge_gateway, docker, docker_run_rm, ev, image};
+use sensor_tests::{
+    Containers, HostProgram, Sensor, bridge_gateway, docker, docker_run_rm, ev, image,
+};
 use serde_json::Value;
 
 fn kind_in<'a>(e: &'a Value, kind: &str, cid: &str) -> Option<&'a Value> {
@@ -200,12 +202,8 @@ fn socket_operations_through_io_uring_are_reported_like_syscalls() {
         host_server.wait().unwrap().success(),
         "the host server failed"
     );
-    let mounts = [
-        "-v",
-        &format!("{bin}:/uring-tcp:ro"),
-        "-v",
-        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
-    ];
+    let program = HostProgram::new(bin, "/uring-tcp");
+    let mounts = program.args();
     let server = sensor.listener_with(&mounts, &["/uring-tcp", "server", "7070"]);
     let (sid, sip) = (&server.id, &server.ip);
     let mut args: Vec<&str> = vec!["run", "-d"];
@@ -270,20 +268,12 @@ fn icmp_through_io_uring_is_measured_and_alerts_on_its_payload() {
     let sensor = Sensor::start_with("uring_ping", &["--flow-interval", "1"]);
     let gw = bridge_gateway();
     let bin = env!("CARGO_BIN_EXE_uring-ping");
-    // The host's libraries under the image's: the program is the host's build.
-    let cid = docker(&[
-        "run",
-        "-d",
-        "-v",
-        &format!("{bin}:/uring-ping:ro"),
-        "-v",
-        "/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
-        &image(),
-        "/uring-ping",
-        &gw,
-        "4",
-        "41",
-    ]);
+    let program = HostProgram::new(bin, "/uring-ping");
+    let image = image();
+    let mut args = vec!["run", "-d"];
+    args.extend(program.args());
+    args.extend([image.as_str(), "/uring-ping", &gw, "4", "41"]);
+    let cid = docker(&args);
     let _cleanup = Containers(vec![cid.clone()]);
     assert_eq!(docker(&["wait", &cid]).trim(), "0", "uring-ping failed");
     let icmp = |direction: &'static str, type_name: &'static str| {

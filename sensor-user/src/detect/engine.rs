@@ -249,14 +249,14 @@ impl Engine {
     /// instead of being the signal. Alerts about the node (a threshold over all containers,
     /// such as CRS-003's burst, names its latest container only by chance) do not count.
     fn note_signals(&mut self, event: &pb::Event, alerts: &[pb::Alert]) {
+        // The exit ends the container's record; nothing may start one after it.
+        if alerts.is_empty() || matches!(event.body, Some(Body::ContainerExited(_))) {
+            return;
+        }
         let container = match &event.container {
             Some(c) if !c.id.is_empty() => c.id.clone(),
             _ => return,
         };
-        // The exit ends the container's record; nothing may start one after it.
-        if matches!(event.body, Some(Body::ContainerExited(_))) {
-            return;
-        }
         let is_lifetime = |r: &CompiledRule| matches!(r.doc.logic, Logic::Lifetime { .. });
         let about_container = |r: &CompiledRule| match &r.doc.logic {
             Logic::Lifetime { .. } => false,

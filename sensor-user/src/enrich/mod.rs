@@ -202,7 +202,8 @@ impl Enricher {
         };
         let tid = r.task.pid;
         self.procs.insert(info.clone());
-        self.pipes.set(info.pid, info.cgroup_id, r.stdio_pipes);
+        self.pipes
+            .set(info.pid, info.ppid, info.cgroup_id, r.stdio_pipes);
         let body = Body::Exec(pb::Exec {
             args_truncated: r.flags & EXEC_ARGV_TRUNCATED != 0,
             partial: r.flags & EXEC_PARTIAL != 0,
@@ -212,7 +213,7 @@ impl Enricher {
                 .flatten(),
         });
         self.process_event(&info, tid, at, body, out);
-        self.relay_at_exec(info.pid, info.ppid, at, out);
+        self.relay_at_exec(info.pid, at, out);
     }
 
     fn on_fork(&mut self, r: &ForkRecord, out: &mut Vec<pb::Event>) {

@@ -110,10 +110,11 @@ impl Enricher {
         });
         let at = BootNs(r.header.boot_ns);
         let info = self.caller_info(&r.caller);
-        let connected = matches!(op, "connect" | "accept") && r.ret >= 0;
-        let peer = names::endpoint(&r.remote);
         self.process_event(&info, r.caller.pid, at, body, out);
-        if connected && let Some(peer) = peer {
+        if matches!(op, "connect" | "accept")
+            && r.ret >= 0
+            && let Some(peer) = names::endpoint(&r.remote)
+        {
             self.relay_at_connection(info.pid, peer, at, out);
         }
     }

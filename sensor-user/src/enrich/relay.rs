@@ -53,16 +53,26 @@ pub struct Relayed {
     pub via: Via,
 }
 
-/// Pipes on the stdio of live processes, by inode, and each process's own.
+/// A process with pipes on its stdio.
+struct Piped {
+    cgroup: CgroupId,
+    pipes: [u64; 3],
+    parent: Pid,
+}
+
+/// Pipes on the stdio of live processes, by inode, and each process's own; the piped
+/// processes by parent, so that a connection looks at its own process's children only.
 #[derive(Default)]
 pub struct PipeIndex {
     ends: HashMap<PipeKey, Vec<End>>,
-    by_pid: HashMap<Pid, (CgroupId, [u64; 3])>,
+    by_pid: HashMap<Pid, Piped>,
+    children: HashMap<Pid, Vec<Pid>>,
 }
 
 impl PipeIndex {
-    /// `pid` exec'd with these pipe inodes on fds 0-2 (0: not a pipe); replaces what it had.
-    pub fn set(&mut self, pid: Pid, cgroup: CgroupId, pipes: [u64; 3]) {
+    /// `pid` (child of `parent`) exec'd with these pipe inodes on fds 0-2 (0: not a pipe);
+    /// replaces what it had.
+    pub fn set(&mut self, pid: Pid, parent: Pid, cgroup: CgroupId, pipes: [u64; 3]) {
         self.remove(pid);
         if pipes.iter().all(|&p| p == 0) {
             return;
@@ -73,14 +83,31 @@ impl PipeIndex {
                 self.ends.entry((cgroup, ino)).or_default().push(end);
             }
         }
-        self.by_pid.insert(pid, (cgroup, pipes));
+        self.children.entry(parent).or_default().push(pid);
+        let piped = Piped {
+            cgroup,
+            pipes,
+            parent,
+        };
+        self.by_pid.insert(pid, piped);
     }
 
     /// `pid` exited.
     pub fn remove(&mut self, pid: Pid) {
-        let Some((cgroup, pipes)) = self.by_pid.remove(&pid) else {
+        let Some(Piped {
+            cgroup,
+            pipes,
+            parent,
+        }) = self.by_pid.remove(&pid)
+        else {
             return;
         };
+        if let Some(siblings) = self.children.get_mut(&parent) {
+            siblings.retain(|&c| c != pid);
+            if siblings.is_empty() {
+                self.children.remove(&parent);
+            }
+        }
         for ino in pipes.into_iter().filter(|&i| i != 0) {
             if let Some(ends) = self.ends.get_mut(&(cgroup, ino)) {
                 ends.retain(|e| e.pid != pid);
@@ -106,16 +133,16 @@ impl PipeIndex {
         self.by_pid.len()
     }
 
-    /// `pid` (child of `parent`) as the relayed side: its stdin is a pipe and its stdout or
-    /// stderr reaches the stdin of a process `connected` says holds a connection, or only its
-    /// connected parent holds the other ends.
-    pub fn relayed_by(
-        &self,
-        pid: Pid,
-        parent: Pid,
-        connected: impl Fn(Pid) -> bool,
-    ) -> Option<Relayed> {
-        let (cgroup, pipes) = self.by_pid.get(&pid)?;
+    /// `pid` as the relayed side: its stdin is a pipe and its stdout or stderr reaches the
+    /// stdin of a process `connected` says holds a connection, or only its connected parent
+    /// holds the other ends.
+    pub fn relayed_by(&self, pid: Pid, connected: impl Fn(Pid) -> bool) -> Option<Relayed> {
+        let Piped {
+            cgroup,
+            pipes,
+            parent,
+        } = self.by_pid.get(&pid)?;
+        let parent = *parent;
         if pipes[0] == 0 {
             return None;
         }
@@ -161,18 +188,18 @@ impl PipeIndex {
 
     /// `relay` just got a connection: the processes it relays, through a pipeline (whose
     /// stdout or stderr reaches its stdin through a pipe, and whose stdin is a pipe) or as
-    /// their parent (`parent_of` says whose child a process is). A relaying parent connects
-    /// before it starts the child, but the two facts come from different rings, so either
-    /// may arrive first.
-    pub fn relayed_through(&self, relay: Pid, parent_of: impl Fn(Pid) -> Pid) -> Vec<Relayed> {
+    /// their parent. A relaying parent connects before it starts the child, but the two facts
+    /// come from different rings, so either may arrive first.
+    pub fn relayed_through(&self, relay: Pid) -> Vec<Relayed> {
         let connected = |p: Pid| p == relay;
         let mut out: Vec<Relayed> = self
-            .by_pid
-            .keys()
-            .filter(|&&p| p != relay && parent_of(p) == relay)
-            .filter_map(|&child| self.relayed_by(child, relay, connected))
+            .children
+            .get(&relay)
+            .into_iter()
+            .flatten()
+            .filter_map(|&child| self.relayed_by(child, connected))
             .collect();
-        if let Some((cgroup, pipes)) = self.by_pid.get(&relay)
+        if let Some(Piped { cgroup, pipes, .. }) = self.by_pid.get(&relay)
             && pipes[0] != 0
             && let Some(ends) = self.ends.get(&(*cgroup, pipes[0]))
         {
@@ -187,7 +214,7 @@ impl PipeIndex {
             out.extend(
                 writers
                     .into_iter()
-                    .filter_map(|p| self.relayed_by(p, Pid(0), connected)),
+                    .filter_map(|p| self.relayed_by(p, connected)),
             );
         }
         out
@@ -196,16 +223,10 @@ impl PipeIndex {
 
 impl Enricher {
     /// After `pid` exec'd: relayed by a process that already holds a connection?
-    pub(super) fn relay_at_exec(
-        &mut self,
-        pid: Pid,
-        parent: Pid,
-        at: BootNs,
-        out: &mut Vec<pb::Event>,
-    ) {
+    pub(super) fn relay_at_exec(&mut self, pid: Pid, at: BootNs, out: &mut Vec<pb::Event>) {
         let procs = &self.procs;
         let connected = |p: Pid| procs.get(p).is_some_and(|i| i.connected.is_some());
-        if let Some(r) = self.pipes.relayed_by(pid, parent, connected) {
+        if let Some(r) = self.pipes.relayed_by(pid, connected) {
             self.relay_event(r, at, out);
         }
     }
@@ -222,9 +243,7 @@ impl Enricher {
             return;
         };
         info.connected = Some(peer);
-        let procs = &self.procs;
-        let parent_of = |p: Pid| procs.get(p).map_or(Pid(0), |i| i.ppid);
-        for r in self.pipes.relayed_through(pid, parent_of) {
+        for r in self.pipes.relayed_through(pid) {
             self.relay_event(r, at, out);
         }
     }
@@ -265,9 +284,9 @@ mod tests {
     /// writes 11 on fds 1 and 2, nc reads 11 and writes the FIFO 12.
     fn pipeline() -> PipeIndex {
         let mut index = PipeIndex::default();
-        index.set(Pid(1), C, [0, 10, 0]);
-        index.set(Pid(2), C, [10, 11, 11]);
-        index.set(Pid(3), C, [11, 12, 0]);
+        index.set(Pid(1), Pid(9), C, [0, 10, 0]);
+        index.set(Pid(2), Pid(9), C, [10, 11, 11]);
+        index.set(Pid(3), Pid(9), C, [11, 12, 0]);
         index
     }
 
@@ -275,7 +294,7 @@ mod tests {
     fn a_shell_whose_output_reaches_a_connected_process_is_relayed_either_way_round() {
         let index = pipeline();
         // The connection came first: found at the shell's exec.
-        let at_exec = index.relayed_by(Pid(2), Pid(9), |p| p == Pid(3));
+        let at_exec = index.relayed_by(Pid(2), |p| p == Pid(3));
         let want = Relayed {
             pid: Pid(2),
             fds: vec![1, 2],
@@ -284,58 +303,59 @@ mod tests {
         };
         assert_eq!(at_exec.as_ref(), Some(&want));
         // The exec came first: found at nc's connection.
-        assert_eq!(index.relayed_through(Pid(3), |_| Pid(9)), [want]);
+        assert_eq!(index.relayed_through(Pid(3)), [want]);
         // cat is upstream of the shell, not a relay of its output.
-        assert!(index.relayed_through(Pid(1), |_| Pid(9)).is_empty());
+        assert!(index.relayed_through(Pid(1)).is_empty());
     }
 
     #[test]
     fn no_relay_without_a_connection_a_piped_stdin_or_in_another_container() {
         let index = pipeline();
-        assert_eq!(index.relayed_by(Pid(2), Pid(9), |_| false), None);
+        assert_eq!(index.relayed_by(Pid(2), |_| false), None);
         // `curl URL | sh`: the shell's input comes from the network, its output does not go
         // there.
         let mut curl_sh = PipeIndex::default();
-        curl_sh.set(Pid(1), C, [0, 20, 0]);
-        curl_sh.set(Pid(2), C, [20, 0, 0]);
-        assert!(curl_sh.relayed_through(Pid(1), |_| Pid(9)).is_empty());
-        assert_eq!(curl_sh.relayed_by(Pid(2), Pid(9), |p| p == Pid(1)), None);
+        curl_sh.set(Pid(1), Pid(9), C, [0, 20, 0]);
+        curl_sh.set(Pid(2), Pid(9), C, [20, 0, 0]);
+        assert!(curl_sh.relayed_through(Pid(1)).is_empty());
+        assert_eq!(curl_sh.relayed_by(Pid(2), |p| p == Pid(1)), None);
         // `sh script | nc logs 514`: output to the network, but stdin is no pipe.
         let mut logs = PipeIndex::default();
-        logs.set(Pid(1), C, [0, 30, 0]);
-        logs.set(Pid(2), C, [30, 0, 0]);
-        assert!(logs.relayed_through(Pid(2), |_| Pid(9)).is_empty());
+        logs.set(Pid(1), Pid(9), C, [0, 30, 0]);
+        logs.set(Pid(2), Pid(9), C, [30, 0, 0]);
+        assert!(logs.relayed_through(Pid(2)).is_empty());
         // The same inode in another container is another pipe.
         let mut other = pipeline();
-        other.set(Pid(3), CgroupId(8), [11, 12, 0]);
-        assert_eq!(other.relayed_by(Pid(2), Pid(9), |p| p == Pid(3)), None);
+        other.set(Pid(3), Pid(9), CgroupId(8), [11, 12, 0]);
+        assert_eq!(other.relayed_by(Pid(2), |p| p == Pid(3)), None);
     }
 
     #[test]
     fn a_shell_on_pipes_only_its_connected_parent_holds_is_relayed_by_the_parent() {
         // ncat -e: the parent connects, then runs the shell on two pipes of its own.
         let mut index = PipeIndex::default();
-        index.set(Pid(2), C, [40, 41, 41]);
-        let r = index.relayed_by(Pid(2), Pid(1), |p| p == Pid(1)).unwrap();
+        index.set(Pid(2), Pid(1), C, [40, 41, 41]);
+        let r = index.relayed_by(Pid(2), |p| p == Pid(1)).unwrap();
         assert_eq!((r.relay, r.via, r.fds), (Pid(1), Via::Parent, vec![1, 2]));
-        assert_eq!(index.relayed_by(Pid(2), Pid(1), |_| false), None);
+        assert_eq!(index.relayed_by(Pid(2), |_| false), None);
         // The connection reported after the child's exec finds it too.
-        let found = index.relayed_through(Pid(1), |p| if p == Pid(2) { Pid(1) } else { Pid(9) });
+        let found = index.relayed_through(Pid(1));
         assert_eq!(found.len(), 1, "{found:?}");
         // A pipe another process has on its stdio is not the parent's alone.
-        index.set(Pid(3), C, [0, 40, 0]);
-        assert_eq!(index.relayed_by(Pid(2), Pid(1), |p| p == Pid(1)), None);
+        index.set(Pid(3), Pid(9), C, [0, 40, 0]);
+        assert_eq!(index.relayed_by(Pid(2), |p| p == Pid(1)), None);
     }
 
     #[test]
     fn exits_and_re_execs_forget_the_old_ends() {
         let mut index = pipeline();
         index.remove(Pid(3));
-        assert_eq!(index.relayed_by(Pid(2), Pid(9), |p| p == Pid(3)), None);
-        index.set(Pid(2), C, [0, 0, 0]);
+        assert_eq!(index.relayed_by(Pid(2), |p| p == Pid(3)), None);
+        index.set(Pid(2), Pid(9), C, [0, 0, 0]);
         assert_eq!(index.len(), 1);
         index.retain(|p| p != Pid(1));
         assert_eq!(index.len(), 0);
         assert!(index.ends.is_empty());
+        assert!(index.children.is_empty());
     }
 }

@@ -63,9 +63,9 @@ pub fn run() -> Result<()> {
     let mut absent: Vec<(&str, &str)> = Vec::new();
     for spec in &hooks {
         if let Err(e) = attach(&mut ebpf, spec) {
-            match spec.optional {
-                Some(why) if !spec.attach.exists() => absent.push((spec.name, why)),
-                _ => failed.push((spec.name, super::describe(&e))),
+            match spec.left_out() {
+                Some(why) => absent.push((spec.name, why)),
+                None => failed.push((spec.name, super::describe(&e))),
             }
         }
     }

@@ -47,7 +47,7 @@ impl Attach {
 
     /// Whether the kernel has this attach point (tracepoints: listed in tracefs; the other
     /// kinds are taken to exist and fail to attach with their own reason).
-    pub fn exists(&self) -> bool {
+    fn exists(&self) -> bool {
         match self {
             Attach::TracePoint { category, name } => {
                 super::tracefs::ensure_tracefs().is_ok_and(|root| {
@@ -95,6 +95,14 @@ pub struct HookSpec {
     /// Left out, with this warning, where the kernel lacks the attach point (a feature the
     /// kernel was built without); `None`: the sensor cannot run without it.
     pub optional: Option<&'static str>,
+}
+
+impl HookSpec {
+    /// For an optional hook whose attach point this kernel lacks: why it is left out. A hook
+    /// that failed to attach for any other reason is a failure.
+    pub fn left_out(&self) -> Option<&'static str> {
+        self.optional.filter(|_| !self.attach.exists())
+    }
 }
 
 const fn tp(

@@ -308,12 +308,12 @@ impl LoadedSensor {
         self_filter.refresh()?;
         let mut hooks = Vec::new();
         for spec in default_hooks() {
-            match (attach(&mut ebpf, &spec), spec.optional) {
-                (Ok(()), _) => hooks.push(spec),
-                (Err(e), Some(absent)) if !spec.attach.exists() => {
-                    log::warn!("{absent} ({})", describe(&e));
-                }
-                (Err(e), _) => return Err(e),
+            match attach(&mut ebpf, &spec) {
+                Ok(()) => hooks.push(spec),
+                Err(e) => match spec.left_out() {
+                    Some(why) => log::warn!("{why} ({})", describe(&e)),
+                    None => return Err(e),
+                },
             }
         }
         for spec in variant_hooks(opts.hook_set) {
