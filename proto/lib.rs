@@ -103,6 +103,7 @@ impl Event {
             event::Body::Mount(_) => "mount",
             event::Body::IoUring(_) => "io_uring",
             event::Body::StdioRelay(_) => "stdio_relay",
+            event::Body::EventsDropped(_) => "events_dropped",
         }
     }
 

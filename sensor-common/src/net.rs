@@ -23,6 +23,16 @@ pub struct Caller {
     pub comm: [u8; COMM_LEN],
 }
 
+/// A listening TCP socket: its cgroup and local port (the key of the kernel's listener map,
+/// which the agent also seeds with listeners older than itself).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerKey {
+    pub cgroup_id: u64,
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
 /// Which socket call a [`SockRecord`] reports.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +42,9 @@ pub enum SockOp {
     Accept = 3,
     Bind = 4,
     Listen = 5,
+    /// A UDP datagram sent to an address (sendto/sendmsg with a destination, io_uring's
+    /// included): reported once per socket and peer, not per datagram.
+    Send = 6,
 }
 
 impl SockOp {
@@ -42,6 +55,7 @@ impl SockOp {
             3 => Self::Accept,
             4 => Self::Bind,
             5 => Self::Listen,
+            6 => Self::Send,
             _ => return None,
         })
     }
@@ -326,6 +340,8 @@ mod pod {
     unsafe impl aya::Pod for TcIcmpKey {}
     unsafe impl aya::Pod for FilterConfig {}
     unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for ListenerKey {}
+    unsafe impl aya::Pod for Caller {}
 }
 
 #[cfg(test)]

@@ -97,6 +97,8 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     pub inode_i_mode: u32,
     pub inode_i_ino: u32,
+    /// `inode.i_rdev`: which device a character special file is (a pty's terminal side).
+    pub inode_i_rdev: u32,
     pub socket_sk: u32,
 
     // struct sock (sock_common members are relative to struct sock)

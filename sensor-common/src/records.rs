@@ -28,6 +28,13 @@ pub enum Ring {
 /// Number of [`Ring`]s.
 pub const RING_COUNT: u32 = 2;
 
+/// Wakeup coalescing: a record wakes the agent only when no record of its ring woke it within
+/// this many nanoseconds; the others are submitted without a wakeup. The agent drains again
+/// this long after every drain that found records, so no record waits longer than this.
+/// (Each wakeup costs the writing task an interrupt and a cross-CPU wakeup, several
+/// microseconds on a virtual machine: more than the probe itself.)
+pub const RING_WAKE_GAP_NS: u64 = 2_000_000;
+
 /// Why a record was not delivered (index into the drop counters, `ring * DROP_REASONS + reason`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,10 +82,12 @@ pub enum Hook {
     Mount = 15,
     /// `io_uring:io_uring_create`: io_uring rings set up by containers.
     IoUring = 16,
+    /// cgroup `sendmsg4`/`sendmsg6` on the cgroup2 root: UDP datagrams sent to an address.
+    Send = 17,
 }
 
 /// Number of [`Hook`]s.
-pub const HOOK_COUNT: u32 = 17;
+pub const HOOK_COUNT: u32 = 18;
 
 /// Why a probe failed: the errno its helper returned, in a few buckets (index into the error
 /// counters, `hook * HOOK_ERROR_KINDS + kind`), so `health` says why, not only that.
@@ -260,6 +269,10 @@ pub const EXE_FILE_MAX: usize = 48;
 /// `ExecRecord.stdio_sockets`: bit N set when fd N (0, 1, 2) is a socket.
 pub const STDIO_SOCKET_MASK: u32 = 0b111;
 
+/// `ExecRecord.stdio_sockets`: bit `STDIO_PTY_SHIFT + N` set when fd N is the terminal side of
+/// a pseudo-terminal (`/dev/pts/N`), whose other side some process relays.
+pub const STDIO_PTY_SHIFT: u32 = 8;
+
 /// A successful `execve`, from `sched:sched_process_exec`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -278,8 +291,8 @@ pub struct ExecRecord {
     /// The peer of the first of fds 0-2 that is a socket.
     pub stdio_peer: crate::net::Endpoint,
     pub _pad2: u32,
-    /// The inode of each of fds 0-2 that is a pipe or FIFO (0: not one): the two ends of a
-    /// pipe share it.
+    /// The inode of each of fds 0-2 that is a pipe or FIFO (the two ends of a pipe share it), a
+    /// Unix socket (one end of a socket pair) or a pty's terminal side; 0: none of these.
     pub stdio_pipes: [u64; 3],
     pub filename: [u8; FILENAME_MAX],
     /// With [`EXEC_EXE_UNLINKED`]: the executable file's dentry name, NUL-terminated.

@@ -1,6 +1,7 @@
 //! Numbers of the kernel's user ABI the probes compare against: address families, socket
 //! types, IP protocols (the same on every kernel).
 
+pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const AF_PACKET: u16 = 17;

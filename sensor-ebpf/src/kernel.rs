@@ -151,6 +151,7 @@ pub fn fd_file(task: *const u8, fd: i64) -> ReadResult<*const u8> {
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
 const S_IFIFO: u16 = 0o010000;
+const S_IFCHR: u16 = 0o020000;
 
 /// The inode number of a pipe or FIFO file (both ends share it); `None` for other files.
 #[inline(always)]
@@ -161,6 +162,25 @@ pub fn file_fifo(file: *const u8) -> ReadResult<Option<u64>> {
         return Ok(None);
     }
     Ok(Some(read::<u64>(inode, off!(inode_i_ino))?))
+}
+
+/// The inode number of a file.
+#[inline(always)]
+pub fn file_ino(file: *const u8) -> ReadResult<u64> {
+    let inode = read_ptr(file, off!(file_f_inode))?;
+    read::<u64>(inode, off!(inode_i_ino))
+}
+
+/// Whether a file is the terminal side of a pseudo-terminal: a character device of the
+/// UNIX98 pty slave majors (136-143, `/dev/pts/N`).
+#[inline(always)]
+pub fn file_is_pty(file: *const u8) -> ReadResult<bool> {
+    let inode = read_ptr(file, off!(file_f_inode))?;
+    if read::<u16>(inode, off!(inode_i_mode))? & S_IFMT != S_IFCHR {
+        return Ok(false);
+    }
+    let major = read::<u32>(inode, off!(inode_i_rdev))? >> 20;
+    Ok((136..=143).contains(&major))
 }
 
 /// The `struct sock *` of a socket file; `None` when the file is not a socket.

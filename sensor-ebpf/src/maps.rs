@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
     DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_ERROR_KINDS,
@@ -18,6 +18,10 @@ pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 /// Socket and TCP records: a flood here cannot starve [`PROC_EVENTS`].
 #[map]
 pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Per ring, when a record last woke the agent (boot ns): see [`sensor_common::RING_WAKE_GAP_NS`].
+#[map]
+pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(RING_COUNT, 0);
 
 /// Records not delivered, per `ring * DROP_REASONS + reason`.
 #[map]

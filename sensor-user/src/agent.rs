@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
-use sensor_common::{FilterConfig, Ring};
+use sensor_common::{FilterConfig, RING_WAKE_GAP_NS, Ring};
 use sensor_proto as pb;
 use tokio::{
     io::unix::AsyncFd,
@@ -21,13 +21,17 @@ use crate::{
     deliver::{Delivery, DeliveryConfig},
     detect::{
         catalog,
-        engine::{self, Engine},
+        engine::{self, AlertCap, Engine},
         learn,
         rule::CompiledRule,
     },
+    drops::DropEpisodes,
     enrich::{Enricher, runtime::RuntimeApi},
     health::{Setup, Stats, health_event},
-    loader::{AggregationMaps, FALLBACK_ADVICE, HostCgroupFilter, LoadOptions, LoadedSensor},
+    loader::{
+        AggregationMaps, FALLBACK_ADVICE, HostCgroupFilter, KernelCounters, LoadOptions,
+        LoadedSensor,
+    },
     output::json::JsonLines,
     privileges,
 };
@@ -50,6 +54,8 @@ pub struct RunOptions {
     pub docker_socket: Option<std::path::PathBuf>,
     /// Where what rules learn is kept across restarts (`learned.json`).
     pub state_dir: std::path::PathBuf,
+    /// Alerts per rule and container per period before "N more like this".
+    pub alert_cap: AlertCap,
 }
 
 impl RunOptions {
@@ -67,6 +73,7 @@ impl RunOptions {
             rules_dir: None,
             docker_socket: Some(crate::enrich::runtime::docker::DEFAULT_SOCKET.into()),
             state_dir: "/var/lib/sensor".into(),
+            alert_cap: AlertCap::default(),
             node,
         }
     }
@@ -112,6 +119,18 @@ impl Emitter {
         self.sink.write_alert(&alert)
     }
 
+    /// The "N more like this" alerts of cap periods that ended: reported even when the flood
+    /// that filled them stopped.
+    fn flush_held_alerts(&mut self) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        for alert in self.engine.tick(now) {
+            self.alert(alert)?;
+        }
+        Ok(())
+    }
+
     /// Saves what the rules learned, when they learned something since the last save.
     fn save_learning(&mut self) {
         if self.engine.learned_changed()
@@ -130,7 +149,7 @@ impl Emitter {
                 self.delivery.set_rules(rule_infos(&rules), version.clone());
                 // What the rules learned outlives a reload.
                 let learned = self.engine.learned();
-                self.engine = Engine::new(rules, version);
+                self.engine = Engine::new(rules, version).with_cap(self.engine.cap());
                 self.engine.restore_learned(learned);
             }
             Err(e) => eprintln!("sensor: rule reload failed, keeping the current rules: {e:#}"),
@@ -164,9 +183,12 @@ struct Pipeline {
 
 impl Pipeline {
     /// Drains both rings and handles their records in kernel-timestamp order, so a connect is
-    /// never seen before the exec that preceded it, nor after its container's exit. Returns
-    /// whether a container's first process started (its network interfaces exist by then).
-    fn drain(&mut self, proc: &mut RingBuf<MapData>, net: &mut RingBuf<MapData>) -> Result<bool> {
+    /// never seen before the exec that preceded it, nor after its container's exit.
+    fn drain(
+        &mut self,
+        proc: &mut RingBuf<MapData>,
+        net: &mut RingBuf<MapData>,
+    ) -> Result<Drained> {
         let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
         for (ring, which) in [(proc, Ring::Process), (net, Ring::Network)] {
             while let Some(item) = ring.next() {
@@ -176,7 +198,7 @@ impl Pipeline {
         }
         // Stable: records of one ring keep their order when timestamps tie.
         records.sort_by_key(|(t, _)| *t);
-        let mut container_began = false;
+        let drained = records.len();
         for (_, bytes) in records {
             match decode::decode(&bytes) {
                 Ok(record) => self.enricher.handle(record, &mut self.batch),
@@ -187,15 +209,12 @@ impl Pipeline {
                     }
                 }
             }
-            container_began |= self.batch.iter().any(|e| {
-                e.kind == "exec"
-                    && e.container.is_some()
-                    && e.process.as_ref().is_some_and(|p| p.ns_pid == 1)
-            });
             self.flush_batch()?;
         }
-        self.apply_host_filter();
-        Ok(container_began)
+        Ok(Drained {
+            records: drained,
+            netns_ready: self.enricher.take_netns_ready(),
+        })
     }
 
     fn flush_batch(&mut self) -> Result<()> {
@@ -205,8 +224,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Tells the kernel which cgroups are the host's (their network activity is filtered).
-    fn apply_host_filter(&mut self) {
+    /// Tells the kernel which cgroups are the host's (their network activity is filtered) and
+    /// which are containers' (their packets run the traffic programs).
+    fn apply_cgroups(&mut self, sensor: &mut LoadedSensor) {
         for (cgroup, host) in self.enricher.take_host_cgroup_updates() {
             if host {
                 if let Err(e) = self.host_filter.mark_host(cgroup.0) {
@@ -216,6 +236,56 @@ impl Pipeline {
                 self.host_filter.forget(cgroup.0);
             }
         }
+        for (dir, started) in self.enricher.take_container_cgroup_updates() {
+            if !started {
+                sensor.unwatch_traffic(&dir);
+            } else if let Err(e) = sensor.watch_traffic(&dir) {
+                // Quiet when the cgroup is gone already (a container that lived milliseconds).
+                let gone = e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                });
+                if !gone {
+                    log::warn!("traffic of container cgroup {dir} not counted: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// After a drain: container cgroups are applied, a new container's veth is watched from its
+    /// first packet, and when the drain found records, the rings are drained again
+    /// [`RING_WAKE_GAP_NS`] later for the records the kernel submitted meanwhile without waking
+    /// us.
+    fn after_drain(
+        &mut self,
+        drained: &Drained,
+        sensor: &mut LoadedSensor,
+        recheck: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) {
+        self.apply_cgroups(sensor);
+        if drained.netns_ready {
+            for error in sensor.sync_interfaces() {
+                log::warn!("{error}");
+            }
+        }
+        if drained.records > 0 {
+            recheck.reset(tokio::time::Instant::now() + Duration::from_nanos(RING_WAKE_GAP_NS));
+        }
+    }
+
+    /// One `events_dropped` event per cgroup (and for the node) that lost records since the
+    /// last health report.
+    fn report_losses(
+        &mut self,
+        counters: &KernelCounters,
+        episodes: &mut DropEpisodes,
+    ) -> Result<()> {
+        for loss in episodes.since_last(counters.cgroup_drops(), &counters.ring_totals()) {
+            for event in self.enricher.dropped(loss.cgroup, loss.body) {
+                self.out.emit(event)?;
+            }
+        }
+        Ok(())
     }
 
     fn aggregates(
@@ -231,6 +301,13 @@ impl Pipeline {
         );
         self.flush_batch()
     }
+}
+
+/// What one drain of the rings found.
+struct Drained {
+    records: usize,
+    /// A container's first process ran: its veth exists now.
+    netns_ready: bool,
 }
 
 /// A ring registered with epoll.
@@ -267,7 +344,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let attached_in = started.elapsed();
 
     // Hooks are attached before the scans, so nothing falls between scan and first record.
-    let mut engine = Engine::new(rules, rules_version);
+    let mut engine = Engine::new(rules, rules_version).with_cap(opts.alert_cap);
     let learned_path = opts.state_dir.join(learn::LEARNED_FILE);
     match learn::load(&learned_path) {
         Ok(saved) => engine.restore_learned(saved),
@@ -291,7 +368,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     for event in p.enricher.bootstrap() {
         p.out.emit(event)?;
     }
-    p.apply_host_filter();
+    p.apply_cgroups(&mut sensor);
     let hook_set = sensor.hook_set.to_string();
     let missing = sensor.hook_set.blind_kinds();
     let hooks = sensor.hooks.clone();
@@ -301,6 +378,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             hook_set: &hook_set,
             blind_rules: p.out.engine.blind_rules(missing),
             runtime_api: runtime_status.get(),
+            rules: p.out.engine.stats(),
             container_of: &|cgroup| p.enricher.container_id_of(cgroup),
         };
         health_event(started, &counters, setup, &p.out.stats, &clock, &opts.node)
@@ -335,6 +413,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut rules_stamp = opts.rules_dir.as_deref().and_then(catalog::dir_stamp);
     let tick = |d: Duration| tokio::time::interval_at(tokio::time::Instant::now() + d, d);
     let (mut health_tick, mut flow_tick) = (tick(opts.health_interval), tick(opts.flow_interval));
+    let mut episodes = DropEpisodes::default();
+    let recheck = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(recheck);
     loop {
         tokio::select! {
             // Re-arm before draining: a record committed after our last read then wakes us
@@ -343,26 +424,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             guard = proc_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the process ring")?;
                 guard.clear_ready();
-                let began = p.drain(guard.get_inner_mut(), net_ring.get_mut())?;
+                let drained = p.drain(guard.get_inner_mut(), net_ring.get_mut())?;
                 drop(guard);
-                if began {
-                    // Watch the new container's veth from its first packet.
-                    for error in sensor.sync_interfaces() {
-                        log::warn!("{error}");
-                    }
-                }
+                p.after_drain(&drained, &mut sensor, recheck.as_mut());
                 p.out.sink.flush()?;
             }
             guard = net_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the network ring")?;
                 guard.clear_ready();
-                let began = p.drain(proc_ring.get_mut(), guard.get_inner_mut())?;
+                let drained = p.drain(proc_ring.get_mut(), guard.get_inner_mut())?;
                 drop(guard);
-                if began {
-                    for error in sensor.sync_interfaces() {
-                        log::warn!("{error}");
-                    }
-                }
+                p.after_drain(&drained, &mut sensor, recheck.as_mut());
+                p.out.sink.flush()?;
+            }
+            // Records the kernel submitted without a wakeup (RING_WAKE_GAP_NS).
+            () = &mut recheck, if !recheck.is_elapsed() => {
+                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
+                p.after_drain(&drained, &mut sensor, recheck.as_mut());
                 p.out.sink.flush()?;
             }
             _ = flow_tick.tick() => {
@@ -374,7 +452,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             _ = health_tick.tick() => {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
-                p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
+                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
+                p.after_drain(&drained, &mut sensor, recheck.as_mut());
                 p.enricher.sweep();
                 if let Err(e) = self_filter.refresh() {
                     log::warn!("{e:#}");
@@ -387,6 +466,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                         p.out.reload_rules(Some(dir));
                     }
                 }
+                p.out.flush_held_alerts()?;
+                p.report_losses(&counters, &mut episodes)?;
                 p.out.emit(health(&p))?;
                 p.out.save_learning();
                 p.out.sink.flush()?;
@@ -400,6 +481,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Whatever is still in the rings and maps, then a last health report.
     p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
     p.aggregates(&aggregation, sensor.interface_names())?;
+    p.report_losses(&counters, &mut episodes)?;
     p.out.emit(health(&p))?;
     p.out.save_learning();
     p.out.sink.flush()?;

@@ -7,6 +7,8 @@ use sensor_proto::{self as pb, event::Body};
 
 use crate::{
     clock::{Clock, duration},
+    detect::engine::RuleStats,
+    drops,
     loader::{HookSpec, KernelCounters, grouped},
     types::CgroupId,
 };
@@ -37,6 +39,8 @@ pub struct Setup<'a> {
     pub container_of: &'a dyn Fn(CgroupId) -> Option<String>,
     /// The runtime API's status line (container names, images, labels).
     pub runtime_api: String,
+    /// The detection engine's per-rule state.
+    pub rules: Vec<RuleStats>,
 }
 
 /// A `health` event from the kernel counters and `stats`.
@@ -95,6 +99,18 @@ pub fn health_event(
         runtime_api: setup.runtime_api,
         blind_rules: setup.blind_rules,
         cgroup_drops,
+        rules: setup
+            .rules
+            .into_iter()
+            .filter(|r| r.keys + r.evicted + r.throttled + r.suppressed > 0)
+            .map(|r| pb::RuleHealth {
+                rule_id: r.rule_id,
+                keys: r.keys,
+                evicted: r.evicted,
+                throttled: r.throttled,
+                suppressed: r.suppressed,
+            })
+            .collect(),
     }))
 }
 
@@ -114,18 +130,8 @@ fn cgroup_drops(
         .map(|(key, dropped)| pb::CgroupDrops {
             cgroup_id: key.cgroup_id,
             container_id: container_of(CgroupId(key.cgroup_id)).unwrap_or_default(),
-            ring: if key.ring == Ring::Process as u32 {
-                "process"
-            } else {
-                "network"
-            }
-            .into(),
-            reason: if key.reason == DropReason::RingFull as u32 {
-                "ring_full"
-            } else {
-                "rate_limited"
-            }
-            .into(),
+            ring: drops::ring_name(key.ring).into(),
+            reason: drops::reason_name(key.reason).into(),
             dropped,
         })
         .collect()

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod decode;
 pub mod deliver;
 pub mod detect;
+pub mod drops;
 pub mod enrich;
 pub mod health;
 pub mod loader;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use sensor::{
     agent::{self, RunOptions},
     deliver::cli::{DeliveryArgs, WatchArgs},
+    detect::engine::AlertCap,
 };
 
 #[derive(Parser)]
@@ -65,7 +66,8 @@ struct RunArgs {
     /// Size of the network ring buffer in MiB (a power of two).
     #[arg(long, default_value_t = 4, value_parser = parse_ring_mib)]
     net_ring_mib: u32,
-    /// Also report network activity of host processes (default: containers only).
+    /// Also report network activity of host processes (default: containers only; with it the
+    /// traffic programs run on every packet of the node, not only containers' packets).
     #[arg(long)]
     net_host: bool,
     /// Network records per second each cgroup may emit before its records are dropped (and
@@ -102,6 +104,11 @@ struct RunArgs {
     /// not ask). A socket that is missing or does not answer is a warning, not an error.
     #[arg(long, value_name = "PATH|none", default_value = "/var/run/docker.sock")]
     docker_socket: String,
+    /// At most N alerts per rule and container in SECONDS (`N/SECONDS`); the ones beyond are
+    /// held back, counted (health `rules[].suppressed`) and reported when the period ends in
+    /// one "N more like this" alert (`suppressed` = how many). `0` turns the cap off.
+    #[arg(long, default_value = "20/60", value_name = "N/SECONDS|0", value_parser = parse_alert_cap)]
+    alert_cap: AlertCap,
     /// Where what the rules learn (ports each image listens on) is kept across restarts.
     /// Default: the spool directory's parent (/var/lib/sensor).
     #[arg(long, value_name = "DIR")]
@@ -126,6 +133,7 @@ impl RunArgs {
         opts.load.filter.proc_burst = self.proc_burst.max(1);
         opts.load.hook_set = self.hooks;
         opts.rules_dir = self.rules;
+        opts.alert_cap = self.alert_cap;
         opts.docker_socket = (self.docker_socket != "none").then(|| self.docker_socket.into());
         opts.state_dir = self.state_dir.unwrap_or_else(|| {
             let spool = &opts.delivery.spool.dir;
@@ -145,6 +153,26 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
         ));
     }
     Ok(v)
+}
+
+fn parse_alert_cap(s: &str) -> Result<AlertCap, String> {
+    if s == "0" {
+        return Ok(AlertCap {
+            limit: 0,
+            seconds: 1.0,
+        });
+    }
+    let bad = || format!("`{s}`: write N/SECONDS (for example 20/60), or 0 for no cap");
+    let (n, secs) = s.split_once('/').ok_or_else(bad)?;
+    let limit: u32 = n.parse().map_err(|_| bad())?;
+    let seconds: u32 = secs.parse().map_err(|_| bad())?;
+    if limit == 0 || seconds == 0 {
+        return Err(bad());
+    }
+    Ok(AlertCap {
+        limit,
+        seconds: seconds as f64,
+    })
 }
 
 fn hostname() -> String {

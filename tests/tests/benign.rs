@@ -182,6 +182,21 @@ fn ordinary_containers_raise_no_alert() {
         "ls /etc | wc -l; cat /etc/hostname",
     ]);
     case("a script run by docker exec", long_lived.clone());
+    // An operator at a terminal (docker exec -t): the shell and the client it runs share the
+    // pty, which is no relay.
+    docker(&[
+        "exec",
+        "-t",
+        &long_lived,
+        "sh",
+        "-c",
+        &format!(
+            "wget -q -O /dev/null {}; nc -w 1 {} 8080 < /dev/null; true",
+            url("index.html"),
+            web.ip
+        ),
+    ]);
+    case("a terminal session by docker exec -t", long_lived.clone());
     case("the web server itself", web.id.clone());
 
     thread::sleep(SETTLE);

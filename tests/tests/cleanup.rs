@@ -4,9 +4,12 @@
 
 use std::process::Command;
 
+use std::time::{Duration, Instant};
+
 use sensor_tests::{
-    Sensor,
+    Containers, Sensor,
     bpf_links::{names, tracepoints_of},
+    cgroup_path, docker, image,
 };
 use serde_json::Value;
 
@@ -54,12 +57,25 @@ fn cgroup2_mount() -> String {
         .expect("a cgroup2 mount")
 }
 
-/// Our cgroup programs, by name.
-const CGROUP_PROGRAMS: [&str; 6] = [
-    "traffic_",
+/// The programs `bpftool cgroup show DIR` lists on a cgroup directory.
+fn cgroup_programs(dir: &str) -> String {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show", dir])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The traffic programs: on containers' cgroups, not on the root.
+const TRAFFIC_PROGRAMS: [&str; 2] = ["traffic_egress", "traffic_ingress"];
+
+/// Our cgroup programs on the root, by name.
+const CGROUP_PROGRAMS: [&str; 7] = [
     "sock_create",
     "connect4",
     "connect6",
+    "sendmsg4",
+    "sendmsg6",
     "post_bind4",
     "post_bind6",
 ];
@@ -90,20 +106,47 @@ fn the_default_hooks_put_nothing_on_the_syscall_path() {
         syscall.is_empty(),
         "syscall tracepoints attached by default: {syscall:?}"
     );
-    let cgroup = Command::new("bpftool")
-        .args(["cgroup", "show", &cgroup2_mount()])
-        .output()
-        .unwrap();
-    let cgroup = String::from_utf8_lossy(&cgroup.stdout);
+    let root = cgroup_programs(&cgroup2_mount());
     for program in CGROUP_PROGRAMS {
         assert!(
-            cgroup.contains(program),
-            "{program} on the cgroup2 root:\n{cgroup}"
+            root.contains(program),
+            "{program} on the cgroup2 root:\n{root}"
+        );
+    }
+    // The host's packets run no program of ours: traffic is counted on containers' cgroups,
+    // attached as each container starts.
+    for program in TRAFFIC_PROGRAMS {
+        assert!(
+            !root.contains(program),
+            "{program} on the cgroup2 root:\n{root}"
+        );
+    }
+    let cid = docker(&["run", "-d", &image(), "sleep", "30"]);
+    let _cleanup = Containers(vec![cid.clone()]);
+    let dir = format!("{}{}", cgroup2_mount(), cgroup_path(&cid));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut on_container = cgroup_programs(&dir);
+    while !TRAFFIC_PROGRAMS.iter().all(|p| on_container.contains(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        on_container = cgroup_programs(&dir);
+    }
+    for program in TRAFFIC_PROGRAMS {
+        assert!(
+            on_container.contains(program),
+            "{program} on the container's cgroup {dir}:\n{on_container}"
         );
     }
     drop(sensor);
     // The opt-in puts its programs there: the listing would show a regression.
-    let sensor = Sensor::start_with("syscall_hooks", &["--hooks", "syscall"]);
+    // (With --net-host, the host's traffic is counted too: the traffic programs sit on the root.)
+    let sensor = Sensor::start_with("syscall_hooks", &["--hooks", "syscall", "--net-host"]);
+    let root = cgroup_programs(&cgroup2_mount());
+    for program in TRAFFIC_PROGRAMS {
+        assert!(
+            root.contains(program),
+            "{program} on the cgroup2 root with --net-host:\n{root}"
+        );
+    }
     let attached = tracepoints_of(sensor.pid());
     for call in ["sys_enter_ptrace", "sys_exit_bpf", "sys_enter_mount"] {
         assert!(

@@ -237,6 +237,20 @@ fn crs009_shells_relayed_through_pipes_by_a_pipeline_or_a_relay_tool() {
     assert_eq!(relay["via"], "parent", "{a}");
     assert_eq!(relay["relay_exe"], "/usr/local/bin/svc-agent", "{a}");
 
+    // The same tool on a socket pair (socat EXEC:) and on a pty (socat's pty, pty.spawn).
+    for via in ["socketpair", "pty"] {
+        let peer = sensor.listener(&commands);
+        let cid = run_rm(
+            &program.args(),
+            &["svc-agent", "--via", via, &peer.ip, "9001", "/bin/sh"],
+        );
+        let a = sensor.expect_alert("CRS-009", &cid);
+        assert_alert_fields(&a, "CRS-009", &cid);
+        let relay = &a["events"][0]["stdio_relay"];
+        assert_eq!(relay["via"], via, "{a}");
+        assert_eq!(ev::addr(&relay["peer"]), peer.ip, "{a}");
+    }
+
     let service = sensor.listener(&[
         "sh",
         "-c",
@@ -466,25 +480,68 @@ fn crs005_sixty_megabytes_to_one_peer() {
 }
 
 #[test]
-fn crs011_a_flood_that_drops_events_raises_a_health_alert() {
+fn crs011_each_drop_episode_alerts_naming_the_flooding_container() {
+    // (The test sensor reports health every second.)
     let sensor = Sensor::start_with("crs011", &["--net-rate", "20", "--net-burst", "20"]);
-    run_sh(
+    let flood = "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do nc 127.0.0.1 1 </dev/null 2>/dev/null; done";
+    // The flooding container pauses long enough (several health intervals) between two floods
+    // for them to be two episodes; a quiet container connects a few times meanwhile.
+    let flooder = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "sh",
+        "-c",
+        &format!("{flood}; sleep 4; {flood}"),
+    ]);
+    let _cleanup = Containers(vec![flooder.clone()]);
+    let quiet = run_sh(
         &[],
-        "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do nc 127.0.0.1 1 </dev/null 2>/dev/null; done; exit 0",
+        "for i in 1 2 3; do nc 127.0.0.1 1 </dev/null; sleep 0.3; done; exit 0",
     );
-    let alert = sensor
-        .wait_for(Duration::from_secs(20), |e| {
-            e["kind"] == "alert" && e["alert"]["rule_id"] == "CRS-011"
-        })
-        .expect("a CRS-011 alert once drops are reported");
+    docker(&["wait", &flooder]);
+    let ours = |e: &Value| {
+        e["kind"] == "alert"
+            && e["alert"]["rule_id"] == "CRS-011"
+            && ev::alert_container(e) == flooder
+    };
     assert!(
-        alert["alert"]["summary"]
-            .as_str()
-            .unwrap()
-            .contains("dropped"),
-        "{alert}"
+        sensor.wait_until(Duration::from_secs(20), |evs| {
+            evs.iter().filter(|e| ours(e)).count() >= 2
+        }),
+        "one CRS-011 alert per episode of the flooding container: {:?}",
+        sensor
+            .events()
+            .iter()
+            .filter(|e| ours(e))
+            .collect::<Vec<_>>()
     );
-    assert_eq!(alert["alert"]["events"][0]["kind"], "health");
+    let evs = sensor.events();
+    let alerts: Vec<&Value> = evs.iter().filter(|e| ours(e)).collect();
+    assert_eq!(alerts.len(), 2, "two episodes, two alerts: {alerts:?}");
+    let a = &alerts[0]["alert"];
+    assert_alert_fields(a, "CRS-011", &flooder);
+    let lost = &a["events"][0];
+    assert_eq!(lost["kind"], "events_dropped", "{a}");
+    assert_eq!(lost["events_dropped"]["ring"], "network");
+    assert_eq!(lost["events_dropped"]["reason"], "rate_limited");
+    assert!(ev::u64_of(&lost["events_dropped"]["dropped"]) > 0, "{lost}");
+    assert!(
+        a["summary"].as_str().unwrap().contains(flooder.as_str()),
+        "{a}"
+    );
+    // Within an episode, no new alert: the flood's own later intervals are not episode starts.
+    let episodes = evs
+        .iter()
+        .filter(|e| {
+            ev::kind(e) == "events_dropped"
+                && ev::container_id(e) == flooder
+                && e["events_dropped"]["episode_start"] == true
+        })
+        .count();
+    assert_eq!(episodes, 2);
+    // The quiet container stayed within its rate: no loss, no alert.
+    sensor.assert_no_alert("CRS-011", &quiet, SETTLE);
 }
 
 #[test]
@@ -683,6 +740,22 @@ fn crs019_fileless_execution_from_memory_and_deleted_files() {
     let a = sensor.expect_alert("CRS-019", &deleted);
     assert_alert_fields(&a, "CRS-019", &deleted);
     assert_eq!(a["events"][0]["process"]["exe_file"], ".x", "{a}");
+    // Through the dynamic loader: the executable (the loader) has a link; the program it loads
+    // from a descriptor has none.
+    let loaded = run_sh(
+        &[],
+        "cp /usr/bin/strace /tmp/.s && exec 3</tmp/.s && rm /tmp/.s && /lib64/ld-linux-x86-64.so.2 /proc/self/fd/3 -V",
+    );
+    let a = sensor.expect_alert("CRS-019", &loaded);
+    assert_alert_fields(&a, "CRS-019", &loaded);
+    assert_eq!(
+        a["events"][0]["process"]["exe"], "/lib64/ld-linux-x86-64.so.2",
+        "{a}"
+    );
+    assert!(
+        a["summary"].as_str().unwrap().contains("/proc/self/fd/3"),
+        "{a}"
+    );
 
     // Deleted after it started: the exec had a link (an upgrade in place looks like this).
     let benign = run_sh(

@@ -5,7 +5,8 @@
 use std::{process::Command, thread, time::Duration};
 
 use sensor_tests::{
-    Containers, HostProgram, Sensor, bridge_gateway, docker, docker_run_rm, ev, image,
+    Containers, HostProgram, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev,
+    image, run_rm,
 };
 use serde_json::Value;
 
@@ -74,6 +75,84 @@ fn nc_listen_accept_and_connect_between_two_containers() {
             .iter()
             .any(|e| ev::kind(e) == "io_uring" && ours.contains(&ev::container_id(e))),
         "an io_uring event without io_uring"
+    );
+}
+
+/// UDP datagrams sent to an address (no connect): reported where the kernel routes them, once
+/// per socket and peer however many datagrams follow.
+#[test]
+fn udp_datagrams_to_an_address_are_reported_once_per_socket_and_peer() {
+    let sensor = Sensor::start("udp_send");
+    // To the bridge gateway's unused port: nothing needs to listen, and no container of ours
+    // holds an address other tests' containers would get next.
+    let ip = bridge_gateway();
+    let program = HostProgram::new(env!("CARGO_BIN_EXE_udp-send"), "/usr/local/bin/beacon");
+    let client = run_rm(&program.args(), &["beacon", &ip, "9999", "5"]);
+    let sent = |evs: &[Value]| -> Vec<Value> {
+        evs.iter()
+            .filter(|e| ev::kind(e) == "socket" && e["socket"]["op"] == "send")
+            .filter(|e| e["process"]["exe"] == "/usr/local/bin/beacon")
+            .cloned()
+            .collect()
+    };
+    assert!(
+        sensor.wait_until(Duration::from_secs(10), |evs| !sent(evs).is_empty()),
+        "no send event"
+    );
+    thread::sleep(Duration::from_secs(1));
+    let sent = sent(&sensor.events());
+    assert_eq!(sent.len(), 1, "five datagrams, one report: {sent:?}");
+    let s = &sent[0]["socket"];
+    assert_eq!(
+        (ev::addr(&s["remote"]), &s["remote"]["port"]),
+        (ip.as_str(), &Value::from(9999)),
+        "{s}"
+    );
+    assert_eq!(s["type"], "dgram", "{s}");
+    assert_eq!(ev::container_id(&sent[0]), client, "the sender's container");
+}
+
+/// A server that outlived an agent restart: its socket entered LISTEN before the sensor ran,
+/// and its accepts are reported all the same (the agent seeds the kernel's listener map).
+#[test]
+fn accepts_on_a_listener_older_than_the_sensor_are_attributed() {
+    let server = docker(&[
+        "run",
+        "-d",
+        &image(),
+        "sh",
+        "-c",
+        "mkdir /w && echo ok > /w/i && httpd -f -p 8080 -h /w",
+    ]);
+    let _cleanup = Containers(vec![server.clone()]);
+    let ip = container_ip(&server);
+    let listening = || std::net::TcpStream::connect((ip.as_str(), 8080)).is_ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !listening() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(listening(), "httpd listens before the sensor starts");
+    let sensor = Sensor::start("old_listener");
+    let client = docker_run_rm(&[
+        &image(),
+        "wget",
+        "-q",
+        "-O",
+        "/dev/null",
+        &format!("http://{ip}:8080/i"),
+    ]);
+    let accept = sensor.expect("accept on the older listener", |e| {
+        sock_op(e, "accept", &server).is_some()
+    });
+    let connect = sensor.expect("the client's connect", |e| {
+        sock_op(e, "connect", &client).is_some()
+    });
+    assert_eq!(accept["process"]["comm"], "httpd", "{accept}");
+    assert_eq!(accept["socket"]["local"]["port"], 8080, "{accept}");
+    assert_eq!(
+        ev::addr(&accept["socket"]["remote"]),
+        ev::addr(&connect["socket"]["local"]),
+        "the accept names the client: {accept}"
     );
 }
 

@@ -1,16 +1,16 @@
 //! The one path every record takes into its ring: reserve, count a failed reservation against
 //! the ring (and, on the process ring, the cgroup), stamp the header, let the probe fill the
-//! rest, submit. A probe only says which ring and kind, and how to fill its record.
+//! rest, submit (waking the agent at most once per [`RING_WAKE_GAP_NS`] and ring). A probe only says which ring and kind, and how to fill its record.
 
-use aya_ebpf::maps::RingBuf;
+use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, maps::RingBuf};
 use sensor_common::{
     CgroupRecord, DropReason, ExecRecord, ExitRecord, ForkRecord, NsRecord, RECORD_VERSION,
-    RecordHeader, RecordKind, Ring, SockRecord, TamperRecord, TcpStateRecord,
+    RING_WAKE_GAP_NS, RecordHeader, RecordKind, Ring, SockRecord, TamperRecord, TcpStateRecord,
 };
 
 use crate::{
     kernel::{self, ReadResult},
-    maps::{NET_EVENTS, PROC_EVENTS, count_drop},
+    maps::{LAST_WAKEUP, NET_EVENTS, PROC_EVENTS, count_drop},
 };
 
 /// A record type: `repr(C)`, starting with its [`RecordHeader`].
@@ -80,8 +80,29 @@ pub fn emit<T: Record + 'static>(
     };
     // SAFETY: the reservation is sized and aligned for a T; `fill` writes what is read later.
     let rec = unsafe { &mut *entry.as_mut_ptr() };
-    *rec.header_mut() = header(kind);
+    let head = header(kind);
+    let wake = wakeup_flags(to, head.boot_ns);
+    *rec.header_mut() = head;
     let res = fill(rec);
-    entry.submit(0);
+    entry.submit(wake);
     res
+}
+
+/// Submit flags for a record of `to` written at `now`: the kernel's default (wake the agent if
+/// it has caught up) unless a record of this ring did so less than [`RING_WAKE_GAP_NS`] ago,
+/// then no wakeup: the agent drains again that long after each drain. Concurrent writers may
+/// both wake it; that only costs a wakeup.
+#[inline(always)]
+fn wakeup_flags(to: Ring, now: u64) -> u64 {
+    let Some(last) = LAST_WAKEUP.get_ptr_mut(to as u32) else {
+        return 0;
+    };
+    // SAFETY: an array slot; a racing writer only makes the gap approximate.
+    unsafe {
+        if now.wrapping_sub(*last) < RING_WAKE_GAP_NS {
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+        *last = now;
+    }
+    0
 }

@@ -1,5 +1,6 @@
-//! Socket operations where the kernel carries them out: cgroup `sock_create`, `connect4`/`6`
-//! and `post_bind4`/`6` programs on the cgroup2 root. They run in the calling task's context
+//! Socket operations where the kernel carries them out: cgroup `sock_create`, `connect4`/`6`,
+//! `sendmsg4`/`6` (UDP datagrams to an address, once per socket and peer) and `post_bind4`/`6`
+//! programs on the cgroup2 root. They run in the calling task's context
 //! for every inet socket, whichever way the call was made (a syscall or an io_uring request),
 //! cost nothing on other syscalls, and see the kernel's own copy of the address.
 //!
@@ -43,6 +44,20 @@ pub struct PendingConnect {
 /// never sees (a socket closed in `SYN_SENT` by a path without a state change) cannot leak.
 #[map]
 static CONNECTS: LruHashMap<u64, PendingConnect> = LruHashMap::with_max_entries(65536, 0);
+
+/// A UDP socket and a peer it sent to.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SentKey {
+    sk: u64,
+    peer: Endpoint,
+    _pad: u32,
+}
+
+/// The peers each UDP socket sent to: a flow of datagrams is reported at its first one, not
+/// per datagram. LRU: a socket that sends to many peers, or is closed, ages out.
+#[map]
+static SENT: LruHashMap<SentKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
 /// The saved connect of `sk`, removed.
 #[inline(always)]
@@ -142,10 +157,11 @@ pub fn sock_create(ctx: SockContext) -> i32 {
 }
 
 fn on_create(ctx: &SockContext) -> ReadResult<()> {
-    let caller = kernel::caller();
-    if !net_wanted(caller.cgroup_id) {
+    // The host's operations leave before the caller's comm is copied.
+    if !net_wanted(kernel::current_cgroup_id()) {
         return Ok(());
     }
+    let caller = kernel::caller();
     // SAFETY: the context is the new socket; the verifier checks every field access.
     let kind = sock_kind(unsafe { &*ctx.sock });
     let flags = kind_flags(kind.0, kind.1, kind.2);
@@ -166,10 +182,11 @@ pub fn post_bind6(ctx: SockContext) -> i32 {
 /// A bind that succeeded: the address and port the socket now holds (the port the kernel
 /// picked for port 0).
 fn on_bind(ctx: &SockContext, v6: bool) -> ReadResult<()> {
-    let caller = kernel::caller();
-    if !net_wanted(caller.cgroup_id) {
+    // The host's operations leave before the caller's comm is copied.
+    if !net_wanted(kernel::current_cgroup_id()) {
         return Ok(());
     }
+    let caller = kernel::caller();
     // SAFETY: as above.
     let sk = unsafe { &*ctx.sock };
     let mut local = Endpoint::default();
@@ -202,15 +219,20 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     run_probe!(Hook::Connect, on_connect(&ctx, true), 1)
 }
 
-/// A connect as the kernel received it: a TCP connect is saved for its outcome, any other is
-/// reported now (a UDP connect only sets the default peer).
-fn on_connect(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
-    let caller = kernel::caller();
-    if !net_wanted(caller.cgroup_id) {
-        return Ok(());
-    }
-    // SAFETY: the context of a sock_addr program; the verifier checks every field access.
-    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    run_probe!(Hook::Send, on_sendmsg(&ctx, false), 1)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    run_probe!(Hook::Send, on_sendmsg(&ctx, true), 1)
+}
+
+/// The address a sock_addr program's caller named, and the socket's family, type and
+/// protocol.
+#[inline(always)]
+fn destination(sa: &bpf_sock_addr, v6: bool) -> (Endpoint, (u16, u16, u16)) {
     let mut remote = Endpoint::default();
     let port = u16::from_be(sa.user_port as u16);
     if v6 {
@@ -218,11 +240,54 @@ fn on_connect(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
     } else {
         ip4(&mut remote, sa.user_ip4, port);
     }
-    let kind = (
-        if v6 { AF_INET6 } else { AF_INET },
-        sa.type_ as u16,
-        sa.protocol as u16,
-    );
+    let family = if v6 { AF_INET6 } else { AF_INET };
+    (remote, (family, sa.type_ as u16, sa.protocol as u16))
+}
+
+/// A UDP datagram sent to an address (the kernel runs these programs only for a send that
+/// names its destination): reported at the socket's first datagram to each peer.
+fn on_sendmsg(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
+    if !net_wanted(kernel::current_cgroup_id()) {
+        return Ok(());
+    }
+    // SAFETY: the context of a sock_addr program; the verifier checks every field access.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let (remote, kind) = destination(sa, v6);
+    // SAFETY: `sk` is the sending socket, set for every sock_addr program.
+    let key = SentKey {
+        sk: unsafe { sa.__bindgen_anon_1.sk } as u64,
+        peer: remote,
+        _pad: 0,
+    };
+    // SAFETY: a presence check on a plain value.
+    if unsafe { SENT.get(key) }.is_some() {
+        return Ok(());
+    }
+    SENT.insert(key, 1, 0).map_err(|e| e as i64)?;
+    let caller = kernel::caller();
+    let flags = kind_flags(kind.0, kind.1, kind.2);
+    report(
+        caller,
+        SockOp::Send,
+        kind,
+        Endpoint::default(),
+        remote,
+        0,
+        flags,
+    )
+}
+
+/// A connect as the kernel received it: a TCP connect is saved for its outcome, any other is
+/// reported now (a UDP connect only sets the default peer).
+fn on_connect(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
+    // The host's operations leave before the caller's comm is copied.
+    if !net_wanted(kernel::current_cgroup_id()) {
+        return Ok(());
+    }
+    let caller = kernel::caller();
+    // SAFETY: the context of a sock_addr program; the verifier checks every field access.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let (remote, kind) = destination(sa, v6);
     let flags = kind_flags(kind.0, kind.1, kind.2);
     if kind.1 == SOCK_STREAM {
         // SAFETY: `sk` is the socket being connected, set for every sock_addr program.

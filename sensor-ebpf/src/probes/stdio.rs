@@ -1,20 +1,27 @@
 //! Which of a process's fds 0-2 are sockets, read from its fd table at exec and at fork: a
 //! reverse shell's stdio is a socket whichever call put it there (dup2, dup3, fcntl, an
-//! io_uring request, inheritance), and no hook sits on the dup syscalls. At exec, the pipes
-//! and FIFOs on fds 0-2 are kept too (their inodes): user space joins the two ends of a pipe
-//! to see a shell relayed to the network through a pipeline or a `mkfifo` loop.
+//! io_uring request, inheritance), and no hook sits on the dup syscalls. At exec, the other
+//! channels a relay can use are kept too, as inodes: pipes and FIFOs (user space joins the two
+//! ends of a pipe to see a shell relayed through a pipeline or a `mkfifo` loop), Unix sockets
+//! (one end of a socket pair, socat's `EXEC:`) and a pty's terminal side (a relay holding the
+//! other side: `pty.spawn`, socat's `pty`).
 
-use sensor_common::Endpoint;
+use sensor_common::{Endpoint, STDIO_PTY_SHIFT};
 
-use crate::kernel::{self, ReadResult};
+use crate::{
+    abi::AF_UNIX,
+    kernel::{self, ReadResult, read},
+    maps::off,
+};
 
-/// Bit N of the result is set when `task`'s fd N (0-2) is a socket; `peer` gets the first
-/// socket's peer. With `pipes`, `pipes[N]` gets the inode of fd N when it is a pipe or FIFO.
+/// Bit N of the result is set when `task`'s fd N (0-2) is a socket, bit `STDIO_PTY_SHIFT + N`
+/// when it is a pty's terminal side; `peer` gets the first socket's peer. With `relay`,
+/// `relay[N]` gets the inode of fd N when it is a pipe, FIFO, Unix socket or pty.
 #[inline(always)]
 pub fn sockets(
     task: *const u8,
     peer: &mut Endpoint,
-    mut pipes: Option<&mut [u64; 3]>,
+    mut relay: Option<&mut [u64; 3]>,
 ) -> ReadResult<u32> {
     let mut mask = 0;
     for fd in 0..3 {
@@ -25,15 +32,22 @@ pub fn sockets(
         if file.is_null() {
             continue;
         }
-        if let Some(pipes) = pipes.as_deref_mut() {
-            pipes[fd as usize] = kernel::file_fifo(file)?.unwrap_or(0);
-        }
+        let mut channel = kernel::file_fifo(file)?.unwrap_or(0);
         if let Some(sk) = kernel::file_sock(file)? {
-            if mask == 0 {
+            if mask & 0b111 == 0 {
                 let mut local = Endpoint::default();
                 kernel::sock_endpoints(sk, &mut local, peer)?;
             }
             mask |= 1 << fd;
+            if relay.is_some() && read::<u16>(sk, off!(sk_family))? == AF_UNIX {
+                channel = kernel::file_ino(file)?;
+            }
+        } else if relay.is_some() && kernel::file_is_pty(file)? {
+            mask |= 1 << (STDIO_PTY_SHIFT + fd as u32);
+            channel = kernel::file_ino(file)?;
+        }
+        if let Some(relay) = relay.as_deref_mut() {
+            relay[fd as usize] = channel;
         }
     }
     Ok(mask)

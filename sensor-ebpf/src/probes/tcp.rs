@@ -1,6 +1,9 @@
 //! TCP state changes from `sock:inet_sock_set_state`, attributed to the socket's cgroup (the
-//! change may happen in softirq context, where the current task is unrelated), and the socket
-//! operations they reveal, whichever way they were asked for (a syscall or an io_uring request):
+//! change may happen in softirq context, where the current task is unrelated): a record for a
+//! connection established (either side) and a socket listening, none for the other transitions
+//! (a connection's FIN states and close are several per connection and no rule reads them),
+//! and the socket operations they reveal, whichever way they were asked for (a syscall or an
+//! io_uring request):
 //! - entering `LISTEN`: a listen, in the listening task's context; the listener's process is
 //!   saved by (cgroup, port) for the connections it will take;
 //! - `SYN_RECV` to `ESTABLISHED`: an accepted connection (the child socket shares the
@@ -9,7 +12,9 @@
 //!   local address the kernel picked and, for a failure, the socket's error.
 
 use aya_ebpf::{macros::map, macros::tracepoint, maps::LruHashMap, programs::TracePointContext};
-use sensor_common::{Caller, Endpoint, Hook, RecordKind, Ring, SockOp, TcpStateRecord};
+use sensor_common::{
+    Caller, Endpoint, Hook, ListenerKey, RecordKind, Ring, SockOp, TcpStateRecord,
+};
 
 use super::{
     record::emit,
@@ -30,16 +35,8 @@ const TCP_LISTEN: u32 = 10;
 /// What a connect closed before it was established reports when the socket holds no error.
 const ECONNABORTED: i64 = 103;
 
-/// A listening socket: its cgroup and port.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ListenerKey {
-    cgroup_id: u64,
-    port: u16,
-    _pad: [u8; 6],
-}
-
-/// The process behind each listening socket, for the connections it accepts.
+/// The process behind each listening socket, for the connections it accepts (seeded by the
+/// agent at start with the listeners older than it).
 #[map]
 static LISTENERS: LruHashMap<ListenerKey, Caller> = LruHashMap::with_max_entries(16384, 0);
 
@@ -55,7 +52,15 @@ fn field<T>(ctx: &TracePointContext, at: u32) -> ReadResult<T> {
 }
 
 fn try_tcp_state(ctx: &TracePointContext) -> ReadResult<()> {
-    if field::<u16>(ctx, off!(tp_tcp_protocol))? != IPPROTO_TCP {
+    let old_state = field::<u32>(ctx, off!(tp_tcp_oldstate))?;
+    let new_state = field::<u32>(ctx, off!(tp_tcp_newstate))?;
+    // Most of a connection's transitions (SYN_RECV, the FIN states, CLOSE) say nothing the
+    // socket operations do not: they leave before any map or kernel read.
+    let wanted = new_state == TCP_LISTEN
+        || new_state == TCP_ESTABLISHED
+        || old_state == TCP_SYN_SENT
+        || (old_state == TCP_LISTEN && new_state == TCP_CLOSE);
+    if !wanted || field::<u16>(ctx, off!(tp_tcp_protocol))? != IPPROTO_TCP {
         return Ok(());
     }
     let sk = field::<u64>(ctx, off!(tp_tcp_skaddr))?;
@@ -63,8 +68,6 @@ fn try_tcp_state(ctx: &TracePointContext) -> ReadResult<()> {
     if !net_wanted(cgroup_id) {
         return Ok(());
     }
-    let old_state = field::<u32>(ctx, off!(tp_tcp_oldstate))?;
-    let new_state = field::<u32>(ctx, off!(tp_tcp_newstate))?;
     let (mut local, mut remote) = (Endpoint::default(), Endpoint::default());
     endpoints(ctx, &mut local, &mut remote)?;
     let key = ListenerKey {
@@ -110,7 +113,10 @@ fn try_tcp_state(ctx: &TracePointContext) -> ReadResult<()> {
             pending.flags,
         )?;
     }
-    if !net_rate_ok(cgroup_id, kernel::boot_ns()) {
+    // The record: a connection up (either side) or a socket listening.
+    if !(new_state == TCP_ESTABLISHED || new_state == TCP_LISTEN)
+        || !net_rate_ok(cgroup_id, kernel::boot_ns())
+    {
         return Ok(());
     }
     emit(

@@ -205,6 +205,32 @@ pub(super) fn render(shared: &Shared) -> String {
         );
     }
     o.family(
+        "sensor_rule_state_evicted_total",
+        "counter",
+        "Keys a rule's engine state evicted to make room (a container over its quota, or a full \
+         table): state lost, so a window or sequence started over.",
+    );
+    for r in &health.rules {
+        o.sample(
+            "sensor_rule_state_evicted_total",
+            &[("rule", &r.rule_id)],
+            r.evicted,
+        );
+    }
+    o.family(
+        "sensor_rule_alerts_suppressed_total",
+        "counter",
+        "Alerts a rule's per-container cap held back; each is counted in a later \
+         \"N more like this\" alert.",
+    );
+    for r in &health.rules {
+        o.sample(
+            "sensor_rule_alerts_suppressed_total",
+            &[("rule", &r.rule_id)],
+            r.suppressed,
+        );
+    }
+    o.family(
         "sensor_ring_received_total",
         "counter",
         "Records user space read from each kernel ring.",

@@ -62,11 +62,48 @@ fn basename(path: &str) -> &str {
 /// Multi-call executables: one binary that is many programs, chosen by argv[0] or argv[1].
 const MULTI_CALL: [&str; 2] = ["busybox", "toybox"];
 
+/// Options of the glibc and musl dynamic loaders that take a value.
+const LOADER_OPTIONS_WITH_VALUE: [&str; 5] = [
+    "--library-path",
+    "--preload",
+    "--argv0",
+    "--audit",
+    "--inhibit-rpath",
+];
+
+/// Whether `name` is a dynamic loader's file name (`ld-linux-x86-64.so.2`, `ld-musl-x86_64.so.1`,
+/// `ld.so`): run as a command, it runs the program its arguments name.
+fn is_loader(name: &str) -> bool {
+    name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so"
+}
+
+/// The program file a process runs and its argv from there: the executable, or for a dynamic
+/// loader run as a command (`ld.so [OPTIONS] PROGRAM ARGS`) the program it loads, which is
+/// never the process's executable (a renamed tool run this way hides from `proc.exe`).
+fn program<'a>(exe: &'a str, args: &'a [String]) -> (&'a str, &'a [String]) {
+    if !is_loader(basename(exe)) {
+        return (exe, args);
+    }
+    let mut i = 1;
+    while let Some(a) = args.get(i) {
+        if LOADER_OPTIONS_WITH_VALUE.contains(&a.as_str()) {
+            i += 2;
+        } else if a.starts_with("--") {
+            i += 1;
+        } else {
+            return (a, &args[i..]);
+        }
+    }
+    (exe, args)
+}
+
 /// The program a process runs: its executable's name, except for a multi-call binary
 /// (busybox, toybox, as Alpine and most small images ship them, run as `/bin/busybox`,
 /// `/proc/self/exe` or a symlink), where it is the applet argv names (`busybox sh -c ...` and
-/// an `sh` symlink both run `sh`).
+/// an `sh` symlink both run `sh`), and for a dynamic loader run as a command, the program it
+/// loads (so `ld.so /tmp/nc -e sh` runs `nc`).
 fn applet<'a>(exe: &'a str, args: &'a [String]) -> &'a str {
+    let (exe, args) = program(exe, args);
     let exe_name = basename(exe);
     let multi = |name: &str| MULTI_CALL.iter().any(|m| name.starts_with(m));
     if !multi(exe_name) {
@@ -133,7 +170,7 @@ macro_rules! field {
 pub const FIELDS: &[FieldDef] = &[
     field!(
         "evt.kind",
-        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, io_uring, stdio_relay, health",
+        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, io_uring, stdio_relay, events_dropped, health",
         |e| s(&e.kind)
     ),
     field!(
@@ -240,6 +277,14 @@ pub const FIELDS: &[FieldDef] = &[
         "proc.applet",
         "The program run: the executable's name, or for a multi-call binary (busybox, toybox) the applet argv names",
         |e| proc_of(e).and_then(|p| s(applet(&p.exe, &p.args)))
+    ),
+    field!(
+        "proc.loaded_program",
+        "For a dynamic loader run as a command (ld.so PROGRAM ...), the program it loads (absent for any other process)",
+        |e| proc_of(e).and_then(|p| {
+            let (program, _) = program(&p.exe, &p.args);
+            (program != p.exe).then(|| s(program)).flatten()
+        })
     ),
     field!(
         "proc.exe_unlinked",
@@ -422,7 +467,7 @@ pub const FIELDS: &[FieldDef] = &[
     .and_then(|b| endpoint_port(b.peer.as_ref()))),
     field!(
         "tcp.new_state",
-        "tcp_state: the new state (ESTABLISHED, LISTEN, ...)",
+        "tcp_state: the new state, ESTABLISHED (a connection up, either side) or LISTEN; other transitions are not reported",
         |e| body!(e, TcpState).and_then(|b| s(&b.new_state))
     ),
     field!(
@@ -533,6 +578,36 @@ pub const FIELDS: &[FieldDef] = &[
         "health: records lost since start",
         |e| body!(e, Health).and_then(|b| i(b.dropped_total as i64))
     ),
+    field!(
+        "drops.count",
+        "events_dropped: records the cgroup (or the node) lost in the last health interval",
+        |e| body!(e, EventsDropped).and_then(|b| i(b.dropped as i64))
+    ),
+    field!(
+        "drops.total",
+        "events_dropped: records the cgroup (or the node) lost since the sensor started",
+        |e| body!(e, EventsDropped).and_then(|b| i(b.total as i64))
+    ),
+    field!(
+        "drops.ring",
+        "events_dropped: the ring, process or network",
+        |e| body!(e, EventsDropped).and_then(|b| s(&b.ring))
+    ),
+    field!(
+        "drops.reason",
+        "events_dropped: why, ring_full or rate_limited",
+        |e| body!(e, EventsDropped).and_then(|b| s(&b.reason))
+    ),
+    field!(
+        "drops.episode_start",
+        "events_dropped: the first interval with drops after one without (a new episode)",
+        |e| body!(e, EventsDropped).map(|b| Value::Bool(b.episode_start))
+    ),
+    field!(
+        "drops.cgroup_id",
+        "events_dropped: the cgroup charged with the loss (0: the node, unattributed)",
+        |e| body!(e, EventsDropped).and_then(|b| i(b.cgroup_id as i64))
+    ),
 ];
 
 /// A field read with a key in brackets: `container.label[team]`.
@@ -596,6 +671,32 @@ mod tests {
         assert_eq!(applet("/bin/sh", &args(&["sh"])), "sh");
         // Only multi-call binaries take their name from argv: a renamed tool is what it is.
         assert_eq!(applet("/tmp/update", &args(&["sshd"])), "update");
+        // A dynamic loader runs the program it names, options skipped.
+        let ld = "/lib64/ld-linux-x86-64.so.2";
+        assert_eq!(applet(ld, &args(&[ld, "/tmp/x/nc", "-e", "sh"])), "nc");
+        assert_eq!(
+            applet(
+                ld,
+                &args(&[
+                    ld,
+                    "--library-path",
+                    "/l",
+                    "--inhibit-cache",
+                    "/bin/busybox",
+                    "nc"
+                ])
+            ),
+            "nc"
+        );
+        assert_eq!(
+            program(
+                "/lib/ld-musl-x86_64.so.1",
+                &args(&["ld", "/proc/self/fd/3", "-c"])
+            )
+            .0,
+            "/proc/self/fd/3"
+        );
+        assert_eq!(applet(ld, &args(&[ld, "--list"])), "ld-linux-x86-64.so.2");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct CgroupTable {
     containers: HashMap<ContainerId, LiveContainer>,
     /// Host cgroups learned (`true`) or removed (`false`) since the last take.
     host_updates: Vec<(CgroupId, bool)>,
+    /// Containers' cgroup directories started (`true`) or exited (`false`) since the last take.
+    container_updates: Vec<(String, bool)>,
     /// Removed cgroups and exited containers, kept for [`DEPARTED_GRACE`] so that reports that
     /// arrive after the removal (traffic and ICMP aggregates) are still attributed.
     departed: HashMap<CgroupId, (BootNs, CgroupEntry)>,
@@ -168,6 +170,8 @@ impl CgroupTable {
             exact,
         };
         self.containers.insert(live.cref.id.clone(), live.clone());
+        self.container_updates
+            .push((live.cgroup_path.clone(), true));
         ContainerChange::Started {
             container: live,
             already_running: false,
@@ -210,6 +214,8 @@ impl CgroupTable {
             return None;
         }
         let container = self.containers.remove(&cref.id)?;
+        self.container_updates
+            .push((container.cgroup_path.clone(), false));
         self.departed_containers
             .insert(cref.id.clone(), (at, container.clone()));
         Some(ContainerChange::Exited { container, at })
@@ -225,6 +231,11 @@ impl CgroupTable {
             container: resolve(path),
         });
         Some(id)
+    }
+
+    /// See [`CgroupTable::container_updates`].
+    pub fn take_container_updates(&mut self) -> Vec<(String, bool)> {
+        std::mem::take(&mut self.container_updates)
     }
 
     /// See [`CgroupTable::host_updates`].

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use sensor_common::{
     EXEC_ARGV_TRUNCATED, EXEC_EXE_UNLINKED, EXEC_PARTIAL, ExecRecord, ForkRecord, Namespaces,
-    STDIO_SOCKET_MASK, TaskIds,
+    STDIO_PTY_SHIFT, STDIO_SOCKET_MASK, TaskIds,
 };
 use sensor_proto::{self as pb, event::Body};
 
@@ -48,6 +48,8 @@ pub struct Enricher {
     aggregates: network::AggregateState,
     metadata: MetadataCache,
     pipes: relay::PipeIndex,
+    /// A container's first process ran since the last [`Enricher::take_netns_ready`].
+    netns_ready: bool,
 }
 
 /// Where a process runs: a known container, or the host.
@@ -68,6 +70,7 @@ impl Enricher {
             aggregates: network::AggregateState::default(),
             metadata: MetadataCache::default(),
             pipes: relay::PipeIndex::default(),
+            netns_ready: false,
         }
     }
 
@@ -145,6 +148,31 @@ impl Enricher {
         self.cgroups.take_host_updates()
     }
 
+    /// Containers' cgroup directories (relative to the cgroup2 mount) that started (`true`) or
+    /// exited (`false`) since the last call: the loader attaches the traffic programs to them.
+    pub fn take_container_cgroup_updates(&mut self) -> Vec<(String, bool)> {
+        self.cgroups.take_container_updates()
+    }
+
+    /// Whether a container's first process ran since the last call: its network namespace and
+    /// interfaces exist by then, so the loader can attach to its veth.
+    pub fn take_netns_ready(&mut self) -> bool {
+        std::mem::take(&mut self.netns_ready)
+    }
+
+    /// The `events_dropped` event of a cgroup's (or, for cgroup 0, the node's) loss, with the
+    /// cgroup's container.
+    pub fn dropped(&mut self, cgroup: CgroupId, body: pb::EventsDropped) -> Vec<pb::Event> {
+        let mut out = Vec::new();
+        self.cgroup_event(
+            cgroup,
+            Clock::boot_now(),
+            Body::EventsDropped(body),
+            &mut out,
+        );
+        out
+    }
+
     /// Drops process entries whose exit was missed.
     pub fn sweep(&mut self) -> usize {
         self.cgroups.prune(Clock::boot_now());
@@ -200,20 +228,38 @@ impl Enricher {
             namespaces: r.ns,
             ..task_info(&r.task)
         };
+        // Started with an inet socket on stdin and stdout (`nc -e PROGRAM`): connected, so a
+        // program it relays on a pty or pipes of its own is found.
+        let mut info = info;
+        if r.stdio_sockets & 0b11 == 0b11
+            && let Some(peer) = names::endpoint(&r.stdio_peer).filter(|p| !p.address.is_empty())
+        {
+            info.connected = Some(peer);
+        }
         let tid = r.task.pid;
         self.procs.insert(info.clone());
-        self.pipes
-            .set(info.pid, info.ppid, info.cgroup_id, r.stdio_pipes);
+        self.pipes.set(
+            info.pid,
+            info.ppid,
+            info.cgroup_id,
+            r.stdio_pipes,
+            channels(r.stdio_sockets),
+        );
         let body = Body::Exec(pb::Exec {
             args_truncated: r.flags & EXEC_ARGV_TRUNCATED != 0,
             partial: r.flags & EXEC_PARTIAL != 0,
             stdio_socket_fds: stdio_fds(r.stdio_sockets),
-            stdio_peer: (r.stdio_sockets != 0)
+            stdio_peer: (r.stdio_sockets & STDIO_SOCKET_MASK != 0)
                 .then(|| names::endpoint(&r.stdio_peer))
                 .flatten(),
         });
         self.process_event(&info, tid, at, body, out);
         self.relay_at_exec(info.pid, at, out);
+        self.netns_ready |= info.ns_pid == 1
+            && self
+                .cgroups
+                .get(info.cgroup_id)
+                .is_some_and(|e| e.container.is_some());
     }
 
     fn on_fork(&mut self, r: &ForkRecord, out: &mut Vec<pb::Event>) {
@@ -454,6 +500,19 @@ impl Enricher {
 /// The ids a record carries, as a (partial) process entry.
 /// `task_struct.seccomp.mode` as the `Process.seccomp` field names it.
 /// The fds (0-2) a stdio socket mask names.
+/// The kind of each of fds 0-2 from an exec's stdio mask (where `stdio_pipes` holds an inode).
+fn channels(mask: u32) -> [relay::Channel; 3] {
+    std::array::from_fn(|fd| {
+        if mask & (1 << fd) != 0 {
+            relay::Channel::Socket
+        } else if mask & (1 << (STDIO_PTY_SHIFT as usize + fd)) != 0 {
+            relay::Channel::Pty
+        } else {
+            relay::Channel::Pipe
+        }
+    })
+}
+
 fn stdio_fds(mask: u32) -> Vec<i32> {
     (0..3)
         .filter(|fd| mask & STDIO_SOCKET_MASK & (1 << fd) != 0)

@@ -87,6 +87,7 @@ impl Enricher {
             Some(SockOp::Accept) => "accept",
             Some(SockOp::Bind) => "bind",
             Some(SockOp::Listen) => "listen",
+            Some(SockOp::Send) => "send",
             None => return,
         };
         let body = Body::Socket(pb::SocketCall {

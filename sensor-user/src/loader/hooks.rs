@@ -3,8 +3,9 @@
 //! The default set has **no syscall tracepoint**: attaching even one puts every syscall of
 //! every task on the node on the slow path (docs/benchmarks.md). Operations are seen where the
 //! kernel does the work, which is also where io_uring requests pass: sched and cgroup
-//! tracepoints, cgroup sock / sock_addr / skb programs on the cgroup2 root, `sock` and `signal`
-//! tracepoints and TC classifiers, all of which load on every kernel with BTF.
+//! tracepoints, cgroup sock / sock_addr programs on the cgroup2 root, cgroup skb programs on
+//! containers' cgroups, `sock` and `signal` tracepoints and TC classifiers on bridges and veths,
+//! all of which load on every kernel with BTF.
 //!
 //! What only the syscall path shows on such a kernel (socket creation of the netlink and packet
 //! families, ptrace, bpf(), perf_event_open, mount) is the opt-in [`HookSet::Syscall`].
@@ -21,7 +22,8 @@ pub enum Attach {
     RawTracePoint {
         name: &'static str,
     },
-    /// A cgroup skb program on the cgroup2 root (`egress` or `ingress`).
+    /// A cgroup skb program (`egress` or `ingress`) on each container's cgroup (on the cgroup2
+    /// root with `--net-host`): the host's packets run none.
     CgroupSkb {
         egress: bool,
     },
@@ -29,7 +31,8 @@ pub enum Attach {
     CgroupSock {
         attach: &'static str,
     },
-    /// A cgroup sock_addr program on the cgroup2 root (`connect4`, `connect6`).
+    /// A cgroup sock_addr program on the cgroup2 root (`connect4`, `connect6`, `sendmsg4`,
+    /// `sendmsg6`).
     CgroupSockAddr {
         attach: &'static str,
     },
@@ -65,20 +68,20 @@ impl std::fmt::Display for Attach {
             Attach::TracePoint { category, name } => write!(f, "tracepoint {category}:{name}"),
             Attach::RawTracePoint { name } => write!(f, "raw_tracepoint {name}"),
             Attach::CgroupSkb { egress: true } => {
-                write!(f, "cgroup_skb/egress on the cgroup2 root")
+                write!(f, "cgroup_skb/egress on each container's cgroup")
             }
             Attach::CgroupSkb { egress: false } => {
-                write!(f, "cgroup_skb/ingress on the cgroup2 root")
+                write!(f, "cgroup_skb/ingress on each container's cgroup")
             }
             Attach::CgroupSock { attach } => write!(f, "cgroup/{attach} on the cgroup2 root"),
             Attach::CgroupSockAddr { attach } => {
                 write!(f, "cgroup/{attach} on the cgroup2 root")
             }
             Attach::Tc { ingress: true } => {
-                write!(f, "tc ingress on every ethernet and loopback interface")
+                write!(f, "tc ingress on every bridge and veth")
             }
             Attach::Tc { ingress: false } => {
-                write!(f, "tc egress on every ethernet and loopback interface")
+                write!(f, "tc egress on every bridge and veth")
             }
         }
     }
@@ -165,7 +168,7 @@ const fn on_cgroup(
 }
 
 /// Socket operations where the kernel carries them out (io_uring requests included).
-const SOCKET: [HookSpec; 5] = [
+const SOCKET: [HookSpec; 7] = [
     on_cgroup(
         Hook::Socket,
         "socket",
@@ -185,6 +188,18 @@ const SOCKET: [HookSpec; 5] = [
         "connect",
         "connect6",
         Attach::CgroupSockAddr { attach: "connect6" },
+    ),
+    on_cgroup(
+        Hook::Send,
+        "send",
+        "sendmsg4",
+        Attach::CgroupSockAddr { attach: "sendmsg4" },
+    ),
+    on_cgroup(
+        Hook::Send,
+        "send",
+        "sendmsg6",
+        Attach::CgroupSockAddr { attach: "sendmsg6" },
     ),
     on_cgroup(
         Hook::Bind,

@@ -1,5 +1,8 @@
-//! Following network interfaces: the TC classifiers are attached to every ethernet-like and
-//! loopback interface, including veths created after start (checked on every flow interval).
+//! Following network interfaces: the TC classifiers are attached to the interfaces container
+//! traffic crosses, bridges and veths (any link with a peer), including veths created after
+//! start (checked when a container's first process runs and on every flow interval). Loopback
+//! and the host's own uplinks carry no container traffic that the cgroup skb programs miss
+//! (NAT has rewritten container addresses by the uplink), so they pay nothing per packet.
 //!
 //! On kernels with TCX (6.6+) aya attaches through TCX links, which need no qdisc and vanish
 //! with the process or the interface. Older kernels use netlink filters on a `clsact` qdisc,
@@ -16,8 +19,8 @@ use aya::{
 
 use super::{Attach, HookSpec};
 
-/// ARPHRD_ETHER and ARPHRD_LOOPBACK: interfaces whose frames start with an ethernet header.
-const ETHER_TYPES: [u32; 2] = [1, 772];
+/// ARPHRD_ETHER: interfaces whose frames start with an ethernet header.
+const ARPHRD_ETHER: u32 = 1;
 
 /// Interfaces the classifiers are attached to, by ifindex.
 #[derive(Default)]
@@ -49,11 +52,7 @@ impl Interfaces {
         if let Ok(dir) = fs::read_dir("/sys/class/net") {
             for entry in dir.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let ty = read_u32(format!("/sys/class/net/{name}/type"));
-                let index = read_u32(format!("/sys/class/net/{name}/ifindex"));
-                if let (Some(ty), Some(index)) = (ty, index)
-                    && ETHER_TYPES.contains(&ty)
-                {
+                if let Some(index) = container_facing(&name) {
                     present.insert(index, name);
                 }
             }
@@ -102,6 +101,15 @@ impl Drop for Interfaces {
             }
         }
     }
+}
+
+/// The ifindex of `name` if container traffic crosses it: an ethernet bridge, or an ethernet
+/// link with a peer (`iflink` differs from `ifindex`: a veth, macvlan or vlan).
+fn container_facing(name: &str) -> Option<u32> {
+    let at = |f: &str| read_u32(format!("/sys/class/net/{name}/{f}"));
+    let index = at("ifindex")?;
+    let bridge = std::path::Path::new(&format!("/sys/class/net/{name}/bridge")).exists();
+    (at("type")? == ARPHRD_ETHER && (bridge || at("iflink")? != index)).then_some(index)
 }
 
 /// Attaches the TC programs to `name`; true if a clsact qdisc had to be added for them.

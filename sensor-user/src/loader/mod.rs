@@ -7,9 +7,11 @@ pub mod btf;
 pub mod check;
 pub mod hooks;
 pub mod interfaces;
+mod listeners;
 pub mod offsets;
 mod qdisc;
 pub mod tracefs;
+mod traffic;
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
@@ -18,13 +20,13 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
-        RawTracePoint, SchedClassifier, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr, RawTracePoint, SchedClassifier,
+        TracePoint,
     },
 };
 use sensor_common::{
     DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_ERROR_KINDS,
-    HookError, IcmpKey, IcmpStats, SELF_GROUP, SELF_TASK, TcIcmpKey,
+    HookError, IcmpKey, IcmpStats, Ring, SELF_GROUP, SELF_TASK, TcIcmpKey,
 };
 
 use crate::cgroupfs::cgroup2_mount;
@@ -62,6 +64,22 @@ impl KernelCounters {
             .filter(|(_, n)| *n > 0)
             .collect()
     }
+    /// Each ring's drops since start, as `(ring, reason, total)`.
+    pub fn ring_totals(&self) -> Vec<(u32, u32, u64)> {
+        [Ring::Process, Ring::Network]
+            .into_iter()
+            .flat_map(|ring| {
+                [DropReason::RingFull, DropReason::RateLimited].map(|reason| {
+                    (
+                        ring as u32,
+                        reason as u32,
+                        self.ring_drops(ring as u32, reason),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Every cgroup's drops, summed over the CPUs.
     pub fn cgroup_drops(&self) -> Vec<(DropKey, u64)> {
         self.cgroup_drops
@@ -78,6 +96,7 @@ pub struct LoadedSensor {
     pub hooks: Vec<HookSpec>,
     pub hook_set: HookSet,
     interfaces: interfaces::Interfaces,
+    traffic: traffic::TrafficCgroups,
     self_filter: Option<SelfFilter>,
 }
 
@@ -262,19 +281,10 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
             p.attach(cgroup_root(attach)?, CgroupAttachMode::Single)
                 .with_context(|| format!("attaching {}", what()))?;
         }
-        Attach::CgroupSkb { egress } => {
-            let cgroup = cgroup_root("traffic accounting")?;
+        Attach::CgroupSkb { .. } => {
+            // Loaded here; attached per container cgroup by `traffic::TrafficCgroups`.
             let p: &mut CgroupSkb = program.try_into().with_context(what)?;
             p.load().with_context(|| format!("loading {}", what()))?;
-            let kind = if egress {
-                CgroupSkbAttachType::Egress
-            } else {
-                CgroupSkbAttachType::Ingress
-            };
-            // aya attaches through a bpf_link, which always coexists with other programs on the
-            // cgroup (systemd's, say); link_create takes no ALLOW_MULTI flag, hence `Single`.
-            p.attach(cgroup, kind, CgroupAttachMode::Single)
-                .with_context(|| format!("attaching {}", what()))?;
         }
     }
     Ok(())
@@ -327,17 +337,56 @@ impl LoadedSensor {
             hooks,
             hook_set: opts.hook_set,
             interfaces: Default::default(),
+            traffic: Default::default(),
             self_filter: Some(self_filter),
         };
+        if opts.filter.net_host != 0 {
+            // The host's traffic is watched too: once, on the root.
+            sensor.watch_traffic("/")?;
+        }
         for error in sensor.sync_interfaces() {
             log::warn!("{error}");
         }
+        // After the TCP state hook attached, so no listener falls between the two.
+        if let Err(e) = sensor.seed_listeners() {
+            log::warn!(
+                "listeners opened before the sensor started: their accepts go unreported: {e:#}"
+            );
+        }
         Ok(sensor)
+    }
+
+    /// Teaches the kernel the listening sockets opened before the sensor started.
+    fn seed_listeners(&mut self) -> Result<usize> {
+        let mount = cgroup2_mount().context("no cgroup2 mount")?;
+        let map = self
+            .ebpf
+            .map_mut("LISTENERS")
+            .ok_or_else(|| anyhow!("LISTENERS map missing from the object"))?;
+        let mut map = HashMap::try_from(map)?;
+        listeners::seed(&mut map, &mount)
     }
 
     /// Attaches the TC classifiers to interfaces that appeared; returns new failures.
     pub fn sync_interfaces(&mut self) -> Vec<String> {
         self.interfaces.sync(&mut self.ebpf, &self.hooks)
+    }
+
+    /// Attaches the traffic programs to the cgroup `dir` (relative to the cgroup2 mount): a
+    /// container's, as it starts.
+    pub fn watch_traffic(&mut self, dir: &str) -> Result<()> {
+        let mount = cgroup2_mount().context("no cgroup2 mount to attach traffic accounting to")?;
+        self.traffic.watch(&mut self.ebpf, &self.hooks, &mount, dir)
+    }
+
+    /// Detaches the traffic programs from the cgroup `dir` (its container exited).
+    pub fn unwatch_traffic(&mut self, dir: &str) {
+        self.traffic.unwatch(&mut self.ebpf, dir);
+    }
+
+    /// How many cgroups the traffic programs run on.
+    pub fn traffic_cgroups(&self) -> usize {
+        self.traffic.len()
     }
 
     /// ifindex -> name of the interfaces the TC classifiers watch.

