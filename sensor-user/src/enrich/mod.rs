@@ -214,7 +214,7 @@ impl Enricher {
     fn on_exec(&mut self, r: &ExecRecord, out: &mut Vec<pb::Event>) {
         let at = BootNs(r.header.boot_ns);
         let argv_len = (r.argv_len as usize).min(r.argv.len());
-        let info = ProcInfo {
+        let mut info = ProcInfo {
             exe: procfs::resolve_exe(r.task.tgid, c_str(&r.filename, r.filename_len as usize)),
             unlinked_exe: (r.flags & EXEC_EXE_UNLINKED != 0)
                 .then(|| c_str(&r.exe_file, r.exe_file.len())),
@@ -228,13 +228,13 @@ impl Enricher {
             namespaces: r.ns,
             ..task_info(&r.task)
         };
+        let stdio_peer = (r.stdio_sockets & STDIO_SOCKET_MASK != 0)
+            .then(|| names::endpoint(&r.stdio_peer))
+            .flatten();
         // Started with an inet socket on stdin and stdout (`nc -e PROGRAM`): connected, so a
         // program it relays on a pty or pipes of its own is found.
-        let mut info = info;
-        if r.stdio_sockets & 0b11 == 0b11
-            && let Some(peer) = names::endpoint(&r.stdio_peer).filter(|p| !p.address.is_empty())
-        {
-            info.connected = Some(peer);
+        if r.stdio_sockets & 0b11 == 0b11 {
+            info.connected = stdio_peer.clone().filter(|p| !p.address.is_empty());
         }
         let tid = r.task.pid;
         self.procs.insert(info.clone());
@@ -249,9 +249,7 @@ impl Enricher {
             args_truncated: r.flags & EXEC_ARGV_TRUNCATED != 0,
             partial: r.flags & EXEC_PARTIAL != 0,
             stdio_socket_fds: stdio_fds(r.stdio_sockets),
-            stdio_peer: (r.stdio_sockets & STDIO_SOCKET_MASK != 0)
-                .then(|| names::endpoint(&r.stdio_peer))
-                .flatten(),
+            stdio_peer,
         });
         self.process_event(&info, tid, at, body, out);
         self.relay_at_exec(info.pid, at, out);

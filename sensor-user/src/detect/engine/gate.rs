@@ -39,6 +39,17 @@ struct Period {
     latest: Option<pb::Alert>,
 }
 
+impl Period {
+    fn starting(since: f64) -> Self {
+        Self {
+            since,
+            sent: 0,
+            held: 0,
+            latest: None,
+        }
+    }
+}
+
 /// A rule's throttle and cap state.
 #[derive(Default)]
 pub struct Gate {
@@ -70,20 +81,12 @@ impl Gate {
         }
         let container = alert.container.as_ref().map_or("", |c| c.id.as_str());
         let mut out = Vec::new();
-        let period = self.periods.entry(container, container, || Period {
-            since: now,
-            sent: 0,
-            held: 0,
-            latest: None,
-        });
+        let period = self
+            .periods
+            .entry(container, container, || Period::starting(now));
         if now - period.since >= cap.seconds {
             out.extend(more_like_this(period, cap));
-            *period = Period {
-                since: now,
-                sent: 0,
-                held: 0,
-                latest: None,
-            };
+            *period = Period::starting(now);
         }
         if period.sent < cap.limit {
             period.sent += 1;
