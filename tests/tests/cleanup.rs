@@ -57,16 +57,30 @@ fn cgroup2_mount() -> String {
         .expect("a cgroup2 mount")
 }
 
-/// The programs `bpftool cgroup show DIR` lists on a cgroup directory.
+/// The programs `bpftool cgroup show DIR` lists as attached to a cgroup directory.
 fn cgroup_programs(dir: &str) -> String {
+    bpftool_cgroup_show(&[dir])
+}
+
+/// The programs that run for a cgroup directory: its own and its ancestors'.
+fn effective_programs(dir: &str) -> String {
+    bpftool_cgroup_show(&[dir, "effective"])
+}
+
+fn bpftool_cgroup_show(args: &[&str]) -> String {
     let out = Command::new("bpftool")
-        .args(["cgroup", "show", dir])
+        .args(["cgroup", "show"])
+        .args(args)
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "bpftool cgroup show {args:?}: {out:?}"
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The traffic programs: on containers' cgroups, not on the root.
+/// The traffic programs: on the cgroups holding containers, not on the root.
 const TRAFFIC_PROGRAMS: [&str; 2] = ["traffic_egress", "traffic_ingress"];
 
 /// Our cgroup programs on the root, by name.
@@ -113,8 +127,8 @@ fn the_default_hooks_put_nothing_on_the_syscall_path() {
             "{program} on the cgroup2 root:\n{root}"
         );
     }
-    // The host's packets run no program of ours: traffic is counted on containers' cgroups,
-    // attached as each container starts.
+    // The host's packets run no program of ours: traffic is counted on the cgroups that hold
+    // containers.
     for program in TRAFFIC_PROGRAMS {
         assert!(
             !root.contains(program),
@@ -125,15 +139,28 @@ fn the_default_hooks_put_nothing_on_the_syscall_path() {
     let _cleanup = Containers(vec![cid.clone()]);
     let dir = format!("{}{}", cgroup2_mount(), cgroup_path(&cid));
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut on_container = cgroup_programs(&dir);
+    let mut on_container = effective_programs(&dir);
     while !TRAFFIC_PROGRAMS.iter().all(|p| on_container.contains(p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        on_container = cgroup_programs(&dir);
+        on_container = effective_programs(&dir);
     }
+    // Each runs once per packet: from the runtime's parent cgroup, never also from the
+    // container's own.
+    for program in TRAFFIC_PROGRAMS {
+        assert_eq!(
+            on_container.matches(program).count(),
+            1,
+            "{program} runs once for the container's cgroup {dir}:\n{on_container}"
+        );
+        let own = cgroup_programs(&dir);
+        assert!(!own.contains(program), "{program} on {dir} itself:\n{own}");
+    }
+    let parent = dir.rsplit_once('/').unwrap().0;
+    let on_parent = cgroup_programs(parent);
     for program in TRAFFIC_PROGRAMS {
         assert!(
-            on_container.contains(program),
-            "{program} on the container's cgroup {dir}:\n{on_container}"
+            on_parent.contains(program),
+            "{program} on the runtime's cgroup {parent}:\n{on_parent}"
         );
     }
     drop(sensor);
@@ -167,9 +194,9 @@ fn stopping_the_sensor_detaches_everything() {
         .into_iter()
         .filter(|id| !before.contains(id))
         .collect();
-    // The default set is 17 programs, 16 on a kernel without io_uring (`sensor check`).
+    // The default set is 19 programs, 18 on a kernel without io_uring (`sensor check`).
     assert!(
-        running.len() >= 16,
+        running.len() >= 18,
         "the sensor's programs are loaded while it runs: {running:?}"
     );
     let status = sensor.stop();

@@ -14,6 +14,26 @@ fn kind_in<'a>(e: &'a Value, kind: &str, cid: &str) -> Option<&'a Value> {
     (ev::kind(e) == kind && ev::container_id(e) == cid).then(|| &e[kind])
 }
 
+/// A container's ICMP records of one source, direction and type.
+fn icmp_of<'a>(
+    evs: &'a [Value],
+    cid: &'a str,
+    source: &'a str,
+    direction: &'a str,
+    type_name: &'a str,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    evs.iter()
+        .filter_map(move |e| kind_in(e, "icmp", cid))
+        .filter(move |i| {
+            i["source"] == source && i["direction"] == direction && i["type_name"] == type_name
+        })
+}
+
+/// The packets a set of ICMP records counts.
+fn packets<'a>(records: impl IntoIterator<Item = &'a Value>) -> u64 {
+    records.into_iter().map(|i| ev::u64_of(&i["count"])).sum()
+}
+
 fn sock_op<'a>(e: &'a Value, op: &str, cid: &str) -> Option<&'a Value> {
     kind_in(e, "socket", cid).filter(|s| s["op"] == op)
 }
@@ -169,28 +189,21 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
     let requests = |cid: &str| {
         let cid = cid.to_string();
         move |evs: &[Value]| -> Vec<Value> {
-            evs.iter()
-                .filter_map(|e| kind_in(e, "icmp", &cid))
-                .filter(|i| {
-                    i["source"] == "socket"
-                        && i["direction"] == "egress"
-                        && i["type_name"] == "echo_request"
-                })
+            icmp_of(evs, &cid, "socket", "egress", "echo_request")
                 .cloned()
                 .collect()
         }
     };
-    let total = |v: &[Value]| v.iter().map(|i| ev::u64_of(&i["count"])).sum::<u64>();
     let (plain_req, crafted_req) = (requests(&plain), requests(&crafted));
     assert!(
-        sensor.wait_until(Duration::from_secs(20), |evs| total(&plain_req(evs)) >= 5
-            && total(&crafted_req(evs)) >= 3),
+        sensor.wait_until(Duration::from_secs(20), |evs| packets(&plain_req(evs)) >= 5
+            && packets(&crafted_req(evs)) >= 3),
         "ICMP records incomplete: {:?}",
         plain_req(&sensor.events())
     );
     let evs = sensor.events();
     let plain_req = plain_req(&evs);
-    assert_eq!(total(&plain_req), 5, "five echo requests: {plain_req:?}");
+    assert_eq!(packets(&plain_req), 5, "five echo requests: {plain_req:?}");
     for i in &plain_req {
         assert_eq!(ev::addr(&i["peer"]), gw);
         assert_eq!(i["last_payload_size"], 600, "{i}");
@@ -201,7 +214,7 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
         );
     }
     let crafted_req = crafted_req(&evs);
-    assert_eq!(total(&crafted_req), 3);
+    assert_eq!(packets(&crafted_req), 3);
     let pattern = |v: &[Value]| v[0]["payload_pattern"].as_str().unwrap().to_string();
     assert!(
         crafted_req[0]["last_sample_hex"]
@@ -225,13 +238,7 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
     // start) and on the container's own veth (attached when the container's first process runs,
     // so the very first packet may leave before it).
     let on_wire = |evs: &[Value], bridge: bool| -> Vec<Value> {
-        evs.iter()
-            .filter_map(|e| kind_in(e, "icmp", &plain))
-            .filter(|i| {
-                i["source"] == "interface"
-                    && i["direction"] == "ingress"
-                    && i["type_name"] == "echo_request"
-            })
+        icmp_of(evs, &plain, "interface", "ingress", "echo_request")
             .filter(|i| {
                 (i["interface"] == "docker0") == bridge
                     && (bridge || i["interface"].as_str().unwrap_or("").starts_with("veth"))
@@ -240,15 +247,15 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
             .collect()
     };
     assert!(
-        sensor.wait_until(Duration::from_secs(10), |evs| total(&on_wire(evs, true))
+        sensor.wait_until(Duration::from_secs(10), |evs| packets(&on_wire(evs, true))
             >= 5)
     );
     let evs = sensor.events();
     let bridge = on_wire(&evs, true);
-    assert_eq!(total(&bridge), 5, "{bridge:?}");
+    assert_eq!(packets(&bridge), 5, "{bridge:?}");
     assert_eq!(bridge[0]["last_payload_size"], 600);
     assert_eq!(ev::addr(&bridge[0]["dst"]), gw);
-    let veth = total(&on_wire(&evs, false));
+    let veth = packets(&on_wire(&evs, false));
     assert!(
         (4..=5).contains(&veth),
         "requests on the container's veth: {veth}"
@@ -357,17 +364,7 @@ fn icmp_through_io_uring_is_measured_and_alerts_on_its_payload() {
     assert_eq!(docker(&["wait", &cid]).trim(), "0", "uring-ping failed");
     let icmp = |direction: &'static str, type_name: &'static str| {
         let cid = cid.clone();
-        move |evs: &[Value]| -> u64 {
-            evs.iter()
-                .filter_map(|e| kind_in(e, "icmp", &cid))
-                .filter(|i| {
-                    i["source"] == "socket"
-                        && i["direction"] == direction
-                        && i["type_name"] == type_name
-                })
-                .map(|i| ev::u64_of(&i["count"]))
-                .sum()
-        }
+        move |evs: &[Value]| packets(icmp_of(evs, &cid, "socket", direction, type_name))
     };
     let (requests, replies) = (
         icmp("egress", "echo_request"),
@@ -398,6 +395,39 @@ fn icmp_through_io_uring_is_measured_and_alerts_on_its_payload() {
     // A raw ICMP socket driven through io_uring: the same io_uring signal as TCP.
     let alert = sensor.expect_alert("CRS-018", &cid);
     sensor_tests::assert_alert_fields(&alert, "CRS-018", &cid);
+}
+
+/// A container that pings and exits while the agent is stopped (SIGSTOP: a stalled or starved
+/// agent) is counted all the same: the traffic programs sit on the runtime's parent cgroup, so a
+/// new container's cgroup runs them from its creation, without waiting for the agent to attach.
+#[test]
+fn a_container_that_pings_while_the_agent_is_stalled_is_counted() {
+    let sensor = Sensor::start_with("stalled_agent", &["--flow-interval", "1"]);
+    let gw = bridge_gateway();
+    // A first container makes sure the runtime's parent cgroup exists (a fresh dockerd creates
+    // it with its first container) and is watched.
+    let first = docker_run_rm(&[&image(), "true"]);
+    sensor.expect("the first container's exit", |e| {
+        ev::kind(e) == "container_exited" && ev::container_id(e) == first
+    });
+    let pid = sensor.pid().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let cid = docker(&["run", "-d", &image(), "ping", "-c", "2", "-i", "0.2", &gw]);
+    let _cleanup = Containers(vec![cid.clone()]);
+    let status = docker(&["wait", &cid]);
+    signal("-CONT");
+    assert_eq!(status.trim(), "0", "ping in the container failed");
+    let requests = |evs: &[Value]| packets(icmp_of(evs, &cid, "socket", "egress", "echo_request"));
+    assert!(
+        sensor.wait_until(Duration::from_secs(20), |evs| requests(evs) >= 2),
+        "pings while the agent was stopped: {} counted",
+        requests(&sensor.events())
+    );
+    assert_eq!(requests(&sensor.events()), 2);
 }
 
 #[test]

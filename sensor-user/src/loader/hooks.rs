@@ -22,8 +22,8 @@ pub enum Attach {
     RawTracePoint {
         name: &'static str,
     },
-    /// A cgroup skb program (`egress` or `ingress`) on each container's cgroup (on the cgroup2
-    /// root with `--net-host`): the host's packets run none.
+    /// A cgroup skb program (`egress` or `ingress`) on the cgroups that hold containers (on the
+    /// cgroup2 root with `--net-host`): the host's packets run none.
     CgroupSkb {
         egress: bool,
     },
@@ -68,10 +68,10 @@ impl std::fmt::Display for Attach {
             Attach::TracePoint { category, name } => write!(f, "tracepoint {category}:{name}"),
             Attach::RawTracePoint { name } => write!(f, "raw_tracepoint {name}"),
             Attach::CgroupSkb { egress: true } => {
-                write!(f, "cgroup_skb/egress on each container's cgroup")
+                write!(f, "cgroup_skb/egress on the cgroups holding containers")
             }
             Attach::CgroupSkb { egress: false } => {
-                write!(f, "cgroup_skb/ingress on each container's cgroup")
+                write!(f, "cgroup_skb/ingress on the cgroups holding containers")
             }
             Attach::CgroupSock { attach } => write!(f, "cgroup/{attach} on the cgroup2 root"),
             Attach::CgroupSockAddr { attach } => {

@@ -340,9 +340,17 @@ impl LoadedSensor {
             traffic: Default::default(),
             self_filter: Some(self_filter),
         };
-        if opts.filter.net_host != 0 {
+        let counts_traffic =
+            (sensor.hooks.iter()).any(|h| matches!(h.attach, Attach::CgroupSkb { .. }));
+        if !counts_traffic {
+            // No traffic program in the hook set: nothing to attach to cgroups.
+        } else if opts.filter.net_host != 0 {
+            let mount = traffic_mount()?;
             // The host's traffic is watched too: once, on the root.
-            sensor.watch_traffic("/")?;
+            (sensor.traffic).watch(&mut sensor.ebpf, &sensor.hooks, &mount, "/")?;
+        } else {
+            let mount = traffic_mount()?;
+            (sensor.traffic).watch_runtime_parents(&mut sensor.ebpf, &sensor.hooks, &mount)?;
         }
         for error in sensor.sync_interfaces() {
             log::warn!("{error}");
@@ -372,11 +380,12 @@ impl LoadedSensor {
         self.interfaces.sync(&mut self.ebpf, &self.hooks)
     }
 
-    /// Attaches the traffic programs to the cgroup `dir` (relative to the cgroup2 mount): a
-    /// container's, as it starts.
+    /// A container's cgroup `dir` (relative to the cgroup2 mount) started: the traffic programs
+    /// go on the cgroup that holds it (see [`traffic`]).
     pub fn watch_traffic(&mut self, dir: &str) -> Result<()> {
-        let mount = cgroup2_mount().context("no cgroup2 mount to attach traffic accounting to")?;
-        self.traffic.watch(&mut self.ebpf, &self.hooks, &mount, dir)
+        let mount = traffic_mount()?;
+        let holder = traffic::holder(dir);
+        (self.traffic).watch(&mut self.ebpf, &self.hooks, &mount, holder)
     }
 
     /// Detaches the traffic programs from the cgroup `dir` (its container exited).
@@ -384,7 +393,7 @@ impl LoadedSensor {
         self.traffic.unwatch(&mut self.ebpf, dir);
     }
 
-    /// How many cgroups the traffic programs run on.
+    /// How many cgroups the traffic programs are attached to.
     pub fn traffic_cgroups(&self) -> usize {
         self.traffic.len()
     }
@@ -441,4 +450,9 @@ impl LoadedSensor {
             cgroup_drops: PerCpuHashMap::try_from(self.take("CGROUP_DROPS")?)?,
         })
     }
+}
+
+/// The cgroup2 mount the traffic programs attach under.
+fn traffic_mount() -> Result<std::path::PathBuf> {
+    cgroup2_mount().context("no cgroup2 mount to attach traffic accounting to")
 }
