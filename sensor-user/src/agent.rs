@@ -444,6 +444,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 p.out.sink.flush()?;
             }
             _ = flow_tick.tick() => {
+                // The rings first: an aggregate names a cgroup id, resolved through the cgroups
+                // and containers the rings announced (after a stall both are due at once).
+                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
+                p.after_drain(&drained, &mut sensor, recheck.as_mut());
                 for error in sensor.sync_interfaces() {
                     log::warn!("{error}");
                 }

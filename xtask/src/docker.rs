@@ -241,8 +241,9 @@ const BRIDGE: &str = "docker0";
 /// `cargo xtask docker-down --forget` and `cargo xtask test --docker-first-start`: puts the
 /// machine back in the state of one where dockerd never ran, so that its next start is a first
 /// start (which differs: the default bridge's IPAM config then has no `Gateway`). Removes
-/// dockerd's data root (networks, images, containers) and the `docker0` bridge. Refuses while
-/// any dockerd runs or anything is still mounted under the data root.
+/// what dockerd's data root holds (networks, images, containers) and the `docker0` bridge. The
+/// data root itself may be a mount point (a volume, as on CI machines): it is emptied, not
+/// removed. Refuses while any dockerd runs or anything is still mounted below the data root.
 pub fn forget_state() -> Result<()> {
     if daemon_running() || util::output_ok(Command::new("pgrep").args(["-x", "dockerd"])).is_some()
     {
@@ -256,11 +257,19 @@ pub fn forget_state() -> Result<()> {
     if let Some(m) = mounts_under(&mounts, DATA_ROOT).first() {
         bail!("{m} is still mounted under {DATA_ROOT}; unmount it (`umount {m}`) and retry");
     }
-    if Path::new(DATA_ROOT).exists() {
+    if let Ok(entries) = fs::read_dir(DATA_ROOT) {
         step(format!(
-            "removing dockerd's state {DATA_ROOT} (as on a machine where it never ran)..."
+            "removing dockerd's state in {DATA_ROOT} (as on a machine where it never ran)..."
         ));
-        fs::remove_dir_all(DATA_ROOT).with_context(|| format!("could not remove {DATA_ROOT}"))?;
+        for entry in entries {
+            let path = entry.context("reading dockerd's data root")?.path();
+            let removed = if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("could not remove {}", path.display()))?;
+        }
     }
     if Path::new("/sys/class/net").join(BRIDGE).exists() {
         step(format!("deleting the {BRIDGE} bridge..."));
@@ -270,12 +279,12 @@ pub fn forget_state() -> Result<()> {
     Ok(())
 }
 
-/// Mount points at or below `dir` in a `/proc/self/mounts` text.
+/// Mount points below `dir` (not `dir` itself) in a `/proc/self/mounts` text.
 fn mounts_under<'a>(mounts: &'a str, dir: &str) -> Vec<&'a str> {
     mounts
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|m| Path::new(m).starts_with(dir))
+        .filter(|m| Path::new(m).starts_with(dir) && Path::new(m) != Path::new(dir))
         .collect()
 }
 
@@ -579,6 +588,7 @@ mod tests {
     fn mounts_below_the_data_root() {
         let mounts = "overlay /var/lib/docker/overlay2/abc/merged overlay rw 0 0\n\
                       tmpfs /run tmpfs rw 0 0\n\
+                      /dev/vda /var/lib/docker ext4 rw 0 0\n\
                       /dev/vda /var/lib/dockerish ext4 rw 0 0\n";
         assert_eq!(
             mounts_under(mounts, DATA_ROOT),
