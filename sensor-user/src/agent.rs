@@ -1,6 +1,6 @@
-//! `sensor run`: load, drain, decode, enrich, write, until SIGINT or SIGTERM.
+//! `sensor run`: load, drain, decode, enrich, detect, deliver, until SIGINT or SIGTERM.
 //!
-//! One task owns the way from ring buffers to sink, so events of a ring leave in the order the
+//! One task owns the way from ring buffers to delivery, so events of a ring leave in the order the
 //! kernel reserved them. Rings are drained through epoll (`AsyncFd`), never by busy polling; the
 //! traffic and ICMP aggregates are read on their own interval.
 
@@ -32,15 +32,12 @@ use crate::{
         AggregationMaps, FALLBACK_ADVICE, HostCgroupFilter, KernelCounters, LoadOptions,
         LoadedSensor,
     },
-    output::json::JsonLines,
     privileges,
 };
 
 /// Options of `sensor run`.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// `-` for stdout, or a file to append to.
-    pub json_out: String,
     pub health_interval: Duration,
     /// How often traffic and ICMP aggregates are read and reported.
     pub flow_interval: Duration,
@@ -62,14 +59,16 @@ impl RunOptions {
     /// Defaults for `node`, as `sensor run` with no flags uses them.
     pub fn new(node: String) -> Self {
         Self {
-            json_out: "-".into(),
             health_interval: Duration::from_secs(10),
             flow_interval: Duration::from_secs(5),
             load: LoadOptions {
                 filter: FilterConfig::default_const(),
                 ..LoadOptions::default()
             },
-            delivery: DeliveryConfig::new(node.clone()),
+            delivery: DeliveryConfig {
+                json_out: Some("-".into()),
+                ..DeliveryConfig::new(node.clone())
+            },
             rules_dir: None,
             docker_socket: Some(crate::enrich::runtime::docker::DEFAULT_SOCKET.into()),
             state_dir: "/var/lib/sensor".into(),
@@ -79,9 +78,8 @@ impl RunOptions {
     }
 }
 
-/// Events, numbered, counted, written, and handed to the delivery layer.
+/// Events, numbered, counted, and handed to the delivery layer.
 struct Emitter {
-    sink: JsonLines,
     seq: u64,
     stats: Stats,
     delivery: Delivery,
@@ -91,44 +89,37 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn emit(&mut self, mut event: pb::Event) -> Result<()> {
+    fn emit(&mut self, mut event: pb::Event) {
         self.seq += 1;
         event.seq = self.seq;
         self.stats.count_event(&event.kind);
-        self.sink.write(&event)?;
         self.delivery.publish_event(&event);
         for alert in self.engine.on_event(&event) {
-            self.alert(alert)?;
+            self.alert(alert);
         }
         if matches!(event.body, Some(pb::event::Body::Health(_))) {
             self.delivery.update_health(event);
         }
-        Ok(())
     }
 
-    /// Spools and delivers an alert (a spool failure is logged and counted, never fatal), and
-    /// writes it to the JSON lines.
-    fn alert(&mut self, mut alert: pb::Alert) -> Result<()> {
+    /// Spools and delivers an alert (a spool failure is logged and counted, never fatal).
+    fn alert(&mut self, alert: pb::Alert) {
         self.stats.count_event("alert");
-        // Stamped here so the JSON line, the spool and every subscriber share one id and time.
-        self.delivery.stamp(&mut alert);
-        match self.delivery.publish_alert(alert.clone()) {
-            Ok(seq) => alert.seq = seq,
-            Err(e) => log::error!("alert {} not spooled: {e:#}", alert.rule_id),
+        let rule = alert.rule_id.clone();
+        if let Err(e) = self.delivery.publish_alert(alert) {
+            log::error!("alert {rule} not spooled: {e:#}");
         }
-        self.sink.write_alert(&alert)
     }
 
     /// The "N more like this" alerts of cap periods that ended: reported even when the flood
     /// that filled them stopped.
-    fn flush_held_alerts(&mut self) -> Result<()> {
+    fn flush_held_alerts(&mut self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         for alert in self.engine.tick(now) {
-            self.alert(alert)?;
+            self.alert(alert);
         }
-        Ok(())
     }
 
     /// Saves what the rules learned, when they learned something since the last save.
@@ -184,11 +175,7 @@ struct Pipeline {
 impl Pipeline {
     /// Drains both rings and handles their records in kernel-timestamp order, so a connect is
     /// never seen before the exec that preceded it, nor after its container's exit.
-    fn drain(
-        &mut self,
-        proc: &mut RingBuf<MapData>,
-        net: &mut RingBuf<MapData>,
-    ) -> Result<Drained> {
+    fn drain(&mut self, proc: &mut RingBuf<MapData>, net: &mut RingBuf<MapData>) -> Drained {
         let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
         for (ring, which) in [(proc, Ring::Process), (net, Ring::Network)] {
             while let Some(item) = ring.next() {
@@ -209,19 +196,18 @@ impl Pipeline {
                     }
                 }
             }
-            self.flush_batch()?;
+            self.flush_batch();
         }
-        Ok(Drained {
+        Drained {
             records: drained,
             netns_ready: self.enricher.take_netns_ready(),
-        })
+        }
     }
 
-    fn flush_batch(&mut self) -> Result<()> {
+    fn flush_batch(&mut self) {
         for event in self.batch.drain(..) {
-            self.out.emit(event)?;
+            self.out.emit(event);
         }
-        Ok(())
     }
 
     /// Tells the kernel which cgroups are the host's (their network activity is filtered) and
@@ -275,31 +261,26 @@ impl Pipeline {
 
     /// One `events_dropped` event per cgroup (and for the node) that lost records since the
     /// last health report.
-    fn report_losses(
-        &mut self,
-        counters: &KernelCounters,
-        episodes: &mut DropEpisodes,
-    ) -> Result<()> {
+    fn report_losses(&mut self, counters: &KernelCounters, episodes: &mut DropEpisodes) {
         for loss in episodes.since_last(counters.cgroup_drops(), &counters.ring_totals()) {
             for event in self.enricher.dropped(loss.cgroup, loss.body) {
-                self.out.emit(event)?;
+                self.out.emit(event);
             }
         }
-        Ok(())
     }
 
     fn aggregates(
         &mut self,
         maps: &AggregationMaps,
         interfaces: &std::collections::HashMap<u32, String>,
-    ) -> Result<()> {
+    ) {
         self.enricher.aggregates(
             maps.snapshot(),
             interfaces,
             Clock::boot_now(),
             &mut self.batch,
         );
-        self.flush_batch()
+        self.flush_batch();
     }
 }
 
@@ -355,7 +336,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut p = Pipeline {
         enricher,
         out: Emitter {
-            sink: JsonLines::open(&opts.json_out)?,
             seq: 0,
             stats: Stats::default(),
             delivery,
@@ -366,7 +346,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         batch: Vec::new(),
     };
     for event in p.enricher.bootstrap() {
-        p.out.emit(event)?;
+        p.out.emit(event);
     }
     p.apply_cgroups(&mut sensor);
     let hook_set = sensor.hook_set.to_string();
@@ -383,8 +363,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         };
         health_event(started, &counters, setup, &p.out.stats, &clock, &opts.node)
     };
-    p.out.emit(health(&p))?;
-    p.out.sink.flush()?;
+    p.out.emit(health(&p));
     let blind = p.out.engine.blind_rules(missing);
     if !blind.is_empty() {
         eprintln!(
@@ -401,7 +380,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         started.elapsed().as_millis(),
         p.enricher.process_count(),
         p.enricher.container_count(),
-        p.out.sink.target(),
+        p.out.delivery.json_target().unwrap_or("nowhere"),
         p.out.delivery.endpoints(),
     );
 
@@ -424,39 +403,35 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             guard = proc_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the process ring")?;
                 guard.clear_ready();
-                let drained = p.drain(guard.get_inner_mut(), net_ring.get_mut())?;
+                let drained = p.drain(guard.get_inner_mut(), net_ring.get_mut());
                 drop(guard);
                 p.after_drain(&drained, &mut sensor, recheck.as_mut());
-                p.out.sink.flush()?;
             }
             guard = net_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the network ring")?;
                 guard.clear_ready();
-                let drained = p.drain(proc_ring.get_mut(), guard.get_inner_mut())?;
+                let drained = p.drain(proc_ring.get_mut(), guard.get_inner_mut());
                 drop(guard);
                 p.after_drain(&drained, &mut sensor, recheck.as_mut());
-                p.out.sink.flush()?;
             }
             // Records the kernel submitted without a wakeup (RING_WAKE_GAP_NS).
             () = &mut recheck, if !recheck.is_elapsed() => {
-                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
+                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
                 p.after_drain(&drained, &mut sensor, recheck.as_mut());
-                p.out.sink.flush()?;
             }
             _ = flow_tick.tick() => {
                 // The rings first: an aggregate names a cgroup id, resolved through the cgroups
                 // and containers the rings announced (after a stall both are due at once).
-                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
+                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
                 p.after_drain(&drained, &mut sensor, recheck.as_mut());
                 for error in sensor.sync_interfaces() {
                     log::warn!("{error}");
                 }
-                p.aggregates(&aggregation, sensor.interface_names())?;
-                p.out.sink.flush()?;
+                p.aggregates(&aggregation, sensor.interface_names());
             }
             _ = health_tick.tick() => {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
-                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
+                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
                 p.after_drain(&drained, &mut sensor, recheck.as_mut());
                 p.enricher.sweep();
                 if let Err(e) = self_filter.refresh() {
@@ -470,11 +445,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                         p.out.reload_rules(Some(dir));
                     }
                 }
-                p.out.flush_held_alerts()?;
-                p.report_losses(&counters, &mut episodes)?;
-                p.out.emit(health(&p))?;
+                p.out.flush_held_alerts();
+                p.report_losses(&counters, &mut episodes);
+                p.out.emit(health(&p));
                 p.out.save_learning();
-                p.out.sink.flush()?;
             }
             Some((id, meta)) = runtime.updates.recv() => p.enricher.runtime_metadata(id, meta),
             _ = sigint.recv() => break,
@@ -483,12 +457,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     // Whatever is still in the rings and maps, then a last health report.
-    p.drain(proc_ring.get_mut(), net_ring.get_mut())?;
-    p.aggregates(&aggregation, sensor.interface_names())?;
-    p.report_losses(&counters, &mut episodes)?;
-    p.out.emit(health(&p))?;
+    p.drain(proc_ring.get_mut(), net_ring.get_mut());
+    p.aggregates(&aggregation, sensor.interface_names());
+    p.report_losses(&counters, &mut episodes);
+    p.out.emit(health(&p));
     p.out.save_learning();
-    p.out.sink.flush()?;
     p.out.delivery.shutdown().await;
     let events = p.out.seq;
     drop(sensor);

@@ -13,6 +13,5 @@ pub mod drops;
 pub mod enrich;
 pub mod health;
 pub mod loader;
-pub mod output;
 pub mod privileges;
 pub mod types;

@@ -121,7 +121,7 @@ impl RunArgs {
     fn options(self) -> RunOptions {
         let mut opts = RunOptions::new(self.node.unwrap_or_else(hostname));
         opts.delivery = self.delivery.config(&opts.node);
-        opts.json_out = self.json_out;
+        opts.delivery.json_out = Some(self.json_out);
         opts.health_interval = Duration::from_secs(self.health_interval);
         opts.flow_interval = Duration::from_secs(self.flow_interval);
         opts.load.proc_ring_bytes = self.ring_mib << 20;

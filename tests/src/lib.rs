@@ -20,6 +20,7 @@ use std::{
 use serde_json::Value;
 
 pub mod bpf_links;
+mod grpc;
 pub mod runc;
 pub mod uring;
 
@@ -267,6 +268,8 @@ pub struct Listener {
 /// started in parallel do not collide on `/run/sensor/sensor.sock`.
 pub struct Sensor {
     child: Option<Child>,
+    /// Stdout held open and never read ([`JsonOut::Unread`]).
+    _unread: Option<std::process::ChildStdout>,
     socket: PathBuf,
     /// The sensor's own temporary directory, removed when it is dropped.
     scratch: PathBuf,
@@ -276,6 +279,18 @@ pub struct Sensor {
     saved: PathBuf,
 }
 
+/// Where a test's sensor writes its JSON lines, and what the test does with them.
+pub enum JsonOut {
+    /// Stdout, every line collected ([`Sensor::events`]).
+    Collected,
+    /// Stdout; the first line is read, then the pipe's read end is closed (`| head -1`).
+    FirstLineThenClosed,
+    /// Stdout, a pipe that is kept open and never read (a stalled reader).
+    Unread,
+    /// A file (`--json-out PATH`); stdout is not used.
+    File(PathBuf),
+}
+
 impl Sensor {
     /// Starts the sensor and waits until it reports itself ready (its first `health` event).
     pub fn start(name: &str) -> Sensor {
@@ -283,6 +298,12 @@ impl Sensor {
     }
 
     pub fn start_with(name: &str, extra: &[&str]) -> Sensor {
+        Self::start_json(name, extra, JsonOut::Collected)
+    }
+
+    /// Starts the sensor with its JSON lines going to `json` and waits until it is ready (its
+    /// first `health` event, or for uncollected lines its ready line on stderr).
+    pub fn start_json(name: &str, extra: &[&str], json: JsonOut) -> Sensor {
         let stderr = artifacts().join(format!("{name}.stderr"));
         let saved = artifacts().join(format!("{name}.events.jsonl"));
         let own = scratch_dir(name);
@@ -304,29 +325,38 @@ impl Sensor {
         {
             delivery.extend(["--hooks".into(), set]);
         }
+        let target = match &json {
+            JsonOut::File(path) => path.display().to_string(),
+            _ => "-".into(),
+        };
         let mut child = Command::new(sensor_bin())
-            .args(["run", "--json-out", "-", "--health-interval", "1"])
+            .args(["run", "--json-out", &target, "--health-interval", "1"])
             .args(&delivery)
             .args(extra)
-            .stdout(Stdio::piped())
+            .stdout(match json {
+                JsonOut::File(_) => Stdio::null(),
+                _ => Stdio::piped(),
+            })
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("starting the sensor");
-        let stdout = child.stdout.take().unwrap();
         let events: Arc<(Mutex<Vec<Value>>, Condvar)> = Arc::default();
-        let sink = events.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("sensor wrote a line that is not JSON ({e}): {line}")
-                });
-                sink.0.lock().unwrap().push(value);
-                sink.1.notify_all();
+        let stdout = child.stdout.take();
+        let (collected, unread) = match json {
+            JsonOut::Collected | JsonOut::FirstLineThenClosed => {
+                let lines = match json {
+                    JsonOut::Collected => usize::MAX,
+                    _ => 1,
+                };
+                collect(stdout.unwrap(), lines, events.clone());
+                (matches!(json, JsonOut::Collected), None)
             }
-        });
+            JsonOut::Unread => (false, stdout),
+            JsonOut::File(_) => (false, None),
+        };
         let sensor = Sensor {
             child: Some(child),
+            _unread: unread,
             socket,
             scratch: own,
             events,
@@ -335,10 +365,22 @@ impl Sensor {
         };
         // Ready at its first health event; a sensor that exits (bad flags, no privileges) fails
         // the test at once instead of after the timeout.
-        let ready = sensor.wait_until(Duration::from_secs(60), |evs| {
-            evs.iter().any(|e| e["kind"] == "health") || !sensor.alive()
-        });
-        if !ready || !sensor.events().iter().any(|e| e["kind"] == "health") {
+        let ready = if collected {
+            sensor.wait_until(Duration::from_secs(60), |evs| {
+                evs.iter().any(|e| e["kind"] == "health") || !sensor.alive()
+            });
+            sensor.events().iter().any(|e| e["kind"] == "health")
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !sensor.stderr_text().contains(" ready in ")
+                && sensor.alive()
+                && Instant::now() < deadline
+            {
+                thread::sleep(Duration::from_millis(50));
+            }
+            sensor.stderr_text().contains(" ready in ")
+        };
+        if !ready {
             let stderr = sensor.stderr_text();
             if let Some(reason) = stderr
                 .lines()
@@ -523,6 +565,23 @@ impl Drop for Sensor {
         }
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
+}
+
+/// Reads up to `lines` JSON lines of `stdout` into `events`, then closes it.
+fn collect(
+    stdout: std::process::ChildStdout,
+    lines: usize,
+    events: Arc<(Mutex<Vec<Value>>, Condvar)>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().take(lines) {
+            let Ok(line) = line else { break };
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("sensor wrote a line that is not JSON ({e}): {line}"));
+            events.0.lock().unwrap().push(value);
+            events.1.notify_all();
+        }
+    });
 }
 
 /// A fresh, empty directory for `tag` under the system's temporary directory (short, so Unix

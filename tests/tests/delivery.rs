@@ -25,20 +25,7 @@ use sensor_proto::{
 use sensor_tests::{
     Sensor, docker_run_rm, free_port, http_get, image, marker, scratch_dir, sensor_bin,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-
-async fn unix_client(sensor: &Sensor) -> SensorClient<Channel> {
-    let channel = sensor_proto::connect_unix(sensor.socket())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "connecting to {}: {e}; stderr: {}",
-                sensor.socket().display(),
-                sensor.stderr_text()
-            )
-        });
-    SensorClient::new(channel)
-}
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// `docker run --rm` on a blocking thread, so the async test keeps reading its stream.
 async fn run_container(args: Vec<String>) -> String {
@@ -53,7 +40,7 @@ async fn run_container(args: Vec<String>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_client_receives_filtered_events_of_a_real_container() {
     let sensor = Sensor::start("delivery_watch_events");
-    let mut client = unix_client(&sensor).await;
+    let mut client = sensor.client().await;
     let mut stream = client
         .watch_events(pb::WatchEventsRequest {
             filter: Some(pb::EventFilter {
@@ -224,25 +211,9 @@ fn sensor_watch_prints_events_as_json_lines_and_compact_lines() {
 
 /// Open `WatchEvents` streams of `sensor`, from its own `GetHealth`.
 fn unix_health_subscribers(sensor: &Sensor) -> usize {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let health = unix_client(sensor)
-                .await
-                .get_health(pb::GetHealthRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            health
-                .delivery
-                .unwrap()
-                .subscribers
-                .iter()
-                .filter(|s| s.stream == "events")
-                .count()
-        })
+    let health = sensor.grpc_health();
+    let subscribers = health.delivery.unwrap().subscribers;
+    subscribers.iter().filter(|s| s.stream == "events").count()
 }
 
 #[test]
@@ -577,7 +548,8 @@ async fn a_sensor_killed_with_sigkill_restarts_on_its_socket_and_spool() {
     );
 
     let second = Sensor::start_with("delivery_kill9_second", &args);
-    let health = unix_client(&second)
+    let health = second
+        .client()
         .await
         .get_health(pb::GetHealthRequest {})
         .await
@@ -622,7 +594,8 @@ async fn next_alert(stream: &mut tonic::Streaming<pb::WatchAlertsResponse>) -> p
 async fn a_grpc_client_receives_alerts_with_the_detection_fields() {
     let metrics = format!("127.0.0.1:{}", free_port());
     let sensor = Sensor::start_with("delivery_alerts", &["--metrics-addr", &metrics]);
-    let mut stream = unix_client(&sensor)
+    let mut stream = sensor
+        .client()
         .await
         .watch_alerts(pb::WatchAlertsRequest::default())
         .await
@@ -667,7 +640,7 @@ async fn a_grpc_client_receives_alerts_with_the_detection_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_with_since_seq_misses_and_reorders_nothing() {
     let sensor = Sensor::start("delivery_resume");
-    let mut client = unix_client(&sensor).await;
+    let mut client = sensor.client().await;
     let mut stream = client
         .watch_alerts(pb::WatchAlertsRequest::default())
         .await
@@ -799,7 +772,8 @@ async fn alerts_spooled_before_a_kill_9_are_delivered_after_the_restart() {
         socket.as_str(),
     ];
     let first = Sensor::start_with("delivery_kill9_alerts_first", &args);
-    let mut stream = unix_client(&first)
+    let mut stream = first
+        .client()
         .await
         .watch_alerts(pb::WatchAlertsRequest::default())
         .await

@@ -452,6 +452,46 @@ pub(super) fn render(shared: &Shared) -> String {
             o.sample(name, &[("endpoint", endpoint)], value);
         }
     }
+    if let Some(json) = shared.json_out.as_ref().map(|s| s.health()) {
+        let target = [("target", json.target.as_str())];
+        o.family(
+            "sensor_json_out_lines_total",
+            "counter",
+            "JSON lines by outcome: written, dropped_queue_full (the reader is slower than the \
+             agent), dropped_write_failed (a full disk, a reader that went away).",
+        );
+        for (outcome, n) in [
+            ("written", json.written),
+            ("dropped_queue_full", json.dropped_queue_full),
+            ("dropped_write_failed", json.dropped_write_failed),
+        ] {
+            let labels = [target[0], ("outcome", outcome)];
+            o.sample("sensor_json_out_lines_total", &labels, n);
+        }
+        for (name, kind, help, value) in [
+            (
+                "sensor_json_out_write_errors_total",
+                "counter",
+                "Failed writes of JSON lines (the last one's text is in GetHealth).",
+                json.write_errors,
+            ),
+            (
+                "sensor_json_out_failing",
+                "gauge",
+                "1 while writing JSON lines fails.",
+                u64::from(json.failing),
+            ),
+            (
+                "sensor_json_out_queued_bytes",
+                "gauge",
+                "Encoded JSON lines waiting for the writer.",
+                json.queued_bytes,
+            ),
+        ] {
+            o.family(name, kind, help);
+            o.sample(name, &target, value);
+        }
+    }
     o.0
 }
 

@@ -3,6 +3,7 @@
 //! [`Delivery`] is the one door the pipeline uses: [`Delivery::publish_event`] for every event,
 //! [`Delivery::publish_alert`] for alerts (spooled on disk first, then fanned out), and
 //! [`Delivery::update_health`] for the periodic self-report. Behind it:
+//! - `json`: the `--json-out` JSON lines, written by their own thread behind a bounded queue;
 //! - `spool`: the durable, bounded alert log (at-least-once, resume by sequence number);
 //! - `bus`: fan-out to subscribers with a bounded queue each;
 //! - `grpc`: the `sensor.v1.Sensor` service on a Unix socket and, optionally, TCP with mTLS;
@@ -11,14 +12,15 @@
 //! - `filter`: the subscribers' filters; `cli`: the command-line flags;
 //! - `watch`: `sensor watch`, the command-line client of the service.
 //!
-//! Nothing here blocks the pipeline on a consumer: subscribers are behind bounded queues and the
-//! exporter reads the spool at its own pace. Only `publish_alert` touches the disk (one append
+//! Nothing here blocks the pipeline on a consumer: subscribers and the JSON lines writer are
+//! behind bounded queues and the exporter reads the spool at its own pace. Only `publish_alert` touches the disk (one append
 //! and, by default, an fdatasync), which is the price of not losing alerts.
 
 pub mod bus;
 pub mod cli;
 pub mod filter;
 pub mod grpc;
+pub mod json;
 pub mod metrics;
 pub mod otlp;
 pub mod spool;
@@ -68,6 +70,8 @@ pub struct DeliveryConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Items each subscriber may have queued before it starts missing them.
     pub subscriber_queue: usize,
+    /// Where JSON lines go (`-` for stdout, or a file); off when `None`.
+    pub json_out: Option<String>,
     pub node: String,
 }
 
@@ -82,6 +86,7 @@ impl DeliveryConfig {
             otlp_endpoint: None,
             metrics_addr: None,
             subscriber_queue: 4096,
+            json_out: None,
             node: node.into(),
         }
     }
@@ -114,6 +119,8 @@ pub(crate) struct Shared {
     missed_events: AtomicU64,
     /// Alerts that could not be spooled (and so were not delivered).
     spool_errors: AtomicU64,
+    /// The `--json-out` sink's figures.
+    json_out: Option<Arc<json::JsonOutStats>>,
 }
 
 impl Shared {
@@ -161,6 +168,7 @@ impl Shared {
             subscribers,
             otlp: self.otlp_health(),
             alerts_by_rule: self.metrics.alerts_by_rule().into_iter().collect(),
+            json_out: self.json_out.as_ref().map(|s| s.health()),
         }
     }
 }
@@ -168,6 +176,7 @@ impl Shared {
 /// The delivery layer of a running agent; see the module doc.
 pub struct Delivery {
     shared: Arc<Shared>,
+    json_out: Option<json::JsonOut>,
     shutdown: tokio_watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     endpoints: Vec<String>,
@@ -188,6 +197,11 @@ impl Delivery {
             spool.register_consumer(otlp::CONSUMER);
             otlp::ExporterState::new(endpoint)
         });
+        let json_out = cfg
+            .json_out
+            .as_deref()
+            .map(json::JsonOut::open)
+            .transpose()?;
         let (spooled, _) = tokio_watch::channel(spool.last_seq());
         let shared = Arc::new(Shared {
             node: cfg.node.clone(),
@@ -203,6 +217,7 @@ impl Delivery {
             missed_alerts: AtomicU64::new(0),
             missed_events: AtomicU64::new(0),
             spool_errors: AtomicU64::new(0),
+            json_out: json_out.as_ref().map(json::JsonOut::stats),
         });
         let (shutdown, _) = tokio_watch::channel(false);
         let mut tasks = Vec::new();
@@ -243,6 +258,7 @@ impl Delivery {
         }
         Ok(Delivery {
             shared,
+            json_out,
             shutdown,
             tasks,
             endpoints,
@@ -255,8 +271,17 @@ impl Delivery {
         self.endpoints.join(", ")
     }
 
-    /// Hands an event to `WatchEvents` subscribers and counts it. Never blocks.
+    /// Where JSON lines go (`stdout` or a path), if anywhere.
+    pub fn json_target(&self) -> Option<&str> {
+        self.json_out.as_ref().map(json::JsonOut::target)
+    }
+
+    /// Writes an event to the JSON lines, hands it to `WatchEvents` subscribers and counts it.
+    /// Never blocks.
     pub fn publish_event(&self, event: &Event) {
+        if let Some(out) = &self.json_out {
+            out.event(event);
+        }
         self.shared.metrics.count_event(&event.kind);
         if self.shared.events.has_subscribers() {
             self.shared.events.publish(&Arc::new(event.clone()));
@@ -272,9 +297,7 @@ impl Delivery {
     }
 
     /// Gives `alert` what it lacks of an id, the node, its time and its detection time (now).
-    /// A caller that keeps its own copy of the alert (the JSON lines) stamps it before
-    /// publishing, so both copies agree.
-    pub fn stamp(&self, alert: &mut Alert) {
+    fn stamp(&self, alert: &mut Alert) {
         if alert.id.is_empty() {
             alert.id = new_alert_id();
         }
@@ -291,12 +314,21 @@ impl Delivery {
     }
 
     /// Spools `alert` (numbering it, and [stamping](Self::stamp) what it lacks), then hands it
-    /// to subscribers and the exporter. Returns its sequence number. When this returns Ok, the
-    /// alert is on disk (see the spool's fsync policy). On Err (a full or broken disk) the alert
-    /// went nowhere: the error names the spool's problem, `sensor_spool_errors_total` counts it,
-    /// and the caller should report it and carry on rather than stop the sensor.
+    /// to subscribers, the exporter and the JSON lines. Returns its sequence number. When this
+    /// returns Ok, the alert is on disk (see the spool's fsync policy). On Err (a full or broken
+    /// disk) the alert only reached the JSON lines (without a sequence number): the error names
+    /// the spool's problem, `sensor_spool_errors_total` counts it, and the caller should report
+    /// it and carry on rather than stop the sensor.
     pub fn publish_alert(&self, mut alert: Alert) -> Result<u64> {
         self.stamp(&mut alert);
+        let published = self.spool_and_publish(&mut alert);
+        if let Some(out) = &self.json_out {
+            out.alert(&alert);
+        }
+        published
+    }
+
+    fn spool_and_publish(&self, alert: &mut Alert) -> Result<u64> {
         let mut spool = self.shared.spool.lock().unwrap();
         let appended = spool.append(|seq| {
             alert.seq = seq;
@@ -321,7 +353,7 @@ impl Delivery {
             .short_name();
         self.shared
             .metrics
-            .count_alert(&alert.rule_id, severity, detection_latency(&alert));
+            .count_alert(&alert.rule_id, severity, detection_latency(alert));
         Ok(seq)
     }
 
@@ -345,6 +377,9 @@ impl Delivery {
     /// Stops listeners, streams and the exporter (an export in flight is retried at the next
     /// start) and removes the Unix socket. The spool closes when `self` is dropped.
     pub async fn shutdown(&mut self) {
+        if let Some(out) = &mut self.json_out {
+            out.close(Duration::from_secs(2));
+        }
         let _ = self.shutdown.send(true);
         for task in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -1,3 +1,0 @@
-//! Sinks: where enriched events go.
-
-pub mod json;
