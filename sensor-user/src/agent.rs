@@ -32,7 +32,7 @@ use crate::{
         AggregationMaps, FALLBACK_ADVICE, HostCgroupFilter, KernelCounters, LoadOptions,
         LoadedSensor,
     },
-    privileges,
+    privileges, trust,
 };
 
 /// Options of `sensor run`.
@@ -133,7 +133,7 @@ impl Emitter {
 
     /// Replaces the rules with a new set, or keeps the current one when the new one fails.
     fn reload_rules(&mut self, dir: Option<&std::path::Path>) {
-        match catalog::load(dir) {
+        match load_rules(dir) {
             Ok(rules) => {
                 let version = catalog::version(&rules);
                 eprintln!("sensor: reloaded {} rules (version {version})", rules.len());
@@ -146,6 +146,14 @@ impl Emitter {
             Err(e) => eprintln!("sensor: rule reload failed, keeping the current rules: {e:#}"),
         }
     }
+}
+
+/// The embedded rules and those of `dir`, which must be as privileged as the agent.
+fn load_rules(dir: Option<&std::path::Path>) -> Result<Vec<CompiledRule>> {
+    if let Some(dir) = dir {
+        trust::ensure_trusted_tree(dir, "--rules directory")?;
+    }
+    catalog::load(dir)
 }
 
 /// The rule list the gRPC API shows.
@@ -302,11 +310,18 @@ fn watch(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
 
 pub async fn run(opts: RunOptions) -> Result<()> {
     privileges::require_root("sensor run")?;
+    // Before anything is announced: a Ctrl-C right after the ready line still stops cleanly.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let started = Instant::now();
     let clock = Clock::new();
     // First: a socket or spool that cannot be used fails the start before any program loads.
-    // A broken rule directory stops the start, before anything is attached.
-    let rules = catalog::load(opts.rules_dir.as_deref())?;
+    // A broken or untrusted rule directory stops the start, before anything is attached; so
+    // does a state directory others could write (what rules learned is kept there).
+    let rules = load_rules(opts.rules_dir.as_deref())?;
+    trust::create_private_dir(&opts.state_dir)?;
+    trust::ensure_trusted(&opts.state_dir, "state directory (--state-dir)")?;
     let rules_version = catalog::version(&rules);
     let delivery = Delivery::start(opts.delivery.clone()).await?;
     delivery.set_rules(rule_infos(&rules), rules_version.clone());
@@ -386,9 +401,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     let mut proc_ring = watch(proc_ring)?;
     let mut net_ring = watch(net_ring)?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut rules_stamp = opts.rules_dir.as_deref().and_then(catalog::dir_stamp);
     let tick = |d: Duration| tokio::time::interval_at(tokio::time::Instant::now() + d, d);
     let (mut health_tick, mut flow_tick) = (tick(opts.health_interval), tick(opts.flow_interval));

@@ -14,4 +14,5 @@ pub mod enrich;
 pub mod health;
 pub mod loader;
 pub mod privileges;
+pub mod trust;
 pub mod types;

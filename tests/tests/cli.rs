@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::Command};
 
-use sensor_tests::sensor_bin;
+use sensor_tests::{Sensor, scratch_dir, sensor_bin};
 
 #[test]
 fn check_reports_usable_and_unavailable_hooks() {
@@ -127,4 +127,79 @@ fn an_unknown_hook_set_is_refused_with_the_choices() {
         stderr.contains("invalid value 'kprobe'") && stderr.contains("default, syscall"),
         "{stderr}"
     );
+}
+
+/// `sensor run` with these extra arguments, expected to refuse to start: its stderr.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(sensor_bin())
+        .args(["run", "--json-out", "-"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(out.stdout.is_empty(), "no events from a refused start");
+    stderr
+}
+
+/// A start refused with an error that says all of `says` and a command in backquotes; the
+/// command is run (the next start must get past this error).
+fn refused_then_fixed(args: &[&str], says: &[&str]) {
+    let stderr = refused(args);
+    for part in says {
+        assert!(stderr.contains(part), "`{part}` not in: {stderr}");
+    }
+    let fix = stderr
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {stderr}"));
+    let status = Command::new("sh").args(["-c", fix]).status().unwrap();
+    assert!(status.success(), "{fix}");
+}
+
+#[test]
+fn rules_and_state_that_others_can_write_are_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("untrusted");
+    let (rules, state) = (dir.join("rules"), dir.join("state"));
+    let spool = dir.join("spool").display().to_string();
+    let socket = dir.join("s.sock").display().to_string();
+    std::fs::create_dir(&rules).unwrap();
+    let rule = rules.join("extra.yaml");
+    std::fs::write(&rule, sensor_tests::shipped_rule("008-netcat-c2.yaml")).unwrap();
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m));
+    mode(&rules, 0o777).unwrap();
+    let rules_arg = rules.display().to_string();
+    let base = ["--spool-dir", &spool, "--grpc-socket", &socket];
+    let with_rules: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--rules", &rules_arg])
+        .collect();
+
+    let loose = format!("--rules directory {rules_arg} is writable by others (mode 777)");
+    refused_then_fixed(&with_rules, &[&loose, "chmod -R go-w"]);
+    // A rule file another user owns is refused as well.
+    let status = Command::new("chown")
+        .arg("65534")
+        .arg(&rule)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let says = ["file in the --rules directory", "owned by uid 65534"];
+    refused_then_fixed(&with_rules, &says);
+
+    std::fs::create_dir(&state).unwrap();
+    mode(&state, 0o1777).unwrap();
+    let state_arg = state.display().to_string();
+    let with_state: Vec<&str> = with_rules
+        .iter()
+        .copied()
+        .chain(["--state-dir", &state_arg])
+        .collect();
+    refused_then_fixed(&with_state, &["state directory (--state-dir)", "mode 1777"]);
+    // Fixed as the errors said, the same arguments start the sensor.
+    let sensor = Sensor::start_with("untrusted_fixed", &with_state);
+    assert!(sensor.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -321,10 +321,10 @@ async fn stream_events(
 /// take over a live one, and restricts it to its owner (mode 0600).
 pub(super) fn bind_unix(path: &Path) -> Result<UnixListener> {
     let hint = "choose another path with --grpc-socket";
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating {} for the gRPC socket ({hint})", dir.display()))?;
-    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    crate::trust::create_private_dir(dir)
+        .with_context(|| format!("a directory for the gRPC socket ({hint})"))?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             match std::os::unix::net::UnixStream::connect(path) {
@@ -346,12 +346,25 @@ pub(super) fn bind_unix(path: &Path) -> Result<UnixListener> {
             return Err(err).with_context(|| format!("inspecting {} ({hint})", path.display()));
         }
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("binding the gRPC socket {} ({hint})", path.display()))?;
-    // The agent runs as root, so root owns the socket; 0600 keeps everyone else out.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {} to mode 0600", path.display()))?;
-    Ok(listener)
+    // The agent runs as root, so root owns the socket; 0600 keeps everyone else out. It is bound
+    // in a directory only root can enter, given its mode there and renamed into place: at its
+    // path it never has a looser mode, whatever the umask.
+    let staging = dir.join(format!(".sensor-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    crate::trust::create_private_dir(&staging)?;
+    let bound = staging.join("s");
+    let placed = UnixListener::bind(&bound)
+        .with_context(|| format!("binding the gRPC socket {} ({hint})", bound.display()))
+        .and_then(|listener| {
+            std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {} to mode 0600", bound.display()))?;
+            std::fs::rename(&bound, path).with_context(|| {
+                format!("moving the gRPC socket to {} ({hint})", path.display())
+            })?;
+            Ok(listener)
+        });
+    let _ = std::fs::remove_dir_all(&staging);
+    placed
 }
 
 /// A server that pings idle connections, so a vanished subscriber (a dead peer behind a NAT, a

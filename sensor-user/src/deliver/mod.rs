@@ -193,6 +193,7 @@ impl Delivery {
                 cfg.spool.dir.display()
             )
         })?;
+        crate::trust::ensure_trusted(&cfg.spool.dir, "spool directory (--spool-dir)")?;
         let otlp = cfg.otlp_endpoint.as_ref().map(|endpoint| {
             spool.register_consumer(otlp::CONSUMER);
             otlp::ExporterState::new(endpoint)

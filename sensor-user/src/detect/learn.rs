@@ -53,7 +53,7 @@ pub fn load(path: &Path) -> Result<SavedLearning> {
 /// Saves learning atomically (a temporary file renamed over the old one).
 pub fn save(path: &Path, saved: &SavedLearning) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::trust::create_private_dir(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(saved)?)
