@@ -40,6 +40,35 @@ impl Sensor {
         })
     }
 
+    /// Every alert in the spool, oldest first, through `WatchAlerts` from the start.
+    pub fn grpc_spooled_alerts(&self) -> Vec<pb::Alert> {
+        let last = self.grpc_health().delivery.unwrap().spool.unwrap().last_seq;
+        block_on(async {
+            let request = pb::WatchAlertsRequest {
+                since_seq: Some(0),
+                ..Default::default()
+            };
+            let mut client = self.client().await;
+            let mut stream = client.watch_alerts(request).await.unwrap().into_inner();
+            let mut alerts: Vec<pb::Alert> = Vec::new();
+            while alerts.last().map_or(0, |a| a.seq) < last {
+                let item = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+                let Ok(Ok(Some(item))) = item else {
+                    panic!(
+                        "replay stopped after {:?} of {last}",
+                        alerts.last().map(|a| a.seq)
+                    )
+                };
+                match item.item {
+                    Some(watch_alerts_response::Item::Alert(alert)) => alerts.push(alert),
+                    Some(watch_alerts_response::Item::Missed(m)) => panic!("missed: {m:?}"),
+                    None => {}
+                }
+            }
+            alerts
+        })
+    }
+
     /// The first alert of `rule` for container `cid` in `WatchAlerts` from the start of the
     /// spool, waiting up to 30 s.
     pub fn grpc_alert(&self, rule: &str, cid: &str) -> pb::Alert {

@@ -20,6 +20,7 @@ use std::{
 use serde_json::Value;
 
 pub mod bpf_links;
+pub mod disk;
 mod grpc;
 pub mod runc;
 pub mod uring;
@@ -582,6 +583,17 @@ fn collect(
             events.1.notify_all();
         }
     });
+}
+
+/// `nc -l -e /bin/sh` for a second in a container (`docker run --rm`): a CRS-008 alert.
+/// Returns the container id.
+pub fn netcat_exec_listener() -> String {
+    docker_run_rm(&[
+        &image(),
+        "sh",
+        "-c",
+        "nc -l -p 8080 -e /bin/sh & sleep 1; kill $!",
+    ])
 }
 
 /// A fresh, empty directory for `tag` under the system's temporary directory (short, so Unix

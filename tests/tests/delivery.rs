@@ -566,13 +566,9 @@ async fn a_sensor_killed_with_sigkill_restarts_on_its_socket_and_spool() {
 
 /// Runs a busybox netcat with `-e` in a container (the netcat/socat C2 rule of the catalog).
 async fn provoke_alert() -> String {
-    run_container(vec![
-        image(),
-        "sh".into(),
-        "-c".into(),
-        "nc -l -p 8080 -e /bin/sh & sleep 1; kill $!".into(),
-    ])
-    .await
+    tokio::task::spawn_blocking(sensor_tests::netcat_exec_listener)
+        .await
+        .unwrap()
 }
 
 async fn next_alert(stream: &mut tonic::Streaming<pb::WatchAlertsResponse>) -> pb::Alert {

@@ -4,24 +4,16 @@
 
 use std::{
     io::BufRead,
-    path::{Path, PathBuf},
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use sensor_proto as pb;
-use sensor_tests::{Containers, JsonOut, Sensor, docker, docker_run_rm, image, scratch_dir};
-
-/// `nc -l -e` in a container: a CRS-008 alert. Returns the container id.
-fn provoke_crs008() -> String {
-    docker_run_rm(&[
-        &image(),
-        "sh",
-        "-c",
-        "nc -l -p 8080 -e /bin/sh & sleep 1; kill $!",
-    ])
-}
+use sensor_tests::{
+    Containers, JsonOut, Sensor,
+    disk::{Tmpfs, fill},
+    docker, docker_run_rm, image, netcat_exec_listener,
+};
 
 fn json_health(sensor: &Sensor) -> pb::JsonOutHealth {
     let health = sensor.grpc_health();
@@ -57,7 +49,7 @@ fn a_reader_that_goes_away_is_counted_and_alerts_still_reach_grpc() {
     assert!(h.dropped_write_failed > 0 && h.failing, "{h:?}");
     assert!(h.last_error.contains("reader went away"), "{h:?}");
     assert_eq!(h.target, "stdout");
-    let cid = provoke_crs008();
+    let cid = netcat_exec_listener();
     let alert = sensor.grpc_alert("CRS-008", &cid);
     assert_eq!(alert.container.unwrap().id, cid);
     assert!(
@@ -95,47 +87,10 @@ fn a_reader_that_stops_reading_costs_lines_not_the_pipeline() {
     assert!(!h.failing, "a slow reader is not a failure: {h:?}");
     assert_eq!(docker(&["wait", &busy]).trim(), "0");
     // The pipeline still detects, and promptly: the alert comes while stdout stays unread.
-    let cid = provoke_crs008();
+    let cid = netcat_exec_listener();
     let alert = sensor.grpc_alert("CRS-008", &cid);
     assert_eq!(alert.container.unwrap().id, cid);
     assert!(sensor.alive());
-}
-
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn new(tag: &str, size: &str) -> Tmpfs {
-        let dir = scratch_dir(tag);
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mounting a tmpfs on {}", dir.display());
-        Tmpfs(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Fills the file system of `path` up with a file at `path`.
-fn fill(path: &Path) {
-    // dd stops with ENOSPC when the file system is full: its status is expected to fail.
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", "bs=4k"])
-        .arg(format!("of={}", path.display()))
-        .output()
-        .unwrap();
 }
 
 #[test]
@@ -160,7 +115,7 @@ fn a_full_disk_drops_whole_lines_and_writing_resumes_when_space_returns() {
     assert!(h.failing && h.dropped_write_failed > 0, "{h:?}");
     assert!(h.last_error.contains("No space left on device"), "{h:?}");
     // Alerts still reach gRPC while the disk is full.
-    let cid = provoke_crs008();
+    let cid = netcat_exec_listener();
     sensor.grpc_alert("CRS-008", &cid);
     std::fs::remove_file(&filler).unwrap();
     let after = wait_json(&sensor, Duration::from_secs(20), |now| {

@@ -137,6 +137,7 @@ impl Shared {
             evicted: stats.evicted,
             evicted_unexported: stats.evicted_unacked,
             truncated_at_recovery: stats.truncated_at_recovery,
+            append_errors: self.spool_errors.load(Ordering::Relaxed),
         }
     }
 

@@ -128,6 +128,8 @@ pub struct Spool {
     /// Consumers of this run whose progress counts for `evicted_unacked`.
     registered: BTreeSet<String>,
     stats: SpoolStats,
+    /// A failed append left bytes the spool could not cut off: the next one starts a segment.
+    torn: bool,
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -323,6 +325,7 @@ impl Spool {
             cursors,
             registered: BTreeSet::new(),
             stats,
+            torn: false,
         })
     }
 
@@ -371,8 +374,9 @@ impl Spool {
                 payload.len()
             )));
         }
-        if self.segments.back().unwrap().bytes >= self.cfg.segment_bytes() {
+        if self.torn || self.segments.back().unwrap().bytes >= self.cfg.segment_bytes() {
             self.rotate(seq)?;
+            self.torn = false;
         }
         let mut buf = Vec::with_capacity(HEADER + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -382,13 +386,25 @@ impl Spool {
         let seg = self.segments.back_mut().unwrap();
         // One write(2) for the whole record: a crash leaves it whole or torn at the tail,
         // which recovery cuts off.
-        self.active
+        let written = self
+            .active
             .write_all(&buf)
-            .map_err(io_err("appending to", &seg.path))?;
-        if self.cfg.fsync == FsyncPolicy::Always {
-            self.active
-                .sync_data()
-                .map_err(io_err("syncing", &seg.path))?;
+            .map_err(io_err("appending to", &seg.path))
+            .and_then(|()| match self.cfg.fsync {
+                FsyncPolicy::Always => self
+                    .active
+                    .sync_data()
+                    .map_err(io_err("syncing", &seg.path)),
+                FsyncPolicy::Never => Ok(()),
+            });
+        if let Err(e) = written {
+            // All or nothing: what a short write (a full disk) left is cut off, so the number
+            // goes to the next append and no reader meets a torn record before later ones. If
+            // even that fails, the next append starts a new segment after the tear.
+            // (A segment without a record cannot be followed by one of the same name: there
+            // the tear stays until recovery at the next start cuts it.)
+            self.torn = self.active.set_len(seg.bytes).is_err() && seg.records > 0;
+            return Err(e);
         }
         seg.bytes += buf.len() as u64;
         seg.records += 1;
