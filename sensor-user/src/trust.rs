@@ -34,6 +34,14 @@ pub fn ensure_trusted(path: &Path, what: &str) -> Result<()> {
     let me = unsafe { libc::geteuid() };
     if let Some(problem) = untrusted(meta.uid(), me, meta.mode()) {
         let p = path.display();
+        if meta.is_dir() && meta.mode() & 0o1000 != 0 {
+            // /tmp and its kind: shared by design, never to be tightened.
+            bail!(
+                "the {what} {p} {problem}: it is a shared directory (sticky bit), where another \
+                 user could change what the sensor detects or allows; give the sensor a \
+                 directory of its own"
+            );
+        }
         let fix = if meta.is_dir() {
             format!("chown -R {me} {p} && chmod -R go-w {p}")
         } else {

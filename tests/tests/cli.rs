@@ -142,13 +142,19 @@ fn refused(args: &[&str]) -> String {
     stderr
 }
 
-/// A start refused with an error that says all of `says` and a command in backquotes; the
-/// command is run (the next start must get past this error).
-fn refused_then_fixed(args: &[&str], says: &[&str]) {
+/// A start refused with an error that says all of `says`: the error.
+fn refused_saying(args: &[&str], says: &[&str]) -> String {
     let stderr = refused(args);
     for part in says {
         assert!(stderr.contains(part), "`{part}` not in: {stderr}");
     }
+    stderr
+}
+
+/// A start refused with an error that says all of `says` and a command in backquotes; the
+/// command is run (the next start must get past this error).
+fn refused_then_fixed(args: &[&str], says: &[&str]) {
+    let stderr = refused_saying(args, says);
     let fix = stderr
         .split('`')
         .nth(1)
@@ -197,7 +203,16 @@ fn rules_and_state_that_others_can_write_are_refused_with_the_fix() {
         .copied()
         .chain(["--state-dir", &state_arg])
         .collect();
-    refused_then_fixed(&with_state, &["state directory (--state-dir)", "mode 1777"]);
+    // A shared directory (sticky bit, as /tmp) gets no chmod advice: it must not be tightened.
+    let says = [
+        "state directory (--state-dir)",
+        "mode 1777",
+        "a directory of its own",
+    ];
+    let stderr = refused_saying(&with_state, &says);
+    assert!(!stderr.contains("chmod"), "{stderr}");
+    mode(&state, 0o1777 & !0o1000).unwrap();
+    refused_then_fixed(&with_state, &["state directory (--state-dir)", "mode 777"]);
     // Fixed as the errors said, the same arguments start the sensor.
     let sensor = Sensor::start_with("untrusted_fixed", &with_state);
     assert!(sensor.stop().success());
