@@ -105,9 +105,9 @@ impl Emitter {
     /// Spools and delivers an alert (a spool failure is logged and counted, never fatal).
     fn alert(&mut self, alert: pb::Alert) {
         self.stats.count_event("alert");
-        let rule = alert.rule_id.clone();
+        // The error names the alert and its rule.
         if let Err(e) = self.delivery.publish_alert(alert) {
-            log::error!("alert {rule} not spooled: {e:#}");
+            log::error!("{e:#}");
         }
     }
 

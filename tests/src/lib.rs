@@ -343,17 +343,18 @@ impl Sensor {
             .expect("starting the sensor");
         let events: Arc<(Mutex<Vec<Value>>, Condvar)> = Arc::default();
         let stdout = child.stdout.take();
-        let (collected, unread) = match json {
-            JsonOut::Collected | JsonOut::FirstLineThenClosed => {
-                let lines = match json {
-                    JsonOut::Collected => usize::MAX,
-                    _ => 1,
-                };
-                collect(stdout.unwrap(), lines, events.clone());
-                (matches!(json, JsonOut::Collected), None)
+        let collected = matches!(json, JsonOut::Collected);
+        let unread = match json {
+            JsonOut::Collected => {
+                collect(stdout.unwrap(), usize::MAX, events.clone());
+                None
             }
-            JsonOut::Unread => (false, stdout),
-            JsonOut::File(_) => (false, None),
+            JsonOut::FirstLineThenClosed => {
+                collect(stdout.unwrap(), 1, events.clone());
+                None
+            }
+            JsonOut::Unread => stdout,
+            JsonOut::File(_) => None,
         };
         let sensor = Sensor {
             child: Some(child),

@@ -7,7 +7,7 @@ use std::{thread, time::Duration};
 use sensor_tests::{
     Sensor,
     disk::{Tmpfs, fill},
-    netcat_exec_listener,
+    ev, netcat_exec_listener,
 };
 
 #[test]
@@ -49,6 +49,21 @@ fn a_full_disk_fails_appends_whole_and_the_spool_resumes_without_a_gap() {
     for cid in [&before, &after] {
         assert!(containers.contains(&cid.as_str()), "{cid} not replayed");
     }
+
+    // The JSON lines carry a number only for alerts that were spooled: none twice.
+    let mut numbered: Vec<u64> = (sensor.events().iter())
+        .filter(|e| e["kind"] == "alert")
+        .map(|e| ev::u64_of(&e["alert"]["seq"]))
+        .filter(|&seq| seq > 0)
+        .collect();
+    let lines = numbered.len();
+    numbered.sort_unstable();
+    numbered.dedup();
+    assert_eq!(
+        numbered.len(),
+        lines,
+        "a sequence number on two JSON alerts"
+    );
 
     // A restart on the same spool replays the same alerts, in the same order.
     sensor.kill_9();

@@ -13,8 +13,9 @@
 //! - `watch`: `sensor watch`, the command-line client of the service.
 //!
 //! Nothing here blocks the pipeline on a consumer: subscribers and the JSON lines writer are
-//! behind bounded queues and the exporter reads the spool at its own pace. Only `publish_alert` touches the disk (one append
-//! and, by default, an fdatasync), which is the price of not losing alerts.
+//! behind bounded queues and the exporter reads the spool at its own pace. Only `publish_alert`
+//! touches the disk (one append and, by default, an fdatasync), which is the price of not losing
+//! alerts.
 
 pub mod bus;
 pub mod cli;
@@ -339,6 +340,8 @@ impl Delivery {
         let seq = match appended {
             Ok(seq) => seq,
             Err(err) => {
+                // The number went to no record: the next append gets it.
+                alert.seq = 0;
                 self.shared.spool_errors.fetch_add(1, Ordering::Relaxed);
                 return Err(err).with_context(|| {
                     format!("spooling alert {} of rule {}", alert.id, alert.rule_id)

@@ -342,15 +342,15 @@ impl LoadedSensor {
         };
         let counts_traffic =
             (sensor.hooks.iter()).any(|h| matches!(h.attach, Attach::CgroupSkb { .. }));
-        if !counts_traffic {
-            // No traffic program in the hook set: nothing to attach to cgroups.
-        } else if opts.filter.net_host != 0 {
+        if counts_traffic {
             let mount = traffic_mount()?;
-            // The host's traffic is watched too: once, on the root.
-            (sensor.traffic).watch(&mut sensor.ebpf, &sensor.hooks, &mount, "/")?;
-        } else {
-            let mount = traffic_mount()?;
-            (sensor.traffic).watch_runtime_parents(&mut sensor.ebpf, &sensor.hooks, &mount)?;
+            let (ebpf, hooks) = (&mut sensor.ebpf, &sensor.hooks);
+            if opts.filter.net_host != 0 {
+                // The host's traffic is watched too: once, on the root.
+                sensor.traffic.watch(ebpf, hooks, &mount, "/")?;
+            } else {
+                sensor.traffic.watch_runtime_parents(ebpf, hooks, &mount)?;
+            }
         }
         for error in sensor.sync_interfaces() {
             log::warn!("{error}");
