@@ -104,6 +104,7 @@ impl Event {
             event::Body::IoUring(_) => "io_uring",
             event::Body::StdioRelay(_) => "stdio_relay",
             event::Body::EventsDropped(_) => "events_dropped",
+            event::Body::SpoolFailing(_) => "spool_failing",
         }
     }
 

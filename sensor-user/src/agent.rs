@@ -86,6 +86,18 @@ struct Emitter {
     engine: Engine,
     /// Where the engine's learning is saved.
     learned_path: std::path::PathBuf,
+    node: String,
+    /// Alerts raised since the last [`Emitter::commit`].
+    pending: Vec<pb::Alert>,
+    spool: SpoolState,
+}
+
+/// Whether the alert spool is failing, to raise `spool_failing` once per episode.
+#[derive(Default)]
+struct SpoolState {
+    failing: bool,
+    /// Alerts not spooled since start.
+    unspooled: u64,
 }
 
 impl Emitter {
@@ -102,12 +114,52 @@ impl Emitter {
         }
     }
 
-    /// Spools and delivers an alert (a spool failure is logged and counted, never fatal).
+    /// Queues an alert for the next [`Self::commit`].
     fn alert(&mut self, alert: pb::Alert) {
         self.stats.count_event("alert");
-        // The error names the alert and its rule.
-        if let Err(e) = self.delivery.publish_alert(alert) {
-            log::error!("{e:#}");
+        self.pending.push(alert);
+    }
+
+    /// Spools and delivers the alerts raised since the last call as one group commit (one
+    /// fdatasync for all). A spool failure is never fatal: the alerts go out live, unnumbered,
+    /// and the first failure of an episode is logged and raises a `spool_failing` event (rule
+    /// CRS-020), itself delivered live.
+    fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let alerts = std::mem::take(&mut self.pending);
+        let count = alerts.len() as u64;
+        match self.delivery.publish_alerts(alerts) {
+            Ok(_) if self.spool.failing => {
+                self.spool.failing = false;
+                log::warn!(
+                    "alert spool writes again; {} alerts since start were delivered live only",
+                    self.spool.unspooled
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.spool.unspooled += count;
+                if !std::mem::replace(&mut self.spool.failing, true) {
+                    log::error!(
+                        "{count} alert(s) delivered live only, not spooled (not replayable, not \
+                         exported) until the spool writes again: {e:#}"
+                    );
+                    let failing = pb::SpoolFailing {
+                        error: format!("{e:#}"),
+                        unspooled_total: self.spool.unspooled,
+                    };
+                    let event = pb::Event {
+                        time: Some(crate::deliver::timestamp(std::time::SystemTime::now())),
+                        node: self.node.clone(),
+                        ..Default::default()
+                    }
+                    .with_body(pb::event::Body::SpoolFailing(failing));
+                    self.emit(event);
+                    self.commit();
+                }
+            }
         }
     }
 
@@ -356,6 +408,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             delivery,
             engine,
             learned_path,
+            node: opts.node.clone(),
+            pending: Vec::new(),
+            spool: SpoolState::default(),
         },
         host_filter: sensor.take_host_filter()?,
         batch: Vec::new(),
@@ -379,6 +434,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         health_event(started, &counters, setup, &p.out.stats, &clock, &opts.node)
     };
     p.out.emit(health(&p));
+    p.out.commit();
     let blind = p.out.engine.blind_rules(missing);
     if !blind.is_empty() {
         eprintln!(
@@ -467,12 +523,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sighup.recv() => p.out.reload_rules(opts.rules_dir.as_deref()),
         }
+        // What this turn raised: one group commit.
+        p.out.commit();
     }
     // Whatever is still in the rings and maps, then a last health report.
     p.drain(proc_ring.get_mut(), net_ring.get_mut());
     p.aggregates(&aggregation, sensor.interface_names());
     p.report_losses(&counters, &mut episodes);
     p.out.emit(health(&p));
+    p.out.commit();
     p.out.save_learning();
     p.out.delivery.shutdown().await;
     let events = p.out.seq;

@@ -1,7 +1,11 @@
 //! The sensor's gRPC API from the tests: a client on its Unix socket, and blocking calls for
 //! tests that are not async.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
 
 use sensor_proto::{self as pb, sensor_client::SensorClient, watch_alerts_response};
 use tonic::transport::Channel;
@@ -99,5 +103,66 @@ impl Sensor {
                 }
             }
         })
+    }
+
+    /// A live `WatchAlerts` subscriber (no `since_seq`), subscribed when this returns, that
+    /// collects every alert it receives on a thread of its own.
+    pub fn live_alerts(&self) -> LiveAlerts {
+        let socket = self.socket().to_path_buf();
+        let alerts = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let sink = alerts.clone();
+        thread::spawn(move || {
+            block_on(async move {
+                let channel = sensor_proto::connect_unix(&socket).await.unwrap();
+                let mut client = SensorClient::new(channel);
+                let request = pb::WatchAlertsRequest::default();
+                let mut stream = client.watch_alerts(request).await.unwrap().into_inner();
+                let _ = ready_tx.send(());
+                while let Ok(Some(item)) = stream.message().await {
+                    if let Some(watch_alerts_response::Item::Alert(alert)) = item.item {
+                        sink.lock().unwrap().push(alert);
+                    }
+                }
+            })
+        });
+        ready
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a live WatchAlerts subscription within 10 s");
+        LiveAlerts { alerts }
+    }
+}
+
+/// The alerts a [`Sensor::live_alerts`] subscriber received so far.
+pub struct LiveAlerts {
+    alerts: Arc<Mutex<Vec<pb::Alert>>>,
+}
+
+impl LiveAlerts {
+    pub fn received(&self) -> Vec<pb::Alert> {
+        self.alerts.lock().unwrap().clone()
+    }
+
+    /// The first received alert of `rule` that `pred` accepts, waiting up to 30 s.
+    pub fn wait_for(&self, rule: &str, pred: impl Fn(&pb::Alert) -> bool) -> pb::Alert {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self
+                .received()
+                .into_iter()
+                .find(|a| a.rule_id == rule && pred(a));
+            if let Some(alert) = found {
+                return alert;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no live {rule} alert within 30 s; received: {:?}",
+                self.received()
+                    .iter()
+                    .map(|a| &a.rule_id)
+                    .collect::<Vec<_>>()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 }

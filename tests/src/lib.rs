@@ -22,6 +22,7 @@ use serde_json::Value;
 pub mod bpf_links;
 pub mod disk;
 mod grpc;
+pub use grpc::LiveAlerts;
 pub mod runc;
 pub mod uring;
 

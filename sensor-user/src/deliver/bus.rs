@@ -4,6 +4,10 @@
 //! When a queue is full the item is not queued for that subscriber; the subscriber is told, in
 //! order, how many it missed and their sequence numbers ([`Delivery::Missed`]), so it can resume
 //! from the spool (`since_seq`) where there is one.
+//!
+//! Sequence number 0 means unnumbered (an alert the spool could not take): such items are
+//! delivered like the others, but they never move the published position, and a notice counts
+//! them apart ([`Delivery::Missed::unnumbered`]) since no spool can give them back.
 
 use std::{
     collections::VecDeque,
@@ -45,8 +49,11 @@ pub enum Delivery<T> {
     /// Items dropped because the queue was full, in place of where they would have been.
     Missed {
         count: u64,
+        /// The numbered items missed: `first_seq..=last_seq` (both 0 when there were none).
         first_seq: u64,
         last_seq: u64,
+        /// How many of `count` were unnumbered.
+        unnumbered: u64,
     },
 }
 
@@ -57,6 +64,21 @@ struct Gap {
     count: u64,
     first_seq: u64,
     last_seq: u64,
+    unnumbered: u64,
+}
+
+impl Gap {
+    fn add(&mut self, seq: u64) {
+        self.count += 1;
+        if seq == 0 {
+            self.unnumbered += 1;
+            return;
+        }
+        if self.first_seq == 0 {
+            self.first_seq = seq;
+        }
+        self.last_seq = seq;
+    }
 }
 
 struct Queue<T> {
@@ -109,7 +131,7 @@ impl<T: Clone + Sequenced> Bus<T> {
 
     /// Hands `item` to every subscriber whose filter accepts it. Never blocks on a subscriber.
     pub fn publish(&self, item: &T) {
-        self.last_published.store(item.seq(), Ordering::Relaxed);
+        self.last_published.fetch_max(item.seq(), Ordering::Relaxed);
         let subscribers = self.subscribers.lock().unwrap();
         for sub in subscribers.iter() {
             if !(sub.filter)(item) {
@@ -117,12 +139,7 @@ impl<T: Clone + Sequenced> Bus<T> {
             }
             let mut q = sub.queue.lock().unwrap();
             if q.items.len() >= sub.capacity {
-                let gap = q.gap.get_or_insert(Gap {
-                    first_seq: item.seq(),
-                    ..Gap::default()
-                });
-                gap.count += 1;
-                gap.last_seq = item.seq();
+                q.gap.get_or_insert_default().add(item.seq());
                 sub.missed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -189,6 +206,7 @@ fn missed<T>(gap: Gap) -> Delivery<T> {
         count: gap.count,
         first_seq: gap.first_seq,
         last_seq: gap.last_seq,
+        unnumbered: gap.unnumbered,
     }
 }
 
@@ -224,7 +242,7 @@ impl<T: Clone + Sequenced> Subscription<T> {
             Delivery::Item(item) => item.seq(),
             Delivery::Missed { last_seq, .. } => *last_seq,
         };
-        self.sub.received_seq.store(seq, Ordering::Relaxed);
+        self.sub.received_seq.fetch_max(seq, Ordering::Relaxed);
         Some(d)
     }
 }
@@ -279,7 +297,8 @@ mod tests {
                 Delivery::Missed {
                     count: 2,
                     first_seq: 4,
-                    last_seq: 5
+                    last_seq: 5,
+                    unnumbered: 0,
                 },
                 Delivery::Item(N(6)),
             ]
@@ -301,10 +320,36 @@ mod tests {
                 Delivery::Missed {
                     count: 3,
                     first_seq: 2,
-                    last_seq: 4
+                    last_seq: 4,
+                    unnumbered: 0,
                 }
             ]
         );
+    }
+
+    #[test]
+    fn unnumbered_items_are_delivered_and_missed_apart_from_the_numbered_ones() {
+        let bus = Bus::new(1);
+        let mut sub = bus.subscribe("s", |_| true);
+        for i in [1, 0, 2, 0] {
+            bus.publish(&N(i));
+        }
+        assert_eq!(bus.subscribers()[0].lag, 2, "0 does not move the position");
+        assert_eq!(
+            drain(&mut sub),
+            vec![
+                Delivery::Item(N(1)),
+                Delivery::Missed {
+                    count: 3,
+                    first_seq: 2,
+                    last_seq: 2,
+                    unnumbered: 2,
+                }
+            ]
+        );
+        bus.publish(&N(0));
+        assert_eq!(drain(&mut sub), vec![Delivery::Item(N(0))]);
+        assert_eq!(bus.subscribers()[0].lag, 0);
     }
 
     #[test]

@@ -199,6 +199,13 @@ impl AlertStream {
                 _ = shutdown.changed() => return Err(Gone),
             };
             match delivery {
+                // Unspooled (the spool cannot write): live only, nothing to order it by.
+                Delivery::Item(alert) if alert.seq == 0 => {
+                    if self.filter.matches(&alert) {
+                        self.send(watch_alerts_response::Item::Alert((*alert).clone()))
+                            .await?;
+                    }
+                }
                 Delivery::Item(alert) => {
                     if alert.seq <= self.last {
                         continue;
@@ -213,10 +220,23 @@ impl AlertStream {
                     }
                 }
                 Delivery::Missed {
-                    count, last_seq, ..
+                    count,
+                    last_seq,
+                    unnumbered,
+                    ..
                 } => {
-                    // Not lost: they are in the spool. Re-read them from there.
                     count_missed(&self.shared, "alerts", count);
+                    if unnumbered > 0 {
+                        // Lost for this subscriber: no spool holds them.
+                        let missed = pb::Missed {
+                            count: unnumbered,
+                            reason: "queue_full_unspooled".into(),
+                            ..pb::Missed::default()
+                        };
+                        self.send(watch_alerts_response::Item::Missed(missed))
+                            .await?;
+                    }
+                    // The numbered ones are not lost: re-read them from the spool.
                     self.catch_up(Some(last_seq)).await?;
                 }
             }
@@ -300,6 +320,7 @@ async fn stream_events(
                 count,
                 first_seq,
                 last_seq,
+                ..
             } => {
                 count_missed(&shared, "events", count);
                 watch_events_response::Item::Missed(pb::Missed {

@@ -316,50 +316,73 @@ impl Delivery {
         }
     }
 
-    /// Spools `alert` (numbering it, and [stamping](Self::stamp) what it lacks), then hands it
-    /// to subscribers, the exporter and the JSON lines. Returns its sequence number. When this
-    /// returns Ok, the alert is on disk (see the spool's fsync policy). On Err (a full or broken
-    /// disk) the alert only reached the JSON lines (without a sequence number): the error names
-    /// the spool's problem, `sensor_spool_errors_total` counts it, and the caller should report
-    /// it and carry on rather than stop the sensor.
-    pub fn publish_alert(&self, mut alert: Alert) -> Result<u64> {
-        self.stamp(&mut alert);
-        let published = self.spool_and_publish(&mut alert);
+    /// [`Self::publish_alerts`] for one alert; returns its sequence number.
+    pub fn publish_alert(&self, alert: Alert) -> Result<u64> {
+        self.publish_alerts(vec![alert]).map(|seqs| seqs.start)
+    }
+
+    /// Spools `alerts` as one group commit (numbering them, and [stamping](Self::stamp) what
+    /// they lack): one write and one fdatasync for all, then hands them to subscribers, the
+    /// exporter and the JSON lines. Returns their sequence numbers. When this returns Ok, they
+    /// are on disk (see the spool's fsync policy).
+    ///
+    /// On Err (a full or broken disk) they are still delivered live, unnumbered (`seq` 0):
+    /// to `WatchAlerts` subscribers and the JSON lines, never to the exporter, which reads the
+    /// spool, nor to a later replay. The error names the spool's problem,
+    /// `sensor_spool_errors_total` counts the alerts, and the caller should report it (how
+    /// many alerts were not spooled) and carry on rather than stop the sensor.
+    pub fn publish_alerts(&self, mut alerts: Vec<Alert>) -> Result<std::ops::Range<u64>> {
+        for alert in &mut alerts {
+            self.stamp(alert);
+        }
+        let published = self.spool_and_publish(&mut alerts);
         if let Some(out) = &self.json_out {
-            out.alert(&alert);
+            for alert in &alerts {
+                out.alert(alert);
+            }
         }
         published
     }
 
-    fn spool_and_publish(&self, alert: &mut Alert) -> Result<u64> {
+    fn spool_and_publish(&self, alerts: &mut [Alert]) -> Result<std::ops::Range<u64>> {
         let mut spool = self.shared.spool.lock().unwrap();
-        let appended = spool.append(|seq| {
+        let first = spool.next_seq();
+        let appended = spool.append_many(alerts.len(), |seq| {
+            let alert = &mut alerts[(seq - first) as usize];
             alert.seq = seq;
             alert.encode_to_vec()
         });
-        let seq = match appended {
-            Ok(seq) => seq,
+        let result = match appended {
+            Ok(seqs) => Ok(seqs),
             Err(err) => {
-                // The number went to no record: the next append gets it.
-                alert.seq = 0;
-                self.shared.spool_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(err).with_context(|| {
-                    format!("spooling alert {} of rule {}", alert.id, alert.rule_id)
-                });
+                // The numbers went to no record: the next append gets them.
+                for alert in alerts.iter_mut() {
+                    alert.seq = 0;
+                }
+                let n = alerts.len() as u64;
+                self.shared.spool_errors.fetch_add(n, Ordering::Relaxed);
+                Err(err.into())
             }
         };
-        alert.seq = seq;
         // Published while the spool is locked, so subscribers see sequence numbers in order.
-        self.shared.alerts.publish(&Arc::new(alert.clone()));
+        for alert in alerts.iter() {
+            self.shared.alerts.publish(&Arc::new(alert.clone()));
+        }
         drop(spool);
-        self.shared.spooled.send_replace(seq);
-        let severity = pb::Severity::try_from(alert.severity)
-            .unwrap_or_default()
-            .short_name();
-        self.shared
-            .metrics
-            .count_alert(&alert.rule_id, severity, detection_latency(alert));
-        Ok(seq)
+        if let Ok(seqs) = &result
+            && !seqs.is_empty()
+        {
+            self.shared.spooled.send_replace(seqs.end - 1);
+        }
+        for alert in alerts.iter() {
+            let severity = pb::Severity::try_from(alert.severity)
+                .unwrap_or_default()
+                .short_name();
+            self.shared
+                .metrics
+                .count_alert(&alert.rule_id, severity, detection_latency(alert));
+        }
+        result
     }
 
     /// Replaces the rule list `ListRules` reports (for the detection engine).

@@ -366,25 +366,45 @@ impl Spool {
     /// Appends one record, its payload built from the sequence number it gets, and returns that
     /// number. When this returns, the record is written (and synced, per the policy).
     pub fn append(&mut self, payload: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, SpoolError> {
-        let seq = self.next_seq;
-        let payload = payload(seq);
-        if payload.len() > MAX_RECORD as usize {
-            return Err(SpoolError::Invalid(format!(
-                "record {seq} is {} bytes, above the {MAX_RECORD}-byte limit",
-                payload.len()
-            )));
+        let mut payload = Some(payload);
+        let seqs = self.append_many(1, |seq| (payload.take().unwrap())(seq))?;
+        Ok(seqs.start)
+    }
+
+    /// Appends `count` records as one group commit: their payloads built from the consecutive
+    /// sequence numbers they get, one write(2) and (per the policy) one fdatasync for all of
+    /// them. All or nothing: on error none of them is in the spool and their numbers go to
+    /// the next append. Returns the numbers given.
+    pub fn append_many(
+        &mut self,
+        count: usize,
+        mut payload: impl FnMut(u64) -> Vec<u8>,
+    ) -> Result<std::ops::Range<u64>, SpoolError> {
+        let first = self.next_seq;
+        let seqs = first..first + count as u64;
+        if count == 0 {
+            return Ok(seqs);
+        }
+        let mut buf = Vec::new();
+        for seq in seqs.clone() {
+            let payload = payload(seq);
+            if payload.len() > MAX_RECORD as usize {
+                return Err(SpoolError::Invalid(format!(
+                    "record {seq} is {} bytes, above the {MAX_RECORD}-byte limit",
+                    payload.len()
+                )));
+            }
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc(seq, &payload).to_le_bytes());
+            buf.extend_from_slice(&seq.to_le_bytes());
+            buf.extend_from_slice(&payload);
         }
         if self.torn || self.segments.back().unwrap().bytes >= self.cfg.segment_bytes() {
-            self.rotate(seq)?;
+            self.rotate(first)?;
             self.torn = false;
         }
-        let mut buf = Vec::with_capacity(HEADER + payload.len());
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc(seq, &payload).to_le_bytes());
-        buf.extend_from_slice(&seq.to_le_bytes());
-        buf.extend_from_slice(&payload);
         let seg = self.segments.back_mut().unwrap();
-        // One write(2) for the whole record: a crash leaves it whole or torn at the tail,
+        // One write(2) for the whole group: a crash leaves it whole or torn at the tail,
         // which recovery cuts off.
         let written = self
             .active
@@ -398,8 +418,8 @@ impl Spool {
                 FsyncPolicy::Never => Ok(()),
             });
         if let Err(e) = written {
-            // All or nothing: what a short write (a full disk) left is cut off, so the number
-            // goes to the next append and no reader meets a torn record before later ones. If
+            // All or nothing: what a short write (a full disk) left is cut off, so the numbers
+            // go to the next append and no reader meets a torn record before later ones. If
             // even that fails, the next append starts a new segment after the tear.
             // (A segment without a record cannot be followed by one of the same name: there
             // the tear stays until recovery at the next start cuts it.)
@@ -407,11 +427,11 @@ impl Spool {
             return Err(e);
         }
         seg.bytes += buf.len() as u64;
-        seg.records += 1;
-        self.next_seq += 1;
-        self.stats.appended += 1;
+        seg.records += count as u64;
+        self.next_seq = seqs.end;
+        self.stats.appended += count as u64;
         self.evict()?;
-        Ok(seq)
+        Ok(seqs)
     }
 
     fn rotate(&mut self, first_seq: u64) -> Result<(), SpoolError> {
@@ -612,6 +632,24 @@ mod tests {
         assert_eq!(seqs(&spool, 7), vec![8, 9, 10]);
         assert!(seqs(&spool, 10).is_empty());
         assert_eq!((spool.first_seq(), spool.last_seq()), (Some(1), 10));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_group_commit_numbers_its_records_consecutively_and_survives_a_reopen() {
+        let dir = tmpdir("group");
+        let mut spool = Spool::open(cfg(&dir, 1 << 20)).unwrap();
+        assert_eq!(spool.append_many(0, payload).unwrap(), 1..1);
+        assert_eq!(spool.append_many(3, payload).unwrap(), 1..4);
+        assert_eq!(spool.append(payload).unwrap(), 4);
+        drop(spool);
+        let spool = Spool::open(cfg(&dir, 1 << 20)).unwrap();
+        let records: Vec<_> = spool.read_from(0).collect();
+        assert_eq!(records.len(), 4);
+        for r in &records {
+            assert_eq!(r.payload, payload(r.seq), "record {}", r.seq);
+        }
+        assert_eq!(spool.stats().appended, 0, "counted per run");
         fs::remove_dir_all(dir).unwrap();
     }
 

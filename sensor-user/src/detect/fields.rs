@@ -170,7 +170,7 @@ macro_rules! field {
 pub const FIELDS: &[FieldDef] = &[
     field!(
         "evt.kind",
-        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, io_uring, stdio_relay, events_dropped, health",
+        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, io_uring, stdio_relay, events_dropped, spool_failing, health",
         |e| s(&e.kind)
     ),
     field!(
@@ -607,6 +607,16 @@ pub const FIELDS: &[FieldDef] = &[
         "drops.cgroup_id",
         "events_dropped: the cgroup charged with the loss (0: the node, unattributed)",
         |e| body!(e, EventsDropped).and_then(|b| i(b.cgroup_id as i64))
+    ),
+    field!(
+        "spool.error",
+        "spool_failing: why the alert spool could not write (the error, with its file)",
+        |e| body!(e, SpoolFailing).and_then(|b| s(&b.error))
+    ),
+    field!(
+        "spool.unspooled_total",
+        "spool_failing: alerts not spooled since the sensor started",
+        |e| body!(e, SpoolFailing).and_then(|b| i(b.unspooled_total as i64))
     ),
 ];
 
