@@ -380,6 +380,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Asked before the programs load, so containers created from now on are inspected early.
     let mut runtime = RuntimeApi::start(opts.docker_socket.clone()).await;
     let runtime_status = runtime.status.clone();
+    let runtime_stats = runtime.stats.clone();
     if runtime_status.get().contains("unavailable") {
         eprintln!("sensor: warning: {}", runtime_status.get());
     }
@@ -428,6 +429,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             hook_set: &hook_set,
             blind_rules: p.out.engine.blind_rules(missing),
             runtime_api: runtime_status.get(),
+            runtime_requests: runtime_stats.snapshot(),
             rules: p.out.engine.stats(),
             container_of: &|cgroup| p.enricher.container_id_of(cgroup),
         };

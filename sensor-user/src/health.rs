@@ -39,6 +39,8 @@ pub struct Setup<'a> {
     pub container_of: &'a dyn Fn(CgroupId) -> Option<String>,
     /// The runtime API's status line (container names, images, labels).
     pub runtime_api: String,
+    /// What became of the inspects asked of it.
+    pub runtime_requests: pb::RuntimeRequests,
     /// The detection engine's per-rule state.
     pub rules: Vec<RuleStats>,
 }
@@ -97,6 +99,7 @@ pub fn health_event(
         dropped_total,
         hook_set: setup.hook_set.to_string(),
         runtime_api: setup.runtime_api,
+        runtime_requests: Some(setup.runtime_requests),
         blind_rules: setup.blind_rules,
         cgroup_drops,
         rules: setup

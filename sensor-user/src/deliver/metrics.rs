@@ -186,6 +186,30 @@ pub(super) fn render(shared: &Shared) -> String {
             health.decode_errors,
         );
     }
+    if let Some(r) = &health.runtime_requests {
+        o.family(
+            "sensor_runtime_api_requests_total",
+            "counter",
+            "Container inspects asked of the runtime's API: answered; failed and timed_out \
+             attempts (timed_out is part of failed); retried attempts; gave_up = every attempt \
+             failed; dropped_queue_full = refused by the bounded queue.",
+        );
+        let outcomes = [
+            ("answered", r.answered),
+            ("failed", r.failed),
+            ("timed_out", r.timed_out),
+            ("retried", r.retried),
+            ("gave_up", r.gave_up),
+            ("dropped_queue_full", r.dropped_queue_full),
+        ];
+        for (outcome, n) in outcomes {
+            o.sample(
+                "sensor_runtime_api_requests_total",
+                &[("outcome", outcome)],
+                n,
+            );
+        }
+    }
     o.family(
         "sensor_cgroup_events_dropped_total",
         "counter",

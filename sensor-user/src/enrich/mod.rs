@@ -75,10 +75,7 @@ impl Enricher {
     }
 
     /// Asks `requests` (the runtime API fetcher) about containers as they are first seen.
-    pub fn set_runtime_requests(
-        &mut self,
-        requests: Option<tokio::sync::mpsc::Sender<container_id::ContainerId>>,
-    ) {
+    pub fn set_runtime_requests(&mut self, requests: Option<runtime::Requests>) {
         self.metadata = MetadataCache::new(requests);
     }
 

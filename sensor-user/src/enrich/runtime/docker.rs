@@ -97,7 +97,7 @@ const WATCHED: &str = r#"{"type":["container"],"event":["create","rename"]}"#;
 /// Opens the `/events` stream of container creations and renames.
 pub async fn events(socket: &Path) -> Result<Lines, DockerError> {
     let path = format!("/events?filters={}", http::encode_query(WATCHED));
-    let (status, body) = http::request(socket, &path).await?;
+    let (status, lines) = http::stream_lines(socket, &path).await?;
     if status != 200 {
         return Err(DockerError::Status {
             status,
@@ -105,7 +105,7 @@ pub async fn events(socket: &Path) -> Result<Lines, DockerError> {
             message: "the event stream was refused".into(),
         });
     }
-    Ok(Lines::new(body))
+    Ok(lines)
 }
 
 /// The container an `/events` line is about, and what it says: name, image and labels (the

@@ -1,33 +1,49 @@
-//! A minimal HTTP/1.1 client over a Unix socket: what the Docker Engine API needs and nothing
-//! more. `GET` with the whole answer (bodies framed by Content-Length, chunked encoding or the
-//! connection's close, capped in size), and a streamed `GET` read line by line (`/events`).
+//! HTTP/1.1 over a Unix socket, what the Docker Engine API needs: a `GET` with the whole answer,
+//! and a streamed `GET` read line by line (`/events`). Built on hyper's client connection (the
+//! HTTP stack tonic serves gRPC with), one connection per request.
 //!
-//! Hand-written on tokio's `UnixStream` rather than pulling an HTTP client stack into the agent
-//! for two request shapes. Every request opens its own connection (`Connection: close`).
+//! Nothing here waits on the daemon without a bound, so a daemon that hangs, drips its answer
+//! or answers with megabytes costs a counted failure, never a stuck task or unbounded memory:
+//! - the connection and the answer's head arrive within [`HEAD_TIMEOUT`], a whole body within
+//!   [`BODY_TIMEOUT`] and [`MAX_BODY`] bytes;
+//! - a streamed body has no deadline (the event stream is quiet for hours when nothing
+//!   happens), but each line is capped at [`MAX_LINE`] bytes.
+//!
+//! The connection task is aborted when its answer is dropped, so a server that keeps a
+//! connection open after a timeout holds no task of ours.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{
-        UnixStream,
-        unix::{OwnedReadHalf, OwnedWriteHalf},
-    },
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::{
+    Request,
+    body::Incoming,
+    header::{ACCEPT, HOST, USER_AGENT},
 };
+use hyper_util::rt::TokioIo;
+use tokio::{net::UnixStream, task::AbortHandle};
 
+/// Connect, send, and receive the status line and headers.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Receive a whole (non-streamed) body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest body [`get`] accepts (an inspect answer is a few KiB).
-const MAX_BODY: usize = 4 << 20;
-/// Largest status or header line.
-const MAX_LINE: usize = 16 << 10;
+pub const MAX_BODY: usize = 4 << 20;
+/// Largest line of a streamed body (an event is under a KiB, plus its labels).
+pub const MAX_LINE: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    /// The socket is not there or refuses: the daemon is away.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("malformed HTTP answer: {0}")]
-    Malformed(String),
-    #[error("HTTP body larger than {MAX_BODY} bytes")]
-    TooLarge,
+    Protocol(#[from] hyper::Error),
+    #[error("no {what} within {} s", after.as_secs())]
+    Timeout { what: &'static str, after: Duration },
+    #[error("HTTP {what} larger than {limit} bytes")]
+    TooLarge { what: &'static str, limit: usize },
 }
 
 /// A complete answer.
@@ -37,181 +53,89 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// How the body's end is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    Close,
-}
+/// Aborts the connection's task when dropped.
+struct Connection(AbortHandle);
 
-/// The body of an answer, read piece by piece.
-pub struct Body {
-    reader: BufReader<OwnedReadHalf>,
-    /// Kept open: dropping it half-closes the connection, which a server may take for the
-    /// client leaving (Docker ends its event stream).
-    _write: OwnedWriteHalf,
-    framing: Framing,
-    /// Bytes left in the current chunk (chunked) or in the body (length).
-    left: u64,
-    done: bool,
-}
-
-/// Sends `GET path` to the server on `socket`; returns the status and the unread body.
-pub async fn request(socket: &Path, path: &str) -> Result<(u16, Body), HttpError> {
-    let stream = UnixStream::connect(socket).await?;
-    let (read, mut write) = stream.into_split();
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: container-sensor\r\n\
-         Accept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    write.write_all(head.as_bytes()).await?;
-    let mut reader = BufReader::new(read);
-    let status_line = read_line(&mut reader).await?;
-    let status = parse_status(&status_line)?;
-    let mut framing = Framing::Close;
-    loop {
-        let line = read_line(&mut reader).await?;
-        if line.is_empty() {
-            break;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(HttpError::Malformed(format!("header line {line:?}")));
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding")
-            && value.to_ascii_lowercase().contains("chunked")
-        {
-            framing = Framing::Chunked;
-        } else if name.eq_ignore_ascii_case("content-length") && framing != Framing::Chunked {
-            let n = value
-                .parse()
-                .map_err(|_| HttpError::Malformed(format!("Content-Length {value:?}")))?;
-            framing = Framing::Length(n);
-        }
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    let left = match framing {
-        Framing::Length(n) => n,
-        _ => 0,
+}
+
+/// Sends `GET path` on `socket`; returns the answer's head with its unread body.
+async fn request(
+    socket: &Path,
+    path: &str,
+) -> Result<(hyper::Response<Incoming>, Connection), HttpError> {
+    let head = async {
+        let stream = UnixStream::connect(socket).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = Connection(tokio::spawn(conn).abort_handle());
+        let request = Request::get(path)
+            .header(HOST, "localhost")
+            .header(USER_AGENT, "container-sensor")
+            .header(ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
+            .expect("a GET of a valid path");
+        let response = sender.send_request(request).await?;
+        Ok((response, conn))
     };
-    let body = Body {
-        reader,
-        _write: write,
-        framing,
-        left,
-        done: framing == Framing::Length(0),
-    };
-    Ok((status, body))
+    tokio::time::timeout(HEAD_TIMEOUT, head)
+        .await
+        .map_err(|_| HttpError::Timeout {
+            what: "answer",
+            after: HEAD_TIMEOUT,
+        })?
 }
 
 /// `GET path`, the whole body.
 pub async fn get(socket: &Path, path: &str) -> Result<Response, HttpError> {
-    let (status, mut body) = request(socket, path).await?;
-    let mut all = Vec::new();
-    while let Some(piece) = body.next_piece().await? {
-        if all.len() + piece.len() > MAX_BODY {
-            return Err(HttpError::TooLarge);
-        }
-        all.extend_from_slice(&piece);
-    }
-    Ok(Response { status, body: all })
+    let (response, _conn) = request(socket, path).await?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_BODY).collect();
+    let body = tokio::time::timeout(BODY_TIMEOUT, body)
+        .await
+        .map_err(|_| HttpError::Timeout {
+            what: "whole body",
+            after: BODY_TIMEOUT,
+        })?
+        .map_err(|e| match e.downcast::<hyper::Error>() {
+            Ok(e) => HttpError::Protocol(*e),
+            Err(e) if e.is::<LengthLimitError>() => HttpError::TooLarge {
+                what: "body",
+                limit: MAX_BODY,
+            },
+            Err(e) => HttpError::Io(std::io::Error::other(e)),
+        })?;
+    Ok(Response {
+        status,
+        body: body.to_bytes().to_vec(),
+    })
 }
 
-/// One line (CRLF or LF stripped); an error at EOF.
-async fn read_line(reader: &mut BufReader<OwnedReadHalf>) -> Result<String, HttpError> {
-    let mut line = Vec::new();
-    let n = (&mut *reader)
-        .take(MAX_LINE as u64)
-        .read_until(b'\n', &mut line)
-        .await?;
-    if n == 0 {
-        return Err(HttpError::Malformed(
-            "connection closed in the header".into(),
-        ));
-    }
-    if line.last() != Some(&b'\n') {
-        return Err(HttpError::Malformed("header line too long".into()));
-    }
-    while matches!(line.last(), Some(b'\n' | b'\r')) {
-        line.pop();
-    }
-    String::from_utf8(line).map_err(|_| HttpError::Malformed("header is not UTF-8".into()))
-}
-
-/// `HTTP/1.1 200 OK` -> 200.
-fn parse_status(line: &str) -> Result<u16, HttpError> {
-    let mut parts = line.split_whitespace();
-    match (parts.next(), parts.next().and_then(|c| c.parse().ok())) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => Ok(code),
-        _ => Err(HttpError::Malformed(format!("status line {line:?}"))),
-    }
-}
-
-impl Body {
-    /// The next bytes of the body; `None` at its end.
-    pub async fn next_piece(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
-        if self.done {
-            return Ok(None);
-        }
-        if self.framing == Framing::Chunked && self.left == 0 {
-            let line = read_line(&mut self.reader).await?;
-            let size = line.split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size, 16)
-                .map_err(|_| HttpError::Malformed(format!("chunk size {line:?}")))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while !read_line(&mut self.reader).await?.is_empty() {}
-                self.done = true;
-                return Ok(None);
-            }
-            self.left = size;
-        }
-        let want = match self.framing {
-            Framing::Close => 8192,
-            _ => self.left.min(8192) as usize,
-        };
-        let mut buf = vec![0; want];
-        let n = self.reader.read(&mut buf).await?;
-        buf.truncate(n);
-        match self.framing {
-            Framing::Close if n == 0 => {
-                self.done = true;
-                return Ok(None);
-            }
-            Framing::Close => {}
-            _ if n == 0 => {
-                return Err(HttpError::Malformed("connection closed in the body".into()));
-            }
-            Framing::Length(_) => {
-                self.left -= n as u64;
-                self.done = self.left == 0;
-            }
-            Framing::Chunked => {
-                self.left -= n as u64;
-                if self.left == 0 {
-                    // The CRLF after the chunk's data.
-                    read_line(&mut self.reader).await?;
-                }
-            }
-        }
-        Ok(Some(buf))
-    }
+/// `GET path` with a streamed body: the status, and the body's lines if it is 200.
+pub async fn stream_lines(socket: &Path, path: &str) -> Result<(u16, Lines), HttpError> {
+    let (response, conn) = request(socket, path).await?;
+    let status = response.status().as_u16();
+    let lines = Lines {
+        body: response.into_body(),
+        _conn: conn,
+        buf: Vec::new(),
+        done: false,
+    };
+    Ok((status, lines))
 }
 
 /// A streamed body split into lines (`/events` writes one JSON object per line).
 pub struct Lines {
-    body: Body,
+    body: Incoming,
+    _conn: Connection,
     buf: Vec<u8>,
+    done: bool,
 }
 
 impl Lines {
-    pub fn new(body: Body) -> Self {
-        Self {
-            body,
-            buf: Vec::new(),
-        }
-    }
-
     /// The next non-empty line; `None` when the stream ends.
     pub async fn next_line(&mut self) -> Result<Option<String>, HttpError> {
         loop {
@@ -223,18 +147,29 @@ impl Lines {
                 }
                 return Ok(Some(line));
             }
-            match self.body.next_piece().await? {
-                Some(piece) => {
-                    if self.buf.len() + piece.len() > MAX_BODY {
-                        return Err(HttpError::TooLarge);
+            if self.done {
+                let rest = String::from_utf8_lossy(&self.buf).trim().to_string();
+                self.buf.clear();
+                return Ok((!rest.is_empty()).then_some(rest));
+            }
+            match self.body.frame().await.transpose()? {
+                Some(frame) => {
+                    if let Ok(mut data) = frame.into_data() {
+                        if self.buf.len() + data.remaining() > MAX_LINE {
+                            return Err(HttpError::TooLarge {
+                                what: "line",
+                                limit: MAX_LINE,
+                            });
+                        }
+                        while data.has_remaining() {
+                            let chunk = data.chunk();
+                            self.buf.extend_from_slice(chunk);
+                            let n = chunk.len();
+                            data.advance(n);
+                        }
                     }
-                    self.buf.extend_from_slice(&piece);
                 }
-                None => {
-                    let rest = String::from_utf8_lossy(&self.buf).trim().to_string();
-                    self.buf.clear();
-                    return Ok((!rest.is_empty()).then_some(rest));
-                }
+                None => self.done = true,
             }
         }
     }
@@ -256,43 +191,50 @@ pub fn encode_query(value: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use tokio::net::UnixListener;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::UnixListener,
+    };
 
     /// Serves `answer` (raw bytes) to one connection on a fresh socket; returns its path and the
     /// request the client sent.
     pub(crate) async fn serve_once(
         answer: Vec<u8>,
     ) -> (std::path::PathBuf, tokio::task::JoinHandle<String>) {
-        let dir = std::env::temp_dir().join(format!(
-            "sensor-http-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s.sock");
-        let listener = UnixListener::bind(&path).unwrap();
+        let (path, listener) = socket();
         let handle = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.ends_with(b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
+            let req = read_request(&mut s).await;
             s.write_all(&answer).await.unwrap();
             s.shutdown().await.unwrap();
-            String::from_utf8(req).unwrap()
+            req
         });
         (path, handle)
     }
 
-    fn rand_suffix() -> u64 {
+    fn socket() -> (std::path::PathBuf, UnixListener) {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        N.fetch_add(1, Ordering::Relaxed)
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sensor-http-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        (path, listener)
+    }
+
+    async fn read_request(s: &mut UnixStream) -> String {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(req).unwrap()
     }
 
     #[tokio::test]
@@ -326,9 +268,8 @@ pub(crate) mod tests {
         let answer =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{\"a\":1\r\n8\r\n}\n{\"b\":2\r\n2\r\n}\n\r\n0\r\n\r\n";
         let (path, _server) = serve_once(answer.to_vec()).await;
-        let (status, body) = request(&path, "/events").await.unwrap();
+        let (status, mut lines) = stream_lines(&path, "/events").await.unwrap();
         assert_eq!(status, 200);
-        let mut lines = Lines::new(body);
         assert_eq!(lines.next_line().await.unwrap().unwrap(), "{\"a\":1}");
         assert_eq!(lines.next_line().await.unwrap().unwrap(), "{\"b\":2}");
         assert!(lines.next_line().await.unwrap().is_none());
@@ -338,11 +279,67 @@ pub(crate) mod tests {
     async fn errors_say_what_is_wrong() {
         let (path, _server) = serve_once(b"SSH-2.0-nope\r\n\r\n".to_vec()).await;
         let e = get(&path, "/").await.unwrap_err();
-        assert!(e.to_string().contains("status line"), "{e}");
+        assert!(e.to_string().starts_with("malformed HTTP answer"), "{e}");
         let e = get(Path::new("/nonexistent/docker.sock"), "/")
             .await
             .unwrap_err();
         assert!(matches!(e, HttpError::Io(_)), "{e}");
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+            MAX_BODY + 1,
+            "x".repeat(MAX_BODY + 1)
+        );
+        let (path, _server) = serve_once(huge.into_bytes()).await;
+        let e = get(&path, "/").await.unwrap_err();
+        assert!(matches!(e, HttpError::TooLarge { .. }), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_never_answers_or_drips_times_out() {
+        // Never answers: the head's deadline.
+        let (path, listener) = socket();
+        let silent = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_request(&mut s).await;
+            std::future::pending::<()>().await;
+        });
+        let e = get(&path, "/version").await.unwrap_err();
+        assert!(
+            matches!(e, HttpError::Timeout { what: "answer", .. }),
+            "{e}"
+        );
+        silent.abort();
+        // Answers the head, then drips the body: the body's deadline.
+        let (path, listener) = socket();
+        let drip = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_request(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                .await
+                .unwrap();
+            loop {
+                if s.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let e = get(&path, "/version").await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                HttpError::Timeout {
+                    what: "whole body",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // The connection was dropped: the server's writes fail and it ends.
+        tokio::time::timeout(Duration::from_secs(30), drip)
+            .await
+            .expect("the dripping connection closed")
+            .unwrap();
     }
 
     #[test]

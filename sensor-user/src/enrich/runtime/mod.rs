@@ -2,13 +2,19 @@
 //! labels, privileged, network and pid mode), fetched from the runtime's own API.
 //!
 //! Two halves, so the event pipeline never waits on the runtime:
-//! - [`Fetcher`] (a tokio task) talks to the Docker Engine API: it follows the `/events` stream,
+//! - [`Fetcher`] (tokio tasks) talks to the Docker Engine API: it follows the `/events` stream,
 //!   whose `create` event already names the container, its image and labels (Docker emits it
 //!   before the start, so this arrives before the container's first process runs; an inspect
 //!   sent then would wait for the start to finish, about 0.3 s), then inspects the container for
 //!   the rest; it inspects the containers the pipeline asks about (those that predate the
 //!   sensor or whose event was missed), and sends answers back on a channel. It keeps a
 //!   one-line status for health and start-up.
+//!
+//! The daemon is not trusted to behave: every request has deadlines and size caps (`http`),
+//! inspects wait in one bounded queue for a fixed number of workers (a flood of events cannot
+//! spawn unbounded work), a failed inspect is retried with backoff, and a request that was
+//! dropped or gave up is asked again at the container's next event after [`RETRY_AFTER`]. Every
+//! outcome is counted ([`RequestStats`], in health as `runtime_requests`).
 //! - [`MetadataCache`] (owned by the enricher) holds the answers by full container id and asks
 //!   for the ones it lacks. Events that arrive before an answer go out without the fields; later
 //!   ones carry them. Entries outlive their container by a grace period, so alerts raised at a
@@ -17,16 +23,19 @@
 pub mod docker;
 pub mod http;
 
-use self::http::HttpError;
+use self::{docker::DockerError, http::HttpError};
 
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use super::container_id::{ContainerId, ContainerRef, Runtime};
 
@@ -61,7 +70,61 @@ const MAX_ENTRIES: usize = 20_000;
 const QUEUE: usize = 1024;
 /// Inspects in flight at once.
 const CONCURRENCY: usize = 4;
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts of one inspect, and the wait before the second (doubling after).
+const ATTEMPTS: u32 = 3;
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// A request not answered within this is asked again at the container's next event.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Outcomes of the requests to the runtime's API since start.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// Inspects answered (the container's metadata, or "no such container").
+    pub answered: AtomicU64,
+    /// Attempts that failed (an error, a malformed or oversized answer) or timed out.
+    pub failed: AtomicU64,
+    pub timed_out: AtomicU64,
+    /// Attempts after a failed one.
+    pub retried: AtomicU64,
+    /// Inspects that failed every attempt (asked again at a later event).
+    pub gave_up: AtomicU64,
+    /// Requests refused because the queue was full (asked again at a later event).
+    pub dropped_queue_full: AtomicU64,
+}
+
+impl RequestStats {
+    pub fn snapshot(&self) -> sensor_proto::RuntimeRequests {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        sensor_proto::RuntimeRequests {
+            answered: get(&self.answered),
+            failed: get(&self.failed),
+            timed_out: get(&self.timed_out),
+            retried: get(&self.retried),
+            gave_up: get(&self.gave_up),
+            dropped_queue_full: get(&self.dropped_queue_full),
+        }
+    }
+}
+
+/// Where the pipeline asks for metadata: the fetcher's bounded queue.
+#[derive(Clone)]
+pub struct Requests {
+    queue: mpsc::Sender<ContainerId>,
+    stats: Arc<RequestStats>,
+}
+
+impl Requests {
+    /// Queues an inspect of `id`; false (counted) when the queue is full.
+    fn ask(&self, id: &ContainerId) -> bool {
+        let queued = self.queue.try_send(id.clone()).is_ok();
+        if !queued {
+            self.stats
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+}
 
 /// An answer: the container and what its runtime says.
 pub type Update = (ContainerId, ContainerMeta);
@@ -72,12 +135,12 @@ pub struct MetadataCache {
     entries: HashMap<ContainerId, (Instant, Arc<ContainerMeta>)>,
     /// Asked and not answered yet, with when.
     requested: HashMap<ContainerId, Instant>,
-    requests: Option<mpsc::Sender<ContainerId>>,
+    requests: Option<Requests>,
 }
 
 impl MetadataCache {
     /// A cache that asks `requests` for what it lacks (`None`: never asks).
-    pub fn new(requests: Option<mpsc::Sender<ContainerId>>) -> Self {
+    pub fn new(requests: Option<Requests>) -> Self {
         Self {
             requests,
             ..Default::default()
@@ -88,14 +151,17 @@ impl MetadataCache {
         self.entries.get(id).map(|(_, m)| m.as_ref())
     }
 
-    /// Asks for `container`'s metadata unless it is known or asked for already. Only Docker is
-    /// asked; other runtimes' containers have no metadata.
+    /// Asks for `container`'s metadata unless it is known or was asked for less than
+    /// [`RETRY_AFTER`] ago. Only Docker is asked; other runtimes' containers have no metadata.
     pub fn want(&mut self, container: &ContainerRef) {
         if container.runtime != Runtime::Docker
             || self
                 .get(&container.id)
                 .is_some_and(ContainerMeta::inspected)
-            || self.requested.contains_key(&container.id)
+            || self
+                .requested
+                .get(&container.id)
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER)
         {
             return;
         }
@@ -103,7 +169,7 @@ impl MetadataCache {
             return;
         };
         // A full queue drops the request; a later event of the container asks again.
-        if requests.try_send(container.id.clone()).is_ok() {
+        if requests.ask(&container.id) {
             self.requested.insert(container.id.clone(), Instant::now());
         }
     }
@@ -161,19 +227,20 @@ impl Status {
     }
 }
 
-/// The task that asks Docker; see the module doc.
+/// The tasks that ask Docker; see the module doc.
 pub struct Fetcher {
     socket: PathBuf,
     updates: mpsc::Sender<Update>,
     status: Status,
-    limit: Arc<Semaphore>,
+    requests: Requests,
 }
 
-/// A running fetcher: where to send requests, where answers arrive, and its status.
+/// A running fetcher: where to send requests, where answers arrive, its status and figures.
 pub struct RuntimeApi {
-    pub requests: Option<mpsc::Sender<ContainerId>>,
+    pub requests: Option<Requests>,
     pub updates: mpsc::Receiver<Update>,
     pub status: Status,
+    pub stats: Arc<RequestStats>,
 }
 
 impl RuntimeApi {
@@ -183,20 +250,26 @@ impl RuntimeApi {
     pub async fn start(socket: Option<PathBuf>) -> RuntimeApi {
         let (update_tx, updates) = mpsc::channel(QUEUE);
         let status = Status::default();
+        let stats = Arc::new(RequestStats::default());
         let Some(socket) = socket else {
             status.set("off".into());
             return RuntimeApi {
                 requests: None,
                 updates,
                 status,
+                stats,
             };
         };
-        let (requests, request_rx) = mpsc::channel(QUEUE);
+        let (queue, request_rx) = mpsc::channel(QUEUE);
+        let requests = Requests {
+            queue,
+            stats: stats.clone(),
+        };
         let fetcher = Arc::new(Fetcher {
             socket,
             updates: update_tx,
             status: status.clone(),
-            limit: Arc::new(Semaphore::new(CONCURRENCY)),
+            requests: requests.clone(),
         });
         fetcher.check().await;
         tokio::spawn(fetcher.clone().follow_events());
@@ -205,6 +278,7 @@ impl RuntimeApi {
             requests: Some(requests),
             updates,
             status,
+            stats,
         }
     }
 }
@@ -216,18 +290,14 @@ impl Fetcher {
 
     /// Asks the daemon's version; records whether it answered.
     async fn check(&self) -> bool {
-        match tokio::time::timeout(TIMEOUT, docker::version(&self.socket)).await {
-            Ok(Ok(version)) => {
+        match docker::version(&self.socket).await {
+            Ok(version) => {
                 self.status
                     .set(format!("{}: connected ({version})", self.describe()));
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 self.unavailable(&e.to_string());
-                false
-            }
-            Err(_) => {
-                self.unavailable("no answer within 5 s");
                 false
             }
         }
@@ -240,37 +310,63 @@ impl Fetcher {
         ));
     }
 
-    /// Inspects one container and sends the answer; a container the daemon does not know is
-    /// left out (gone already, or not Docker's).
+    /// Inspects one container, retrying with backoff, and sends the answer; a container the
+    /// daemon does not know is left out (gone already, or not Docker's).
     async fn fetch(self: Arc<Self>, id: ContainerId) {
-        let Ok(_permit) = self.limit.clone().acquire_owned().await else {
-            return;
-        };
-        let answer =
-            tokio::time::timeout(TIMEOUT, docker::inspect(&self.socket, id.as_str())).await;
-        match answer {
-            Ok(Ok(answer)) => {
-                // The daemon answers again after an outage: say so.
-                if self.status.get().contains("unavailable") {
-                    self.check().await;
+        let stats = &self.requests.stats;
+        let mut backoff = RETRY_BACKOFF;
+        for attempt in 1..=ATTEMPTS {
+            if attempt > 1 {
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            match docker::inspect(&self.socket, id.as_str()).await {
+                Ok(answer) => {
+                    stats.answered.fetch_add(1, Ordering::Relaxed);
+                    // The daemon answers again after an outage: say so.
+                    if self.status.get().contains("unavailable") {
+                        self.check().await;
+                    }
+                    if let Some(meta) = answer {
+                        let _ = self.updates.send((id, meta)).await;
+                    }
+                    return;
                 }
-                if let Some(meta) = answer {
-                    let _ = self.updates.send((id, meta)).await;
+                Err(e) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    match &e {
+                        // The daemon is away or hangs: an outage.
+                        DockerError::Http(HttpError::Io(_) | HttpError::Timeout { .. }) => {
+                            if matches!(e, DockerError::Http(HttpError::Timeout { .. })) {
+                                stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                            }
+                            self.unavailable(&e.to_string());
+                        }
+                        // One odd answer about one container is not an outage.
+                        _ if attempt == ATTEMPTS => log::warn!("inspecting container {id}: {e}"),
+                        _ => {}
+                    }
                 }
             }
-            // The daemon is away; one odd answer about one container is not an outage.
-            Ok(Err(docker::DockerError::Http(HttpError::Io(e)))) => {
-                self.unavailable(&e.to_string())
-            }
-            Ok(Err(e)) => log::warn!("inspecting container {id}: {e}"),
-            Err(_) => self.unavailable("no answer within 5 s"),
         }
+        stats.gave_up.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Answers the pipeline's requests until it hangs up.
+    /// Answers the pipeline's (and the event stream's) requests with at most [`CONCURRENCY`]
+    /// inspects in flight, until every sender hangs up.
     async fn serve(self: Arc<Self>, mut requests: mpsc::Receiver<ContainerId>) {
-        while let Some(id) = requests.recv().await {
-            tokio::spawn(self.clone().fetch(id));
+        let mut inflight = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                id = requests.recv(), if inflight.len() < CONCURRENCY => match id {
+                    Some(id) => {
+                        inflight.spawn(self.clone().fetch(id));
+                    }
+                    None => break,
+                },
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            }
         }
     }
 
@@ -292,8 +388,8 @@ impl Fetcher {
                                 // What the event says now (before the container starts, when
                                 // an inspect would wait for the start to finish), then the rest.
                                 if let Some((id, partial)) = docker::event_meta(&line) {
-                                    let _ = self.updates.send((id.clone(), partial)).await;
-                                    tokio::spawn(self.clone().fetch(id));
+                                    self.requests.ask(&id);
+                                    let _ = self.updates.send((id, partial)).await;
                                 }
                             }
                             Ok(None) => break,
@@ -317,13 +413,19 @@ mod tests {
     use super::*;
     use crate::enrich::container_id::resolve;
 
+    fn requests(capacity: usize) -> (Requests, mpsc::Receiver<ContainerId>) {
+        let (queue, rx) = mpsc::channel(capacity);
+        let stats = Arc::default();
+        (Requests { queue, stats }, rx)
+    }
+
     fn docker_ref(n: u8) -> ContainerRef {
         resolve(&format!("/docker/{}", format!("{n:02x}").repeat(32))).unwrap()
     }
 
     #[test]
     fn asks_once_per_container_and_only_docker() {
-        let (tx, mut rx) = mpsc::channel(8);
+        let (tx, mut rx) = requests(8);
         let mut cache = MetadataCache::new(Some(tx));
         let a = docker_ref(1);
         cache.want(&a);
@@ -356,15 +458,23 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_the_request_and_a_later_want_asks_again() {
-        let (tx, mut rx) = mpsc::channel(1);
+    fn a_full_queue_or_no_answer_is_counted_and_a_later_want_asks_again() {
+        let (tx, mut rx) = requests(1);
+        let stats = tx.stats.clone();
         let mut cache = MetadataCache::new(Some(tx));
         let (a, b) = (docker_ref(1), docker_ref(2));
         cache.want(&a);
         cache.want(&b); // queue full
+        assert_eq!(stats.snapshot().dropped_queue_full, 1);
         assert_eq!(rx.try_recv().unwrap(), a.id);
         cache.want(&b);
         assert_eq!(rx.try_recv().unwrap(), b.id);
+        // Unanswered: asked again once RETRY_AFTER passed, not before.
+        cache.want(&a);
+        assert!(rx.try_recv().is_err());
+        *cache.requested.get_mut(&a.id).unwrap() -= RETRY_AFTER;
+        cache.want(&a);
+        assert_eq!(rx.try_recv().unwrap(), a.id);
     }
 
     #[test]
