@@ -352,18 +352,15 @@ impl Delivery {
             alert.seq = seq;
             alert.encode_to_vec()
         });
-        let result = match appended {
-            Ok(seqs) => Ok(seqs),
-            Err(err) => {
-                // The numbers went to no record: the next append gets them.
-                for alert in alerts.iter_mut() {
-                    alert.seq = 0;
-                }
-                let n = alerts.len() as u64;
-                self.shared.spool_errors.fetch_add(n, Ordering::Relaxed);
-                Err(err.into())
+        let result = appended.map_err(|err| {
+            // The numbers went to no record: the next append gets them.
+            for alert in alerts.iter_mut() {
+                alert.seq = 0;
             }
-        };
+            let n = alerts.len() as u64;
+            self.shared.spool_errors.fetch_add(n, Ordering::Relaxed);
+            err.into()
+        });
         // Published while the spool is locked, so subscribers see sequence numbers in order.
         for alert in alerts.iter() {
             self.shared.alerts.publish(&Arc::new(alert.clone()));

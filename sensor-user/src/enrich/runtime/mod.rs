@@ -9,16 +9,16 @@
 //!   the rest; it inspects the containers the pipeline asks about (those that predate the
 //!   sensor or whose event was missed), and sends answers back on a channel. It keeps a
 //!   one-line status for health and start-up.
+//! - [`MetadataCache`] (owned by the enricher) holds the answers by full container id and asks
+//!   for the ones it lacks. Events that arrive before an answer go out without the fields; later
+//!   ones carry them. Entries outlive their container by a grace period, so alerts raised at a
+//!   container's exit still name it.
 //!
 //! The daemon is not trusted to behave: every request has deadlines and size caps (`http`),
 //! inspects wait in one bounded queue for a fixed number of workers (a flood of events cannot
 //! spawn unbounded work), a failed inspect is retried with backoff, and a request that was
 //! dropped or gave up is asked again at the container's next event after [`RETRY_AFTER`]. Every
 //! outcome is counted ([`RequestStats`], in health as `runtime_requests`).
-//! - [`MetadataCache`] (owned by the enricher) holds the answers by full container id and asks
-//!   for the ones it lacks. Events that arrive before an answer go out without the fields; later
-//!   ones carry them. Entries outlive their container by a grace period, so alerts raised at a
-//!   container's exit still name it.
 
 pub mod docker;
 pub mod http;
@@ -335,14 +335,13 @@ impl Fetcher {
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    // The daemon is away or hangs: an outage.
                     match &e {
-                        // The daemon is away or hangs: an outage.
-                        DockerError::Http(HttpError::Io(_) | HttpError::Timeout { .. }) => {
-                            if matches!(e, DockerError::Http(HttpError::Timeout { .. })) {
-                                stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                            }
+                        DockerError::Http(HttpError::Timeout { .. }) => {
+                            stats.timed_out.fetch_add(1, Ordering::Relaxed);
                             self.unavailable(&e.to_string());
                         }
+                        DockerError::Http(HttpError::Io(_)) => self.unavailable(&e.to_string()),
                         // One odd answer about one container is not an outage.
                         _ if attempt == ATTEMPTS => log::warn!("inspecting container {id}: {e}"),
                         _ => {}
