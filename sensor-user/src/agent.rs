@@ -188,12 +188,16 @@ impl Emitter {
         match load_rules(dir) {
             Ok(rules) => {
                 let version = catalog::version(&rules);
-                eprintln!("sensor: reloaded {} rules (version {version})", rules.len());
+                let count = rules.len();
                 self.delivery.set_rules(rule_infos(&rules), version.clone());
-                // What the rules learned outlives a reload.
-                let learned = self.engine.learned();
-                self.engine = Engine::new(rules, version).with_cap(self.engine.cap());
-                self.engine.restore_learned(learned);
+                let reloaded = self.engine.reload(rules, version.clone());
+                eprintln!(
+                    "sensor: reloaded {count} rules (version {version}); state kept for {}, \
+                     started over for changed [{}], new [{}]",
+                    reloaded.kept,
+                    reloaded.changed.join(", "),
+                    reloaded.added.join(", ")
+                );
             }
             Err(e) => eprintln!("sensor: rule reload failed, keeping the current rules: {e:#}"),
         }

@@ -410,6 +410,67 @@ fn a_malformed_rule_is_refused_and_the_sensor_keeps_its_last_good_rules() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A threshold over every container's exec of a marker: fires at the third.
+const WINDOW_RULE: &str = r#"id: TEST-910
+name: Test threshold that spans a reload
+goal: Prove a reload keeps the state of unchanged rules.
+attack: {techniques: [T1059], tactic: Execution}
+severity: low
+strategy: Counts a marker argument across containers.
+blind_spots: [none]
+false_positives: [none]
+validation: Run true with the marker in three containers.
+response: [none]
+logic:
+  kind: threshold
+  condition: evt.kind = exec and container.id exists and proc.args contains "window-marker"
+  key: [evt.kind]
+  above: 2
+  window_seconds: 600
+output: "third marker in {container.id}"
+"#;
+
+#[test]
+fn a_rule_reload_keeps_the_window_of_an_unchanged_rule() {
+    let dir = scratch_dir("rules-window");
+    std::fs::write(dir.join("window.yaml"), WINDOW_RULE).unwrap();
+    let sensor = Sensor::start_with("reload_window", &["--rules", dir.to_str().unwrap()]);
+    let before: Vec<String> = (0..2)
+        .map(|_| run_rm(&[], &["true", "window-marker"]))
+        .collect();
+    for cid in &before {
+        sensor.expect(&format!("the marker's exec in {cid}"), |e| {
+            e["kind"] == "exec" && ev::container_id(e) == cid
+        });
+    }
+    sensor.assert_no_alert("TEST-910", &before[1], Duration::ZERO);
+
+    // Another rule file appears, and the rule's exceptions are edited: both reload the rules;
+    // neither changes TEST-910's logic, so its window (two execs so far) goes on.
+    std::fs::write(dir.join("custom.yaml"), CUSTOM_RULE).unwrap();
+    let excepted = format!(
+        "{WINDOW_RULE}exceptions:\n  - {{name: ci, reason: the CI image, images: [ci/*]}}\n"
+    );
+    std::fs::write(dir.join("window.yaml"), excepted).unwrap();
+    assert!(
+        sensor.wait_until(Duration::from_secs(15), |_| sensor
+            .stderr_text()
+            .contains("new [TEST-900]")),
+        "{}",
+        sensor.stderr_text()
+    );
+    // The files are polled every health tick (1 s here): the two writes may take two reloads.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = sensor.stderr_text();
+    for reload in log.lines().filter(|l| l.contains("reloaded")) {
+        assert!(reload.contains("started over for changed []"), "{reload}");
+    }
+    let third = run_rm(&[], &["true", "window-marker"]);
+    // The third exec fires only if the two before the reload still count.
+    sensor.expect_alert("TEST-910", &third);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn crs003_a_burst_of_containers() {
     let sensor = Sensor::start("crs003");

@@ -74,12 +74,22 @@ impl Literal {
 }
 
 /// The right-hand side of `in (...)`, lists expanded; hashed because Falco-style lists of
-/// known binaries run to hundreds of entries and are probed on every event.
-#[derive(Clone, Debug)]
+/// known binaries run to hundreds of entries and are probed on every event. Its `Debug` shows
+/// the items sorted (not in the hash sets' order, which changes between compilations), so the
+/// same set always prints the same, in whatever order its lists name the items.
+#[derive(Clone)]
 pub(crate) struct LitSet {
     pub items: Vec<Literal>,
     pub texts: HashSet<String>,
     pub ints: HashSet<i64>,
+}
+
+impl std::fmt::Debug for LitSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut texts: Vec<&String> = self.texts.iter().collect();
+        texts.sort_unstable();
+        f.debug_tuple("LitSet").field(&texts).finish()
+    }
 }
 
 impl LitSet {

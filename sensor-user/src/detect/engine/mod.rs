@@ -66,6 +66,26 @@ pub struct RuleStats {
     pub suppressed: u64,
 }
 
+/// What a rule reload ([`Engine::reload`]) did with the rules' state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reloaded {
+    /// Rules whose state carried over.
+    pub kept: usize,
+    /// Rules whose logic or throttle changed: their state started over.
+    pub changed: Vec<String>,
+    /// Rules that were not loaded before.
+    pub added: Vec<String>,
+}
+
+/// What a rule's state depends on: its logic as written, its conditions as compiled (so an
+/// edited list or macro counts) and its throttle. Not its exceptions, texts or severity.
+fn state_fingerprint(rule: &CompiledRule) -> String {
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}",
+        rule.doc.logic, rule.condition, rule.then, rule.doc.throttle
+    )
+}
+
 /// Rules and their state.
 pub struct Engine {
     rules: Vec<CompiledRule>,
@@ -196,6 +216,41 @@ impl Engine {
                 state.learned.import(sets);
             }
         }
+    }
+
+    /// Replaces the rules with `rules` (a rule reload), keeping their state where it still
+    /// applies. A rule with the
+    /// same id whose logic, compiled conditions (lists and macros expanded) and throttle did not
+    /// change keeps all of it: windows, sequences, container lifetimes, throttles, cap periods,
+    /// baselines and counters, so editing its exceptions, text or severity loses nothing. A
+    /// changed rule starts over, keeping only what it learned.
+    pub fn reload(&mut self, rules: Vec<CompiledRule>, version: String) -> Reloaded {
+        let mut learned = self.learned();
+        let mut old: HashMap<String, (String, RuleState)> = self
+            .rules
+            .iter()
+            .zip(self.state.drain(..))
+            .map(|(r, s)| (r.doc.id.clone(), (state_fingerprint(r), s)))
+            .collect();
+        let mut next = Engine::new(rules, version).with_cap(self.cap);
+        let mut reloaded = Reloaded::default();
+        for (rule, state) in next.rules.iter().zip(&mut next.state) {
+            let id = &rule.doc.id;
+            match old.remove(id) {
+                Some((fingerprint, kept)) if fingerprint == state_fingerprint(rule) => {
+                    *state = kept;
+                    reloaded.kept += 1;
+                    continue;
+                }
+                Some(_) => reloaded.changed.push(id.clone()),
+                None => reloaded.added.push(id.clone()),
+            }
+            if let Some(sets) = learned.remove(id) {
+                state.learned.import(sets);
+            }
+        }
+        *self = next;
+        reloaded
     }
 
     /// Whether any rule learned something since the last call.
@@ -569,6 +624,54 @@ mod tests {
             event("exec", "b", "/x", 21),
         ];
         assert_eq!(run(&mut e, &evs), [0, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_rules_whose_logic_did_not_change() {
+        let logic = "  kind: threshold\n  condition: evt.kind = exec and proc.exe in (tools)\n  key: [container.id]\n  above: 2\n  window_seconds: 60\n";
+        let tools = |list: &str| format!("lists: {{tools: [{list}]}}\n");
+        let mut e = Engine::new(vec![rule(logic, &tools("/x, /y"))], "v1".into());
+        assert_eq!(
+            run(
+                &mut e,
+                &[event("exec", "a", "/x", 0), event("exec", "a", "/x", 1)]
+            ),
+            [0, 0]
+        );
+
+        // An exception and another list order: the same state; the window goes on.
+        let excepted = format!(
+            "{}exceptions:\n  - {{name: ok, reason: fine, condition: proc.exe = /y}}\n",
+            tools("/y, /x")
+        );
+        let reloaded = e.reload(vec![rule(logic, &excepted)], "v2".into());
+        assert_eq!(
+            reloaded,
+            Reloaded {
+                kept: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(run(&mut e, &[event("exec", "a", "/x", 2)]), [1]);
+
+        // The list itself changed: the window starts over.
+        assert_eq!(
+            run(
+                &mut e,
+                &[event("exec", "a", "/x", 3), event("exec", "a", "/x", 4)]
+            ),
+            [0, 0]
+        );
+        let reloaded = e.reload(vec![rule(logic, &tools("/x, /z"))], "v3".into());
+        assert_eq!(reloaded.changed, ["T-1"]);
+        assert_eq!(
+            run(
+                &mut e,
+                &[event("exec", "a", "/x", 5), event("exec", "a", "/x", 6)]
+            ),
+            [0, 0]
+        );
+        assert_eq!(run(&mut e, &[event("exec", "a", "/x", 7)]), [1]);
     }
 
     #[test]
