@@ -87,9 +87,26 @@ struct Queue<T> {
     gap: Option<Gap>,
 }
 
+/// Who subscribed: shown in health and metrics (`name`), and the client whose limits the
+/// subscription counts against (one process, one address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    pub client: String,
+}
+
+impl From<&str> for Peer {
+    fn from(name: &str) -> Self {
+        Peer {
+            name: name.to_string(),
+            client: name.to_string(),
+        }
+    }
+}
+
 struct Subscriber<T> {
     id: u64,
-    peer: String,
+    peer: Peer,
     capacity: usize,
     filter: Filter<T>,
     queue: Mutex<Queue<T>>,
@@ -104,6 +121,7 @@ struct Subscriber<T> {
 pub struct SubscriberInfo {
     pub id: u64,
     pub peer: String,
+    pub client: String,
     pub depth: usize,
     pub capacity: usize,
     pub missed: u64,
@@ -152,10 +170,10 @@ impl<T: Clone + Sequenced> Bus<T> {
         }
     }
 
-    /// A new subscriber named `peer` receiving the items `filter` accepts from now on.
+    /// A new subscriber `peer` receiving the items `filter` accepts from now on.
     pub fn subscribe(
         self: &Arc<Self>,
-        peer: impl Into<String>,
+        peer: impl Into<Peer>,
         filter: impl Fn(&T) -> bool + Send + Sync + 'static,
     ) -> Subscription<T> {
         let sub = Arc::new(Subscriber {
@@ -191,7 +209,8 @@ impl<T: Clone + Sequenced> Bus<T> {
             .iter()
             .map(|s| SubscriberInfo {
                 id: s.id,
-                peer: s.peer.clone(),
+                peer: s.peer.name.clone(),
+                client: s.peer.client.clone(),
                 depth: s.queue.lock().unwrap().items.len(),
                 capacity: s.capacity,
                 missed: s.missed.load(Ordering::Relaxed),

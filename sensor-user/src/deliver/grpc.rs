@@ -7,6 +7,9 @@
 //!   a client certificate that chains to `--tls-client-ca`; a client without one fails the
 //!   handshake before any RPC.
 //!
+//! Limits (constants below): streams per kind in all and per client, streams per connection,
+//! request, response and header sizes. A refused stream says which limit it met.
+//!
 //! `WatchAlerts` joins the spool and the live bus without a seam: it subscribes first, replays
 //! the spool after `since_seq`, then takes live alerts, dropping any sequence number it already
 //! sent and re-reading from the spool any it has not seen (a gap means its queue overflowed).
@@ -38,7 +41,7 @@ use tonic::{
 
 use super::{
     Shared, TcpTlsConfig,
-    bus::{Delivery, Subscription},
+    bus::{Delivery, Peer, SubscriberInfo, Subscription},
     count_missed, filter,
 };
 use crate::clock::duration;
@@ -49,11 +52,33 @@ const REPLAY_CHUNK: usize = 256;
 const STREAM_BUFFER: usize = 64;
 /// Open streams per kind: each holds a bounded queue, so this bounds their memory.
 const MAX_STREAMS: usize = 64;
+/// Open streams per kind of one client (a process on the Unix socket, an address on TCP), so
+/// that no client can take every stream from the others.
+const MAX_STREAMS_PER_CLIENT: usize = 8;
+/// HTTP/2 streams one connection may have open (unary calls included).
+const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+/// The largest request decoded: requests are filters and sequence numbers, far smaller.
+const MAX_REQUEST_BYTES: usize = 64 << 10;
+/// The largest response encoded: an alert with its evidence is a few KiB.
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// The largest header block a client may send.
+const MAX_HEADER_BYTES: u32 = 16 << 10;
 
-fn check_capacity(open: usize, what: &str) -> Result<(), Status> {
-    if open >= MAX_STREAMS {
+/// Refuses a new `what` stream for `peer` when the sensor, or that client, holds the most it
+/// may: `open` lists the streams of that kind open now.
+fn check_capacity(open: &[SubscriberInfo], peer: &Peer, what: &str) -> Result<(), Status> {
+    if open.len() >= MAX_STREAMS {
         return Err(Status::resource_exhausted(format!(
-            "{open} {what} streams are open, the most this sensor serves: close one and retry"
+            "{} {what} streams are open, the most this sensor serves: close one and retry",
+            open.len()
+        )));
+    }
+    let own = open.iter().filter(|s| s.client == peer.client).count();
+    if own >= MAX_STREAMS_PER_CLIENT {
+        return Err(Status::resource_exhausted(format!(
+            "{} holds {own} {what} streams, the most one client may open: close one, or \
+             share one stream between its readers",
+            peer.client
         )));
     }
     Ok(())
@@ -64,21 +89,27 @@ pub(super) struct Service {
     shutdown: watch::Receiver<bool>,
 }
 
-fn peer_of<T>(req: &Request<T>) -> String {
+/// Who asks: the address and port on TCP (the client: the address, whatever port it comes
+/// from), the process and user on the Unix socket (the client: the process).
+fn peer_of<T>(req: &Request<T>) -> Peer {
     if let Some(addr) = req.remote_addr() {
-        return addr.to_string();
+        return Peer {
+            name: addr.to_string(),
+            client: addr.ip().to_string(),
+        };
     }
-    match req
+    let cred = req
         .extensions()
         .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
-    {
+        .and_then(|i| i.peer_cred);
+    let name = match cred {
         Some(cred) => match cred.pid() {
             Some(pid) => format!("unix pid {pid} uid {}", cred.uid()),
             None => format!("unix uid {}", cred.uid()),
         },
         None => "unix".to_string(),
-    }
+    };
+    Peer::from(name.as_str())
 }
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
@@ -96,7 +127,7 @@ impl Sensor for Service {
         let req = req.into_inner();
         let filter = filter::Alerts::new(req.filter)
             .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?;
-        check_capacity(self.shared.alerts.subscribers().len(), "WatchAlerts")?;
+        check_capacity(&self.shared.alerts.subscribers(), &peer, "WatchAlerts")?;
         // Subscribe before reading the spool's end: an alert is published while the spool is
         // locked, so everything after `last` is in the subscription.
         let sub = self.shared.alerts.subscribe(peer, |_| true);
@@ -121,7 +152,7 @@ impl Sensor for Service {
         let peer = peer_of(&req);
         let filter = filter::Events::new(req.into_inner().filter)
             .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?;
-        check_capacity(self.shared.events.subscribers().len(), "WatchEvents")?;
+        check_capacity(&self.shared.events.subscribers(), &peer, "WatchEvents")?;
         let sub = self
             .shared
             .events
@@ -389,11 +420,13 @@ pub(super) fn bind_unix(path: &Path) -> Result<UnixListener> {
 }
 
 /// A server that pings idle connections, so a vanished subscriber (a dead peer behind a NAT, a
-/// killed client) is noticed and its subscription freed.
+/// killed client) is noticed and its subscription freed, and bounds what one connection holds.
 fn server() -> Server {
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_BYTES)
 }
 
 fn service(shared: Arc<Shared>, shutdown: &watch::Receiver<bool>) -> SensorServer<Service> {
@@ -401,6 +434,8 @@ fn service(shared: Arc<Shared>, shutdown: &watch::Receiver<bool>) -> SensorServe
         shared,
         shutdown: shutdown.clone(),
     })
+    .max_decoding_message_size(MAX_REQUEST_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES)
 }
 
 pub(super) async fn serve_unix(

@@ -434,7 +434,7 @@ pub(super) fn render(shared: &Shared) -> String {
         (
             "sensor_spool_errors_total",
             "counter",
-            "Alerts that could not be written to the spool (disk full or failing): lost.",
+            "Alerts that could not be written to the spool (disk full or failing): delivered live only, never replayed or exported.",
             shared
                 .spool_errors
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -462,8 +462,26 @@ pub(super) fn render(shared: &Shared) -> String {
             (
                 "sensor_otlp_failures_total",
                 "counter",
-                "Failed OTLP export attempts (each is retried).",
+                "Failed OTLP export attempts (retried, or split when refused for good).",
                 otlp.failures,
+            ),
+            (
+                "sensor_otlp_dead_lettered_total",
+                "counter",
+                "Alerts the OTLP collector refused for good on their own, kept in the dead letter file.",
+                otlp.dead_lettered,
+            ),
+            (
+                "sensor_otlp_dead_letter_errors_total",
+                "counter",
+                "Alerts refused for good that could not be written to the dead letter file either.",
+                otlp.dead_letter_errors,
+            ),
+            (
+                "sensor_otlp_rejected_total",
+                "counter",
+                "Log records the OTLP collector reported rejected in a partial success.",
+                otlp.rejected,
             ),
             (
                 "sensor_otlp_pending",

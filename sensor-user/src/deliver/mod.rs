@@ -19,6 +19,7 @@
 
 pub mod bus;
 pub mod cli;
+pub mod dead_letter;
 pub mod filter;
 pub mod grpc;
 pub mod json;
@@ -198,7 +199,7 @@ impl Delivery {
         crate::trust::ensure_trusted(&cfg.spool.dir, "spool directory (--spool-dir)")?;
         let otlp = cfg.otlp_endpoint.as_ref().map(|endpoint| {
             spool.register_consumer(otlp::CONSUMER);
-            otlp::ExporterState::new(endpoint)
+            otlp::ExporterState::new(endpoint, &cfg.spool.dir)
         });
         let json_out = cfg
             .json_out

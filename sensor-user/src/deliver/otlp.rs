@@ -1,11 +1,14 @@
 //! OTLP/gRPC logs export: pushes spooled alerts to an OpenTelemetry collector
 //! (`--otlp-endpoint http://host:4317`), so any OpenTelemetry pipeline can route them to a SIEM.
 //!
-//! The exporter reads the spool after its persisted cursor, in sequence order, a batch at a time,
-//! and moves the cursor only when the collector has answered OK. A failed export is retried with
-//! capped exponential backoff (0.5 s doubling to 30 s), for ever: an alert leaves this queue only
-//! when acknowledged, or when the spool's size bound evicts it (counted as
-//! `evicted_unexported`). After a restart it resumes at the cursor, so delivery is at least once:
+//! The exporter reads the spool after its persisted cursor, in sequence order, a batch at a time
+//! (at most 128 alerts and 1 MiB of records), and moves the cursor only when the collector has
+//! answered OK. A failed export is retried with capped exponential backoff (0.5 s doubling to
+//! 30 s), for ever, unless the collector refused the request for good (invalid, or too large:
+//! [`refused_for_good`]): then the batch is split in halves and each sent on its own, down to
+//! single alerts, and an alert refused alone goes to the dead letter ([`super::dead_letter`]),
+//! kept on disk and counted. An alert leaves this queue only when acknowledged, dead-lettered,
+//! or evicted by the spool's size bound (counted as `evicted_unexported`). After a restart it resumes at the cursor, so delivery is at least once:
 //! a batch acknowledged by the collector but not yet recorded can be sent again (the `alert.id`
 //! attribute lets the receiver drop the copy).
 //!
@@ -33,12 +36,15 @@ use sensor_proto::{self as pb, Alert, Severity};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Shared, system_time};
+use super::{Shared, dead_letter::DeadLetter, system_time};
 
 /// The exporter's cursor name in the spool.
 pub const CONSUMER: &str = "otlp";
-/// Alerts per export request.
+/// Alerts per export request, at most.
 const BATCH: usize = 128;
+/// Encoded log records per export request, at most (one larger alert goes alone): well under
+/// the 4 MiB a gRPC server accepts by default.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -46,6 +52,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub(crate) struct ExporterState {
     endpoint: String,
     inner: Mutex<Progress>,
+    dead_letter: DeadLetter,
 }
 
 #[derive(Default)]
@@ -53,13 +60,20 @@ struct Progress {
     exported: u64,
     failures: u64,
     last_error: String,
+    /// Alerts refused alone for good, kept in the dead letter (or, if it could not be written,
+    /// only logged: `dead_letter_errors`).
+    dead_lettered: u64,
+    dead_letter_errors: u64,
+    /// Log records the collector reported rejected in a partial success.
+    rejected: u64,
 }
 
 impl ExporterState {
-    pub(super) fn new(endpoint: &str) -> Self {
+    pub(super) fn new(endpoint: &str, spool_dir: &std::path::Path) -> Self {
         Self {
             endpoint: endpoint.to_string(),
             inner: Mutex::default(),
+            dead_letter: DeadLetter::new(spool_dir),
         }
     }
 
@@ -72,6 +86,10 @@ impl ExporterState {
             exported: p.exported,
             failures: p.failures,
             last_error: p.last_error.clone(),
+            dead_lettered: p.dead_lettered,
+            dead_letter_errors: p.dead_letter_errors,
+            dead_letter_path: self.dead_letter.path().display().to_string(),
+            rejected: p.rejected,
         }
     }
 }
@@ -128,78 +146,121 @@ impl Exporter {
                     Ok(b) => b,
                     Err(_) => return,
                 };
-            let Some(last) = batch.last().map(|r| r.seq) else {
+            if batch.is_empty() {
                 // Caught up: wait for the next alert.
                 tokio::select! {
                     _ = spooled.changed() => continue,
                     _ = shutdown.changed() => return,
                 }
-            };
-            let records: Vec<LogRecord> = batch
-                .iter()
-                .filter_map(|r| match Alert::decode(r.payload.as_slice()) {
-                    Ok(alert) => Some(log_record(&alert)),
-                    Err(err) => {
-                        log::warn!(
-                            "OTLP export: spooled alert {} does not decode ({err}); skipping it",
-                            r.seq
-                        );
-                        None
-                    }
-                })
-                .collect();
-            let request = ExportLogsServiceRequest {
-                resource_logs: vec![ResourceLogs {
-                    resource: Some(resource.clone()),
-                    scope_logs: vec![ScopeLogs {
-                        scope: Some(InstrumentationScope {
-                            name: "container-sensor".into(),
-                            version: env!("CARGO_PKG_VERSION").into(),
-                            ..Default::default()
-                        }),
-                        log_records: records,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-            };
-            if !self.export(request, &mut shutdown).await {
+            }
+            let (last, alerts) = pack(batch);
+            if !self.deliver(alerts, &resource, &mut shutdown).await {
                 return;
             }
             let acked = self.shared.spool.lock().unwrap().ack(CONSUMER, last);
             if let Err(err) = acked {
                 log::error!("OTLP export: {err:#}; alerts up to {last} may be sent again");
             }
-            self.state().inner.lock().unwrap().exported += batch.len() as u64;
         }
     }
 
-    /// Sends `request` until the collector accepts it; false when shut down first.
+    /// Exports `alerts` in order, splitting a request the collector refuses for good and
+    /// dead-lettering an alert it refuses alone; false when shut down first.
+    async fn deliver(
+        &mut self,
+        alerts: Vec<(Alert, LogRecord)>,
+        resource: &Resource,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut chunks = std::collections::VecDeque::from([alerts]);
+        while let Some(mut chunk) = chunks.pop_front() {
+            if chunk.is_empty() {
+                continue;
+            }
+            let records = chunk.iter().map(|(_, r)| r.clone()).collect();
+            match self.export(request(resource, records), shutdown).await {
+                Exported::Accepted => {
+                    self.state().inner.lock().unwrap().exported += chunk.len() as u64;
+                }
+                Exported::Shutdown => return false,
+                Exported::Refused(why) if chunk.len() > 1 => {
+                    log::warn!(
+                        "OTLP export: the collector refused {} alerts for good ({why}); sending \
+                         them in halves",
+                        chunk.len()
+                    );
+                    let second = chunk.split_off(chunk.len() / 2);
+                    chunks.push_front(second);
+                    chunks.push_front(chunk);
+                }
+                Exported::Refused(why) => self.dead_letter(&chunk[0].0, &why),
+            }
+        }
+        true
+    }
+
+    fn dead_letter(&self, alert: &Alert, why: &str) {
+        let state = self.state();
+        let kept = state.dead_letter.keep(alert, why);
+        let mut p = state.inner.lock().unwrap();
+        match kept {
+            Ok(()) => {
+                p.dead_lettered += 1;
+                log::error!(
+                    "OTLP export: the collector refused alert {} ({}) for good: {why}; kept in {}",
+                    alert.seq,
+                    alert.id,
+                    state.dead_letter.path().display()
+                );
+            }
+            Err(err) => {
+                p.dead_letter_errors += 1;
+                log::error!(
+                    "OTLP export: the collector refused alert {} ({}) for good: {why}; writing \
+                     it to {} failed too ({err}): it stays only in the spool",
+                    alert.seq,
+                    alert.id,
+                    state.dead_letter.path().display()
+                );
+            }
+        }
+    }
+
+    /// Sends `request` until the collector accepts it or refuses it for good.
     async fn export(
         &mut self,
         request: ExportLogsServiceRequest,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
+    ) -> Exported {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let result = tokio::select! {
                 r = self.client.export(request.clone()) => r,
-                _ = shutdown.changed() => return false,
+                _ = shutdown.changed() => return Exported::Shutdown,
             };
             match result {
                 Ok(response) => {
                     if let Some(partial) = response.into_inner().partial_success
                         && partial.rejected_log_records > 0
                     {
-                        // Rejected for good by the collector: retrying cannot help.
+                        // Rejected for good by the collector, which does not say which:
+                        // retrying cannot help.
                         log::warn!(
                             "OTLP export: the collector rejected {} alert(s): {}",
                             partial.rejected_log_records,
                             partial.error_message
                         );
+                        self.state().inner.lock().unwrap().rejected +=
+                            partial.rejected_log_records.max(0) as u64;
                     }
                     self.state().inner.lock().unwrap().last_error.clear();
-                    return true;
+                    return Exported::Accepted;
+                }
+                Err(status) if refused_for_good(&status) => {
+                    let mut p = self.state().inner.lock().unwrap();
+                    p.failures += 1;
+                    p.last_error = format!("{}: {}", status.code(), status.message());
+                    return Exported::Refused(p.last_error.clone());
                 }
                 Err(status) => {
                     let msg = format!("{}: {}", status.code(), status.message());
@@ -218,12 +279,86 @@ impl Exporter {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return false,
+                        _ = shutdown.changed() => return Exported::Shutdown,
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
+    }
+}
+
+/// What became of an export request.
+enum Exported {
+    Accepted,
+    /// Refused for good: the collector's answer.
+    Refused(String),
+    Shutdown,
+}
+
+/// Whether the collector refused a request for good: retrying it unchanged cannot succeed. The
+/// request is invalid for it (`INVALID_ARGUMENT`), or larger than it receives (`OUT_OF_RANGE`
+/// from tonic, `RESOURCE_EXHAUSTED` "larger than max" from grpc-go, the OpenTelemetry
+/// Collector's server). Anything else (unavailable, overloaded, a deadline, authentication,
+/// a collector without the logs service) is retried: it is the collector's state or setup, and
+/// refusing the alerts for it would lose them.
+fn refused_for_good(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    let message = status.message().to_ascii_lowercase();
+    match status.code() {
+        Code::InvalidArgument | Code::OutOfRange => true,
+        Code::ResourceExhausted => message.contains("larger than") || message.contains("too large"),
+        _ => false,
+    }
+}
+
+/// The alerts of `batch` that go in one request (its first records, up to [`MAX_BATCH_BYTES`]
+/// of log records), each with its log record, and the last sequence number they account for
+/// (records that do not decode are skipped, logged).
+fn pack(batch: Vec<super::spool::Record>) -> (u64, Vec<(Alert, LogRecord)>) {
+    let mut last = 0;
+    let mut bytes = 0;
+    let mut alerts = Vec::new();
+    for r in batch {
+        let alert = match Alert::decode(r.payload.as_slice()) {
+            Ok(alert) => alert,
+            Err(err) => {
+                log::warn!(
+                    "OTLP export: spooled alert {} does not decode ({err}); skipping it",
+                    r.seq
+                );
+                last = r.seq;
+                continue;
+            }
+        };
+        let record = log_record(&alert);
+        let len = record.encoded_len();
+        if !alerts.is_empty() && bytes + len > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += len;
+        last = r.seq;
+        alerts.push((alert, record));
+    }
+    (last, alerts)
+}
+
+/// One export request of `records`, from this node.
+fn request(resource: &Resource, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource.clone()),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "container-sensor".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     }
 }
 
@@ -400,6 +535,62 @@ mod tests {
             .find(|kv| kv.key == key)
             .and_then(|kv| kv.value.as_ref()?.value.as_ref())
             .unwrap_or_else(|| panic!("no attribute {key}"))
+    }
+
+    fn spooled(seq: u64, summary_bytes: usize) -> crate::deliver::spool::Record {
+        let alert = Alert {
+            seq,
+            summary: "x".repeat(summary_bytes),
+            ..Default::default()
+        };
+        crate::deliver::spool::Record {
+            seq,
+            payload: alert.encode_to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_packed_up_to_its_byte_cap_and_a_large_alert_goes_alone() {
+        let batch: Vec<_> = (1..=8).map(|seq| spooled(seq, 200 << 10)).collect();
+        let one = log_record(&Alert::decode(batch[0].payload.as_slice()).unwrap()).encoded_len();
+        let fit = MAX_BATCH_BYTES / one;
+        assert!((1..8).contains(&fit), "{one} bytes per record");
+        let (last, alerts) = pack(batch);
+        assert_eq!(
+            (last, alerts.len()),
+            (fit as u64, fit),
+            "as many as fit in 1 MiB"
+        );
+        let (last, alerts) = pack(vec![spooled(9, 3 << 20), spooled(10, 10)]);
+        assert_eq!((last, alerts.len()), (9, 1), "one over the cap goes alone");
+        let undecodable = crate::deliver::spool::Record {
+            seq: 11,
+            payload: vec![0xff; 3],
+        };
+        let (last, alerts) = pack(vec![undecodable]);
+        assert_eq!((last, alerts.len()), (11, 0), "skipped, accounted for");
+    }
+
+    #[test]
+    fn only_invalid_or_too_large_requests_are_refused_for_good() {
+        use tonic::{Code, Status};
+        for (status, for_good) in [
+            (Status::invalid_argument("bad record"), true),
+            (
+                Status::out_of_range("decoded message length too large"),
+                true,
+            ),
+            (
+                Status::resource_exhausted("grpc: received message larger than max (5 vs. 4)"),
+                true,
+            ),
+            (Status::resource_exhausted("memory limit reached"), false),
+            (Status::unavailable("connection refused"), false),
+            (Status::unauthenticated("no token"), false),
+            (Status::new(Code::Unimplemented, "no logs service"), false),
+        ] {
+            assert_eq!(refused_for_good(&status), for_good, "{status:?}");
+        }
     }
 
     #[test]
