@@ -8,6 +8,7 @@ mod build_agent;
 mod build_ebpf;
 mod docker;
 mod docs;
+mod fuzz;
 mod latency;
 mod lint;
 mod run;
@@ -111,6 +112,16 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         timeout_minutes: u64,
     },
+    /// Fuzz the parsers of untrusted input (cargo-fuzz, nightly, AddressSanitizer): ring
+    /// records, conditions, rule YAML, the spool's recovery, Docker API JSON. Kept crashes in
+    /// fuzz/regressions/ are replayed first; a new crash is saved there and fails the run.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Generate docs/detections.md from the rule files.
     Docs,
     /// Each rule's detection latency (event to alert), from the last integration tests' alerts.
@@ -162,6 +173,10 @@ fn dispatch(command: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Run { args } => run::run(&root, &args),
+        Cmd::Fuzz { seconds, targets } => {
+            setup::toolchain()?;
+            fuzz::fuzz(&root, seconds, &targets)
+        }
         Cmd::Lint => {
             setup::toolchain()?;
             lint::lint(&root)

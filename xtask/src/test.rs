@@ -1,7 +1,7 @@
 //! `cargo xtask test [--no-lint] [-- TEST-FILTER...]`: the whole check that CI runs.
 //!
-//! setup (incl. Debian packages) -> eBPF build -> lint -> agent build -> unit tests ->
-//! dockerd + test image -> integration tests (real containers against the real sensor) ->
+//! setup (incl. Debian packages) -> eBPF build -> lint -> agent build -> unit tests -> each
+//! fuzz target for 20 s -> dockerd + test image -> integration tests (real containers against the real sensor) ->
 //! stop the dockerd this run started (also when a step failed) -> the VM smoke subset
 //! (Debian 6.1 under qemu with the default and syscall hook sets) and the kernel matrix.
 
@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::docker::{self, Dockerd};
 use crate::setup::{self, Purpose};
 use crate::util::{self, fmt_duration, run, step};
-use crate::{build_agent, build_ebpf, latency, lint, vm};
+use crate::{build_agent, build_ebpf, fuzz, latency, lint, vm};
 
 /// Records how long each step took, for the summary line.
 struct Steps {
@@ -47,6 +47,9 @@ impl Steps {
         )
     }
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS: u64 = 20;
 
 /// How `cargo xtask test` runs.
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +109,12 @@ fn test_steps(root: &Path, options: Options, filter: &[String], steps: &mut Step
             .env("SENSOR_BPF_OBJ", &obj);
         run(&mut cmd).context("unit tests failed; see the output above")
     })?;
+
+    // Each fuzz target briefly (its kept crashes first): `cargo xtask fuzz` runs them longer.
+    // Skipped by a filtered run, which is about the integration tests it names.
+    if filter.is_empty() {
+        steps.time("fuzz", || fuzz::fuzz(root, FUZZ_SECONDS, &[]))?;
+    }
 
     // Stops dockerd when dropped if this run started it: after the integration tests, and
     // also when anything below fails.
