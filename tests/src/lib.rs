@@ -25,6 +25,7 @@ mod grpc;
 pub use grpc::LiveAlerts;
 pub mod runc;
 pub mod uring;
+pub mod watch;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {

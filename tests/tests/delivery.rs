@@ -24,6 +24,7 @@ use sensor_proto::{
 };
 use sensor_tests::{
     Sensor, docker_run_rm, free_port, http_get, image, marker, scratch_dir, sensor_bin,
+    watch::Watch,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -125,60 +126,6 @@ async fn a_grpc_client_receives_filtered_events_of_a_real_container() {
         !rules.note.is_empty() || !rules.rules.is_empty(),
         "ListRules says why it is empty: {rules:?}"
     );
-}
-
-/// `sensor watch ARGS` against `sensor`, its stdout lines collected by a thread.
-struct Watch {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Watch {
-    fn start(sensor: &Sensor, args: &[&str]) -> Watch {
-        use std::io::BufRead;
-        let mut child = Command::new(sensor_bin())
-            .args(["watch", "--addr"])
-            .arg(format!("unix://{}", sensor.socket().display()))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Watch { child, lines }
-    }
-
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sensor watch printed no {what}: {:#?}",
-                self.lines.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

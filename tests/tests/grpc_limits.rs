@@ -6,61 +6,13 @@
 //!   keep draining, another subscriber still gets its alert, and the stopped one resumes.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use sensor_proto::{self as pb, event::Body};
-use sensor_tests::{Sensor, docker_run_rm, image, marker, netcat_exec_listener, sensor_bin};
+use sensor_tests::{Sensor, docker_run_rm, image, marker, netcat_exec_listener, watch::Watch};
 use tonic::Code;
-
-/// `sensor watch --events` against `sensor` (another process, so another client), its lines
-/// collected; killed when dropped.
-struct Watcher {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Watcher {
-    fn start(sensor: &Sensor) -> Watcher {
-        let mut child = Command::new(sensor_bin())
-            .args(["watch", "--events", "--addr"])
-            .arg(format!("unix://{}", sensor.socket().display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Watcher { child, lines }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-
-    fn printed(&self, text: &str) -> bool {
-        self.lines.lock().unwrap().iter().any(|l| l.contains(text))
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The `stream` subscribers the sensor reports, as (peer, missed).
 fn subscribers(sensor: &Sensor, stream: &str) -> Vec<(String, u64)> {
@@ -106,7 +58,7 @@ async fn one_client_cannot_hold_every_stream_and_an_oversized_request_is_refused
     );
 
     // Another process is another client: it still subscribes.
-    let other = Watcher::start(&sensor);
+    let other = Watch::start(&sensor, &["--events"]);
     let count = || subscribers(&sensor, "events").len();
     tokio::task::block_in_place(|| wait_until("the other client's stream", || count() == 9));
     drop(other);
@@ -137,7 +89,7 @@ async fn one_client_cannot_hold_every_stream_and_an_oversized_request_is_refused
 #[test]
 fn a_stopped_subscriber_falls_behind_alone() {
     let sensor = Sensor::start("grpc_stopped_subscriber");
-    let stopped = Watcher::start(&sensor);
+    let stopped = Watch::start(&sensor, &["--events"]);
     wait_until("the watcher's stream", || {
         subscribers(&sensor, "events").len() == 1
     });
@@ -176,7 +128,7 @@ fn a_stopped_subscriber_falls_behind_alone() {
     stopped.signal(libc::SIGCONT);
     let m = marker("resumed");
     let resumed = docker_run_rm(&[&image(), "sh", "-c", &format!(": {m}")]);
-    wait_until("the resumed subscriber's next events", || {
-        stopped.printed(&resumed[..12])
+    stopped.wait_for("the resumed subscriber's next events", |l| {
+        l.contains(&resumed[..12])
     });
 }

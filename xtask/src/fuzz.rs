@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use crate::util::{self, run, step};
 
 /// The targets (`fuzz/fuzz_targets/NAME.rs`).
-pub const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 5] = [
     "ring_record",
     "condition",
     "rule_yaml",
@@ -27,7 +27,7 @@ pub const TARGETS: [&str; 5] = [
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Installs cargo-fuzz when `cargo fuzz` is missing.
-pub fn ensure_cargo_fuzz(root: &Path) -> Result<()> {
+fn ensure_cargo_fuzz(root: &Path) -> Result<()> {
     let installed = util::cargo(root)?
         .args(["fuzz", "--version"])
         .output()

@@ -14,11 +14,6 @@ use std::{
 
 use sensor_proto::Alert;
 
-/// Where the refused alerts of the spool in `dir` are kept.
-pub fn path_in(dir: &Path) -> PathBuf {
-    dir.join("otlp-dead-letter.jsonl")
-}
-
 /// Bytes in the file before it is rotated.
 const MAX_BYTES: u64 = 16 << 20;
 
@@ -27,9 +22,10 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The dead letter of the spool in `spool_dir`.
     pub fn new(spool_dir: &Path) -> Self {
         Self {
-            path: path_in(spool_dir),
+            path: spool_dir.join("otlp-dead-letter.jsonl"),
         }
     }
 

@@ -8,9 +8,10 @@
 //! [`refused_for_good`]): then the batch is split in halves and each sent on its own, down to
 //! single alerts, and an alert refused alone goes to the dead letter ([`super::dead_letter`]),
 //! kept on disk and counted. An alert leaves this queue only when acknowledged, dead-lettered,
-//! or evicted by the spool's size bound (counted as `evicted_unexported`). After a restart it resumes at the cursor, so delivery is at least once:
-//! a batch acknowledged by the collector but not yet recorded can be sent again (the `alert.id`
-//! attribute lets the receiver drop the copy).
+//! or evicted by the spool's size bound (counted as `evicted_unexported`). After a restart it
+//! resumes at the cursor, so delivery is at least once: a batch acknowledged by the collector
+//! but not yet recorded can be sent again (the `alert.id` attribute lets the receiver drop the
+//! copy).
 //!
 //! Mapping: one log record per alert. `time_unix_nano` is the alert's time, the body is its
 //! one-line summary, `event_name` is `sensor.alert`, severity per the OpenTelemetry log data
@@ -256,14 +257,14 @@ impl Exporter {
                     self.state().inner.lock().unwrap().last_error.clear();
                     return Exported::Accepted;
                 }
-                Err(status) if refused_for_good(&status) => {
-                    let mut p = self.state().inner.lock().unwrap();
-                    p.failures += 1;
-                    p.last_error = format!("{}: {}", status.code(), status.message());
-                    return Exported::Refused(p.last_error.clone());
-                }
                 Err(status) => {
                     let msg = format!("{}: {}", status.code(), status.message());
+                    if refused_for_good(&status) {
+                        let mut p = self.state().inner.lock().unwrap();
+                        p.failures += 1;
+                        p.last_error = msg.clone();
+                        return Exported::Refused(msg);
+                    }
                     {
                         let mut p = self.state().inner.lock().unwrap();
                         if p.failures == 0 || p.last_error != msg {

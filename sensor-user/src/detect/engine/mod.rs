@@ -219,11 +219,10 @@ impl Engine {
     }
 
     /// Replaces the rules with `rules` (a rule reload), keeping their state where it still
-    /// applies. A rule with the
-    /// same id whose logic, compiled conditions (lists and macros expanded) and throttle did not
-    /// change keeps all of it: windows, sequences, container lifetimes, throttles, cap periods,
-    /// baselines and counters, so editing its exceptions, text or severity loses nothing. A
-    /// changed rule starts over, keeping only what it learned.
+    /// applies. A rule with the same id whose logic, compiled conditions (lists and macros
+    /// expanded) and throttle did not change keeps all of it: windows, sequences, container
+    /// lifetimes, throttles, cap periods, baselines and counters, so editing its exceptions,
+    /// text or severity loses nothing. A changed rule starts over, keeping only what it learned.
     pub fn reload(&mut self, rules: Vec<CompiledRule>, version: String) -> Reloaded {
         let mut learned = self.learned();
         let mut old: HashMap<String, (String, RuleState)> = self
@@ -240,15 +239,14 @@ impl Engine {
                 Some((fingerprint, kept)) if fingerprint == state_fingerprint(rule) => {
                     *state = kept;
                     reloaded.kept += 1;
-                    continue;
+                    // Its learning came with its state.
+                    learned.remove(id);
                 }
                 Some(_) => reloaded.changed.push(id.clone()),
                 None => reloaded.added.push(id.clone()),
             }
-            if let Some(sets) = learned.remove(id) {
-                state.learned.import(sets);
-            }
         }
+        next.restore_learned(learned);
         *self = next;
         reloaded
     }
