@@ -105,6 +105,7 @@ impl Event {
             event::Body::StdioRelay(_) => "stdio_relay",
             event::Body::EventsDropped(_) => "events_dropped",
             event::Body::SpoolFailing(_) => "spool_failing",
+            event::Body::SpoolEvicted(_) => "spool_evicted",
         }
     }
 

@@ -26,7 +26,7 @@ use crate::{
         rule::CompiledRule,
     },
     drops::DropEpisodes,
-    enrich::{Enricher, runtime::RuntimeApi},
+    enrich::{Enricher, kernel_view, runtime::RuntimeApi},
     health::{Setup, Stats, health_event},
     loader::{
         AggregationMaps, FALLBACK_ADVICE, HostCgroupFilter, KernelCounters, LoadOptions,
@@ -92,12 +92,15 @@ struct Emitter {
     spool: SpoolState,
 }
 
-/// Whether the alert spool is failing, to raise `spool_failing` once per episode.
+/// Whether the alert spool is failing, to raise `spool_failing` once per episode, and what it
+/// evicted unexported, to raise `spool_evicted` when that grows.
 #[derive(Default)]
 struct SpoolState {
     failing: bool,
     /// Alerts not spooled since start.
     unspooled: u64,
+    /// Unexported alerts evicted since start, as last reported.
+    lost: u64,
 }
 
 impl Emitter {
@@ -123,7 +126,8 @@ impl Emitter {
     /// Spools and delivers the alerts raised since the last call as one group commit (one
     /// fdatasync for all). A spool failure is never fatal: the alerts go out live, unnumbered,
     /// and the first failure of an episode is logged and raises a `spool_failing` event (rule
-    /// CRS-020), itself delivered live.
+    /// CRS-020), itself delivered live. A commit that made the spool evict alerts the OTLP
+    /// exporter had not sent raises a `spool_evicted` event (rule CRS-021).
     fn commit(&mut self) {
         if self.pending.is_empty() {
             return;
@@ -138,7 +142,7 @@ impl Emitter {
                     self.spool.unspooled
                 );
             }
-            Ok(_) => {}
+            Ok(_) => self.report_unexported_evictions(),
             Err(e) => {
                 self.spool.unspooled += count;
                 if !std::mem::replace(&mut self.spool.failing, true) {
@@ -150,17 +154,41 @@ impl Emitter {
                         error: format!("{e:#}"),
                         unspooled_total: self.spool.unspooled,
                     };
-                    let event = pb::Event {
-                        time: Some(crate::deliver::timestamp(std::time::SystemTime::now())),
-                        node: self.node.clone(),
-                        ..Default::default()
-                    }
-                    .with_body(pb::event::Body::SpoolFailing(failing));
-                    self.emit(event);
-                    self.commit();
+                    self.raise_about_node(pb::event::Body::SpoolFailing(failing));
                 }
             }
         }
+    }
+
+    /// Raises `spool_evicted` when the spool evicted unexported alerts since the last call.
+    fn report_unexported_evictions(&mut self) {
+        let mut evicted = self.delivery.unexported_evictions();
+        if evicted.lost_total <= self.spool.lost {
+            return;
+        }
+        evicted.lost =
+            evicted.lost_total - std::mem::replace(&mut self.spool.lost, evicted.lost_total);
+        log::error!(
+            "alert spool: {} alerts evicted before the OTLP exporter sent them ({} since start; \
+             the collector acknowledged up to {}): raise --spool-max-mb or fix the collector",
+            evicted.lost,
+            evicted.lost_total,
+            evicted.exported_seq
+        );
+        self.raise_about_node(pb::event::Body::SpoolEvicted(evicted));
+    }
+
+    /// Emits an event about the node itself (the agent's own delivery) and commits what it
+    /// raised at once.
+    fn raise_about_node(&mut self, body: pb::event::Body) {
+        let event = pb::Event {
+            time: Some(crate::deliver::timestamp(std::time::SystemTime::now())),
+            node: self.node.clone(),
+            ..Default::default()
+        }
+        .with_body(body);
+        self.emit(event);
+        self.commit();
     }
 
     /// The "N more like this" alerts of cap periods that ended: reported even when the flood
@@ -435,6 +463,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             runtime_api: runtime_status.get(),
             runtime_requests: runtime_stats.snapshot(),
             rules: p.out.engine.stats(),
+            tables: p.enricher.tables(),
             container_of: &|cgroup| p.enricher.container_id_of(cgroup),
         };
         health_event(started, &counters, setup, &p.out.stats, &clock, &opts.node)
@@ -467,6 +496,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let tick = |d: Duration| tokio::time::interval_at(tokio::time::Instant::now() + d, d);
     let (mut health_tick, mut flow_tick) = (tick(opts.health_interval), tick(opts.flow_interval));
     let mut episodes = DropEpisodes::default();
+    let mut kernel_views =
+        kernel_view::spawn(crate::cgroupfs::cgroup2_mount(), opts.health_interval);
     let recheck = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(recheck);
     loop {
@@ -507,7 +538,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
                 let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
                 p.after_drain(&drained, &mut sensor, recheck.as_mut());
-                p.enricher.sweep();
                 if let Err(e) = self_filter.refresh() {
                     log::warn!("{e:#}");
                 }
@@ -525,6 +555,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 p.out.save_learning();
             }
             Some((id, meta)) = runtime.updates.recv() => p.enricher.runtime_metadata(id, meta),
+            Some(view) = kernel_views.recv() => {
+                // What the rings hold first: their exits and rmdirs are better than a prune.
+                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
+                p.after_drain(&drained, &mut sensor, recheck.as_mut());
+                for event in p.enricher.apply_view(&view) {
+                    p.out.emit(event);
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => p.out.reload_rules(opts.rules_dir.as_deref()),

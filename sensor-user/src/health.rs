@@ -43,6 +43,8 @@ pub struct Setup<'a> {
     pub runtime_requests: pb::RuntimeRequests,
     /// The detection engine's per-rule state.
     pub rules: Vec<RuleStats>,
+    /// The enrichment tables' sizes and bounds.
+    pub tables: Vec<pb::TableHealth>,
 }
 
 /// A `health` event from the kernel counters and `stats`.
@@ -100,6 +102,7 @@ pub fn health_event(
         hook_set: setup.hook_set.to_string(),
         runtime_api: setup.runtime_api,
         runtime_requests: Some(setup.runtime_requests),
+        tables: setup.tables,
         blind_rules: setup.blind_rules,
         cgroup_drops,
         rules: setup

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use sensor_proto::Health;
+use sensor_proto::{Health, TableHealth};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -253,6 +253,38 @@ pub(super) fn render(shared: &Shared) -> String {
             &[("rule", &r.rule_id)],
             r.suppressed,
         );
+    }
+    for (name, kind, help, value) in [
+        (
+            "sensor_table_entries",
+            "gauge",
+            "Entries in each of the agent's in-memory tables (processes, cgroups, containers, ...).",
+            (|t| t.entries) as fn(&TableHealth) -> u64,
+        ),
+        (
+            "sensor_table_capacity",
+            "gauge",
+            "The bound of each in-memory table.",
+            |t| t.capacity,
+        ),
+        (
+            "sensor_table_evicted_total",
+            "counter",
+            "Entries a table evicted to stay within its bound.",
+            |t| t.evicted,
+        ),
+        (
+            "sensor_table_pruned_total",
+            "counter",
+            "Entries removed because the kernel no longer had them: their exit or rmdir record \
+             was lost.",
+            |t| t.pruned,
+        ),
+    ] {
+        o.family(name, kind, help);
+        for table in &health.tables {
+            o.sample(name, &[("table", &table.table)], value(table));
+        }
     }
     o.family(
         "sensor_ring_received_total",

@@ -292,6 +292,18 @@ impl Delivery {
         }
     }
 
+    /// Alerts the spool evicted before the exporter sent them, since start (`lost_total`; 0
+    /// without an exporter), with the spool's bound and the exporter's position.
+    pub fn unexported_evictions(&self) -> pb::SpoolEvicted {
+        let spool = self.shared.spool.lock().unwrap();
+        pb::SpoolEvicted {
+            lost: 0,
+            lost_total: spool.stats().evicted_unacked,
+            max_bytes: spool.config().max_bytes,
+            exported_seq: spool.cursor(otlp::CONSUMER),
+        }
+    }
+
     /// Keeps the latest `health` event for `GetHealth` and the metrics.
     pub fn update_health(&self, event: Event) {
         if let Some(Body::Health(h)) = &event.body {

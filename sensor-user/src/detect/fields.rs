@@ -170,7 +170,7 @@ macro_rules! field {
 pub const FIELDS: &[FieldDef] = &[
     field!(
         "evt.kind",
-        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, io_uring, stdio_relay, events_dropped, spool_failing, health",
+        "Event kind: exec, fork, exit, container_started, container_exited, socket, namespace_change, tcp_state, traffic, icmp, bpf, signal, ptrace, perf_event_open, mount, io_uring, stdio_relay, events_dropped, spool_failing, spool_evicted, health",
         |e| s(&e.kind)
     ),
     field!(
@@ -617,6 +617,26 @@ pub const FIELDS: &[FieldDef] = &[
         "spool.unspooled_total",
         "spool_failing: alerts not spooled since the sensor started",
         |e| body!(e, SpoolFailing).and_then(|b| i(b.unspooled_total as i64))
+    ),
+    field!(
+        "spool.lost",
+        "spool_evicted: unexported alerts the spool evicted at this commit",
+        |e| body!(e, SpoolEvicted).and_then(|b| i(b.lost as i64))
+    ),
+    field!(
+        "spool.lost_total",
+        "spool_evicted: unexported alerts evicted since the sensor started",
+        |e| body!(e, SpoolEvicted).and_then(|b| i(b.lost_total as i64))
+    ),
+    field!(
+        "spool.max_bytes",
+        "spool_evicted: the spool's size bound in bytes (--spool-max-mb)",
+        |e| body!(e, SpoolEvicted).and_then(|b| i(b.max_bytes as i64))
+    ),
+    field!(
+        "spool.exported_seq",
+        "spool_evicted: the last alert sequence number the OTLP collector acknowledged",
+        |e| body!(e, SpoolEvicted).and_then(|b| i(b.exported_seq as i64))
     ),
 ];
 

@@ -6,7 +6,13 @@
 
 use std::{collections::HashMap, fs, os::unix::fs::MetadataExt, path::Path};
 
-use super::container_id::{ContainerId, ContainerRef, resolve};
+use sensor_proto as pb;
+
+use super::{
+    bounded::{Departures, make_room},
+    container_id::{ContainerId, ContainerRef, resolve},
+    kernel_view::{KernelView, Misses},
+};
 use crate::types::{BootNs, CgroupId};
 
 /// A known cgroup.
@@ -14,6 +20,8 @@ use crate::types::{BootNs, CgroupId};
 pub struct CgroupEntry {
     pub path: String,
     pub container: Option<ContainerRef>,
+    /// When the table learned it.
+    pub since: BootNs,
 }
 
 /// A container that is running (its cgroup exists).
@@ -54,7 +62,29 @@ pub struct CgroupTable {
     /// arrive after the removal (traffic and ICMP aggregates) are still attributed.
     departed: HashMap<CgroupId, (BootNs, CgroupEntry)>,
     departed_containers: HashMap<ContainerId, (BootNs, LiveContainer)>,
+    /// Cgroups and containers the last kernel view missed.
+    missing_cgroups: Misses<CgroupId>,
+    missing_containers: Misses<ContainerId>,
+    /// What left each table other than by an rmdir record.
+    left: TableDepartures,
 }
+
+#[derive(Default)]
+struct TableDepartures {
+    cgroups: Departures,
+    containers: Departures,
+    departed: Departures,
+    departed_containers: Departures,
+}
+
+/// Live cgroups kept at most (a node's whole hierarchy: slices, services, containers and
+/// their nested cgroups); beyond it the newest go first, so a flood of cgroups evicts itself.
+pub const MAX_CGROUPS: usize = 65_536;
+/// Running containers kept at most; the newest go first.
+pub const MAX_CONTAINERS: usize = 16_384;
+/// Removed cgroups and exited containers kept at most (each for [`DEPARTED_GRACE`]); the
+/// oldest go first.
+pub const MAX_DEPARTED: usize = 16_384;
 
 /// How long a removed cgroup stays resolvable.
 pub const DEPARTED_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
@@ -85,34 +115,77 @@ impl CgroupTable {
         self.departed_containers.retain(|_, (t, _)| keep(t));
     }
 
+    /// Removes the cgroups and containers that two kernel views in a row missed (their rmdir
+    /// records were lost), as an rmdir would: containers among them are reported exited at the
+    /// time of the view.
+    pub fn prune_missing(&mut self, view: &KernelView) -> Vec<ContainerChange> {
+        let Some((ids, paths)) = &view.cgroups else {
+            return Vec::new();
+        };
+        let judged = |since: BootNs| since < view.taken_at;
+        let gone = self.missing_cgroups.confirm(
+            self.cgroups
+                .iter()
+                .filter(|(id, e)| judged(e.since) && !ids.contains(id))
+                .map(|(id, _)| *id),
+        );
+        let mut changes = Vec::new();
+        for id in gone {
+            let path = self.cgroups[&id].path.clone();
+            self.left.cgroups.pruned += 1;
+            changes.extend(self.remove(id, &path, view.taken_at));
+        }
+        // A container known through a nested cgroup only, whose own cgroup was never recorded.
+        let gone = self.missing_containers.confirm(
+            self.containers
+                .values()
+                .filter(|c| judged(c.started) && !paths.contains(&c.cgroup_path))
+                .map(|c| c.cref.id.clone()),
+        );
+        for id in gone {
+            if let Some(c) = self.containers.get(&id) {
+                let (cgroup, path) = (c.cgroup_id, c.cgroup_path.clone());
+                self.left.containers.pruned += 1;
+                changes.extend(self.remove(cgroup, &path, view.taken_at));
+            }
+        }
+        changes
+    }
+
+    /// Sizes, bounds and departures of the cgroup and container tables.
+    pub fn health(&self) -> Vec<pb::TableHealth> {
+        let l = &self.left;
+        vec![
+            l.cgroups.health("cgroups", self.cgroups.len(), MAX_CGROUPS),
+            l.containers
+                .health("containers", self.containers.len(), MAX_CONTAINERS),
+            l.departed
+                .health("departed_cgroups", self.departed.len(), MAX_DEPARTED),
+            l.departed_containers.health(
+                "departed_containers",
+                self.departed_containers.len(),
+                MAX_DEPARTED,
+            ),
+        ]
+    }
+
+    fn insert_cgroup(&mut self, id: CgroupId, entry: CgroupEntry) {
+        if !self.cgroups.contains_key(&id) {
+            let evicted = make_room(&mut self.cgroups, MAX_CGROUPS, |_, e| {
+                std::cmp::Reverse(e.since)
+            });
+            self.left.cgroups.evicted += evicted.len() as u64;
+        }
+        self.cgroups.insert(id, entry);
+    }
+
     /// Walks the cgroup2 hierarchy under `mount`; every container found is reported as already
     /// running, with `now` as its provisional start.
     pub fn scan(&mut self, mount: &Path, now: BootNs) -> Vec<ContainerChange> {
         let mut changes = Vec::new();
-        let mut stack = vec![mount.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else {
-                continue;
-            };
-            let rel = dir
-                .strip_prefix(mount)
-                .map(|p| format!("/{}", p.display()))
-                .unwrap_or_default();
-            let rel = if rel == "/" {
-                rel
-            } else {
-                rel.trim_end_matches('/').to_string()
-            };
-            if let Some(change) = self.add(CgroupId(meta.ino()), &rel, now, false) {
+        for (id, rel) in walk(mount) {
+            if let Some(change) = self.add(id, &rel, now, false) {
                 changes.push(change);
-            }
-            if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(
-                    entries
-                        .filter_map(|e| e.ok())
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
             }
         }
         changes
@@ -140,11 +213,12 @@ impl CgroupTable {
         if container.is_none() {
             self.host_updates.push((id, true));
         }
-        self.cgroups.insert(
+        self.insert_cgroup(
             id,
             CgroupEntry {
                 path: path.to_string(),
                 container: container.clone(),
+                since: at,
             },
         );
         let cref = container?;
@@ -169,6 +243,10 @@ impl CgroupTable {
             started: at,
             exact,
         };
+        let evicted = make_room(&mut self.containers, MAX_CONTAINERS, |_, c| {
+            std::cmp::Reverse(c.started)
+        });
+        self.left.containers.evicted += evicted.len() as u64;
         self.containers.insert(live.cref.id.clone(), live.clone());
         self.container_updates
             .push((live.cgroup_path.clone(), true));
@@ -207,6 +285,8 @@ impl CgroupTable {
             .and_then(|e| e.container.clone())
             .or_else(|| resolve(path));
         if let Some(entry) = entry {
+            let evicted = make_room(&mut self.departed, MAX_DEPARTED, |_, (t, _)| *t);
+            self.left.departed.evicted += evicted.len() as u64;
             self.departed.insert(id, (at, entry));
         }
         let cref = cref?;
@@ -216,6 +296,8 @@ impl CgroupTable {
         let container = self.containers.remove(&cref.id)?;
         self.container_updates
             .push((container.cgroup_path.clone(), false));
+        let evicted = make_room(&mut self.departed_containers, MAX_DEPARTED, |_, (t, _)| *t);
+        self.left.departed_containers.evicted += evicted.len() as u64;
         self.departed_containers
             .insert(cref.id.clone(), (at, container.clone()));
         Some(ContainerChange::Exited { container, at })
@@ -226,10 +308,14 @@ impl CgroupTable {
     pub fn learn_path(&mut self, mount: &Path, path: &str) -> Option<CgroupId> {
         let meta = fs::metadata(mount.join(path.trim_start_matches('/'))).ok()?;
         let id = CgroupId(meta.ino());
-        self.cgroups.entry(id).or_insert_with(|| CgroupEntry {
-            path: path.to_string(),
-            container: resolve(path),
-        });
+        if !self.cgroups.contains_key(&id) {
+            let entry = CgroupEntry {
+                path: path.to_string(),
+                container: resolve(path),
+                since: crate::clock::Clock::boot_now(),
+            };
+            self.insert_cgroup(id, entry);
+        }
         Some(id)
     }
 
@@ -253,6 +339,37 @@ impl CgroupTable {
             c.started = t;
         }
     }
+}
+
+/// Every cgroup under `mount`: its id (the directory's inode) and its path relative to the
+/// mount ("/" for the root).
+pub fn walk(mount: &Path) -> Vec<(CgroupId, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![mount.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(meta) = fs::metadata(&dir) else {
+            continue;
+        };
+        let rel = dir
+            .strip_prefix(mount)
+            .map(|p| format!("/{}", p.display()))
+            .unwrap_or_default();
+        let rel = if rel == "/" {
+            rel
+        } else {
+            rel.trim_end_matches('/').to_string()
+        };
+        found.push((CgroupId(meta.ino()), rel));
+        if let Ok(entries) = fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -329,6 +446,54 @@ mod tests {
         t.prune(BootNs(200 + DEPARTED_GRACE.as_nanos() as u64 + 1));
         assert!(t.get(CgroupId(11)).is_none());
         assert!(t.container(&cref.id).is_none());
+    }
+
+    fn view(taken_at: u64, cgroups: &[(u64, &str)]) -> KernelView {
+        KernelView {
+            taken_at: BootNs(taken_at),
+            procs: Default::default(),
+            cgroups: Some((
+                cgroups.iter().map(|(id, _)| CgroupId(*id)).collect(),
+                cgroups.iter().map(|(_, p)| p.to_string()).collect(),
+            )),
+        }
+    }
+
+    #[test]
+    fn a_lost_rmdir_is_pruned_after_two_views_as_an_exit() {
+        let mut t = CgroupTable::default();
+        let path = format!("/docker/{ID}");
+        t.add(CgroupId(10), "/docker", BootNs(1), true);
+        t.add(CgroupId(11), &path, BootNs(100), true);
+        // Added after the view was read: not judged by it.
+        t.add(CgroupId(12), "/late", BootNs(600), true);
+        let gone = view(500, &[(10, "/docker")]);
+        assert!(t.prune_missing(&gone).is_empty());
+        let changes = t.prune_missing(&gone);
+        let [ContainerChange::Exited { container, at }] = &changes[..] else {
+            panic!("{changes:?}")
+        };
+        assert_eq!((container.cref.id.as_str(), *at), (ID, BootNs(500)));
+        assert!(t.get(CgroupId(12)).is_some());
+        assert_eq!(t.container_count(), 0);
+        // Departed, so a late report still resolves, and the exit is not reported twice.
+        assert!(t.get(CgroupId(11)).is_some());
+        assert!(t.remove(CgroupId(11), &path, BootNs(700)).is_none());
+        let health = t.health();
+        assert_eq!((health[0].table.as_str(), health[0].pruned), ("cgroups", 1));
+    }
+
+    #[test]
+    fn a_cgroup_flood_evicts_its_newest() {
+        let mut t = CgroupTable::default();
+        for i in 0..MAX_CGROUPS as u64 {
+            t.add(CgroupId(i + 1), &format!("/flood/{i}"), BootNs(i + 1), true);
+        }
+        t.add(CgroupId(u64::MAX), "/one-more", BootNs(u64::MAX), true);
+        assert!(t.get(CgroupId(1)).is_some());
+        assert!(t.get(CgroupId(MAX_CGROUPS as u64)).is_none());
+        assert!(t.get(CgroupId(u64::MAX)).is_some());
+        assert_eq!(t.health()[0].evicted, (MAX_CGROUPS / 16) as u64);
     }
 
     #[test]

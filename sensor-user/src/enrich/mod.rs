@@ -5,8 +5,10 @@
 //! runtime answered) or that it ran on the host, and carries the process's ancestry up to the
 //! container's first process.
 
+mod bounded;
 pub mod cgroups;
 pub mod container_id;
+pub mod kernel_view;
 pub mod names;
 pub mod network;
 pub mod process_table;
@@ -123,7 +125,7 @@ impl Enricher {
             {
                 self.cgroups.note_process_start(&cref.id, info.start);
             }
-            self.procs.insert(info);
+            self.insert_process(info);
         }
         // Report start estimates lowered by the process scan.
         for change in &mut changes {
@@ -170,15 +172,40 @@ impl Enricher {
         out
     }
 
-    /// Drops process entries whose exit was missed.
-    pub fn sweep(&mut self) -> usize {
-        self.cgroups.prune(Clock::boot_now());
+    /// Prunes the tables against `view` (entries whose exit or rmdir record was lost) and
+    /// forgets what departed long enough ago; returns the `container_exited` events of
+    /// containers found gone.
+    pub fn apply_view(&mut self, view: &kernel_view::KernelView) -> Vec<pb::Event> {
+        let now = Clock::boot_now();
+        self.cgroups.prune(now);
+        let exited: Vec<pb::Event> = self
+            .cgroups
+            .prune_missing(view)
+            .into_iter()
+            .map(|c| self.container_event(c, view.taken_at))
+            .collect();
         let cgroups = &self.cgroups;
         self.metadata.prune(|id| cgroups.container(id).is_some());
-        let dropped = self.procs.sweep();
-        let procs = &self.procs;
-        self.pipes.retain(|pid| procs.get(pid).is_some());
-        dropped
+        for pid in self.procs.prune_missing(view) {
+            self.pipes.remove(pid);
+        }
+        exited
+    }
+
+    /// Sizes, bounds and departures of every table (`Health.tables`).
+    pub fn tables(&self) -> Vec<pb::TableHealth> {
+        let mut tables = vec![self.procs.health()];
+        tables.extend(self.cgroups.health());
+        tables.push(self.metadata.health());
+        tables.push(self.pipes.health());
+        tables
+    }
+
+    /// Adds or replaces a process, forgetting the pipes of those evicted to make room.
+    fn insert_process(&mut self, info: ProcInfo) {
+        for pid in self.procs.insert(info) {
+            self.pipes.remove(pid);
+        }
     }
 
     /// Enriches one record, appending the events it yields to `out`.
@@ -234,7 +261,7 @@ impl Enricher {
             info.connected = stdio_peer.clone().filter(|p| !p.address.is_empty());
         }
         let tid = r.task.pid;
-        self.procs.insert(info.clone());
+        self.insert_process(info.clone());
         self.pipes.set(
             info.pid,
             info.ppid,
@@ -259,7 +286,11 @@ impl Enricher {
 
     fn on_fork(&mut self, r: &ForkRecord, out: &mut Vec<pb::Event>) {
         let child = &r.child;
-        let info = self.procs.fork(task_info(child)).clone();
+        let (info, evicted) = self.procs.fork(task_info(child));
+        let info = info.clone();
+        for pid in evicted {
+            self.pipes.remove(pid);
+        }
         let body = Body::Fork(pb::Fork {
             parent_pid: child.ppid,
             stdio_socket_fds: stdio_fds(r.stdio_sockets),

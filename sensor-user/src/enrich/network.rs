@@ -160,11 +160,8 @@ impl Enricher {
         // The caller's namespaces changed: keep the table current for later events.
         if op == NsOp::Changed {
             info.namespaces = r.ns_after;
-            if let Some(entry) = self.procs.get(info.pid).cloned() {
-                self.procs.insert(ProcInfo {
-                    namespaces: r.ns_after,
-                    ..entry
-                });
+            if let Some(entry) = self.procs.get_mut(info.pid) {
+                entry.namespaces = r.ns_after;
             }
         }
         self.process_event(&info, r.caller.pid, BootNs(r.header.boot_ns), body, out);

@@ -2,13 +2,19 @@
 //! (exit, later network) whose record carries only ids.
 //!
 //! Seeded from `/proc` at start, then kept by exec/fork/exit records. Entries whose exit was lost
-//! are swept by [`ProcessTable::sweep`], which checks `/proc`.
+//! are pruned against the kernel's view ([`ProcessTable::prune_missing`]); the table holds at
+//! most [`MAX_PROCESSES`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sensor_common::Namespaces;
+use sensor_proto as pb;
 
-use super::procfs::{self, ProcSnapshot};
+use super::{
+    bounded::{Departures, make_room},
+    kernel_view::{KernelView, Misses},
+    procfs::{self, ProcSnapshot},
+};
 use crate::types::{BootNs, CgroupId, Pid};
 
 /// One live process.
@@ -67,9 +73,15 @@ impl ProcInfo {
 #[derive(Default)]
 pub struct ProcessTable {
     procs: HashMap<Pid, ProcInfo>,
-    /// Entries the last sweep found gone from /proc: dropped by the next sweep if still here.
-    missing: HashSet<Pid>,
+    /// Entries the last kernel view missed: dropped if the next one misses them too.
+    missing: Misses<Pid>,
+    left: Departures,
 }
+
+/// Processes kept at most. Beyond it, entries the last kernel view missed go first, then the
+/// youngest: a fork flood evicts its own processes, not the long-lived ones (a shell started
+/// before it, the runtime's daemons) whose ancestry alerts need.
+pub const MAX_PROCESSES: usize = 65_536;
 
 /// How far [`ProcessTable::ancestry`] climbs.
 const MAX_ANCESTRY: usize = 16;
@@ -91,12 +103,34 @@ impl ProcessTable {
         self.procs.get(&pid)
     }
 
-    pub fn insert(&mut self, info: ProcInfo) {
+    /// Adds or replaces `info`; returns the pids evicted to make room.
+    pub fn insert(&mut self, info: ProcInfo) -> Vec<Pid> {
+        let evicted = self.make_room(info.pid);
         self.procs.insert(info.pid, info);
+        evicted
     }
 
-    /// A new process: it runs its parent's image until it execs.
-    pub fn fork(&mut self, child: ProcInfo) -> &ProcInfo {
+    fn make_room(&mut self, pid: Pid) -> Vec<Pid> {
+        if self.procs.contains_key(&pid) {
+            return Vec::new();
+        }
+        let missing = &self.missing;
+        let evicted = make_room(&mut self.procs, MAX_PROCESSES, |pid, p| {
+            (!missing.contains(pid), std::cmp::Reverse(p.start))
+        });
+        self.left.evicted += evicted.len() as u64;
+        evicted
+    }
+
+    /// The table's size, bound and departures.
+    pub fn health(&self) -> pb::TableHealth {
+        self.left
+            .health("processes", self.procs.len(), MAX_PROCESSES)
+    }
+
+    /// A new process: it runs its parent's image until it execs. Returns it and the pids
+    /// evicted to make room.
+    pub fn fork(&mut self, child: ProcInfo) -> (&ProcInfo, Vec<Pid>) {
         let mut child = child;
         if let Some(parent) = self.procs.get(&child.ppid) {
             child.exe = parent.exe.clone();
@@ -111,8 +145,9 @@ impl ProcessTable {
             child.unlinked_exe = parent.unlinked_exe.clone();
         }
         let pid = child.pid;
+        let evicted = self.make_room(pid);
         self.procs.insert(pid, child);
-        &self.procs[&pid]
+        (&self.procs[&pid], evicted)
     }
 
     pub fn get_mut(&mut self, pid: Pid) -> Option<&mut ProcInfo> {
@@ -144,25 +179,20 @@ impl ProcessTable {
     }
 
     /// Drops entries whose process is gone (an exit record was lost) or was replaced by another
-    /// process with the same pid, once two sweeps in a row found them so: a process that has
-    /// just exited still has its exit record in the ring, and that record needs the entry (its
-    /// args, its container). Returns how many were dropped.
-    pub fn sweep(&mut self) -> usize {
-        let before = self.procs.len();
-        // /proc gives the start in clock ticks, the kernel records in ns: equal within a tick.
-        let tick = crate::clock::ticks_to_boot_ns(1).0;
-        let was_missing = std::mem::take(&mut self.missing);
-        let missing = &mut self.missing;
-        self.procs.retain(|pid, info| {
-            let live = procfs::start_time(pid.0)
-                .is_some_and(|start| info.start.0 == 0 || start.0.abs_diff(info.start.0) <= tick);
-            if !live && !was_missing.contains(pid) {
-                missing.insert(*pid);
-                return true;
-            }
-            live
-        });
-        before - self.procs.len()
+    /// process with the same pid, once two kernel views in a row found them so (see
+    /// [`super::kernel_view`]). Returns the pids dropped.
+    pub fn prune_missing(&mut self, view: &KernelView) -> Vec<Pid> {
+        let gone = self.missing.confirm(
+            self.procs
+                .values()
+                .filter(|p| p.start < view.taken_at && !view.has_process(p.pid, p.start))
+                .map(|p| p.pid),
+        );
+        for pid in &gone {
+            self.procs.remove(pid);
+        }
+        self.left.pruned += gone.len() as u64;
+        gone
     }
 }
 
@@ -209,7 +239,7 @@ mod tests {
         parent.args = vec!["sh".into(), "-c".into()];
         parent.euid = 1000;
         t.insert(parent);
-        let child = t.fork(proc(6, 5, "", 3));
+        let (child, _) = t.fork(proc(6, 5, "", 3));
         assert_eq!(child.exe, "/bin/sh");
         assert_eq!(child.args, vec!["sh", "-c"]);
         assert_eq!(child.euid, 1000);
@@ -217,20 +247,26 @@ mod tests {
         assert!(t.remove(Pid(6)).is_none());
     }
 
+    fn view_now() -> KernelView {
+        KernelView::read(None)
+    }
+
     #[test]
-    fn sweep_keeps_a_live_process_whose_start_came_from_the_kernel() {
+    fn pruning_keeps_a_live_process_whose_start_came_from_the_kernel() {
         // The kernel reports start times in ns; /proc rounds them to clock ticks.
         let mut t = ProcessTable::default();
         let me = procfs::snapshot(std::process::id()).unwrap();
         let mut info = ProcInfo::from_snapshot(Pid(std::process::id()), me, CgroupId(1));
         info.start = BootNs(info.start.0 + crate::clock::ticks_to_boot_ns(1).0 / 2);
         t.insert(info);
-        assert_eq!(t.sweep(), 0);
+        for _ in 0..2 {
+            assert!(t.prune_missing(&view_now()).is_empty());
+        }
         assert!(t.get(Pid(std::process::id())).is_some());
     }
 
     #[test]
-    fn sweep_drops_dead_keeps_live() {
+    fn pruning_drops_the_dead_after_two_views_and_spares_the_newer() {
         let mut t = ProcessTable::default();
         let me = procfs::snapshot(std::process::id()).unwrap();
         t.insert(ProcInfo::from_snapshot(
@@ -238,12 +274,54 @@ mod tests {
             me,
             CgroupId(1),
         ));
-        // pid_max is at most 4194304, so this pid cannot exist.
-        t.insert(proc(4_194_400, 1, "/gone", 1));
-        // Kept once, for an exit record still on its way; dropped by the next sweep.
-        assert_eq!(t.sweep(), 0);
+        // pid_max is at most 4194304, so these pids cannot exist.
+        let mut gone = proc(4_194_400, 1, "/gone", 1);
+        gone.start = BootNs(1);
+        t.insert(gone);
+        let old_view = view_now();
+        // Added after the view was read: not judged by it.
+        let mut newer = proc(4_194_401, 1, "/newer", 1);
+        newer.start = crate::clock::Clock::boot_now();
+        t.insert(newer);
+        // Kept once, for an exit record still on its way; dropped by the next view.
+        assert!(t.prune_missing(&old_view).is_empty());
         assert!(t.get(Pid(4_194_400)).is_some());
-        assert_eq!(t.sweep(), 1);
+        assert_eq!(t.prune_missing(&old_view), [Pid(4_194_400)]);
+        assert!(t.get(Pid(4_194_401)).is_some());
         assert!(t.get(Pid(std::process::id())).is_some());
+        assert_eq!(t.health().pruned, 1);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_missing_then_the_youngest() {
+        let mut t = ProcessTable::default();
+        for pid in 1..=MAX_PROCESSES as u32 {
+            let mut p = proc(pid, 1, "/x", 1);
+            p.start = BootNs(u64::from(pid));
+            t.insert(p);
+        }
+        // Pid 2 is missed by a view, so it goes first, then the youngest.
+        let view = KernelView {
+            taken_at: BootNs(u64::MAX),
+            procs: (1..=MAX_PROCESSES as u32)
+                .filter(|&p| p != 2)
+                .map(|p| (Pid(p), BootNs(u64::from(p))))
+                .collect(),
+            cgroups: None,
+        };
+        assert!(t.prune_missing(&view).is_empty());
+        let mut newcomer = proc(MAX_PROCESSES as u32 + 1, 1, "/y", 1);
+        newcomer.start = BootNs(u64::MAX - 1);
+        let mut evicted = t.insert(newcomer);
+        evicted.sort_unstable();
+        assert_eq!(evicted.len(), MAX_PROCESSES / 16);
+        assert_eq!(evicted[0], Pid(2));
+        assert_eq!(
+            evicted[1],
+            Pid((MAX_PROCESSES - MAX_PROCESSES / 16 + 2) as u32)
+        );
+        assert!(t.get(Pid(1)).is_some());
+        assert!(t.get(Pid(MAX_PROCESSES as u32 + 1)).is_some());
+        assert_eq!(t.health().evicted, (MAX_PROCESSES / 16) as u64);
     }
 }

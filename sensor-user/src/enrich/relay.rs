@@ -164,19 +164,21 @@ impl PipeIndex {
         }
     }
 
-    /// Keeps the processes `live` holds (the process table's sweep found the others gone,
-    /// their exit records lost).
-    pub fn retain(&mut self, live: impl Fn(Pid) -> bool) {
-        let gone: Vec<Pid> = self.by_pid.keys().copied().filter(|&p| !live(p)).collect();
-        for pid in gone {
-            self.remove(pid);
-        }
-    }
-
     /// Processes whose stdio pipes are tracked.
     #[cfg(test)]
     fn len(&self) -> usize {
         self.by_pid.len()
+    }
+
+    /// The index's size: it tracks processes of the process table only, whose bound it shares
+    /// (an entry leaves with its process, however that leaves).
+    pub fn health(&self) -> sensor_proto::TableHealth {
+        sensor_proto::TableHealth {
+            table: "stdio_pipes".into(),
+            entries: self.by_pid.len() as u64,
+            capacity: super::process_table::MAX_PROCESSES as u64,
+            ..Default::default()
+        }
     }
 
     /// `pid` as the relayed side: its stdin is a pipe and its stdout or stderr reaches the
@@ -440,7 +442,7 @@ mod tests {
         assert_eq!(index.relayed_by(Pid(2), |p| p == Pid(3)), None);
         index.set(Pid(2), Pid(9), C, [0, 0, 0], PIPES);
         assert_eq!(index.len(), 1);
-        index.retain(|p| p != Pid(1));
+        index.remove(Pid(1));
         assert_eq!(index.len(), 0);
         assert!(index.ends.is_empty());
         assert!(index.children.is_empty());

@@ -136,6 +136,8 @@ pub struct MetadataCache {
     /// Asked and not answered yet, with when.
     requested: HashMap<ContainerId, Instant>,
     requests: Option<Requests>,
+    /// Entries dropped to stay within [`MAX_ENTRIES`].
+    evicted: u64,
 }
 
 impl MetadataCache {
@@ -190,6 +192,7 @@ impl MetadataCache {
                 .map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
                 self.entries.remove(&oldest);
+                self.evicted += 1;
             }
         }
         self.entries.insert(id, (Instant::now(), Arc::new(meta)));
@@ -204,12 +207,15 @@ impl MetadataCache {
         self.requested.retain(|_, t| now.duration_since(*t) < GRACE);
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// The cache's size, bound and evictions (`Health.tables`).
+    pub fn health(&self) -> sensor_proto::TableHealth {
+        sensor_proto::TableHealth {
+            table: "runtime_metadata".into(),
+            entries: self.entries.len() as u64,
+            capacity: MAX_ENTRIES as u64,
+            evicted: self.evicted,
+            pruned: 0,
+        }
     }
 }
 
