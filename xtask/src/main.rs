@@ -13,6 +13,7 @@ mod latency;
 mod lint;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod util;
 mod vm;
@@ -122,6 +123,13 @@ enum Cmd {
         /// Only these targets (default: all).
         targets: Vec<String>,
     },
+    /// As root: the agent under a steady, bounded load (container churn, many peers, rule
+    /// reloads) for N minutes; prints its memory, tables, events and drops over time and
+    /// writes them to target/soak/soak.md.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Generate docs/detections.md from the rule files.
     Docs,
     /// Each rule's detection latency (event to alert), from the last integration tests' alerts.
@@ -222,6 +230,7 @@ fn dispatch(command: Cmd) -> Result<()> {
                 hook_costs,
             },
         ),
+        Cmd::Soak { minutes } => soak::soak(&root, minutes),
         Cmd::Docs => docs::docs(&root),
         Cmd::Latency => latency::report(&util::target_dir(&root).join("test-artifacts"), None),
         Cmd::VmTest {

@@ -14,7 +14,7 @@ mod alert_latency;
 mod chart;
 mod fixture;
 mod hook_cost;
-mod mode;
+pub(crate) mod mode;
 mod report;
 mod workload;
 

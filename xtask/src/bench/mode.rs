@@ -177,7 +177,7 @@ impl Active {
         };
         let pid = child.id();
         let cpu = cpu_seconds(pid).unwrap_or(0.0);
-        let peak_rss_kib = peak_rss_kib(pid).unwrap_or(0);
+        let peak_rss_kib = status_kib(pid, "VmHWM:").unwrap_or(0);
         util::signal(pid.into(), "INT");
         let started = Instant::now();
         let status = loop {
@@ -251,12 +251,12 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// `VmHWM` of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// A `kB` field of `/proc/PID/status` (`VmHWM:`, `VmRSS:`).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
