@@ -13,6 +13,7 @@ pub mod drops;
 pub mod enrich;
 pub mod health;
 pub mod loader;
+pub mod logging;
 pub mod privileges;
 pub mod trust;
 pub mod types;

@@ -182,7 +182,7 @@ fn hostname() -> String {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    sensor::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check => sensor::loader::check::run(),

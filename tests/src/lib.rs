@@ -23,6 +23,7 @@ pub mod bpf_links;
 pub mod disk;
 mod grpc;
 pub use grpc::LiveAlerts;
+pub mod python;
 pub mod runc;
 pub mod uring;
 pub mod watch;

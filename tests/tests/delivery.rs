@@ -338,6 +338,18 @@ async fn tcp_needs_a_client_certificate_from_the_configured_ca() {
         "sensor watch over mTLS: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The Python example client (grpcio) over mutual TLS.
+    let out = sensor_tests::python::example_client()
+        .args(["--addr", &format!("localhost:{port}"), "--ca", &ca])
+        .args(["--cert", &client_cert, "--key", &client_key, "health"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("\"rings\""),
+        "the Python client over mTLS: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(sensor);
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(other);

@@ -11,6 +11,7 @@ mod docs;
 mod fuzz;
 mod latency;
 mod lint;
+mod python;
 mod run;
 mod setup;
 mod soak;
@@ -205,6 +206,11 @@ fn dispatch(command: Cmd) -> Result<()> {
             setup::setup(Purpose::Test)?;
             let dockerd = docker::Dockerd::ensure(&root)?;
             docker::ensure_test_image(&root)?;
+            let python = python::ensure(&root)?;
+            step(format!(
+                "the client tests need SENSOR_PYTHON={}",
+                python.display()
+            ));
             if dockerd.started_here() {
                 step("dockerd keeps running; stop it with `cargo xtask docker-down`");
             }

@@ -429,6 +429,28 @@ fn server() -> Server {
         .http2_max_header_list_size(MAX_HEADER_BYTES)
 }
 
+/// gRPC server reflection (v1 and v1alpha) of the `sensor.v1` schema, so that generic tools
+/// (grpcurl, grpcui, grpcio-reflection) discover the API from the server alone.
+fn reflection() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sensor_proto::FILE_DESCRIPTOR_SET)
+    };
+    // The schema is compiled into the agent: its descriptors always parse.
+    let parsed = "the compiled schema's descriptors parse";
+    (
+        builder().build_v1().expect(parsed),
+        builder().build_v1alpha().expect(parsed),
+    )
+}
+
 fn service(shared: Arc<Shared>, shutdown: &watch::Receiver<bool>) -> SensorServer<Service> {
     SensorServer::new(Service {
         shared,
@@ -444,11 +466,14 @@ pub(super) async fn serve_unix(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let svc = service(shared, &shutdown);
+    let (reflect, reflect_alpha) = reflection();
     let stop = async move {
         let _ = shutdown.changed().await;
     };
     if let Err(err) = server()
         .add_service(svc)
+        .add_service(reflect)
+        .add_service(reflect_alpha)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await
     {
@@ -494,6 +519,7 @@ pub(super) async fn serve_tcp(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let svc = service(shared, &shutdown);
+    let (reflect, reflect_alpha) = reflection();
     let stop = async move {
         let _ = shutdown.changed().await;
     };
@@ -501,6 +527,8 @@ pub(super) async fn serve_tcp(
         Ok(mut builder) => {
             builder
                 .add_service(svc)
+                .add_service(reflect)
+                .add_service(reflect_alpha)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
                 .await
         }
