@@ -23,6 +23,7 @@ pub mod bpf_links;
 pub mod disk;
 mod grpc;
 pub use grpc::LiveAlerts;
+pub mod pki;
 pub mod python;
 pub mod runc;
 pub mod uring;

@@ -10,6 +10,19 @@ pub fn python() -> PathBuf {
     }))
 }
 
+/// The `rotel-agent` collector that the `rotel` wheel bundles.
+pub fn rotel_agent() -> PathBuf {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import os, rotel; print(os.path.dirname(rotel.__file__))",
+        ])
+        .output()
+        .expect("running the test Python");
+    assert!(out.status.success(), "no rotel package in {:?}", python());
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("rotel-agent")
+}
+
 /// `python sensor_client.py`, for the caller to add arguments to.
 pub fn example_client() -> Command {
     let mut cmd = Command::new(python());

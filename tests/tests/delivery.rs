@@ -23,7 +23,7 @@ use sensor_proto::{
     self as pb, Event, sensor_client::SensorClient, watch_alerts_response, watch_events_response,
 };
 use sensor_tests::{
-    Sensor, docker_run_rm, free_port, http_get, image, marker, scratch_dir, sensor_bin,
+    Sensor, docker_run_rm, free_port, http_get, image, marker, pki::Pki, scratch_dir, sensor_bin,
     watch::Watch,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -184,54 +184,6 @@ fn the_unix_socket_is_root_only_and_other_users_are_refused() {
     );
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
-struct Pki {
-    ca: String,
-    client_cert: String,
-    client_key: String,
-}
-
-fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let ca = {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "sensor test CA");
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-    };
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names).unwrap();
-        p.extended_key_usages = vec![usage];
-        (p.signed_by(&key, &ca).unwrap().pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(
-        vec!["localhost".into(), "127.0.0.1".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client_cert, client_key) = leaf(
-        vec!["sensor-client".into()],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    for (name, pem) in [
-        ("ca.pem", ca.pem()),
-        ("server.pem", server_cert),
-        ("server.key", server_key),
-    ] {
-        std::fs::write(dir.join(name), pem).unwrap();
-    }
-    Pki {
-        ca: ca.pem(),
-        client_cert,
-        client_key,
-    }
-}
-
 async fn tls_health(port: u16, ca: &str, identity: Option<(&str, &str)>) -> Result<(), String> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
@@ -258,7 +210,7 @@ async fn tls_health(port: u16, ca: &str, identity: Option<(&str, &str)>) -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_needs_a_client_certificate_from_the_configured_ca() {
     let dir = scratch_dir("mtls");
-    let pki = make_pki(&dir);
+    let pki = Pki::make(&dir);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let path = |n: &str| dir.join(n).display().to_string();
@@ -288,7 +240,7 @@ async fn tcp_needs_a_client_certificate_from_the_configured_ca() {
 
     // A certificate from another CA is no better than none.
     let other = scratch_dir("mtls-other");
-    let stranger = make_pki(&other);
+    let stranger = Pki::make(&other);
     let refused = tls_health(
         port,
         &pki.ca,

@@ -1,5 +1,6 @@
-//! A private Python for the tests of stock gRPC clients: a venv in `target/python` with grpcio,
-//! grpcio-tools and grpcio-reflection from PyPI, pinned. Created once; recreated when the pins
+//! A private Python for the tests of stock gRPC clients and of a real OpenTelemetry collector: a
+//! venv in `target/python` with grpcio, grpcio-tools, grpcio-reflection and rotel (whose wheel
+//! bundles the `rotel-agent` collector) from PyPI, pinned. Created once; recreated when the pins
 //! change.
 
 use std::{
@@ -17,6 +18,7 @@ const PACKAGES: &[&str] = &[
     "grpcio==1.85.3",
     "grpcio-tools==1.85.1",
     "grpcio-reflection==1.85.1",
+    "rotel==0.0.1a15",
 ];
 
 /// The venv's interpreter, creating or updating the venv first if needed.

@@ -40,9 +40,19 @@ pub struct DeliveryArgs {
     /// crash of the agent, not of the machine).
     #[arg(long, value_name = "POLICY", default_value = "always", value_parser = ["always", "never"])]
     pub spool_fsync: String,
-    /// Push alerts to this OpenTelemetry collector (OTLP/gRPC logs), e.g. http://127.0.0.1:4317.
+    /// Push alerts to this OpenTelemetry collector (OTLP/gRPC logs), e.g. http://127.0.0.1:4317,
+    /// or https://collector:4317 with --otlp-ca.
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// CA (PEM) the https:// collector's certificate must chain to.
+    #[arg(long, value_name = "PEM", requires = "otlp_endpoint")]
+    pub otlp_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector that asks for one (mutual TLS).
+    #[arg(long, value_name = "PEM", requires_all = ["otlp_key", "otlp_ca"])]
+    pub otlp_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "otlp_cert")]
+    pub otlp_key: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (off by default), e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -77,6 +87,10 @@ impl DeliveryArgs {
             },
         };
         cfg.otlp_endpoint = self.otlp_endpoint;
+        cfg.otlp_tls = super::otlp::OtlpTls {
+            ca: self.otlp_ca,
+            identity: self.otlp_cert.zip(self.otlp_key),
+        };
         cfg.metrics_addr = self.metrics_addr;
         cfg
     }

@@ -66,8 +66,10 @@ pub struct DeliveryConfig {
     pub grpc_socket: PathBuf,
     pub grpc_tcp: Option<TcpTlsConfig>,
     pub spool: SpoolConfig,
-    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`.
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317` or `https://collector:4317`.
     pub otlp_endpoint: Option<String>,
+    /// TLS to an `https://` collector.
+    pub otlp_tls: otlp::OtlpTls,
     /// Prometheus endpoint; off when `None`.
     pub metrics_addr: Option<SocketAddr>,
     /// Items each subscriber may have queued before it starts missing them.
@@ -86,6 +88,7 @@ impl DeliveryConfig {
             grpc_tcp: None,
             spool: SpoolConfig::default(),
             otlp_endpoint: None,
+            otlp_tls: otlp::OtlpTls::default(),
             metrics_addr: None,
             subscriber_queue: 4096,
             json_out: None,
@@ -256,7 +259,7 @@ impl Delivery {
             endpoints.push(format!("metrics http://{addr}/metrics"));
         }
         if let Some(endpoint) = &cfg.otlp_endpoint {
-            let exporter = otlp::Exporter::new(endpoint, shared.clone())?;
+            let exporter = otlp::Exporter::new(endpoint, &cfg.otlp_tls, shared.clone())?;
             tasks.push(tokio::spawn(exporter.run(shutdown.subscribe())));
             endpoints.push(format!("OTLP {endpoint}"));
         }

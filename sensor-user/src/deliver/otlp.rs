@@ -1,5 +1,6 @@
 //! OTLP/gRPC logs export: pushes spooled alerts to an OpenTelemetry collector
-//! (`--otlp-endpoint http://host:4317`), so any OpenTelemetry pipeline can route them to a SIEM.
+//! (`--otlp-endpoint http://host:4317`, or `https://` with `--otlp-ca` and, for mutual TLS,
+//! `--otlp-cert`/`--otlp-key`), so any OpenTelemetry pipeline can route them to a SIEM.
 //!
 //! The exporter reads the spool after its persisted cursor, in sequence order, a batch at a time
 //! (at most 128 alerts and 1 MiB of records), and moves the cursor only when the collector has
@@ -35,7 +36,7 @@ use opentelemetry_proto::tonic::{
 use prost::Message;
 use sensor_proto::{self as pb, Alert, Severity};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{Shared, dead_letter::DeadLetter, system_time};
 
@@ -95,26 +96,73 @@ impl ExporterState {
     }
 }
 
+/// TLS to the collector (`https://` endpoints only).
+#[derive(Clone, Debug, Default)]
+pub struct OtlpTls {
+    /// The CA (PEM) the collector's certificate must chain to.
+    pub ca: Option<std::path::PathBuf>,
+    /// This agent's certificate and key (PEM), for a collector that asks for one.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl OtlpTls {
+    /// The client TLS configuration for `endpoint`, or `None` for `http://`; an error for a
+    /// mismatch (TLS flags with `http://`, `https://` without a CA) or an unreadable file.
+    fn config(&self, endpoint: &str) -> Result<Option<ClientTlsConfig>> {
+        let read = |path: &std::path::Path, flag: &str| {
+            std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+        };
+        if endpoint.starts_with("http://") {
+            if self.ca.is_some() || self.identity.is_some() {
+                anyhow::bail!(
+                    "--otlp-ca, --otlp-cert and --otlp-key are for an https:// collector;                      --otlp-endpoint is {endpoint:?}"
+                );
+            }
+            return Ok(None);
+        }
+        let Some(ca) = &self.ca else {
+            anyhow::bail!(
+                "--otlp-endpoint {endpoint:?} is TLS: give --otlp-ca PEM, the CA its                  certificate chains to (and --otlp-cert/--otlp-key if it asks for a client                  certificate)"
+            );
+        };
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "--otlp-ca")?));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(Identity::from_pem(
+                read(cert, "--otlp-cert")?,
+                read(key, "--otlp-key")?,
+            ));
+        }
+        Ok(Some(tls))
+    }
+}
+
 pub(super) struct Exporter {
     shared: Arc<Shared>,
     client: LogsServiceClient<Channel>,
 }
 
 impl Exporter {
-    /// Checks `endpoint` (`http://host:port`: plaintext only, see the error below); the
-    /// connection itself is made lazily and re-made after failures.
-    pub(super) fn new(endpoint: &str, shared: Arc<Shared>) -> Result<Exporter> {
-        if !endpoint.starts_with("http://") {
+    /// Checks `endpoint` (`http://host:port`, or `https://host:port` with `tls`) and loads the
+    /// TLS material, so that a bad flag fails the start; the connection itself is made lazily
+    /// and re-made after failures.
+    pub(super) fn new(endpoint: &str, tls: &OtlpTls, shared: Arc<Shared>) -> Result<Exporter> {
+        if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
             anyhow::bail!(
-                "--otlp-endpoint {endpoint:?}: give http://HOST:PORT (OTLP/gRPC without TLS, to a \
-                 collector on this node or its network; TLS to remote backends belongs in that \
-                 collector)"
+                "--otlp-endpoint {endpoint:?}: give http://HOST:PORT (plaintext) or \
+                 https://HOST:PORT (TLS, with --otlp-ca)"
             );
         }
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .with_context(|| {
-                format!("--otlp-endpoint {endpoint:?} is not a URI: give http://HOST:PORT")
-            })?
+        let mut channel = Endpoint::from_shared(endpoint.to_string()).with_context(|| {
+            format!("--otlp-endpoint {endpoint:?} is not a URI: give http://HOST:PORT")
+        })?;
+        if let Some(config) = tls.config(endpoint)? {
+            channel = channel.tls_config(config).with_context(|| {
+                "loading the TLS material for the collector (--otlp-ca, --otlp-cert, \
+                 --otlp-key): they must be PEM, the key matching the certificate"
+            })?;
+        }
+        let channel = channel
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect_lazy();
