@@ -357,7 +357,7 @@ pub fn ensure_image(root: &Path, image: &Image) -> Result<()> {
     let old_id = util::output_ok(
         Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", name]),
     );
-    let imported = import(&rootfs, name, &want);
+    let imported = import(&rootfs, name, &want, &[r#"CMD ["/bin/sh"]"#.into()]);
     let _ = fs::remove_dir_all(&rootfs);
     imported?;
     if let Some(old) = old_id {
@@ -402,8 +402,9 @@ pub fn busybox_rootfs(rootfs: &Path) -> Result<()> {
     make_rootfs(rootfs, Path::new(BUSYBOX), &applets)
 }
 
-/// `tar -C rootfs -cf - . | docker import --change ... - NAME`
-fn import(rootfs: &Path, name: &str, hash: &str) -> Result<()> {
+/// `tar -C rootfs -cf - . | docker import --change ... - NAME`, with `changes` (Dockerfile
+/// instructions: CMD, ENTRYPOINT, ...) and the rootfs hash as a label.
+pub fn import(rootfs: &Path, name: &str, hash: &str, changes: &[String]) -> Result<()> {
     let mut tar = Command::new("tar")
         .arg("-C")
         .arg(rootfs)
@@ -415,7 +416,7 @@ fn import(rootfs: &Path, name: &str, hash: &str) -> Result<()> {
     let mut import = Command::new("docker");
     import
         .arg("import")
-        .args(["--change", r#"CMD ["/bin/sh"]"#])
+        .args(changes.iter().flat_map(|c| ["--change", c.as_str()]))
         .args(["--change", &format!("LABEL {LABEL}={hash}")])
         .args(["-", name])
         .stdin(tar_out);

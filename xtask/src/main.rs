@@ -9,6 +9,7 @@ mod build_ebpf;
 mod docker;
 mod docs;
 mod fuzz;
+mod image;
 mod latency;
 mod lint;
 mod python;
@@ -131,6 +132,9 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         minutes: u64,
     },
+    /// Build the agent's container image sensor/agent:VERSION offline (the agent and its
+    /// libraries only); `deploy/` says how to run it.
+    Image,
     /// Generate docs/detections.md from the rule files.
     Docs,
     /// Each rule's detection latency (event to alert), from the last integration tests' alerts.
@@ -237,6 +241,7 @@ fn dispatch(command: Cmd) -> Result<()> {
             },
         ),
         Cmd::Soak { minutes } => soak::soak(&root, minutes),
+        Cmd::Image => image::image(&root).map(drop),
         Cmd::Docs => docs::docs(&root),
         Cmd::Latency => latency::report(&util::target_dir(&root).join("test-artifacts"), None),
         Cmd::VmTest {

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::docker::{self, Dockerd};
 use crate::setup::{self, Purpose};
 use crate::util::{self, fmt_duration, run, step};
-use crate::{build_agent, build_ebpf, fuzz, latency, lint, python, vm};
+use crate::{build_agent, build_ebpf, fuzz, image, latency, lint, python, vm};
 
 /// Records how long each step took, for the summary line.
 struct Steps {
@@ -127,6 +127,7 @@ fn test_steps(root: &Path, options: Options, filter: &[String], steps: &mut Step
         Ok(d)
     })?;
     let python = steps.time("python", || python::ensure(root))?;
+    let agent_image = steps.time("agent image", || image::image(root))?;
 
     let artifacts = util::target_dir(root).join("test-artifacts");
     fs::create_dir_all(&artifacts)
@@ -148,7 +149,8 @@ fn test_steps(root: &Path, options: Options, filter: &[String], steps: &mut Step
         .env("SENSOR_BIN", &sensor)
         .env("SENSOR_TEST_IMAGE", docker::TEST_IMAGE)
         .env("SENSOR_TEST_ARTIFACTS", &artifacts)
-        .env("SENSOR_PYTHON", &python);
+        .env("SENSOR_PYTHON", &python)
+        .env("SENSOR_AGENT_IMAGE", &agent_image);
         let (status, results) = run_collecting(cmd)?;
         // The host column of the kernel matrix (`cargo xtask vm-test`); a filtered run does
         // not replace the full one.
