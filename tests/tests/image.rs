@@ -61,11 +61,12 @@ fn docker_run_args(pod: &Value, container: &Value, scratch: &Path, name: &str) -
     if strings(&security["capabilities"]["drop"]) == ["ALL"] {
         args.extend(["--cap-drop".into(), "ALL".into()]);
     }
+    let bpf_caps = docker_knows_bpf_caps();
     for cap in manifest_capabilities(container) {
         // Docker 20.10 does not know CAP_BPF and CAP_PERFMON (containerd 1.6 and Kubernetes
         // do); the kernel grants what they allow to CAP_SYS_ADMIN too (bpf_capable(),
         // perfmon_capable()), which the spec adds as well.
-        if matches!(cap.as_str(), "BPF" | "PERFMON") && !docker_knows_bpf_caps() {
+        if matches!(cap.as_str(), "BPF" | "PERFMON") && !bpf_caps {
             continue;
         }
         args.extend(["--cap-add".into(), cap]);

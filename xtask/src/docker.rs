@@ -295,7 +295,7 @@ fn log_tail(log: &Path) -> String {
     format!("last lines of {}:\n{tail}", log.display())
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub fn sha256_file(path: &Path) -> Result<String> {
     let out = output(Command::new("sha256sum").arg(path))?;
     first_word(&out)
 }

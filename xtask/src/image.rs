@@ -44,11 +44,7 @@ pub fn image(root: &Path) -> Result<String> {
         rootfs.join("etc/passwd"),
         "root:x:0:0:root:/:/nonexistent\n",
     )?;
-    let hash = util::output(Command::new("sha256sum").arg(&sensor))?
-        .split_whitespace()
-        .next()
-        .context("sha256sum printed nothing")?
-        .to_string();
+    let hash = docker::sha256_file(&sensor)?;
     step(format!("building the image {tag} offline from {binary}..."));
     let changes = [
         r#"ENTRYPOINT ["/usr/local/bin/sensor"]"#.to_string(),

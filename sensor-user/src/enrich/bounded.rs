@@ -17,6 +17,22 @@ pub struct Departures {
 }
 
 impl Departures {
+    /// [`make_room`] in `map`, counting what it evicted.
+    pub fn make_room<K, V, R>(
+        &mut self,
+        map: &mut HashMap<K, V>,
+        max: usize,
+        rank: impl Fn(&K, &V) -> R,
+    ) -> Vec<K>
+    where
+        K: Clone + Eq + Hash,
+        R: Ord,
+    {
+        let evicted = make_room(map, max, rank);
+        self.evicted += evicted.len() as u64;
+        evicted
+    }
+
     /// The table's line in `health` (`Health.tables`).
     pub fn health(self, table: &str, entries: usize, capacity: usize) -> pb::TableHealth {
         pb::TableHealth {

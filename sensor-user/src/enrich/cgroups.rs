@@ -9,7 +9,7 @@ use std::{collections::HashMap, fs, os::unix::fs::MetadataExt, path::Path};
 use sensor_proto as pb;
 
 use super::{
-    bounded::{Departures, make_room},
+    bounded::Departures,
     container_id::{ContainerId, ContainerRef, resolve},
     kernel_view::{KernelView, Misses},
 };
@@ -171,10 +171,11 @@ impl CgroupTable {
 
     fn insert_cgroup(&mut self, id: CgroupId, entry: CgroupEntry) {
         if !self.cgroups.contains_key(&id) {
-            let evicted = make_room(&mut self.cgroups, MAX_CGROUPS, |_, e| {
-                std::cmp::Reverse(e.since)
-            });
-            self.left.cgroups.evicted += evicted.len() as u64;
+            self.left
+                .cgroups
+                .make_room(&mut self.cgroups, MAX_CGROUPS, |_, e| {
+                    std::cmp::Reverse(e.since)
+                });
         }
         self.cgroups.insert(id, entry);
     }
@@ -243,10 +244,11 @@ impl CgroupTable {
             started: at,
             exact,
         };
-        let evicted = make_room(&mut self.containers, MAX_CONTAINERS, |_, c| {
-            std::cmp::Reverse(c.started)
-        });
-        self.left.containers.evicted += evicted.len() as u64;
+        self.left
+            .containers
+            .make_room(&mut self.containers, MAX_CONTAINERS, |_, c| {
+                std::cmp::Reverse(c.started)
+            });
         self.containers.insert(live.cref.id.clone(), live.clone());
         self.container_updates
             .push((live.cgroup_path.clone(), true));
@@ -285,8 +287,9 @@ impl CgroupTable {
             .and_then(|e| e.container.clone())
             .or_else(|| resolve(path));
         if let Some(entry) = entry {
-            let evicted = make_room(&mut self.departed, MAX_DEPARTED, |_, (t, _)| *t);
-            self.left.departed.evicted += evicted.len() as u64;
+            self.left
+                .departed
+                .make_room(&mut self.departed, MAX_DEPARTED, |_, (t, _)| *t);
             self.departed.insert(id, (at, entry));
         }
         let cref = cref?;
@@ -296,8 +299,11 @@ impl CgroupTable {
         let container = self.containers.remove(&cref.id)?;
         self.container_updates
             .push((container.cgroup_path.clone(), false));
-        let evicted = make_room(&mut self.departed_containers, MAX_DEPARTED, |_, (t, _)| *t);
-        self.left.departed_containers.evicted += evicted.len() as u64;
+        self.left.departed_containers.make_room(
+            &mut self.departed_containers,
+            MAX_DEPARTED,
+            |_, (t, _)| *t,
+        );
         self.departed_containers
             .insert(cref.id.clone(), (at, container.clone()));
         Some(ContainerChange::Exited { container, at })

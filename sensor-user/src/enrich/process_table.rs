@@ -11,7 +11,7 @@ use sensor_common::Namespaces;
 use sensor_proto as pb;
 
 use super::{
-    bounded::{Departures, make_room},
+    bounded::Departures,
     kernel_view::{KernelView, Misses},
     procfs::{self, ProcSnapshot},
 };
@@ -115,11 +115,10 @@ impl ProcessTable {
             return Vec::new();
         }
         let missing = &self.missing;
-        let evicted = make_room(&mut self.procs, MAX_PROCESSES, |pid, p| {
-            (!missing.contains(pid), std::cmp::Reverse(p.start))
-        });
-        self.left.evicted += evicted.len() as u64;
-        evicted
+        self.left
+            .make_room(&mut self.procs, MAX_PROCESSES, |pid, p| {
+                (!missing.contains(pid), std::cmp::Reverse(p.start))
+            })
     }
 
     /// The table's size, bound and departures.

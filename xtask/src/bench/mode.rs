@@ -162,6 +162,19 @@ impl Active {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Its log (bpftrace's output, or the sensor's stderr).
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// How its process ended, if it has ended already.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => Ok(None),
+        }
+    }
+
     /// The sensor's CPU time so far (user + system, all threads); `None` in other modes.
     pub fn sensor_cpu_seconds(&self) -> Option<f64> {
         if self.mode != Mode::Sensor {

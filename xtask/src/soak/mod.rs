@@ -14,7 +14,6 @@ use std::{
     fs,
     net::TcpListener,
     path::Path,
-    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -23,14 +22,12 @@ use anyhow::{Context, Result, bail};
 
 use self::sample::Sample;
 use crate::{
+    bench::mode::{Mode, Paths},
     build_agent, build_ebpf, docker,
     setup::{self, Purpose},
     util::{self, step},
 };
 
-/// How long the agent may take to be ready, and to stop.
-const START_TIMEOUT: Duration = Duration::from_secs(90);
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The JSON lines file is cut back to empty once it is larger (as a log rotation would).
 const JSON_OUT_KEEP: u64 = 64 << 20;
 
@@ -54,47 +51,28 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
         let probe = TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?
     };
-    let log = dir.join("sensor.log");
-    let events = dir.join("events.jsonl");
-    let mut child = Command::new(&sensor)
-        .arg("run")
-        .arg("--json-out")
-        .arg(&events)
-        .arg("--grpc-socket")
-        .arg(dir.join("sensor.sock"))
-        .arg("--spool-dir")
-        .arg(dir.join("spool"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--rules")
-        .arg(&rules)
-        .arg("--metrics-addr")
-        .arg(metrics_addr.to_string())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log)?)
-        .spawn()
-        .with_context(|| format!("starting {}", sensor.display()))?;
-    let pid = child.id();
-    let ready = Instant::now();
-    while !fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("ready in")
-    {
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "the sensor exited during start-up ({status}); see {}",
-                log.display()
-            );
-        }
-        if ready.elapsed() > START_TIMEOUT {
-            let _ = child.kill();
-            bail!(
-                "the sensor was not ready within {START_TIMEOUT:?}; see {}",
-                log.display()
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let paths = Paths {
+        dir: dir.clone(),
+        sensor,
+        events: dir.join("events.jsonl"),
+        socket: dir.join("sensor.sock"),
+    };
+    let state = dir.join("state").display().to_string();
+    let rules_arg = rules.display().to_string();
+    let metrics_arg = metrics_addr.to_string();
+    let mut agent = Mode::Sensor.start_with(
+        &paths,
+        &[
+            "--state-dir",
+            &state,
+            "--rules",
+            &rules_arg,
+            "--metrics-addr",
+            &metrics_arg,
+        ],
+    )?;
+    let pid = agent.pid().context("the sensor mode has a process")?;
+    let log = agent.log().to_path_buf();
 
     let run_for = Duration::from_secs(minutes * 60);
     let every = (run_for / 20).clamp(Duration::from_secs(10), Duration::from_secs(30));
@@ -112,7 +90,7 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
     loop {
         let next = (started + every * (samples.len() as u32 + 1)).min(deadline);
         thread::sleep(next.saturating_duration_since(Instant::now()));
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = agent.exited()? {
             load.finish();
             bail!(
                 "the sensor exited during the soak ({status}); see {}",
@@ -122,27 +100,18 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
         let sample = Sample::take(started.elapsed(), pid, metrics_addr, &log, &load.counts)?;
         println!("{}", sample.line());
         samples.push(sample);
-        if fs::metadata(&events).is_ok_and(|m| m.len() > JSON_OUT_KEEP) {
+        if fs::metadata(&paths.events).is_ok_and(|m| m.len() > JSON_OUT_KEEP) {
             // The agent appends, so it goes on writing at the new end.
-            fs::File::options().write(true).open(&events)?.set_len(0)?;
+            fs::File::options()
+                .write(true)
+                .open(&paths.events)?
+                .set_len(0)?;
         }
         if Instant::now() >= deadline {
             break;
         }
     }
     load.finish();
-    util::signal(pid.into(), "INT");
-    let stopping = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if stopping.elapsed() > STOP_TIMEOUT {
-            let _ = child.kill();
-            bail!("the sensor did not stop within {STOP_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
     let summary = sample::summary(&samples);
     println!("\n{summary}");
     let mut md = format!(
@@ -156,8 +125,7 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
     md.push_str(&format!("```\n\n{summary}\n"));
     fs::write(dir.join("soak.md"), md)?;
     step(format!("wrote {}", dir.join("soak.md").display()));
-    if !status.success() {
-        bail!("the sensor exited with {status}; see {}", log.display());
-    }
+    // As Ctrl-C would; an agent that fails to stop cleanly fails the soak.
+    agent.stop("soak")?;
     Ok(())
 }
