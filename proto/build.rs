@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&descriptor_path, fds.encode_to_vec())?;
 
     // Labels in a stable (sorted) order, in JSON as in Rust.
-    let btree = [".sensor.v1.Container"];
+    let btree = [".sensor.v1.Container", ".sensor.v1.Pod"];
     let mut config = prost_build::Config::new();
     config
         .btree_map(btree)

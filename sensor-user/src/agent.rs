@@ -26,7 +26,13 @@ use crate::{
         rule::CompiledRule,
     },
     drops::DropEpisodes,
-    enrich::{Enricher, kernel_view, runtime::RuntimeApi},
+    enrich::{
+        Enricher,
+        container_id::ContainerId,
+        holdback::Holdback,
+        kernel_view,
+        runtime::{ContainerMeta, RuntimeApi},
+    },
     health::{Setup, Stats, health_event},
     loader::{
         AggregationMaps, FALLBACK_ADVICE, HostCgroupFilter, KernelCounters, LoadOptions,
@@ -47,8 +53,8 @@ pub struct RunOptions {
     pub delivery: DeliveryConfig,
     /// Rules that extend or override the embedded catalog (by id); reloaded on SIGHUP.
     pub rules_dir: Option<std::path::PathBuf>,
-    /// The Docker Engine API socket for container names, images and labels; `None`: not asked.
-    pub docker_socket: Option<std::path::PathBuf>,
+    /// The runtime APIs asked for container and pod names, images and labels.
+    pub runtime_sockets: crate::enrich::runtime::Sockets,
     /// Where what rules learn is kept across restarts (`learned.json`).
     pub state_dir: std::path::PathBuf,
     /// Alerts per rule and container per period before "N more like this".
@@ -70,7 +76,7 @@ impl RunOptions {
                 ..DeliveryConfig::new(node.clone())
             },
             rules_dir: None,
-            docker_socket: Some(crate::enrich::runtime::docker::DEFAULT_SOCKET.into()),
+            runtime_sockets: Default::default(),
             state_dir: "/var/lib/sensor".into(),
             alert_cap: AlertCap::default(),
             node,
@@ -262,6 +268,8 @@ struct Pipeline {
     out: Emitter,
     host_filter: HostCgroupFilter,
     batch: Vec<pb::Event>,
+    /// New containers' events waiting for their runtime's answer.
+    holdback: Holdback,
 }
 
 impl Pipeline {
@@ -296,8 +304,45 @@ impl Pipeline {
         }
     }
 
+    /// Emits the batch's events, but holds those of containers whose runtime has not answered
+    /// yet ([`holdback`](crate::enrich::holdback)).
     fn flush_batch(&mut self) {
-        for event in self.batch.drain(..) {
+        for event in std::mem::take(&mut self.batch) {
+            let waiting = event
+                .container
+                .as_ref()
+                .and_then(|c| ContainerId::from_oci(&c.id))
+                .filter(|id| {
+                    self.holdback.is_holding(id.as_str()) || self.enricher.awaits_metadata(id)
+                });
+            let event = match waiting {
+                Some(id) => self.holdback.hold(&id, event),
+                None => Some(event),
+            };
+            if let Some(event) = event {
+                self.out.emit(event);
+            }
+        }
+    }
+
+    /// The runtime's answer about `id`: its held events go out, named.
+    fn runtime_metadata(&mut self, id: ContainerId, meta: ContainerMeta) {
+        self.enricher.runtime_metadata(id.clone(), meta);
+        let held = self.holdback.release(id.as_str());
+        self.emit_held(held);
+    }
+
+    /// Held events past their deadline (all with `all`) go out with what is known by now.
+    fn release_held(&mut self, all: bool) {
+        let held = self.holdback.expired(all);
+        self.emit_held(held);
+    }
+
+    fn emit_held(&mut self, events: Vec<pb::Event>) {
+        for mut event in events {
+            if let Some(c) = event.container.as_mut() {
+                self.enricher.apply_metadata(c);
+            }
             self.out.emit(event);
         }
     }
@@ -410,11 +455,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let delivery = Delivery::start(opts.delivery.clone()).await?;
     delivery.set_rules(rule_infos(&rules), rules_version.clone());
     // Asked before the programs load, so containers created from now on are inspected early.
-    let mut runtime = RuntimeApi::start(opts.docker_socket.clone()).await;
+    let mut runtime = RuntimeApi::start(&opts.runtime_sockets).await;
     let runtime_status = runtime.status.clone();
     let runtime_stats = runtime.stats.clone();
-    if runtime_status.get().contains("unavailable") {
-        eprintln!("sensor: warning: {}", runtime_status.get());
+    for warning in runtime_status.warnings() {
+        eprintln!("sensor: warning: {warning}");
     }
     let mut sensor = LoadedSensor::load(&opts.load)?;
     let proc_ring = sensor.take_proc_ring()?;
@@ -447,6 +492,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         },
         host_filter: sensor.take_host_filter()?,
         batch: Vec::new(),
+        holdback: Holdback::default(),
     };
     for event in p.enricher.bootstrap() {
         p.out.emit(event);
@@ -461,7 +507,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             hook_set: &hook_set,
             blind_rules: p.out.engine.blind_rules(missing),
             runtime_api: runtime_status.get(),
-            runtime_requests: runtime_stats.snapshot(),
+            runtime_requests: {
+                let held = p.holdback.stats();
+                pb::RuntimeRequests {
+                    held_events: held.held,
+                    held_unnamed: held.unnamed,
+                    ..runtime_stats.snapshot()
+                }
+            },
             rules: p.out.engine.stats(),
             tables: p.enricher.tables(),
             container_of: &|cgroup| p.enricher.container_id_of(cgroup),
@@ -501,6 +554,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let recheck = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(recheck);
     loop {
+        let hold_due = p.holdback.next_deadline();
+        let held_until = hold_due.map_or_else(tokio::time::Instant::now, Into::into);
         tokio::select! {
             // Re-arm before draining: a record committed after our last read then wakes us
             // again. (Clearing after draining can lose that wakeup, and the kernel only notifies
@@ -554,7 +609,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 p.out.emit(health(&p));
                 p.out.save_learning();
             }
-            Some((id, meta)) = runtime.updates.recv() => p.enricher.runtime_metadata(id, meta),
+            Some((id, meta)) = runtime.updates.recv() => p.runtime_metadata(id, meta),
+            () = tokio::time::sleep_until(held_until), if hold_due.is_some() => p.release_held(false),
             Some(view) = kernel_views.recv() => {
                 // What the rings hold first: their exits and rmdirs are better than a prune.
                 let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
@@ -572,6 +628,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     // Whatever is still in the rings and maps, then a last health report.
     p.drain(proc_ring.get_mut(), net_ring.get_mut());
+    p.release_held(true);
     p.aggregates(&aggregation, sensor.interface_names());
     p.report_losses(&counters, &mut episodes);
     p.out.emit(health(&p));

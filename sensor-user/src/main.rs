@@ -7,6 +7,7 @@ use sensor::{
     agent::{self, RunOptions},
     deliver::cli::{DeliveryArgs, WatchArgs},
     detect::engine::AlertCap,
+    enrich::runtime::RuntimeSocket,
 };
 
 #[derive(Parser)]
@@ -101,9 +102,19 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     rules: Option<std::path::PathBuf>,
     /// The Docker Engine API socket, asked for container names, images and labels (`none`: do
-    /// not ask). A socket that is missing or does not answer is a warning, not an error.
-    #[arg(long, value_name = "PATH|none", default_value = "/var/run/docker.sock")]
-    docker_socket: String,
+    /// not ask). A socket that does not answer is a warning, not an error; so is a missing one
+    /// named here (a missing default is a runtime this node does not run).
+    #[arg(long, value_name = "PATH|none")]
+    docker_socket: Option<String>,
+    /// Podman's Docker-compatible API socket (`podman system service`), asked about podman's
+    /// containers (`libpod-<id>` cgroups); `none`: do not ask. [default: /run/podman/podman.sock]
+    #[arg(long, value_name = "PATH|none")]
+    podman_socket: Option<String>,
+    /// The Kubernetes CRI socket of containerd or CRI-O, asked about pods and their containers
+    /// (pod name, namespace, uid, labels); `none`: do not ask. CRI-O listens on
+    /// `/run/crio/crio.sock`. [default: /run/containerd/containerd.sock]
+    #[arg(long, value_name = "PATH|none")]
+    cri_socket: Option<String>,
     /// At most N alerts per rule and container in SECONDS (`N/SECONDS`); the ones beyond are
     /// held back, counted (health `rules[].suppressed`) and reported when the period ends in
     /// one "N more like this" alert (`suppressed` = how many). `0` turns the cap off.
@@ -134,7 +145,18 @@ impl RunArgs {
         opts.load.hook_set = self.hooks;
         opts.rules_dir = self.rules;
         opts.alert_cap = self.alert_cap;
-        opts.docker_socket = (self.docker_socket != "none").then(|| self.docker_socket.into());
+        let sockets = &mut opts.runtime_sockets;
+        for (given, socket) in [
+            (self.docker_socket, &mut sockets.docker),
+            (self.podman_socket, &mut sockets.podman),
+            (self.cri_socket, &mut sockets.cri),
+        ] {
+            match given.as_deref() {
+                None => {}
+                Some("none") => *socket = None,
+                Some(path) => *socket = Some(RuntimeSocket::named(path)),
+            }
+        }
         opts.state_dir = self.state_dir.unwrap_or_else(|| {
             let spool = &opts.delivery.spool.dir;
             spool.parent().unwrap_or(spool).to_path_buf()

@@ -20,10 +20,12 @@ use std::{
 use serde_json::Value;
 
 pub mod bpf_links;
+pub mod cri;
 pub mod disk;
 mod grpc;
 pub use grpc::LiveAlerts;
 pub mod pki;
+pub mod podman;
 pub mod python;
 pub mod runc;
 pub mod uring;
@@ -608,6 +610,31 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating a scratch directory");
     dir
+}
+
+/// Removes a scratch directory a runtime kept its store in, unmounting what is still mounted
+/// under it first (a container's root filesystem outlives a runtime stopped mid-test).
+pub fn remove_scratch_dir(dir: &Path) {
+    let root = dir.display().to_string();
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if m.starts_with(&root) {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A shipped rule file (which has no exceptions) with `exceptions` (YAML list items, indented
+/// by two) appended: what a detection engineer's allow-list override looks like.
+pub fn shipped_rule_with_exceptions(file: &str, exceptions: &str) -> String {
+    let shipped = shipped_rule(file);
+    assert!(
+        !shipped.contains("exceptions:"),
+        "{file} has exceptions now: update the tests' overrides"
+    );
+    format!("{shipped}exceptions:\n{exceptions}")
 }
 
 /// The text of a rule file shipped in `rules/` (`"008-netcat-c2.yaml"`), for tests that write

@@ -489,7 +489,8 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn uuid() -> String {
+/// A random version-4-shaped UUID, as the API server gives pods.
+pub(crate) fn uuid() -> String {
     let h = random_hex(16);
     format!(
         "{}-{}-{}-{}-{}",

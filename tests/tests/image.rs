@@ -13,7 +13,7 @@ use std::{
 
 use sensor_tests::{Containers, docker, marker, netcat_exec_listener, scratch_dir, sensor_bin};
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 fn deploy(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -24,7 +24,7 @@ fn deploy(file: &str) -> PathBuf {
 /// The DaemonSet's pod spec and its one container.
 fn daemonset() -> (Value, Value) {
     let text = std::fs::read_to_string(deploy("daemonset.yaml")).unwrap();
-    let ds = serde_yaml::Deserializer::from_str(&text)
+    let ds = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
         .find(|d| d["kind"] == "DaemonSet")
         .expect("a DaemonSet in deploy/daemonset.yaml");

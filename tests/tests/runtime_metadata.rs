@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use sensor_tests::{
-    Containers, ImageTag, Sensor, docker, docker_run_rm, ev, image, marker, shipped_rule,
+    Containers, ImageTag, Sensor, docker, docker_run_rm, ev, image, marker,
+    shipped_rule_with_exceptions,
 };
 use serde_json::Value;
 
@@ -110,14 +111,10 @@ fn a_missing_docker_socket_is_a_warning_not_a_failure() {
 
 /// CRS-008 as shipped, plus the allow-list entries a detection engineer would add.
 fn netcat_rule_with_exceptions(allowed_image: &str, name_glob: &str) -> String {
-    let shipped = shipped_rule("008-netcat-c2.yaml");
-    assert!(
-        !shipped.contains("exceptions:"),
-        "update this test's override"
-    );
-    format!(
-        "{shipped}exceptions:\n\
-         \x20 - name: trusted-image\n\
+    shipped_rule_with_exceptions(
+        "008-netcat-c2.yaml",
+        &format!(
+            "\x20 - name: trusted-image\n\
          \x20   reason: the debugging image ships nc on purpose\n\
          \x20   images: [\"{allowed_image}\"]\n\
          \x20 - name: trusted-name\n\
@@ -126,6 +123,7 @@ fn netcat_rule_with_exceptions(allowed_image: &str, name_glob: &str) -> String {
          \x20 - name: infra-team\n\
          \x20   reason: the infra team's containers\n\
          \x20   labels: {{team: infra, purpose: \"debug*\"}}\n"
+        ),
     )
 }
 

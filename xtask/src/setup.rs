@@ -2,6 +2,7 @@
 //!
 //! - `rust-src` for the nightly toolchain (needed by `-Z build-std=core`);
 //! - bpf-linker 0.13, built against the nightly toolchain's own LLVM 22;
+//! - protoc (Debian's `protobuf-compiler`), which the CRI bindings (`k8s-cri`) are built with;
 //! - for `test` only: the Debian packages the integration tests use (Docker, busybox-static, ...);
 //! - tracefs mounted at `/sys/kernel/tracing`.
 //!
@@ -47,7 +48,14 @@ pub const TEST_PACKAGES: &[&str] = &[
     "cpio",
     "runc",
     "xz-utils",
+    // The runtime metadata tests: a private containerd with CRI (pods, CNI networks) and podman.
+    "containerd",
+    "containernetworking-plugins",
+    "podman",
 ];
+
+/// Debian packages every build needs: `k8s-cri` runs protoc in its build script.
+pub const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
 
 /// Debian packages `cargo xtask bench` needs besides [`TEST_PACKAGES`]: the workloads' servers
 /// and load tools, and bpftrace for the floor and peer modes.
@@ -68,10 +76,12 @@ pub fn setup(purpose: Purpose) -> Result<()> {
     Ok(())
 }
 
-/// What the eBPF build needs: nightly with rust-src, and bpf-linker.
+/// What the build needs: nightly with rust-src and bpf-linker for the eBPF side, protoc for
+/// the agent's CRI bindings.
 pub fn toolchain() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
+    debian_packages(BUILD_PACKAGES)?;
     Ok(())
 }
 

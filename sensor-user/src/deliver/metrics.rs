@@ -209,6 +209,22 @@ pub(super) fn render(shared: &Shared) -> String {
                 n,
             );
         }
+        o.family(
+            "sensor_runtime_held_events_total",
+            "counter",
+            "Events of new containers held (at most 1 s) until their runtime named them; \
+             released = went out at the deadline without the runtime's answer.",
+        );
+        for (outcome, n) in [
+            ("held", r.held_events),
+            ("released_unnamed", r.held_unnamed),
+        ] {
+            o.sample(
+                "sensor_runtime_held_events_total",
+                &[("outcome", outcome)],
+                n,
+            );
+        }
     }
     o.family(
         "sensor_cgroup_events_dropped_total",

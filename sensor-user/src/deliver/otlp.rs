@@ -18,7 +18,9 @@
 //! one-line summary, `event_name` is `sensor.alert`, severity per the OpenTelemetry log data
 //! model, attributes named per the semantic conventions (`container.*` with `container.name`,
 //! `container.image.name` and `container.label.<key>` once the runtime answered, `process.*`, `network.*`
-//! from the newest triggering event that has a peer, `k8s.pod.uid`, `host.name` on the resource) plus `sensor.*` for the rule, and the whole alert as proto3 JSON
+//! from the newest triggering event that has a peer, `k8s.pod.uid`, and for a pod's container
+//! `k8s.pod.name`, `k8s.namespace.name`, `k8s.container.name` and `k8s.pod.label.<key>`,
+//! `host.name` on the resource) plus `sensor.*` for the rule, and the whole alert as proto3 JSON
 //! in `sensor.alert.json` for consumers that want every field.
 
 use std::{
@@ -485,8 +487,26 @@ pub fn log_record(alert: &Alert) -> LogRecord {
     if let Some(c) = &alert.container {
         attrs.push(kv("container.id", string(c.id.as_str())));
         attrs.push(kv("container.runtime", string(c.runtime.as_str())));
-        if !c.pod_uid.is_empty() {
-            attrs.push(kv("k8s.pod.uid", string(c.pod_uid.as_str())));
+        let pod_uid = c
+            .pod
+            .as_ref()
+            .map_or(c.pod_uid.as_str(), |p| p.uid.as_str());
+        if !pod_uid.is_empty() {
+            attrs.push(kv("k8s.pod.uid", string(pod_uid)));
+        }
+        if let Some(p) = &c.pod {
+            for (key, value) in [
+                ("k8s.pod.name", &p.name),
+                ("k8s.namespace.name", &p.namespace),
+                ("k8s.container.name", &c.name),
+            ] {
+                if !value.is_empty() {
+                    attrs.push(kv(key, string(value.as_str())));
+                }
+            }
+            for (key, value) in &p.labels {
+                attrs.push(kv(&format!("k8s.pod.label.{key}"), string(value.as_str())));
+            }
         }
         for (key, value) in [
             ("container.name", &c.name),
@@ -708,5 +728,34 @@ mod tests {
         };
         let back: Alert = serde_json::from_str(json).unwrap();
         assert_eq!(back, alert);
+    }
+
+    #[test]
+    fn a_pod_s_container_carries_the_k8s_attributes() {
+        let alert = Alert {
+            container: Some(pb::Container {
+                id: "e".repeat(64),
+                runtime: "containerd".into(),
+                name: "backdoor".into(),
+                pod: Some(pb::Pod {
+                    name: "web-0".into(),
+                    namespace: "prod".into(),
+                    uid: "8e1f5c34-0c0b-4f52-9d50-2d8f5b0c4a11".into(),
+                    labels: [("app".to_string(), "web".to_string())].into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = log_record(&alert);
+        assert_eq!(attr(&r, "container.runtime"), &string("containerd"));
+        assert_eq!(attr(&r, "k8s.pod.name"), &string("web-0"));
+        assert_eq!(attr(&r, "k8s.namespace.name"), &string("prod"));
+        assert_eq!(attr(&r, "k8s.container.name"), &string("backdoor"));
+        assert_eq!(
+            attr(&r, "k8s.pod.uid"),
+            &string("8e1f5c34-0c0b-4f52-9d50-2d8f5b0c4a11")
+        );
+        assert_eq!(attr(&r, "k8s.pod.label.app"), &string("web"));
     }
 }

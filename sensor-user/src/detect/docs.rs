@@ -36,6 +36,7 @@ fn criteria(x: &Exception) -> String {
     }
     for (what, items) in [
         ("container names", &x.container_names),
+        ("Kubernetes namespaces", &x.k8s_namespaces),
         ("executables", &x.executables),
         ("ancestors", &x.ancestors),
         ("addresses", &x.addresses),

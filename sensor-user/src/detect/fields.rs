@@ -40,6 +40,10 @@ fn container_of(e: &pb::Event) -> Option<&pb::Container> {
     e.container.as_ref()
 }
 
+fn pod_of(e: &pb::Event) -> Option<&pb::Pod> {
+    container_of(e).and_then(|c| c.pod.as_ref())
+}
+
 /// `registry:5000/team/app:1.2@sha256:...` -> (`registry:5000/team/app`, `1.2`); the tag is
 /// `latest` when the reference names none (and no digest either).
 pub fn image_parts(image: &str) -> (&str, &str) {
@@ -249,6 +253,40 @@ pub const FIELDS: &[FieldDef] = &[
         "container.pid_mode",
         "host, container:<id>, or absent for its own",
         |e| container_of(e).and_then(|c| s(&c.pid_mode))
+    ),
+    field!(
+        "k8s.ns.name",
+        "The Kubernetes namespace of the container's pod (from the runtime's CRI)",
+        |e| pod_of(e).and_then(|p| s(&p.namespace))
+    ),
+    field!(
+        "k8s.pod.name",
+        "The name of the container's Kubernetes pod (from the runtime's CRI)",
+        |e| pod_of(e).and_then(|p| s(&p.name))
+    ),
+    field!(
+        "k8s.pod.uid",
+        "The pod's UID (from CRI, or from the cgroup path before CRI answered)",
+        |e| pod_of(e)
+            .and_then(|p| s(&p.uid))
+            .or_else(|| container_of(e).and_then(|c| s(&c.pod_uid)))
+    ),
+    field!(
+        "k8s.pod.labels",
+        "The pod's labels as `key=value` strings",
+        |e| pod_of(e)
+            .filter(|p| !p.labels.is_empty())
+            .and_then(|p| list(
+                &p.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+            ))
+    ),
+    field!(
+        "k8s.container.name",
+        "The container's name within its pod (absent outside pods)",
+        |e| pod_of(e).and(container_of(e)).and_then(|c| s(&c.name))
     ),
     field!(
         "container.already_running",
@@ -649,11 +687,20 @@ pub struct KeyedFieldDef {
 }
 
 /// Every keyed field a rule may use.
-pub const KEYED_FIELDS: &[KeyedFieldDef] = &[KeyedFieldDef {
-    name: "container.label[]",
-    doc: "The value of the container's label KEY (`container.label[team]`)",
-    get: |e, key| container_of(e).and_then(|c| c.labels.get(key).map(|v| Value::Str(v.clone()))),
-}];
+pub const KEYED_FIELDS: &[KeyedFieldDef] = &[
+    KeyedFieldDef {
+        name: "container.label[]",
+        doc: "The value of the container's label KEY (`container.label[team]`)",
+        get: |e, key| {
+            container_of(e).and_then(|c| c.labels.get(key).map(|v| Value::Str(v.clone())))
+        },
+    },
+    KeyedFieldDef {
+        name: "k8s.pod.label[]",
+        doc: "The value of the pod's label KEY (`k8s.pod.label[app]`)",
+        get: |e, key| pod_of(e).and_then(|p| p.labels.get(key).map(|v| Value::Str(v.clone()))),
+    },
+];
 
 /// The names of [`FIELDS`] and of [`KEYED_FIELDS`] (as `name[]`), for validating conditions.
 pub fn known() -> Vec<&'static str> {
@@ -772,6 +819,43 @@ mod tests {
             Some(Value::List(vec![Value::Str("team=infra".into())]))
         );
         assert!(known().contains(&"container.label[]"));
+    }
+
+    #[test]
+    fn reads_the_pod_from_cri_and_the_uid_from_the_path_before_it() {
+        let uid = "8e1f5c34-0c0b-4f52-9d50-2d8f5b0c4a11";
+        let mut ev = pb::Event {
+            container: Some(pb::Container {
+                id: "ab".repeat(32),
+                pod_uid: uid.into(),
+                name: "backdoor".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // Before CRI answered: the uid from the cgroup path, nothing else; a container name
+        // alone (Docker's) is not a pod's container name.
+        let v = EventView(&ev);
+        assert_eq!(v.field("k8s.pod.uid"), Some(Value::Str(uid.into())));
+        assert_eq!(v.field("k8s.ns.name"), None);
+        assert_eq!(v.field("k8s.container.name"), None);
+        ev.container.as_mut().unwrap().pod = Some(pb::Pod {
+            name: "web-0".into(),
+            namespace: "prod".into(),
+            uid: uid.into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+        });
+        let v = EventView(&ev);
+        let text = |f: &str| v.field(f).map(|v| v.to_string());
+        assert_eq!(text("k8s.ns.name").as_deref(), Some("prod"));
+        assert_eq!(text("k8s.pod.name").as_deref(), Some("web-0"));
+        assert_eq!(text("k8s.container.name").as_deref(), Some("backdoor"));
+        assert_eq!(text("k8s.pod.label[app]").as_deref(), Some("web"));
+        assert_eq!(v.field("k8s.pod.label[tier]"), None);
+        assert_eq!(
+            v.field("k8s.pod.labels"),
+            Some(Value::List(vec![Value::Str("app=web".into())]))
+        );
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub struct Exception {
     /// The event's remote address (`net.peer.address`): `10.0.5.0/24`, `fd00::/8`, `10.0.5.9`.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// The Kubernetes namespace of the container's pod (`k8s.ns.name`).
+    #[serde(default)]
+    pub k8s_namespaces: Vec<String>,
 }
 
 /// A literal for a generated condition: quoted, with `"` and `\` escaped.
@@ -154,6 +157,7 @@ impl Exception {
         }
         for (field, globs) in [
             ("container.name", &self.container_names),
+            ("k8s.ns.name", &self.k8s_namespaces),
             ("proc.exe", &self.executables),
             ("proc.ancestors", &self.ancestors),
         ] {
@@ -277,7 +281,7 @@ fn at(file: &str, raw: &str, text: &str, e: ConditionError) -> RuleError {
     }
 }
 
-fn yaml_error(file: &str, e: serde_yaml::Error) -> RuleError {
+fn yaml_error(file: &str, e: serde_yaml_ng::Error) -> RuleError {
     let (line, column) = e
         .location()
         .map(|l| (l.line(), l.column()))
@@ -354,7 +358,7 @@ fn compile_exception(
         error(
             &x.name,
             format!(
-                "exception `{}` matches nothing: give images, container_names, labels, executables, ancestors, addresses or a condition",
+                "exception `{}` matches nothing: give images, container_names, k8s_namespaces, labels, executables, ancestors, addresses or a condition",
                 x.name
             ),
         )
@@ -364,7 +368,7 @@ fn compile_exception(
 
 /// Parses the shared definitions file.
 pub fn parse_shared(file: &str, raw: &str) -> Result<SharedDefs, RuleError> {
-    serde_yaml::from_str(raw).map_err(|e| yaml_error(file, e))
+    serde_yaml_ng::from_str(raw).map_err(|e| yaml_error(file, e))
 }
 
 /// Parses and compiles one rule file against the shared definitions and the known fields.
@@ -374,7 +378,7 @@ pub fn compile_rule(
     shared: &SharedDefs,
     known: &[&str],
 ) -> Result<CompiledRule, RuleError> {
-    let doc: RuleDoc = serde_yaml::from_str(raw).map_err(|e| yaml_error(file, e))?;
+    let doc: RuleDoc = serde_yaml_ng::from_str(raw).map_err(|e| yaml_error(file, e))?;
     let whole = |message: String| {
         let (line, column) = locate(raw, &doc.id);
         RuleError {

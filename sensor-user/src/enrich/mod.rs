@@ -8,6 +8,7 @@
 mod bounded;
 pub mod cgroups;
 pub mod container_id;
+pub mod holdback;
 pub mod kernel_view;
 pub mod names;
 pub mod network;
@@ -27,7 +28,7 @@ use sensor_proto::{self as pb, event::Body};
 
 use self::{
     cgroups::{CgroupTable, ContainerChange, LiveContainer},
-    container_id::ContainerRef,
+    container_id::{ContainerId, ContainerRef, Runtime},
     process_table::{ProcInfo, ProcessTable},
     runtime::{ContainerMeta, MetadataCache},
 };
@@ -500,6 +501,52 @@ fn placement(container: Option<&ContainerRef>) -> Placement {
 }
 
 impl Enricher {
+    /// Fills in what the runtime said about container `c` (by its id, runtime and pod uid as
+    /// the cgroup path gave them): at enrichment, and again for events held until it answered.
+    pub fn apply_metadata(&self, out: &mut pb::Container) {
+        let Some(id) = ContainerId::from_oci(&out.id) else {
+            return;
+        };
+        let meta = self.metadata.get(&id);
+        // Not answered yet: a pod the path names may be known from its other containers.
+        let pod_answer = meta
+            .filter(|m| m.pod.is_some())
+            .or_else(|| self.metadata.pod(&out.pod_uid));
+        let pod = pod_answer.and_then(|m| m.pod.as_ref());
+        // kubelet's cgroupfs layout does not say which runtime made the container.
+        if out.runtime == Runtime::Kubernetes.as_str()
+            && let Some(m) = pod_answer.filter(|m| !m.runtime.is_empty())
+        {
+            out.runtime = m.runtime.clone();
+        }
+        out.pod = pod.map(|p| pb::Pod {
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            uid: p.uid.clone(),
+            labels: p.labels.clone(),
+        });
+        if let Some(m) = meta {
+            out.name = m.name.clone();
+            out.image = m.image.clone();
+            out.image_id = m.image_id.clone();
+            out.labels = m.labels.clone();
+            out.privileged = m.privileged;
+            out.network_mode = m.network_mode.clone();
+            out.pid_mode = m.pid_mode.clone();
+        }
+        if out.pod_uid.is_empty()
+            && let Some(p) = pod
+        {
+            out.pod_uid = p.uid.clone();
+        }
+    }
+
+    /// Whether events of container `id` should wait for its runtime's answer
+    /// ([`holdback`]): it was asked about less than [`holdback::HOLD`] ago and has not answered.
+    pub fn awaits_metadata(&self, id: &ContainerId) -> bool {
+        self.metadata.awaiting(id, holdback::HOLD)
+    }
+
     /// A container as events show it: what its cgroup says, and what its runtime said if it did.
     fn container_proto(&self, c: &LiveContainer) -> pb::Container {
         let mut out = pb::Container {
@@ -510,15 +557,7 @@ impl Enricher {
             pod_uid: c.cref.pod_uid.clone().unwrap_or_default(),
             ..Default::default()
         };
-        if let Some(m) = self.metadata.get(&c.cref.id) {
-            out.name = m.name.clone();
-            out.image = m.image.clone();
-            out.image_id = m.image_id.clone();
-            out.labels = m.labels.clone();
-            out.privileged = m.privileged;
-            out.network_mode = m.network_mode.clone();
-            out.pid_mode = m.pid_mode.clone();
-        }
+        self.apply_metadata(&mut out);
         out
     }
 }

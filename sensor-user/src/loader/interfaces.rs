@@ -97,7 +97,7 @@ impl Drop for Interfaces {
                 continue;
             }
             if let Err(e) = super::qdisc::delete_clsact(index) {
-                eprintln!("sensor: could not remove the clsact qdisc it added on {name}: {e}");
+                log::warn!("could not remove the clsact qdisc the sensor added on {name}: {e}");
             }
         }
     }

@@ -5,12 +5,11 @@
 use std::fmt;
 use std::net::IpAddr;
 
-/// One block: the network's address and the prefix length in bits.
+use ipnet::IpNet;
+
+/// One block (`ipnet`'s network type), checked to be written as its network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
+pub(crate) struct Cidr(IpNet);
 
 impl Cidr {
     /// Parses `10.0.0.0/8`, `fd00::/8` or a single address; the error says what is wrong.
@@ -19,27 +18,28 @@ impl Cidr {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
         };
-        let net: IpAddr = addr.parse().map_err(|_| {
+        let addr: IpAddr = addr.parse().map_err(|_| {
             format!(
                 "{text:?} is not an IP address or CIDR block (10.0.0.0/8, fd00::/8, 192.168.1.7)"
             )
         })?;
-        let bits = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => bits,
-            Some(p) => match p.parse::<u8>() {
-                Ok(p) if p <= bits => p,
-                _ => return Err(format!("{text:?}: the prefix length must be 0 to {bits}")),
-            },
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let net = match prefix {
+            None => IpNet::from(addr),
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .and_then(|p| IpNet::new(addr, p).ok())
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {bits}"))?,
         };
-        let cidr = Cidr { net, prefix };
-        if cidr.masked(net) != net {
+        if net.trunc() != net {
             return Err(format!(
-                "{text:?} has bits set past its /{prefix} prefix; write the network ({}/{prefix})",
-                cidr.masked(net)
+                "{text:?} has bits set past its /{prefix} prefix; write the network ({network})",
+                prefix = net.prefix_len(),
+                network = net.trunc()
             ));
         }
-        Ok(cidr)
+        Ok(Cidr(net))
     }
 
     /// Whether `addr` is in the block.
@@ -48,31 +48,13 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             v4 => v4,
         };
-        addr.is_ipv4() == self.net.is_ipv4() && self.masked(addr) == self.net
-    }
-
-    /// `addr` with the bits past the prefix cleared (same family as the block).
-    fn masked(&self, addr: IpAddr) -> IpAddr {
-        match addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V4((u32::from(a) & mask).into())
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V6((u128::from(a) & mask).into())
-            }
-        }
+        self.0.contains(&addr)
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)
+        self.0.fmt(f)
     }
 }
 

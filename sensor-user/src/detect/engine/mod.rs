@@ -926,6 +926,32 @@ mod tests {
     }
 
     #[test]
+    fn an_exception_by_kubernetes_namespace_silences_only_that_namespace_s_pods() {
+        let extra = "exceptions:\n  - {name: ci, reason: r, k8s_namespaces: [ci, \"ci-*\"]}\n";
+        let r = rule("  kind: condition\n  condition: evt.kind = exec\n", extra);
+        let mut e = Engine::new(vec![r], "v".into());
+        let ev = |namespace: Option<&str>| {
+            let mut ev = event("exec", "a", "/usr/bin/nc", 0);
+            ev.container.as_mut().unwrap().pod = namespace.map(|ns| pb::Pod {
+                namespace: ns.into(),
+                ..Default::default()
+            });
+            ev
+        };
+        let cases = [
+            (ev(Some("ci")), 0),
+            (ev(Some("ci-nightly")), 0),
+            (ev(Some("prod")), 1),
+            (ev(Some("circus")), 1),
+            // Not in a pod (or CRI has not answered): no namespace to match.
+            (ev(None), 1),
+        ];
+        for (i, (event, alerts)) in cases.iter().enumerate() {
+            assert_eq!(e.on_event(event).len(), *alerts, "case {i}");
+        }
+    }
+
+    #[test]
     fn an_exception_without_criteria_or_with_a_bad_label_key_is_refused() {
         let base = "id: T-1\nname: t\ngoal: g\nattack: {techniques: [T1], tactic: t}\nseverity: low\nstrategy: s\nblind_spots: []\nfalse_positives: []\nvalidation: v\nresponse: [r]\noutput: o\nlogic: {kind: condition, condition: evt.kind = exec}\n";
         let empty = format!("{base}exceptions:\n  - name: nothing\n    reason: r\n");

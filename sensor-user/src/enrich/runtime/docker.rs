@@ -1,6 +1,7 @@
 //! The Docker Engine API as the source of container metadata: `GET /containers/<id>/json`
 //! (inspect) for one container, and the `/events` stream, whose `create` events let the sensor
-//! ask about a container before its first process runs.
+//! ask about a container before its first process runs. Podman's Docker-compatible API
+//! (`podman system service`) answers the same requests the same way.
 
 use std::path::Path;
 
@@ -13,6 +14,8 @@ use super::{
 
 /// Where dockerd listens by default.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// Where rootful `podman system service` (and its systemd socket unit) listens by default.
+pub const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -48,7 +51,8 @@ async fn get_json(socket: &Path, path: &str) -> Result<Option<Value>, DockerErro
         })
 }
 
-/// The daemon's version and API version ("Docker 20.10.24, API 1.41").
+/// The daemon's version and API version ("Docker 20.10.24, API 1.41"; podman's compatible API
+/// names itself among its components: "Podman 4.3.1, API 1.41").
 pub async fn version(socket: &Path) -> Result<String, DockerError> {
     let v = get_json(socket, "/version")
         .await?
@@ -56,8 +60,14 @@ pub async fn version(socket: &Path) -> Result<String, DockerError> {
             path: "/version".into(),
             why: "404".into(),
         })?;
+    let podman = v["Components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["Name"].as_str().is_some_and(|n| n.contains("Podman")));
     Ok(format!(
-        "Docker {}, API {}",
+        "{} {}, API {}",
+        if podman { "Podman" } else { "Docker" },
         v["Version"].as_str().unwrap_or("?"),
         v["ApiVersion"].as_str().unwrap_or("?")
     ))
@@ -88,6 +98,7 @@ pub fn parse_inspect(v: &Value) -> ContainerMeta {
         privileged: Some(v["HostConfig"]["Privileged"].as_bool().unwrap_or(false)),
         network_mode: text(&v["HostConfig"]["NetworkMode"]),
         pid_mode: text(&v["HostConfig"]["PidMode"]),
+        ..Default::default()
     }
 }
 
