@@ -2,6 +2,8 @@
 //! what it means and how to read it, so `sensor rules validate` can reject an unknown field and
 //! the docs can list them.
 
+use std::{collections::HashMap, sync::LazyLock};
+
 use sensor_proto::{self as pb, event::Body};
 
 use super::condition::{Fields, Value};
@@ -711,6 +713,18 @@ pub fn known() -> Vec<&'static str> {
         .collect()
 }
 
+/// [`FIELDS`] by name, and [`KEYED_FIELDS`] by the name before the brackets, built once: a
+/// field is found by a hash lookup instead of a scan of the table at every evaluation.
+static BY_NAME: LazyLock<HashMap<&'static str, &'static FieldDef>> =
+    LazyLock::new(|| FIELDS.iter().map(|f| (f.name, f)).collect());
+static KEYED_BY_BASE: LazyLock<HashMap<&'static str, &'static KeyedFieldDef>> =
+    LazyLock::new(|| {
+        KEYED_FIELDS
+            .iter()
+            .map(|f| (f.name.strip_suffix("[]").unwrap_or(f.name), f))
+            .collect()
+    });
+
 /// An event as rules see it.
 pub struct EventView<'a>(pub &'a pb::Event);
 
@@ -718,15 +732,9 @@ impl Fields for EventView<'_> {
     fn field(&self, name: &str) -> Option<Value> {
         if let Some((base, rest)) = name.split_once('[') {
             let key = rest.strip_suffix(']')?;
-            return KEYED_FIELDS
-                .iter()
-                .find(|f| f.name.strip_suffix("[]") == Some(base))
-                .and_then(|f| (f.get)(self.0, key));
+            return KEYED_BY_BASE.get(base).and_then(|f| (f.get)(self.0, key));
         }
-        FIELDS
-            .iter()
-            .find(|f| f.name == name)
-            .and_then(|f| (f.get)(self.0))
+        BY_NAME.get(name).and_then(|f| (f.get)(self.0))
     }
 }
 
@@ -819,6 +827,12 @@ mod tests {
             Some(Value::List(vec![Value::Str("team=infra".into())]))
         );
         assert!(known().contains(&"container.label[]"));
+    }
+
+    #[test]
+    fn every_field_has_its_own_name() {
+        assert_eq!(BY_NAME.len(), FIELDS.len(), "a field name is used twice");
+        assert_eq!(KEYED_BY_BASE.len(), KEYED_FIELDS.len());
     }
 
     #[test]
