@@ -307,15 +307,16 @@ impl Pipeline {
     /// Emits the batch's events, but holds those of containers whose runtime has not answered
     /// yet ([`holdback`](crate::enrich::holdback)).
     fn flush_batch(&mut self) {
-        for event in std::mem::take(&mut self.batch) {
+        // Taken and put back, so the batch keeps its capacity.
+        let mut batch = std::mem::take(&mut self.batch);
+        for event in batch.drain(..) {
+            // Looked up by the id as the event spells it: no allocation for the common case.
             let waiting = event
                 .container
                 .as_ref()
-                .and_then(|c| ContainerId::from_oci(&c.id))
-                .filter(|id| {
-                    self.holdback.is_holding(id.as_str()) || self.enricher.awaits_metadata(id)
-                });
-            let event = match waiting {
+                .map(|c| c.id.as_str())
+                .filter(|id| self.holdback.is_holding(id) || self.enricher.awaits_metadata(id));
+            let event = match waiting.and_then(ContainerId::from_oci) {
                 Some(id) => self.holdback.hold(&id, event),
                 None => Some(event),
             };
@@ -323,6 +324,7 @@ impl Pipeline {
                 self.out.emit(event);
             }
         }
+        self.batch = batch;
     }
 
     /// The runtime's answer about `id`: its held events go out, named.

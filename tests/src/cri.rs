@@ -79,7 +79,7 @@ impl Containerd {
             .build()
             .unwrap();
         let client = rt.block_on(connect(&socket, &dir));
-        let mut me = Containerd {
+        let me = Containerd {
             dir,
             daemon,
             socket,
@@ -97,7 +97,7 @@ impl Containerd {
 
     /// `docker save` of the test and sandbox images, imported into containerd's `k8s.io`
     /// namespace (where CRI looks for images).
-    fn import_images(&mut self) {
+    fn import_images(&self) {
         let made = crate::docker(&["create", &image()]);
         crate::docker(&[
             "commit",

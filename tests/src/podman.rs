@@ -31,23 +31,22 @@ impl Podman {
         let tar = dir.join("image.tar");
         crate::docker(&["save", "-o", &tar.display().to_string(), &image()]);
         let log = fs::File::create(dir.join("service.log")).unwrap();
-        let mut me = Podman {
-            service: Command::new("true").spawn().unwrap(),
-            dir,
-            socket,
-        };
-        me.podman(&["load", "-q", "-i", &tar.display().to_string()]);
+        run(&dir, &["load", "-q", "-i", &tar.display().to_string()]);
         let _ = fs::remove_file(&tar);
-        me.service = me
-            .command()
+        let service = command(&dir)
             .args(["system", "service", "--time", "0"])
-            .arg(format!("unix://{}", me.socket.display()))
+            .arg(format!("unix://{}", socket.display()))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect(
                 "starting podman system service (Debian's podman: cargo xtask setup --for test)",
             );
+        let me = Podman {
+            dir,
+            service,
+            socket,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !me.socket.exists() {
             assert!(
@@ -65,41 +64,9 @@ impl Podman {
         &self.socket
     }
 
-    /// `podman` with this store's options.
-    fn command(&self) -> Command {
-        let d = &self.dir;
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("run"))
-            .arg("--tmpdir")
-            .arg(d.join("tmp"))
-            .args([
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-                "--storage-driver",
-                "overlay",
-                // crun refuses cgroup v1 hierarchies with controllers also in v2 (this host's
-                // hybrid layout); runc handles them.
-                "--runtime",
-                "runc",
-            ])
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// Runs `podman ARGS`; its stdout, trimmed. Panics with stderr on failure.
+    /// Runs `podman ARGS` on this store; its stdout, trimmed. Panics with stderr on failure.
     pub fn podman(&self, args: &[&str]) -> String {
-        let out = self.command().args(args).output().expect("running podman");
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        run(&self.dir, args)
     }
 
     /// `podman run -d --network none FLAGS IMAGE CMD...`: the full id.
@@ -126,12 +93,51 @@ impl Podman {
     }
 }
 
+/// `podman` with the options of the store in `d`.
+fn command(d: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(d.join("root"))
+        .arg("--runroot")
+        .arg(d.join("run"))
+        .arg("--tmpdir")
+        .arg(d.join("tmp"))
+        .args([
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--storage-driver",
+            "overlay",
+            // crun refuses cgroup v1 hierarchies with controllers also in v2 (this host's
+            // hybrid layout); runc handles them.
+            "--runtime",
+            "runc",
+        ])
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `podman ARGS` on the store in `dir`; its stdout, trimmed. Panics with stderr on
+/// failure.
+fn run(dir: &Path, args: &[&str]) -> String {
+    let out = command(dir).args(args).output().expect("running podman");
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 impl Drop for Podman {
     fn drop(&mut self) {
-        let _ = self.command().args(["rm", "-f", "-a", "-t", "0"]).output();
+        let _ = command(&self.dir)
+            .args(["rm", "-f", "-a", "-t", "0"])
+            .output();
         let _ = self.service.kill();
         let _ = self.service.wait();
-        let _ = self.command().args(["system", "reset", "-f"]).output();
+        let _ = command(&self.dir).args(["system", "reset", "-f"]).output();
         crate::remove_scratch_dir(&self.dir);
     }
 }

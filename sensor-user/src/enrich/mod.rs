@@ -543,7 +543,7 @@ impl Enricher {
 
     /// Whether events of container `id` should wait for its runtime's answer
     /// ([`holdback`]): it was asked about less than [`holdback::HOLD`] ago and has not answered.
-    pub fn awaits_metadata(&self, id: &ContainerId) -> bool {
+    pub fn awaits_metadata(&self, id: &str) -> bool {
         self.metadata.awaiting(id, holdback::HOLD)
     }
 

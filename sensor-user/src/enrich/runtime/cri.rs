@@ -222,8 +222,8 @@ impl Cri {
     }
 
     /// The ids of containers as the runtime creates them, until the stream ends or fails.
-    /// `Unimplemented` (containerd 1.6, CRI-O without evented PLEG) is an error the caller
-    /// reports once: such runtimes are asked at each container's first event instead.
+    /// `Unimplemented` (containerd 1.6, CRI-O without evented PLEG): the caller falls back to
+    /// [`Cri::containerd_created`], or to asking at each container's cgroup creation.
     pub async fn created(&self) -> Result<tonic::Streaming<ContainerEvent>, CriError> {
         Self::call(
             "GetContainerEvents",
@@ -233,11 +233,7 @@ impl Cri {
         )
         .await
     }
-}
 
-pub use k8s_cri::v1::ContainerEventResponse as ContainerEvent;
-
-impl Cri {
     /// containerd's own stream of container creations, on the same socket
     /// ([`super::containerd_events`]): for containerd before 1.7, which has no CRI event stream.
     pub async fn containerd_created(
@@ -251,6 +247,8 @@ impl Cri {
             })
     }
 }
+
+pub use k8s_cri::v1::ContainerEventResponse as ContainerEvent;
 
 /// The container a creation event names (other events are not worth a request).
 pub fn created_id(e: &ContainerEvent) -> Option<ContainerId> {

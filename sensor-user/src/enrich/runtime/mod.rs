@@ -202,7 +202,7 @@ impl MetadataCache {
     }
 
     /// Whether `id`'s runtime was asked about it less than `hold` ago and has not answered.
-    pub fn awaiting(&self, id: &ContainerId, hold: Duration) -> bool {
+    pub fn awaiting(&self, id: &str, hold: Duration) -> bool {
         !self.entries.contains_key(id) && self.requested.get(id).is_some_and(|t| t.elapsed() < hold)
     }
 
@@ -571,14 +571,6 @@ impl Fetcher {
 
     async fn inspect(&self, id: &ContainerId) -> Result<Option<ContainerMeta>, ApiError> {
         match &self.api {
-            Api::Engine {
-                product: Runtime::Podman,
-            } => Ok(docker::inspect(&self.socket, id.as_str())
-                .await?
-                .map(|m| ContainerMeta {
-                    runtime: Runtime::Podman.as_str().into(),
-                    ..m
-                })),
             Api::Engine { .. } => Ok(docker::inspect(&self.socket, id.as_str()).await?),
             Api::Cri(cri) => {
                 let name = self.runtime_name.lock().unwrap().clone();
@@ -698,32 +690,36 @@ impl Fetcher {
         }
     }
 
+    /// Inspects each container a creation stream names, until the stream ends or breaks.
+    async fn ask_each<T>(
+        &self,
+        mut events: tonic::Streaming<T>,
+        created: fn(&T) -> Option<ContainerId>,
+    ) {
+        self.check().await;
+        while let Ok(Some(event)) = events.message().await {
+            if let Some(id) = created(&event) {
+                self.queue.ask(&id);
+            }
+        }
+    }
+
     /// CRI's `GetContainerEvents` until it ends, or where the runtime has none, containerd's
     /// own creation events (containerd 1.6): each created container is inspected. `Ok(false)`:
     /// the runtime has neither (CRI-O without evented PLEG), said once in the status.
     async fn follow_cri_events(&self, cri: &cri::Cri) -> Result<bool, ApiError> {
         let unimplemented = |e: &CriError| matches!(e, CriError::Status { status, .. } if status.code() == tonic::Code::Unimplemented);
         match cri.created().await {
-            Ok(mut events) => {
-                self.check().await;
-                while let Ok(Some(event)) = events.message().await {
-                    if let Some(id) = cri::created_id(&event) {
-                        self.queue.ask(&id);
-                    }
-                }
+            Ok(events) => {
+                self.ask_each(events, cri::created_id).await;
                 return Ok(true);
             }
             Err(e) if !unimplemented(&e) => return Err(e.into()),
             Err(_) => {}
         }
         match cri.containerd_created().await {
-            Ok(mut events) => {
-                self.check().await;
-                while let Ok(Some(event)) = events.message().await {
-                    if let Some(id) = containerd_events::created_id(&event) {
-                        self.queue.ask(&id);
-                    }
-                }
+            Ok(events) => {
+                self.ask_each(events, containerd_events::created_id).await;
                 Ok(true)
             }
             Err(e) if unimplemented(&e) => {
