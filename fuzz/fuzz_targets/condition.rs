@@ -17,7 +17,7 @@ fuzz_target!(|src: &str| {
     };
     let _ = cond.fields();
     let _ = cond.kinds();
-    let _ = cond.check_fields(&fields::known());
+    let _ = cond.resolve(&fields::EventSchema);
     let exec = pb::Event {
         kind: "exec".into(),
         container: Some(pb::Container {

@@ -21,7 +21,7 @@ use crate::{
     deliver::{Delivery, DeliveryConfig},
     detect::{
         catalog,
-        engine::{self, AlertCap, Engine},
+        engine::{AlertCap, Engine},
         learn,
         rule::CompiledRule,
     },
@@ -253,7 +253,7 @@ fn rule_infos(rules: &[CompiledRule]) -> Vec<pb::RuleInfo> {
         .map(|r| pb::RuleInfo {
             id: r.doc.id.clone(),
             name: r.doc.name.clone(),
-            severity: engine::severity(&r.doc.severity) as i32,
+            severity: r.doc.severity as i32,
             techniques: r.doc.attack.techniques.clone(),
             tactics: vec![r.doc.attack.tactic.clone()],
             description: r.doc.goal.trim().to_string(),

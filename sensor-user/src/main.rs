@@ -267,7 +267,7 @@ fn rules_command(cmd: RulesCommand) -> anyhow::Result<()> {
                 println!(
                     "{:<8} {:<9} {:<28} {}",
                     d.id,
-                    d.severity,
+                    d.severity.short_name(),
                     d.attack.techniques.join(","),
                     d.name
                 );

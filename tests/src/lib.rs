@@ -17,13 +17,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
 pub mod bpf_links;
 pub mod cri;
 pub mod disk;
 mod grpc;
 pub use grpc::LiveAlerts;
+pub mod lines;
+pub use lines::{Bodies, Line, Subject, endpoint, pb};
 pub mod pki;
 pub mod podman;
 pub mod python;
@@ -159,35 +159,28 @@ pub fn run_sh(flags: &[&str], script: &str) -> String {
 
 /// The fields every alert must carry: the rule, the full id and runtime of `cid`, its times,
 /// text, ATT&CK ids, the triggering events and a spool sequence number.
-pub fn assert_alert_fields(a: &Value, rule: &str, cid: &str) {
-    assert_eq!(a["rule_id"], rule);
-    assert_eq!(
-        a["container"]["id"].as_str().unwrap().len(),
-        64,
-        "full container id: {a}"
-    );
-    assert_eq!(a["container"]["id"], cid);
-    assert_eq!(a["container"]["runtime"], expected_runtime());
-    for key in [
-        "id",
-        "time",
-        "detected_time",
-        "rule_name",
-        "severity",
-        "summary",
-        "response",
+pub fn assert_alert_fields(a: &pb::Alert, rule: &str, cid: &str) {
+    assert_eq!(a.rule_id, rule);
+    assert_eq!(a.cid().len(), 64, "full container id: {a:?}");
+    assert_eq!(a.cid(), cid);
+    assert_eq!(a.container().runtime, expected_runtime());
+    for (key, empty) in [
+        ("id", a.id.is_empty()),
+        ("time", a.time.is_none()),
+        ("detected_time", a.detected_time.is_none()),
+        ("rule_name", a.rule_name.is_empty()),
+        ("severity", a.severity() == pb::Severity::Unspecified),
+        ("summary", a.summary.is_empty()),
+        ("response", a.response.is_empty()),
+        ("techniques", a.techniques.is_empty()),
     ] {
-        assert!(!a[key].is_null(), "alert without {key}: {a}");
+        assert!(!empty, "alert without {key}: {a:?}");
     }
-    assert!(!a["techniques"].as_array().unwrap().is_empty());
     assert!(
-        !a["events"].as_array().unwrap().is_empty(),
-        "the triggering event is attached: {a}"
+        !a.events.is_empty(),
+        "the triggering event is attached: {a:?}"
     );
-    assert!(
-        ev::u64_of(&a["seq"]) > 0,
-        "spooled with a sequence number: {a}"
-    );
+    assert!(a.seq > 0, "spooled with a sequence number: {a:?}");
 }
 
 /// A container's IP address on the default bridge.
@@ -268,6 +261,15 @@ pub struct Listener {
     _cleanup: Containers,
 }
 
+/// The lines a sensor wrote so far: decoded, and as written (saved for post-mortems).
+#[derive(Default)]
+struct Collected {
+    lines: Vec<Line>,
+    raw: Vec<String>,
+    /// Why a line did not decode: the next wait fails the test with it.
+    undecodable: Option<String>,
+}
+
 /// A running `sensor run`, its JSON lines collected as they arrive.
 ///
 /// Unless the test passes `--grpc-socket` / `--spool-dir` itself, each sensor gets its own gRPC
@@ -280,15 +282,15 @@ pub struct Sensor {
     socket: PathBuf,
     /// The sensor's own temporary directory, removed when it is dropped.
     scratch: PathBuf,
-    events: Arc<(Mutex<Vec<Value>>, Condvar)>,
+    lines: Arc<(Mutex<Collected>, Condvar)>,
     stderr: PathBuf,
-    /// Where the collected events are saved when the sensor is dropped, for post-mortems.
+    /// Where the collected lines are saved when the sensor is dropped, for post-mortems.
     saved: PathBuf,
 }
 
 /// Where a test's sensor writes its JSON lines, and what the test does with them.
 pub enum JsonOut {
-    /// Stdout, every line collected ([`Sensor::events`]).
+    /// Stdout, every line collected ([`Sensor::lines`]).
     Collected,
     /// Stdout; the first line is read, then the pipe's read end is closed (`| head -1`).
     FirstLineThenClosed,
@@ -347,16 +349,16 @@ impl Sensor {
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("starting the sensor");
-        let events: Arc<(Mutex<Vec<Value>>, Condvar)> = Arc::default();
+        let lines: Arc<(Mutex<Collected>, Condvar)> = Arc::default();
         let stdout = child.stdout.take();
         let collected = matches!(json, JsonOut::Collected);
         let unread = match json {
             JsonOut::Collected => {
-                collect(stdout.unwrap(), usize::MAX, events.clone());
+                collect(stdout.unwrap(), usize::MAX, lines.clone());
                 None
             }
             JsonOut::FirstLineThenClosed => {
-                collect(stdout.unwrap(), 1, events.clone());
+                collect(stdout.unwrap(), 1, lines.clone());
                 None
             }
             JsonOut::Unread => stdout,
@@ -367,17 +369,18 @@ impl Sensor {
             _unread: unread,
             socket,
             scratch: own,
-            events,
+            lines,
             stderr,
             saved,
         };
         // Ready at its first health event; a sensor that exits (bad flags, no privileges) fails
         // the test at once instead of after the timeout.
         let ready = if collected {
-            sensor.wait_until(Duration::from_secs(60), |evs| {
-                evs.iter().any(|e| e["kind"] == "health") || !sensor.alive()
+            let healthy = |lines: &[Line]| lines::events(lines).any(|e| e.kind == "health");
+            sensor.wait_until(Duration::from_secs(60), |lines| {
+                healthy(lines) || !sensor.alive()
             });
-            sensor.events().iter().any(|e| e["kind"] == "health")
+            healthy(&sensor.lines())
         } else {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !sensor.stderr_text().contains(" ready in ")
@@ -421,7 +424,7 @@ impl Sensor {
         let cleanup = Containers(vec![id.clone()]);
         let ip = container_ip(&id);
         self.expect(&format!("listen in {}", cmd.join(" ")), |e| {
-            e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == id
+            e.kind == "socket" && e.socket().op == "listen" && e.cid() == id
         });
         Listener {
             id,
@@ -459,62 +462,102 @@ impl Sensor {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// A copy of every event so far.
-    pub fn events(&self) -> Vec<Value> {
-        self.events.0.lock().unwrap().clone()
+    /// A copy of every line so far.
+    pub fn lines(&self) -> Vec<Line> {
+        self.lines.0.lock().unwrap().lines.clone()
     }
 
-    /// Waits until `done` holds for the events so far; false on timeout.
-    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&[Value]) -> bool) -> bool {
+    /// A copy of every event so far (alerts left out).
+    pub fn events(&self) -> Vec<pb::Event> {
+        lines::events(&self.lines.0.lock().unwrap().lines)
+            .cloned()
+            .collect()
+    }
+
+    /// A copy of every alert so far.
+    pub fn alerts(&self) -> Vec<pb::Alert> {
+        lines::alerts(&self.lines.0.lock().unwrap().lines)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `done` holds for the lines so far; false on timeout.
+    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&[Line]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
-        let (lock, cvar) = &*self.events;
-        let mut events = lock.lock().unwrap();
+        let (lock, cvar) = &*self.lines;
+        let mut collected = lock.lock().unwrap();
         loop {
-            if done(&events) {
+            if let Some(e) = &collected.undecodable {
+                panic!("the sensor wrote a line the schema does not decode: {e}");
+            }
+            if done(&collected.lines) {
                 return true;
             }
             let now = Instant::now();
             if now >= deadline {
                 return false;
             }
-            events = cvar.wait_timeout(events, deadline - now).unwrap().0;
+            collected = cvar.wait_timeout(collected, deadline - now).unwrap().0;
         }
     }
 
     /// The first event matching `pred`, waiting up to `timeout`.
-    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&pb::Event) -> bool,
+    ) -> Option<pb::Event> {
         let mut found = None;
-        self.wait_until(timeout, |evs| {
-            found = evs.iter().find(|e| pred(e)).cloned();
+        self.wait_until(timeout, |lines| {
+            found = lines::events(lines).find(|e| pred(e)).cloned();
+            found.is_some()
+        });
+        found
+    }
+
+    /// The first alert matching `pred`, waiting up to `timeout`.
+    pub fn wait_for_alert(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&pb::Alert) -> bool,
+    ) -> Option<pb::Alert> {
+        let mut found = None;
+        self.wait_until(timeout, |lines| {
+            found = lines::alerts(lines).find(|a| pred(a)).cloned();
             found.is_some()
         });
         found
     }
 
     /// Like [`Sensor::wait_for`], panicking with `what` and the sensor's stderr on timeout.
-    pub fn expect(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn expect(&self, what: &str, pred: impl Fn(&pb::Event) -> bool) -> pb::Event {
         self.wait_for(Duration::from_secs(30), pred)
             .unwrap_or_else(|| panic!("no event: {what}; sensor stderr: {}", self.stderr_text()))
     }
 
     /// The alert `rule` raised for container `cid` (waiting up to 30 s); panics with context if
     /// none comes.
-    pub fn expect_alert(&self, rule: &str, cid: &str) -> Value {
-        let found = self.wait_for(Duration::from_secs(30), |e| {
-            e["kind"] == "alert" && e["alert"]["rule_id"] == rule && ev::alert_container(e) == cid
-        });
-        found.map(|e| e["alert"].clone()).unwrap_or_else(|| {
-            let alerts: Vec<String> = self
-                .events()
-                .iter()
-                .filter(|e| e["kind"] == "alert")
-                .map(|e| e["alert"]["rule_id"].to_string())
-                .collect();
-            panic!(
-                "no {rule} alert for container {cid}; alerts seen: {alerts:?}; stderr: {}",
-                self.stderr_text()
-            )
+    pub fn expect_alert(&self, rule: &str, cid: &str) -> pb::Alert {
+        self.expect_alert_where(&format!("{rule} for container {cid}"), |a| {
+            a.rule_id == rule && a.cid() == cid
         })
+    }
+
+    /// The first alert matching `pred` (waiting up to 30 s); panics with `what`, the alerts
+    /// seen and the sensor's stderr if none comes.
+    pub fn expect_alert_where(&self, what: &str, pred: impl Fn(&pb::Alert) -> bool) -> pb::Alert {
+        self.wait_for_alert(Duration::from_secs(30), pred)
+            .unwrap_or_else(|| {
+                let seen: Vec<String> = self
+                    .alerts()
+                    .iter()
+                    .map(|a| format!("{} ({})", a.rule_id, a.cid()))
+                    .collect();
+                panic!(
+                    "no alert: {what}; alerts seen: {seen:?}; stderr: {}",
+                    self.stderr_text()
+                )
+            })
     }
 
     /// Asserts `rule` raised nothing for `cid` by the time the container's exit was processed
@@ -528,18 +571,14 @@ impl Sensor {
     pub fn assert_quiet(&self, rule: Option<&str>, cids: &[String], settle: Duration) {
         for cid in cids {
             self.expect(&format!("exit of container {cid}"), |e| {
-                e["kind"] == "container_exited" && ev::container_id(e) == cid
+                e.kind == "container_exited" && e.cid() == cid
             });
         }
         thread::sleep(settle);
-        let fired: Vec<Value> = self
-            .events()
+        let fired: Vec<pb::Alert> = self
+            .alerts()
             .into_iter()
-            .filter(|e| {
-                e["kind"] == "alert"
-                    && rule.is_none_or(|r| e["alert"]["rule_id"] == r)
-                    && cids.iter().any(|c| ev::alert_container(e) == c)
-            })
+            .filter(|a| rule.is_none_or(|r| a.rule_id == r) && cids.iter().any(|c| a.cid() == c))
             .collect();
         assert!(fired.is_empty(), "alerts on benign cases: {fired:?}");
     }
@@ -565,8 +604,8 @@ impl Sensor {
 
 impl Drop for Sensor {
     fn drop(&mut self) {
-        let lines: Vec<String> = self.events().iter().map(Value::to_string).collect();
-        let _ = std::fs::write(&self.saved, lines.join("\n"));
+        let raw = self.lines.0.lock().unwrap().raw.join("\n");
+        let _ = std::fs::write(&self.saved, raw);
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -575,19 +614,27 @@ impl Drop for Sensor {
     }
 }
 
-/// Reads up to `lines` JSON lines of `stdout` into `events`, then closes it.
+/// Reads up to `count` JSON lines of `stdout` into `into`, then closes it. A line that does
+/// not decode is kept as written (saved with the others) and fails the test's next wait.
 fn collect(
     stdout: std::process::ChildStdout,
-    lines: usize,
-    events: Arc<(Mutex<Vec<Value>>, Condvar)>,
+    count: usize,
+    into: Arc<(Mutex<Collected>, Condvar)>,
 ) {
     thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().take(lines) {
-            let Ok(line) = line else { break };
-            let value: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("sensor wrote a line that is not JSON ({e}): {line}"));
-            events.0.lock().unwrap().push(value);
-            events.1.notify_all();
+        for text in BufReader::new(stdout).lines().take(count) {
+            let Ok(text) = text else { break };
+            let line = Line::parse(&text);
+            let mut collected = into.0.lock().unwrap();
+            collected.raw.push(text);
+            match line {
+                Ok(line) => collected.lines.push(line),
+                Err(e) => {
+                    collected.undecodable.get_or_insert(e);
+                }
+            }
+            drop(collected);
+            into.1.notify_all();
         }
     });
 }
@@ -696,53 +743,27 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 
 /// Event field helpers.
 pub mod ev {
-    use serde_json::Value;
+    use crate::{Subject, endpoint, pb};
 
-    pub fn kind(e: &Value) -> &str {
-        e["kind"].as_str().unwrap_or("")
-    }
-
-    pub fn container_id(e: &Value) -> &str {
-        e["container"]["id"].as_str().unwrap_or("")
-    }
-
-    /// The container id of an alert line (`{"kind":"alert","alert":{...}}`).
-    pub fn alert_container(e: &Value) -> &str {
-        e["alert"]["container"]["id"].as_str().unwrap_or("")
-    }
-
-    /// An endpoint's address with an IPv4-mapped IPv6 prefix removed.
-    pub fn addr(endpoint: &Value) -> &str {
-        let a = endpoint["address"].as_str().unwrap_or("");
+    /// An endpoint's address with an IPv4-mapped IPv6 prefix removed ("" when absent).
+    pub fn addr(e: &Option<pb::Endpoint>) -> &str {
+        let a = endpoint(e).address.as_str();
         a.strip_prefix("::ffff:").unwrap_or(a)
     }
 
-    /// A u64 field (proto3 JSON writes them as strings and omits zero).
-    pub fn u64_of(v: &Value) -> u64 {
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| v.as_u64())
-            .unwrap_or(0)
-    }
-
     /// `process.args` as strings.
-    pub fn args(e: &Value) -> Vec<&str> {
-        e["process"]["args"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default()
+    pub fn args(e: &pb::Event) -> Vec<&str> {
+        e.process().args.iter().map(String::as_str).collect()
     }
 
-    pub fn is_exec_of(e: &Value, argv0: &str) -> bool {
-        kind(e) == "exec" && args(e).first() == Some(&argv0)
+    pub fn is_exec_of(e: &pb::Event, argv0: &str) -> bool {
+        e.kind == "exec" && e.process().args.first().is_some_and(|a| a == argv0)
     }
 
-    /// A proto3-JSON duration ("0.374s") in seconds.
-    pub fn seconds(v: &Value) -> f64 {
-        v.as_str()
-            .and_then(|s| s.strip_suffix('s'))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(-1.0)
+    /// A duration in seconds (-1 when absent).
+    pub fn seconds(d: &Option<pbjson_types::Duration>) -> f64 {
+        d.as_ref()
+            .map_or(-1.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
     }
 }
 

@@ -3,17 +3,14 @@
 use std::time::{Duration, Instant};
 
 use sensor_tests::{
-    Sensor, cgroup_path, docker, docker_run_rm, ev, expected_runtime, image, marker,
+    Bodies, Sensor, Subject, cgroup_path, docker, docker_run_rm, ev, expected_runtime, image,
+    marker, pb,
 };
-use serde_json::Value;
 
-fn assert_container(e: &Value, cid: &str) {
-    assert_eq!(ev::container_id(e), cid, "container id of {e}");
-    assert_eq!(e["container"]["runtime"], expected_runtime(), "{e}");
-    assert!(
-        e["host"].as_bool() != Some(true),
-        "container event marked host: {e}"
-    );
+fn assert_container(e: &pb::Event, cid: &str) {
+    assert_eq!(e.cid(), cid, "container id of {e:?}");
+    assert_eq!(e.container().runtime, expected_runtime(), "{e:?}");
+    assert!(!e.host, "container event marked host: {e:?}");
 }
 
 #[test]
@@ -29,7 +26,7 @@ fn container_execs_carry_the_full_container_id() {
         .status()
         .unwrap();
 
-    let in_container = |e: &Value| ev::container_id(e) == cid;
+    let in_container = |e: &pb::Event| e.cid() == cid;
     let sh = sensor.expect("exec of sh in the container", |e| {
         in_container(e) && ev::is_exec_of(e, "sh")
     });
@@ -41,64 +38,62 @@ fn container_execs_carry_the_full_container_id() {
     });
     for e in [&sh, &id, &sleep] {
         assert_container(e, &cid);
-        let p = &e["process"];
-        assert!(p["pid"].as_u64().unwrap() > 1);
-        assert!(p["start_time"].is_string(), "{p}");
-        assert_ne!(p["namespaces"]["pid"], Value::Null);
+        let p = e.process();
+        assert!(p.pid > 1);
+        assert!(p.start_time.is_some(), "{p:?}");
+        assert!(p.namespaces.as_ref().is_some_and(|n| n.pid != 0), "{p:?}");
     }
     assert_eq!(ev::args(&sh), ["sh", "-c", "id; sleep 0.2"]);
     assert_eq!(
-        sh["process"]["ns_pid"], 1,
+        sh.process().ns_pid,
+        1,
         "sh is the container's first process"
     );
     assert_eq!(
-        id["process"]["exe"],
+        id.process().exe,
         "/usr/bin/id".replace("/usr", ""),
-        "{id}"
+        "{id:?}"
     );
     // id was forked by sh: its ancestry starts at sh and stays inside the container.
-    let ancestry = id["process"]["ancestry"].as_array().unwrap();
-    assert_eq!(ancestry[0]["pid"], sh["process"]["pid"], "{id}");
+    let ancestry = &id.process().ancestry;
+    assert_eq!(ancestry[0].pid, sh.process().pid, "{id:?}");
     assert_eq!(
         ancestry.len(),
         1,
-        "ancestry stops at the container's first process: {id}"
+        "ancestry stops at the container's first process: {id:?}"
     );
     // Container and host namespaces differ.
     let host_net = std::fs::read_link("/proc/self/ns/net")
         .unwrap()
         .display()
         .to_string();
+    let sh_net = sh.process().namespaces.as_ref().map_or(0, |n| n.net);
     assert!(
-        !host_net.contains(&sh["process"]["namespaces"]["net"].to_string()),
-        "{sh}"
+        sh_net != 0 && !host_net.contains(&sh_net.to_string()),
+        "{sh:?}"
     );
 
     let started = sensor.expect("container_started", |e| {
-        ev::kind(e) == "container_started" && in_container(e)
+        e.kind == "container_started" && in_container(e)
     });
-    assert_eq!(
-        started["container_started"]["already_running"],
-        Value::Null,
-        "{started}"
-    );
-    assert_eq!(started["container"]["cgroup_path"], cgroup_path(&cid));
+    assert!(!started.container_started().already_running, "{started:?}");
+    assert_eq!(started.container().cgroup_path, cgroup_path(&cid));
     let exited = sensor.expect("container_exited", |e| {
-        ev::kind(e) == "container_exited" && in_container(e)
+        e.kind == "container_exited" && in_container(e)
     });
-    let lifetime = ev::seconds(&exited["container_exited"]["lifetime"]);
+    let lifetime = ev::seconds(&exited.container_exited().lifetime);
     assert!(
         (0.2..=ran_for).contains(&lifetime),
-        "lifetime {lifetime}, docker run took {ran_for} s: {exited}"
+        "lifetime {lifetime}, docker run took {ran_for} s: {exited:?}"
     );
-    assert_eq!(exited["container_exited"]["lifetime_exact"], true);
+    assert!(exited.container_exited().lifetime_exact, "{exited:?}");
 
     let host = sensor.expect("host /bin/true", |e| {
-        ev::kind(e) == "exec" && ev::args(e).contains(&host_marker.as_str())
+        e.kind == "exec" && ev::args(e).contains(&host_marker.as_str())
     });
-    assert_eq!(host["host"], true, "{host}");
-    assert_eq!(host["container"], Value::Null, "{host}");
-    assert_eq!(host["process"]["exe"], "/bin/true");
+    assert!(host.host, "{host:?}");
+    assert!(host.container.is_none(), "{host:?}");
+    assert_eq!(host.process().exe, "/bin/true");
 }
 
 #[test]
@@ -111,22 +106,22 @@ fn a_container_that_lives_milliseconds_is_fully_attributed() {
     });
     assert_container(&exec, &cid);
     let exit = sensor.expect("exit of true", |e| {
-        ev::kind(e) == "exit" && ev::container_id(e) == cid && ev::args(e).contains(&m.as_str())
+        e.kind == "exit" && e.cid() == cid && ev::args(e).contains(&m.as_str())
     });
     assert_eq!(
-        exit["exit"]["exit_status"],
-        Value::Null,
-        "exit status 0 is the default: {exit}"
+        exit.exit().exit_status,
+        0,
+        "exit status 0 is the default: {exit:?}"
     );
     sensor.expect("container_started", |e| {
-        ev::kind(e) == "container_started" && ev::container_id(e) == cid
+        e.kind == "container_started" && e.cid() == cid
     });
     let exited = sensor.expect("container_exited", |e| {
-        ev::kind(e) == "container_exited" && ev::container_id(e) == cid
+        e.kind == "container_exited" && e.cid() == cid
     });
     assert!(
-        ev::seconds(&exited["container_exited"]["lifetime"]) < 10.0,
-        "{exited}"
+        ev::seconds(&exited.container_exited().lifetime) < 10.0,
+        "{exited:?}"
     );
 }
 
@@ -135,9 +130,9 @@ fn a_container_started_before_the_sensor_is_attributed() {
     let cid = docker(&["run", "-d", &image(), "sleep", "60"]);
     let sensor = Sensor::start("preexisting");
     let started = sensor.expect("already-running container", |e| {
-        ev::kind(e) == "container_started" && ev::container_id(e) == cid
+        e.kind == "container_started" && e.cid() == cid
     });
-    assert_eq!(started["container_started"]["already_running"], true);
+    assert!(started.container_started().already_running, "{started:?}");
     let m = marker("pre");
     docker(&["exec", &cid, "sh", "-c", &format!("/bin/true {m}")]);
     let exec = sensor.expect("exec in the old container", |e| {
@@ -146,14 +141,13 @@ fn a_container_started_before_the_sensor_is_attributed() {
     assert_container(&exec, &cid);
     docker(&["rm", "-f", &cid]);
     let exited = sensor.expect("container_exited", |e| {
-        ev::kind(e) == "container_exited" && ev::container_id(e) == cid
+        e.kind == "container_exited" && e.cid() == cid
     });
-    assert_eq!(
-        exited["container_exited"]["lifetime_exact"],
-        Value::Null,
-        "estimated: {exited}"
+    assert!(
+        !exited.container_exited().lifetime_exact,
+        "estimated: {exited:?}"
     );
-    assert!(ev::seconds(&exited["container_exited"]["lifetime"]) > 0.0);
+    assert!(ev::seconds(&exited.container_exited().lifetime) > 0.0);
 }
 
 #[test]
@@ -167,14 +161,14 @@ fn exits_report_status_and_signal() {
         &format!("sh -c 'exit 3' {m}; sh -c 'kill -9 $$' {m}-k; true"),
     ]);
     let status = sensor.expect("exit 3", |e| {
-        ev::kind(e) == "exit" && ev::args(e).contains(&m.as_str()) && ev::container_id(e) == cid
+        e.kind == "exit" && ev::args(e).contains(&m.as_str()) && e.cid() == cid
     });
-    assert_eq!(status["exit"]["exit_status"], 3, "{status}");
+    assert_eq!(status.exit().exit_status, 3, "{status:?}");
     let mk = format!("{m}-k");
     let killed = sensor.expect("killed", |e| {
-        ev::kind(e) == "exit" && ev::args(e).contains(&mk.as_str())
+        e.kind == "exit" && ev::args(e).contains(&mk.as_str())
     });
-    assert_eq!(killed["exit"]["signal"], 9, "{killed}");
+    assert_eq!(killed.exit().signal, 9, "{killed:?}");
 }
 
 #[test]
@@ -182,21 +176,16 @@ fn health_reports_hooks_and_no_drops() {
     let sensor = Sensor::start("health");
     let health = sensor
         .wait_for(Duration::from_secs(10), |e| {
-            ev::kind(e) == "health" && e["seq"] != "1"
+            e.kind == "health" && e.seq != 1
         })
         .expect("a periodic health event");
-    let h = &health["health"];
-    assert_eq!(h["rings"][0]["ring"], "process");
-    assert_eq!(h["rings"][1]["ring"], "network");
-    for ring in h["rings"].as_array().unwrap() {
-        assert_eq!(ring["dropped"], Value::Null, "no drops at idle: {h}");
+    let h = health.health();
+    assert_eq!(h.rings[0].ring, "process");
+    assert_eq!(h.rings[1].ring, "network");
+    for ring in &h.rings {
+        assert_eq!(ring.dropped, 0, "no drops at idle: {h:?}");
     }
-    let hooks: Vec<&str> = h["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["hook"].as_str().unwrap())
-        .collect();
+    let hooks: Vec<&str> = h.hooks.iter().map(|x| x.hook.as_str()).collect();
     for want in [
         "exec",
         "fork",
@@ -213,8 +202,8 @@ fn health_reports_hooks_and_no_drops() {
     ] {
         assert!(hooks.contains(&want), "hook {want} missing from {hooks:?}");
     }
-    for hook in h["hooks"].as_array().unwrap() {
-        assert_eq!(hook["errors"], Value::Null, "hook errors: {hook}");
+    for hook in &h.hooks {
+        assert_eq!(hook.errors, 0, "hook errors: {hook:?}");
     }
 }
 
@@ -259,35 +248,33 @@ fn an_exec_flood_in_one_container_costs_no_other_its_reverse_shell_alerts() {
     // The flood still runs (it stops by itself after 90 s, or at cleanup).
     let health = sensor
         .wait_for(Duration::from_secs(10), |e| {
-            ev::kind(e) == "health"
-                && e["health"]["cgroup_drops"]
-                    .as_array()
-                    .is_some_and(|d| d.iter().any(|d| d["container_id"] == flood.as_str()))
+            e.kind == "health"
+                && e.health()
+                    .cgroup_drops
+                    .iter()
+                    .any(|d| d.container_id == flood)
         })
         .unwrap_or_else(|| {
             let evs = sensor.events();
             let execs = evs
                 .iter()
-                .filter(|e| ev::kind(e) == "exec" && ev::container_id(e) == flood)
+                .filter(|e| e.kind == "exec" && e.cid() == flood)
                 .count();
-            let last = evs.iter().rev().find(|e| ev::kind(e) == "health");
-            let rings = last.map(|h| (&h["health"]["cgroup_drops"], &h["health"]["rings"]));
+            let last = evs.iter().rev().find(|e| e.kind == "health");
+            let rings = last.map(|h| (&h.health().cgroup_drops, &h.health().rings));
             panic!(
                 "no drops attributed to the flooding container {flood} in health ({execs} of its \
                  execs reported); last cgroup_drops and rings: {rings:?}"
             )
         });
-    let drops = health["health"]["cgroup_drops"].as_array().unwrap();
-    let flooded = drops
-        .iter()
-        .find(|d| d["container_id"] == flood.as_str())
-        .unwrap();
-    assert_eq!(flooded["ring"], "process", "{flooded}");
-    assert_eq!(flooded["reason"], "rate_limited", "{flooded}");
-    assert!(ev::u64_of(&flooded["dropped"]) > 0, "{flooded}");
+    let drops = &health.health().cgroup_drops;
+    let flooded = drops.iter().find(|d| d.container_id == flood).unwrap();
+    assert_eq!(flooded.ring, "process", "{flooded:?}");
+    assert_eq!(flooded.reason, "rate_limited", "{flooded:?}");
+    assert!(flooded.dropped > 0, "{flooded:?}");
     for cid in &shells {
         assert!(
-            !drops.iter().any(|d| d["container_id"] == cid.as_str()),
+            !drops.iter().any(|d| d.container_id == *cid),
             "the shell container {cid} lost records: {drops:?}"
         );
     }

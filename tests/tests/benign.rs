@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor_tests::{Sensor, docker, docker_run_rm, ev, image, run_rm, run_sh};
+use sensor_tests::{Sensor, Subject, docker, docker_run_rm, image, run_rm, run_sh};
 
 /// Time for late alerts (a lifetime rule fires at exit, thresholds on the next report).
 const SETTLE: Duration = Duration::from_secs(6);
@@ -200,12 +200,15 @@ fn ordinary_containers_raise_no_alert() {
     case("the web server itself", web.id.clone());
 
     thread::sleep(SETTLE);
-    let events = sensor.events();
+    let alerts = sensor.alerts();
     let mut per_rule: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in events.iter().filter(|e| ev::kind(e) == "alert") {
-        let cid = ev::alert_container(e);
+    for a in &alerts {
+        let cid = a.cid();
         if let Some((what, _)) = ours.iter().find(|(_, c)| c == cid) {
-            let rule = e["alert"]["rule_id"].as_str().unwrap_or("?").to_string();
+            let rule = match a.rule_id.as_str() {
+                "" => "?".to_string(),
+                id => id.to_string(),
+            };
             per_rule.entry(rule).or_default().push(what.clone());
         }
     }

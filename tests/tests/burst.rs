@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Mutex, thread, time::Duration};
 
-use sensor_tests::{Sensor, docker_run_rm, ev, image, marker};
+use sensor_tests::{Bodies, Line, Sensor, Subject, docker_run_rm, ev, image, lines, marker, pb};
 
 const CONTAINERS: usize = 100;
 const PARALLEL: usize = 10;
@@ -27,27 +27,28 @@ fn a_burst_of_100_containers_is_counted_exactly() {
     let ids = ids.into_inner().unwrap();
     assert_eq!(ids.len(), CONTAINERS);
     let cids: std::collections::HashSet<&str> = ids.values().map(String::as_str).collect();
-    let count = |evs: &[serde_json::Value], kind: &str| {
-        evs.iter()
-            .filter(|e| ev::kind(e) == kind && cids.contains(ev::container_id(e)))
+    let count = |lines: &[Line], kind: &str| {
+        lines::events(lines)
+            .filter(|e| e.kind == kind && cids.contains(e.cid()))
             .count()
     };
-    let complete = sensor.wait_until(Duration::from_secs(60), |evs| {
-        count(evs, "container_exited") >= CONTAINERS
+    let complete = sensor.wait_until(Duration::from_secs(60), |lines| {
+        count(lines, "container_exited") >= CONTAINERS
     });
-    let events = sensor.events();
+    let lines = sensor.lines();
+    let events: Vec<&pb::Event> = lines::events(&lines).collect();
     assert!(
         complete,
         "only {} of {CONTAINERS} exits seen",
-        count(&events, "container_exited")
+        count(&lines, "container_exited")
     );
     assert_eq!(
-        count(&events, "container_started"),
+        count(&lines, "container_started"),
         CONTAINERS,
         "exactly one start per container"
     );
     assert_eq!(
-        count(&events, "container_exited"),
+        count(&lines, "container_exited"),
         CONTAINERS,
         "exactly one exit per container"
     );
@@ -58,21 +59,12 @@ fn a_burst_of_100_containers_is_counted_exactly() {
             .filter(|e| ev::is_exec_of(e, "true") && ev::args(e).contains(&m.as_str()))
             .collect();
         assert_eq!(execs.len(), 1, "exec of {m}");
-        assert_eq!(
-            ev::container_id(execs[0]),
-            cid,
-            "{m} misattributed: {}",
-            execs[0]
-        );
+        assert_eq!(execs[0].cid(), cid, "{m} misattributed: {:?}", execs[0]);
     }
-    let health = events
-        .iter()
-        .rev()
-        .find(|e| ev::kind(e) == "health")
-        .unwrap();
+    let health = events.iter().rev().find(|e| e.kind == "health").unwrap();
     assert_eq!(
-        health["health"]["dropped_total"],
-        serde_json::Value::Null,
-        "drops during the burst: {health}"
+        health.health().dropped_total,
+        0,
+        "drops during the burst: {health:?}"
     );
 }

@@ -13,9 +13,10 @@ use std::{
 };
 
 use sensor_tests::{
-    Containers, Sensor, netcat_exec_listener,
+    Bodies, Containers, Sensor, Subject, netcat_exec_listener, pb,
     python::{example_client, python},
 };
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// `sensor_client.py --socket SOCKET ARGS...`, to completion.
@@ -28,7 +29,8 @@ fn client(sensor: &Sensor, args: &[&str]) -> Output {
         .expect("running the Python client")
 }
 
-fn json_lines(out: &Output) -> Vec<Value> {
+/// The client's stdout lines, each the proto3 JSON of a `T` (json_format.MessageToDict).
+fn json_lines<T: DeserializeOwned>(out: &Output) -> Vec<T> {
     assert!(
         out.status.success(),
         "the Python client failed: {}",
@@ -36,8 +38,18 @@ fn json_lines(out: &Output) -> Vec<Value> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .map(|l| proto_json(l))
         .collect()
+}
+
+/// One line of the client's output, decoded as the proto3 JSON of a `T`.
+fn proto_json<T: DeserializeOwned>(line: &str) -> T {
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "a JSON line of {} ({e}): {line}",
+            std::any::type_name::<T>()
+        )
+    })
 }
 
 #[test]
@@ -54,12 +66,17 @@ fn the_python_client_replays_streams_and_reads_health_and_rules() {
             "alerts", "--since", "0", "--rule", "CRS-008", "--count", "1",
         ],
     );
-    let replayed = &json_lines(&out)[0];
-    assert_eq!(replayed["rule_id"], "CRS-008");
-    assert_eq!(replayed["container"]["id"], first.as_str());
-    assert_eq!(replayed["id"], raised["id"]);
+    let replayed: &pb::Alert = &json_lines(&out)[0];
+    assert_eq!(replayed.rule_id, "CRS-008");
+    assert_eq!(replayed.cid(), first);
+    assert_eq!(replayed.id, raised.id);
+    assert_eq!(replayed.seq, raised.seq);
+    // The client writes the uint64 as a JSON string, as the agent does.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let raw: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(
-        replayed["seq"], raised["seq"],
+        raw["seq"],
+        raised.seq.to_string(),
         "uint64 as a JSON string both ways"
     );
 
@@ -99,26 +116,20 @@ fn the_python_client_replays_streams_and_reads_health_and_rules() {
     let line = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("a live alert within 30 s");
-    let alert: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(alert["container"]["id"], second.as_str());
+    let alert: pb::Alert = proto_json(&line);
+    assert_eq!(alert.cid(), second);
     assert!(live.wait().unwrap().success(), "--count 1 ends the stream");
 
-    let health = &json_lines(&client(&sensor, &["health"]))[0];
+    let health: &pb::GetHealthResponse = &json_lines(&client(&sensor, &["health"]))[0];
     assert!(
-        health["health"]["health"]["rings"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty()),
-        "{health}"
+        health
+            .health
+            .as_ref()
+            .is_some_and(|e| !e.health().rings.is_empty()),
+        "{health:?}"
     );
-    let rules = &json_lines(&client(&sensor, &["rules"]))[0];
-    assert!(
-        rules["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["id"] == "CRS-008"),
-        "{rules}"
-    );
+    let rules: &pb::ListRulesResponse = &json_lines(&client(&sensor, &["rules"]))[0];
+    assert!(rules.rules.iter().any(|r| r.id == "CRS-008"), "{rules:?}");
 }
 
 #[test]

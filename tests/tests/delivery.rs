@@ -23,8 +23,8 @@ use sensor_proto::{
     self as pb, Event, sensor_client::SensorClient, watch_alerts_response, watch_events_response,
 };
 use sensor_tests::{
-    Sensor, docker_run_rm, free_port, http_get, image, marker, pki::Pki, scratch_dir, sensor_bin,
-    watch::Watch,
+    Sensor, Subject, docker_run_rm, free_port, http_get, image, marker, pki::Pki, scratch_dir,
+    sensor_bin, watch::Watch,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -144,9 +144,13 @@ fn sensor_watch_prints_events_as_json_lines_and_compact_lines() {
     let line = json.wait_for("JSON line of the container's sh", |l| {
         l.contains(&m) && l.contains(&cid)
     });
-    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
-    assert_eq!(v["event"]["kind"], "exec", "{v}");
-    assert_eq!(v["event"]["container"]["id"], cid.as_str(), "{v}");
+    let v: pb::WatchEventsResponse = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("a WatchEventsResponse JSON line ({e}): {line}"));
+    let Some(watch_events_response::Item::Event(e)) = &v.item else {
+        panic!("an event: {v:?}");
+    };
+    assert_eq!(e.kind, "exec", "{v:?}");
+    assert_eq!(e.cid(), cid, "{v:?}");
     let line = compact.wait_for("compact line of the container's sh", |l| {
         l.contains(&m) && l.contains(&cid[..12])
     });

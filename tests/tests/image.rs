@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor_tests::{Containers, docker, marker, netcat_exec_listener, scratch_dir, sensor_bin};
+use sensor_tests::{
+    Containers, Line, Subject, docker, marker, netcat_exec_listener, scratch_dir, sensor_bin,
+};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
@@ -175,14 +177,18 @@ fn the_agent_image_run_as_the_daemonset_says_detects_an_attack_from_its_own_cont
         let (stdout, stderr) = logs(&name);
         let found = stdout
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|e| {
-                e["kind"] == "alert"
-                    && e["alert"]["rule_id"] == "CRS-008"
-                    && e["alert"]["container"]["id"] == attack.as_str()
-            });
-        if let Some(e) = found {
-            break e["alert"].clone();
+            .filter_map(|l| {
+                let line = Line::parse(l).unwrap_or_else(|e| {
+                    panic!("the agent's container wrote a line the schema does not decode: {e}")
+                });
+                match line {
+                    Line::Alert(a) => Some(a),
+                    Line::Event(_) => None,
+                }
+            })
+            .find(|a| a.rule_id == "CRS-008" && a.cid() == attack);
+        if let Some(a) = found {
+            break a;
         }
         assert!(
             Instant::now() < deadline,
@@ -191,16 +197,11 @@ fn the_agent_image_run_as_the_daemonset_says_detects_an_attack_from_its_own_cont
         thread::sleep(Duration::from_millis(250));
     };
     assert_eq!(
-        alert["node"], "image-test-node",
+        alert.node, "image-test-node",
         "--node from the spec's NODE_NAME"
     );
-    assert_eq!(alert["container"]["runtime"], "docker");
-    assert!(
-        alert["process"]["args"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x == "-e")),
-        "{alert}"
-    );
+    assert_eq!(alert.container().runtime, "docker");
+    assert!(alert.process().args.iter().any(|x| x == "-e"), "{alert:?}");
 }
 
 #[test]

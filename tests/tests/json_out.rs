@@ -10,7 +10,7 @@ use std::{
 
 use sensor_proto as pb;
 use sensor_tests::{
-    Containers, JsonOut, Sensor,
+    Containers, JsonOut, Line, Sensor,
     disk::{Tmpfs, fill},
     docker, docker_run_rm, image, netcat_exec_listener,
 };
@@ -129,8 +129,7 @@ fn a_full_disk_drops_whole_lines_and_writing_resumes_when_space_returns() {
     let mut lines = 0;
     for line in std::io::BufReader::new(file).lines() {
         let line = line.unwrap();
-        serde_json::from_str::<serde_json::Value>(&line)
-            .unwrap_or_else(|e| panic!("torn line {lines} ({e}): {line}"));
+        Line::parse(&line).unwrap_or_else(|e| panic!("torn line {lines} ({e}): {line}"));
         lines += 1;
     }
     assert!(lines as u64 >= after.written, "{lines} lines, {after:?}");

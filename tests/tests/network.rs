@@ -5,37 +5,36 @@
 use std::{process::Command, thread, time::Duration};
 
 use sensor_tests::{
-    Containers, HostProgram, Sensor, bridge_gateway, container_ip, docker, docker_run_rm, ev,
-    image, run_rm,
+    Bodies, Containers, HostProgram, Line, Sensor, Subject, bridge_gateway, container_ip, docker,
+    docker_run_rm, endpoint, ev, image, lines, pb, run_rm,
 };
-use serde_json::Value;
 
-fn kind_in<'a>(e: &'a Value, kind: &str, cid: &str) -> Option<&'a Value> {
-    (ev::kind(e) == kind && ev::container_id(e) == cid).then(|| &e[kind])
+/// Whether `e` is a `kind` event of container `cid`.
+fn kind_in(e: &pb::Event, kind: &str, cid: &str) -> bool {
+    e.kind == kind && e.cid() == cid
 }
 
 /// A container's ICMP records of one source, direction and type.
 fn icmp_of<'a>(
-    evs: &'a [Value],
+    evs: impl IntoIterator<Item = &'a pb::Event> + 'a,
     cid: &'a str,
     source: &'a str,
     direction: &'a str,
     type_name: &'a str,
-) -> impl Iterator<Item = &'a Value> + 'a {
-    evs.iter()
-        .filter_map(move |e| kind_in(e, "icmp", cid))
-        .filter(move |i| {
-            i["source"] == source && i["direction"] == direction && i["type_name"] == type_name
-        })
+) -> impl Iterator<Item = &'a pb::Icmp> + 'a {
+    evs.into_iter()
+        .filter(move |e| kind_in(e, "icmp", cid))
+        .map(|e| e.icmp())
+        .filter(move |i| i.source == source && i.direction == direction && i.type_name == type_name)
 }
 
 /// The packets a set of ICMP records counts.
-fn packets<'a>(records: impl IntoIterator<Item = &'a Value>) -> u64 {
-    records.into_iter().map(|i| ev::u64_of(&i["count"])).sum()
+fn packets<'a>(records: impl IntoIterator<Item = &'a pb::Icmp>) -> u64 {
+    records.into_iter().map(|i| i.count).sum()
 }
 
-fn sock_op<'a>(e: &'a Value, op: &str, cid: &str) -> Option<&'a Value> {
-    kind_in(e, "socket", cid).filter(|s| s["op"] == op)
+fn sock_op<'a>(e: &'a pb::Event, op: &str, cid: &str) -> Option<&'a pb::SocketCall> {
+    (kind_in(e, "socket", cid) && e.socket().op == op).then(|| e.socket())
 }
 
 #[test]
@@ -44,46 +43,46 @@ fn nc_listen_accept_and_connect_between_two_containers() {
     let server = sensor.listener(&["sh", "-c", "nc -l -p 8080 > /dev/null"]);
     let (listener, lip) = (&server.id, &server.ip);
     sensor.expect("listen on 8080", |e| {
-        sock_op(e, "listen", listener).is_some_and(|s| s["local"]["port"] == 8080)
+        sock_op(e, "listen", listener).is_some_and(|s| endpoint(&s.local).port == 8080)
     });
     let client = docker_run_rm(&[&image(), "sh", "-c", &format!("echo hello | nc {lip} 8080")]);
 
     let connect = sensor.expect("connect from the client", |e| {
         sock_op(e, "connect", &client).is_some()
     });
-    let c = &connect["socket"];
+    let c = connect.socket();
     // The cgroup connect hook sees the kernel's copy of the address; the event is the
     // connect's outcome, with the local port the kernel picked.
-    assert_eq!(c["address_source"], "kernel", "{c}");
+    assert_eq!(c.address_source, "kernel", "{c:?}");
     assert_eq!(
-        (ev::addr(&c["remote"]), &c["remote"]["port"]),
-        (lip.as_str(), &Value::from(8080)),
-        "{c}"
+        (ev::addr(&c.remote), endpoint(&c.remote).port),
+        (lip.as_str(), 8080),
+        "{c:?}"
     );
-    assert!(c["error"].is_null(), "established: {c}");
-    let client_ip = ev::addr(&c["local"]).to_string();
+    assert!(c.error.is_empty(), "established: {c:?}");
+    let client_ip = ev::addr(&c.local).to_string();
     assert!(
-        c["local"]["port"].as_u64().unwrap() > 0,
-        "the kernel picked a local port: {c}"
+        endpoint(&c.local).port > 0,
+        "the kernel picked a local port: {c:?}"
     );
 
     let accept = sensor.expect("accept in the listener", |e| {
         sock_op(e, "accept", listener).is_some()
     });
-    let a = &accept["socket"];
+    let a = accept.socket();
     assert_eq!(
-        ev::addr(&a["remote"]),
+        ev::addr(&a.remote),
         client_ip,
-        "accept sees the client: {a}"
+        "accept sees the client: {a:?}"
     );
-    assert_eq!(a["remote"]["port"], c["local"]["port"]);
-    assert_eq!(a["local"]["port"], 8080);
-    assert!(a["error"].is_null(), "{a}");
-    assert_eq!(accept["process"]["comm"], "nc");
-    assert_eq!(connect["process"]["comm"], "nc");
+    assert_eq!(endpoint(&a.remote).port, endpoint(&c.local).port);
+    assert_eq!(endpoint(&a.local).port, 8080);
+    assert!(a.error.is_empty(), "{a:?}");
+    assert_eq!(accept.process().comm, "nc");
+    assert_eq!(connect.process().comm, "nc");
     // TCP state changes are attributed to the socket's container too.
     sensor.expect("ESTABLISHED on the client", |e| {
-        kind_in(e, "tcp_state", &client).is_some_and(|t| t["new_state"] == "ESTABLISHED")
+        kind_in(e, "tcp_state", &client) && e.tcp_state().new_state == "ESTABLISHED"
     });
     // Ordinary networking is no io_uring signal.
     sensor.assert_no_alert("CRS-018", &client, Duration::from_secs(1));
@@ -93,7 +92,7 @@ fn nc_listen_accept_and_connect_between_two_containers() {
         !sensor
             .events()
             .iter()
-            .any(|e| ev::kind(e) == "io_uring" && ours.contains(&ev::container_id(e))),
+            .any(|e| e.kind == "io_uring" && ours.contains(&e.cid())),
         "an io_uring event without io_uring"
     );
 }
@@ -108,10 +107,10 @@ fn udp_datagrams_to_an_address_are_reported_once_per_socket_and_peer() {
     let ip = bridge_gateway();
     let program = HostProgram::new(env!("CARGO_BIN_EXE_udp-send"), "/usr/local/bin/beacon");
     let client = run_rm(&program.args(), &["beacon", &ip, "9999", "5"]);
-    let sent = |evs: &[Value]| -> Vec<Value> {
-        evs.iter()
-            .filter(|e| ev::kind(e) == "socket" && e["socket"]["op"] == "send")
-            .filter(|e| e["process"]["exe"] == "/usr/local/bin/beacon")
+    let sent = |lines: &[Line]| -> Vec<pb::Event> {
+        lines::events(lines)
+            .filter(|e| e.kind == "socket" && e.socket().op == "send")
+            .filter(|e| e.process().exe == "/usr/local/bin/beacon")
             .cloned()
             .collect()
     };
@@ -120,16 +119,16 @@ fn udp_datagrams_to_an_address_are_reported_once_per_socket_and_peer() {
         "no send event"
     );
     thread::sleep(Duration::from_secs(1));
-    let sent = sent(&sensor.events());
+    let sent = sent(&sensor.lines());
     assert_eq!(sent.len(), 1, "five datagrams, one report: {sent:?}");
-    let s = &sent[0]["socket"];
+    let s = sent[0].socket();
     assert_eq!(
-        (ev::addr(&s["remote"]), &s["remote"]["port"]),
-        (ip.as_str(), &Value::from(9999)),
-        "{s}"
+        (ev::addr(&s.remote), endpoint(&s.remote).port),
+        (ip.as_str(), 9999),
+        "{s:?}"
     );
-    assert_eq!(s["type"], "dgram", "{s}");
-    assert_eq!(ev::container_id(&sent[0]), client, "the sender's container");
+    assert_eq!(s.r#type, "dgram", "{s:?}");
+    assert_eq!(sent[0].cid(), client, "the sender's container");
 }
 
 /// A server that outlived an agent restart: its socket entered LISTEN before the sensor ran,
@@ -167,12 +166,12 @@ fn accepts_on_a_listener_older_than_the_sensor_are_attributed() {
     let connect = sensor.expect("the client's connect", |e| {
         sock_op(e, "connect", &client).is_some()
     });
-    assert_eq!(accept["process"]["comm"], "httpd", "{accept}");
-    assert_eq!(accept["socket"]["local"]["port"], 8080, "{accept}");
+    assert_eq!(accept.process().comm, "httpd", "{accept:?}");
+    assert_eq!(endpoint(&accept.socket().local).port, 8080, "{accept:?}");
     assert_eq!(
-        ev::addr(&accept["socket"]["remote"]),
-        ev::addr(&connect["socket"]["local"]),
-        "the accept names the client: {accept}"
+        ev::addr(&accept.socket().remote),
+        ev::addr(&connect.socket().local),
+        "the accept names the client: {accept:?}"
     );
 }
 
@@ -188,10 +187,16 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
     docker(&["wait", &crafted]);
     let requests = |cid: &str| {
         let cid = cid.to_string();
-        move |evs: &[Value]| -> Vec<Value> {
-            icmp_of(evs, &cid, "socket", "egress", "echo_request")
-                .cloned()
-                .collect()
+        move |lines: &[Line]| -> Vec<pb::Icmp> {
+            icmp_of(
+                lines::events(lines),
+                &cid,
+                "socket",
+                "egress",
+                "echo_request",
+            )
+            .cloned()
+            .collect()
         }
     };
     let (plain_req, crafted_req) = (requests(&plain), requests(&crafted));
@@ -199,29 +204,33 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
         sensor.wait_until(Duration::from_secs(20), |evs| packets(&plain_req(evs)) >= 5
             && packets(&crafted_req(evs)) >= 3),
         "ICMP records incomplete: {:?}",
-        plain_req(&sensor.events())
+        plain_req(&sensor.lines())
     );
-    let evs = sensor.events();
+    let evs = sensor.lines();
     let plain_req = plain_req(&evs);
     assert_eq!(packets(&plain_req), 5, "five echo requests: {plain_req:?}");
     for i in &plain_req {
-        assert_eq!(ev::addr(&i["peer"]), gw);
-        assert_eq!(i["last_payload_size"], 600, "{i}");
+        assert_eq!(ev::addr(&i.peer), gw);
+        assert_eq!(i.last_payload_size, 600, "{i:?}");
         assert_eq!(
-            ev::u64_of(&i["size_buckets"][4]),
-            ev::u64_of(&i["count"]),
-            "513..1024 bucket: {i}"
+            i.size_buckets.get(4).copied().unwrap_or(0),
+            i.count,
+            "513..1024 bucket: {i:?}"
         );
     }
     let crafted_req = crafted_req(&evs);
     assert_eq!(packets(&crafted_req), 3);
-    let pattern = |v: &[Value]| v[0]["payload_pattern"].as_str().unwrap().to_string();
+    let pattern = |v: &[pb::Icmp]| {
+        assert!(
+            !v[0].payload_pattern.is_empty(),
+            "no payload pattern: {:?}",
+            v[0]
+        );
+        v[0].payload_pattern.clone()
+    };
     assert!(
-        crafted_req[0]["last_sample_hex"]
-            .as_str()
-            .unwrap()
-            .contains("4141414141414141"),
-        "{}",
+        crafted_req[0].last_sample_hex.contains("4141414141414141"),
+        "{:?}",
         crafted_req[0]
     );
     assert!(
@@ -237,24 +246,29 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
     // On the wire: TC classifiers saw the same requests on the docker bridge (attached from the
     // start) and on the container's own veth (attached when the container's first process runs,
     // so the very first packet may leave before it).
-    let on_wire = |evs: &[Value], bridge: bool| -> Vec<Value> {
-        icmp_of(evs, &plain, "interface", "ingress", "echo_request")
-            .filter(|i| {
-                (i["interface"] == "docker0") == bridge
-                    && (bridge || i["interface"].as_str().unwrap_or("").starts_with("veth"))
-            })
-            .cloned()
-            .collect()
+    let on_wire = |lines: &[Line], bridge: bool| -> Vec<pb::Icmp> {
+        icmp_of(
+            lines::events(lines),
+            &plain,
+            "interface",
+            "ingress",
+            "echo_request",
+        )
+        .filter(|i| {
+            (i.interface == "docker0") == bridge && (bridge || i.interface.starts_with("veth"))
+        })
+        .cloned()
+        .collect()
     };
     assert!(
         sensor.wait_until(Duration::from_secs(10), |evs| packets(&on_wire(evs, true))
             >= 5)
     );
-    let evs = sensor.events();
+    let evs = sensor.lines();
     let bridge = on_wire(&evs, true);
     assert_eq!(packets(&bridge), 5, "{bridge:?}");
-    assert_eq!(bridge[0]["last_payload_size"], 600);
-    assert_eq!(ev::addr(&bridge[0]["dst"]), gw);
+    assert_eq!(bridge[0].last_payload_size, 600);
+    assert_eq!(ev::addr(&bridge[0].dst), gw);
     let veth = packets(&on_wire(&evs, false));
     assert!(
         (4..=5).contains(&veth),
@@ -262,9 +276,9 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
     );
     // Replies are counted for the pinging container as well.
     assert!(
-        evs.iter()
-            .filter_map(|e| kind_in(e, "icmp", &plain))
-            .any(|i| i["type_name"] == "echo_reply")
+        lines::events(&evs)
+            .filter(|e| kind_in(e, "icmp", &plain))
+            .any(|e| e.icmp().type_name == "echo_reply")
     );
 }
 
@@ -303,45 +317,45 @@ fn socket_operations_through_io_uring_are_reported_like_syscalls() {
 
     for (cid, what) in [(sid.as_str(), "server"), (client.as_str(), "client")] {
         let socket = sensor.expect(&format!("the {what}'s socket"), |e| {
-            sock_op(e, "socket", cid).is_some_and(|s| s["type"] == "stream")
+            sock_op(e, "socket", cid).is_some_and(|s| s.r#type == "stream")
         });
-        assert_eq!(socket["process"]["exe"], "/uring-tcp", "{socket}");
+        assert_eq!(socket.process().exe, "/uring-tcp", "{socket:?}");
     }
     let bind = sensor.expect("bind", |e| sock_op(e, "bind", sid).is_some());
-    assert_eq!(bind["socket"]["local"]["port"], 7070, "{bind}");
+    assert_eq!(endpoint(&bind.socket().local).port, 7070, "{bind:?}");
     let listen = sensor.expect("listen", |e| sock_op(e, "listen", sid).is_some());
-    assert_eq!(listen["socket"]["local"]["port"], 7070, "{listen}");
+    assert_eq!(endpoint(&listen.socket().local).port, 7070, "{listen:?}");
     let connect = sensor.expect("connect", |e| sock_op(e, "connect", &client).is_some());
-    let c = &connect["socket"];
+    let c = connect.socket();
     assert_eq!(
-        (ev::addr(&c["remote"]), &c["remote"]["port"]),
-        (sip.as_str(), &Value::from(7070)),
-        "{c}"
+        (ev::addr(&c.remote), endpoint(&c.remote).port),
+        (sip.as_str(), 7070),
+        "{c:?}"
     );
-    assert!(c["error"].is_null(), "{c}");
-    let client_ip = ev::addr(&c["local"]).to_string();
+    assert!(c.error.is_empty(), "{c:?}");
+    let client_ip = ev::addr(&c.local).to_string();
     let accept = sensor.expect("accept", |e| sock_op(e, "accept", sid).is_some());
-    let a = &accept["socket"];
-    assert_eq!(ev::addr(&a["remote"]), client_ip, "{a}");
-    assert_eq!(a["remote"]["port"], c["local"]["port"], "{a}");
-    assert_eq!(a["local"]["port"], 7070, "{a}");
-    assert_eq!(accept["process"]["exe"], "/uring-tcp", "{accept}");
+    let a = accept.socket();
+    assert_eq!(ev::addr(&a.remote), client_ip, "{a:?}");
+    assert_eq!(endpoint(&a.remote).port, endpoint(&c.local).port, "{a:?}");
+    assert_eq!(endpoint(&a.local).port, 7070, "{a:?}");
+    assert_eq!(accept.process().exe, "/uring-tcp", "{accept:?}");
 
     // Each side's ring is reported once, with the program that set it up, and the choice of
     // io_uring is CRS-018's signal in both containers.
     for (cid, what) in [(sid.as_str(), "server"), (client.as_str(), "client")] {
         let ring = sensor.expect(&format!("the {what}'s io_uring ring"), |e| {
-            kind_in(e, "io_uring", cid).is_some()
+            kind_in(e, "io_uring", cid)
         });
-        assert_eq!(ring["io_uring"]["sq_entries"], 8, "{ring}");
-        assert_eq!(ring["process"]["exe"], "/uring-tcp", "{ring}");
+        assert_eq!(ring.io_uring().sq_entries, 8, "{ring:?}");
+        assert_eq!(ring.process().exe, "/uring-tcp", "{ring:?}");
         let alert = sensor.expect_alert("CRS-018", cid);
         sensor_tests::assert_alert_fields(&alert, "CRS-018", cid);
     }
-    let host_rings: Vec<Value> = sensor
+    let host_rings: Vec<pb::Event> = sensor
         .events()
         .into_iter()
-        .filter(|e| ev::kind(e) == "io_uring" && ev::container_id(e).is_empty())
+        .filter(|e| e.kind == "io_uring" && e.cid().is_empty())
         .collect();
     assert!(host_rings.is_empty(), "host rings reported: {host_rings:?}");
 }
@@ -364,7 +378,15 @@ fn icmp_through_io_uring_is_measured_and_alerts_on_its_payload() {
     assert_eq!(docker(&["wait", &cid]).trim(), "0", "uring-ping failed");
     let icmp = |direction: &'static str, type_name: &'static str| {
         let cid = cid.clone();
-        move |evs: &[Value]| packets(icmp_of(evs, &cid, "socket", direction, type_name))
+        move |lines: &[Line]| {
+            packets(icmp_of(
+                lines::events(lines),
+                &cid,
+                "socket",
+                direction,
+                type_name,
+            ))
+        }
     };
     let (requests, replies) = (
         icmp("egress", "echo_request"),
@@ -374,23 +396,18 @@ fn icmp_through_io_uring_is_measured_and_alerts_on_its_payload() {
         sensor.wait_until(Duration::from_secs(20), |evs| requests(evs) >= 4
             && replies(evs) >= 4),
         "io_uring ICMP not counted: {} requests, {} replies",
-        requests(&sensor.events()),
-        replies(&sensor.events())
+        requests(&sensor.lines()),
+        replies(&sensor.lines())
     );
-    assert_eq!(requests(&sensor.events()), 4);
+    assert_eq!(requests(&sensor.lines()), 4);
     // The alert's evidence is the ICMP record (not only the raw socket's creation).
-    let alert = sensor.expect("CRS-007 on the io_uring payload", |e| {
-        e["kind"] == "alert"
-            && e["alert"]["rule_id"] == "CRS-007"
-            && ev::alert_container(e) == cid
-            && e["alert"]["events"][0]["kind"] == "icmp"
+    let a = sensor.expect_alert_where("CRS-007 on the io_uring payload", |a| {
+        a.rule_id == "CRS-007"
+            && a.cid() == cid
+            && a.events.first().is_some_and(|e| e.kind == "icmp")
     });
-    let a = &alert["alert"];
-    assert!(
-        a["summary"].as_str().unwrap().contains("repeating-byte-41"),
-        "{a}"
-    );
-    let sample = a["events"][0]["icmp"]["last_sample_hex"].as_str().unwrap();
+    assert!(a.summary.contains("repeating-byte-41"), "{a:?}");
+    let sample = &a.events[0].icmp().last_sample_hex;
     assert!(sample.starts_with("4141414141414141"), "{sample}");
     // A raw ICMP socket driven through io_uring: the same io_uring signal as TCP.
     let alert = sensor.expect_alert("CRS-018", &cid);
@@ -408,7 +425,7 @@ fn a_container_that_pings_while_the_agent_is_stalled_is_counted() {
     // it with its first container) and is watched.
     let first = docker_run_rm(&[&image(), "true"]);
     sensor.expect("the first container's exit", |e| {
-        ev::kind(e) == "container_exited" && ev::container_id(e) == first
+        e.kind == "container_exited" && e.cid() == first
     });
     let pid = sensor.pid().to_string();
     let signal = |sig: &str| {
@@ -421,13 +438,21 @@ fn a_container_that_pings_while_the_agent_is_stalled_is_counted() {
     let status = docker(&["wait", &cid]);
     signal("-CONT");
     assert_eq!(status.trim(), "0", "ping in the container failed");
-    let requests = |evs: &[Value]| packets(icmp_of(evs, &cid, "socket", "egress", "echo_request"));
+    let requests = |lines: &[Line]| {
+        packets(icmp_of(
+            lines::events(lines),
+            &cid,
+            "socket",
+            "egress",
+            "echo_request",
+        ))
+    };
     assert!(
         sensor.wait_until(Duration::from_secs(20), |evs| requests(evs) >= 2),
         "pings while the agent was stopped: {} counted",
-        requests(&sensor.events())
+        requests(&sensor.lines())
     );
-    assert_eq!(requests(&sensor.events()), 2);
+    assert_eq!(requests(&sensor.lines()), 2);
 }
 
 #[test]
@@ -442,30 +467,25 @@ fn a_netcat_reverse_shell_shows_socket_stdio_at_exec_and_fork() {
     // stderr alone (see its source), so the shell's stdin and stdout are the socket. No hook
     // sits on dup: the kernel reads the fd table at exec and fork.
     let sh = sensor.expect("the shell's exec", |e| {
-        ev::container_id(e) == shell && ev::kind(e) == "exec" && e["process"]["exe"] == "/bin/sh"
+        e.cid() == shell && e.kind == "exec" && e.process().exe == "/bin/sh"
     });
-    assert_eq!(
-        sh["exec"]["stdio_socket_fds"],
-        serde_json::json!([0, 1]),
-        "{sh}"
-    );
-    assert_eq!(ev::addr(&sh["exec"]["stdio_peer"]), lip);
+    assert_eq!(sh.exec().stdio_socket_fds, [0, 1], "{sh:?}");
+    assert_eq!(ev::addr(&sh.exec().stdio_peer), lip);
     // The shell forks to run the listener's `id`: the child inherits the socket stdio.
     let fork = sensor.expect("the shell's fork", |e| {
-        kind_in(e, "fork", &shell)
-            .is_some_and(|f| f["stdio_socket_fds"] == serde_json::json!([0, 1]))
+        kind_in(e, "fork", &shell) && e.fork().stdio_socket_fds == [0, 1]
     });
-    let f = &fork["fork"];
+    let f = fork.fork();
     assert_eq!(
-        (ev::addr(&f["stdio_peer"]), &f["stdio_peer"]["port"]),
-        (lip.as_str(), &Value::from(9001)),
-        "{f}"
+        (ev::addr(&f.stdio_peer), endpoint(&f.stdio_peer).port),
+        (lip.as_str(), 9001),
+        "{f:?}"
     );
-    assert_eq!(fork["process"]["exe"], "/bin/sh", "{fork}");
+    assert_eq!(fork.process().exe, "/bin/sh", "{fork:?}");
     let id = sensor.expect("id run by the shell", |e| {
-        ev::container_id(e) == shell && ev::is_exec_of(e, "id")
+        e.cid() == shell && ev::is_exec_of(e, "id")
     });
-    assert_eq!(id["exec"]["stdio_socket_fds"], serde_json::json!([0, 1]));
+    assert_eq!(id.exec().stdio_socket_fds, [0, 1]);
 }
 
 #[test]
@@ -494,57 +514,44 @@ fn nsenter_into_the_host_and_unshare_are_flagged() {
     let _ = host.kill();
     let _ = host.wait();
 
-    let types = |n: &Value| -> Vec<String> {
-        let mut t: Vec<String> = n["types"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap().to_string())
-            .collect();
+    let types = |n: &pb::NamespaceChange| -> Vec<String> {
+        let mut t = n.types.clone();
         t.sort();
         t
     };
+    // A namespace's inode, 0 when absent (as the JSON mapping omits it).
+    let net = |ns: &Option<pb::Namespaces>| ns.as_ref().map_or(0, |ns| ns.net);
     // nsenter's, not runc's: runc joins a pre-made network namespace (as with Kubernetes' CNI,
     // and in the VM harness) from inside the container's cgroup. No hook sits on setns: the
     // change is found when nsenter execs /bin/true, attributed to nsenter.
     let setns = sensor.expect("nsenter's change into the host's net and uts", |e| {
-        kind_in(e, "namespace_change", &cid).is_some_and(|n| n["op"] == "changed")
-            && e["process"]["comm"] == "nsenter"
+        kind_in(e, "namespace_change", &cid)
+            && e.namespace_change().op == "changed"
+            && e.process().comm == "nsenter"
     });
-    let n = &setns["namespace_change"];
-    assert_eq!(types(n), ["net", "uts"], "{n}");
-    assert_eq!(n["target_is_host"], true, "{n}");
-    assert_eq!(n["target_type"], "net", "{n}");
+    let n = setns.namespace_change();
+    assert_eq!(types(n), ["net", "uts"], "{n:?}");
+    assert!(n.target_is_host, "{n:?}");
+    assert_eq!(n.target_type, "net", "{n:?}");
     for ty in ["net", "uts"] {
-        assert!(
-            n["after_host_types"]
-                .as_array()
-                .unwrap()
-                .contains(&Value::from(ty)),
-            "{n}"
-        );
+        assert!(n.after_host_types.iter().any(|t| t == ty), "{n:?}");
     }
-    assert_ne!(n["before"]["net"], n["after"]["net"], "{n}");
+    assert_ne!(net(&n.before), net(&n.after), "{n:?}");
     let alert = sensor.expect_alert("CRS-010", &cid);
-    assert_eq!(alert["process"]["comm"], "nsenter", "{alert}");
+    assert_eq!(alert.process().comm, "nsenter", "{alert:?}");
     // runc's own namespace changes also run in the container's cgroup; ours is the unshare
     // tool's.
     let unshare = sensor.expect("unshare", |e| {
-        kind_in(e, "namespace_change", &cid).is_some_and(|n| n["op"] == "changed")
-            && e["process"]["comm"] == "unshare"
+        kind_in(e, "namespace_change", &cid)
+            && e.namespace_change().op == "changed"
+            && e.process().comm == "unshare"
     });
-    let n = &unshare["namespace_change"];
-    assert_eq!(types(n), ["net", "uts"], "{n}");
-    assert_ne!(
-        n["target_is_host"], true,
-        "a new namespace, not the host's: {n}"
-    );
+    let n = unshare.namespace_change();
+    assert_eq!(types(n), ["net", "uts"], "{n:?}");
+    assert!(!n.target_is_host, "a new namespace, not the host's: {n:?}");
     assert!(
-        !n["after_host_types"]
-            .as_array()
-            .unwrap()
-            .contains(&Value::from("net")),
-        "a new net namespace: {n}"
+        !n.after_host_types.iter().any(|t| t == "net"),
+        "a new net namespace: {n:?}"
     );
 }
 
@@ -570,17 +577,16 @@ fn ten_megabytes_between_containers_are_measured_within_5_percent() {
         let connect = sensor.expect("client connect", |e| {
             sock_op(e, "connect", &client).is_some()
         });
-        ev::addr(&connect["socket"]["local"]).to_string()
+        ev::addr(&connect.socket().local).to_string()
     };
-    let bytes = |evs: &[Value], cid: &str, direction: &str, peer: &str| -> u64 {
-        evs.iter()
-            .filter_map(|e| kind_in(e, "traffic", cid))
+    let bytes = |lines: &[Line], cid: &str, direction: &str, peer: &str| -> u64 {
+        lines::events(lines)
+            .filter(|e| kind_in(e, "traffic", cid))
+            .map(|e| e.traffic())
             .filter(|t| {
-                t["direction"] == direction
-                    && t["protocol_name"] == "tcp"
-                    && ev::addr(&t["peer"]) == peer
+                t.direction == direction && t.protocol_name == "tcp" && ev::addr(&t.peer) == peer
             })
-            .map(|t| ev::u64_of(&t["bytes"]))
+            .map(|t| t.bytes)
             .sum()
     };
     let within = |b: u64| (b as f64 - SENT as f64).abs() / (SENT as f64) <= 0.05;
@@ -588,7 +594,7 @@ fn ten_megabytes_between_containers_are_measured_within_5_percent() {
         within(bytes(evs, server, "egress", &client_ip))
             && within(bytes(evs, &client, "ingress", sip))
     });
-    let evs = sensor.events();
+    let evs = sensor.lines();
     assert!(
         ok,
         "sent {SENT}; measured server egress {} and client ingress {}",
@@ -633,10 +639,13 @@ fn a_flooding_container_does_not_cost_another_its_events() {
     assert!(connects(&flood) > 0, "the flooding container is still seen");
     let dropped = sensor
         .wait_for(Duration::from_secs(5), |e| {
-            ev::kind(e) == "health"
-                && ev::u64_of(&e["health"]["rings"][1]["dropped_rate_limited"]) > 0
+            e.kind == "health"
+                && e.health()
+                    .rings
+                    .get(1)
+                    .is_some_and(|r| r.dropped_rate_limited > 0)
         })
         .expect("rate-limited drops are counted and reported in health");
-    assert_eq!(dropped["health"]["rings"][1]["ring"], "network");
-    assert!(ev::u64_of(&dropped["health"]["dropped_total"]) > 0);
+    assert_eq!(dropped.health().rings[1].ring, "network");
+    assert!(dropped.health().dropped_total > 0);
 }

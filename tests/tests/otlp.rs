@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::any_value::Value,
 };
-use sensor_tests::{Containers, Sensor, docker, free_port, image, scratch_dir};
+use sensor_tests::{Containers, Sensor, Subject, docker, free_port, image, pb, scratch_dir};
 
 /// The collector's receive limit.
 const MAX_REQUEST: usize = 16 << 10;
@@ -120,28 +120,24 @@ async fn a_refusing_collector_gets_every_other_alert_and_the_refused_one_is_kept
 
     // The dead letter holds the poisoned alert, whole, with the collector's answer.
     let text = std::fs::read_to_string(&otlp.dead_letter_path).expect("the dead letter file");
-    let lines: Vec<serde_json::Value> = text
+    /// A dead letter line: the alert (proto JSON) and the collector's answer.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct DeadLetter {
+        refused: String,
+        alert: pb::Alert,
+    }
+    let lines: Vec<DeadLetter> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 1, "{text}");
     let refused = &lines[0];
-    assert!(
-        refused["alert"]["summary"]
-            .as_str()
-            .unwrap()
-            .contains(POISON),
-        "{refused}"
-    );
-    assert_eq!(refused["alert"]["container"]["id"], cid.as_str());
-    assert!(
-        refused["refused"]
-            .as_str()
-            .unwrap()
-            .contains("poison marker"),
-        "{refused}"
-    );
-    let poisoned: i64 = refused["alert"]["seq"].as_str().unwrap().parse().unwrap();
+    assert!(refused.alert.summary.contains(POISON), "{refused:?}");
+    assert_eq!(refused.alert.cid(), cid.as_str());
+    assert!(refused.refused.contains("poison marker"), "{refused:?}");
+    let poisoned = i64::try_from(refused.alert.seq).unwrap();
+    assert!(poisoned > 0, "the refused alert was spooled: {refused:?}");
 
     // Everything else arrived once, in order.
     let seqs = collector.seqs.lock().unwrap().clone();

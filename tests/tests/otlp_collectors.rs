@@ -55,7 +55,9 @@ fn rotel_receives_the_alerts_of_a_real_container() {
     let cid = netcat_exec_listener();
     let _c = Containers(vec![cid.clone()]);
     let alert = sensor.expect_alert("CRS-008", &cid);
-    let seq: u64 = alert["seq"].as_str().unwrap().parse().unwrap();
+    let seq = alert.seq;
+    assert!(seq > 0, "spooled with a sequence number: {alert:?}");
+    assert!(!alert.id.is_empty(), "alert without an id: {alert:?}");
     let otlp = wait_otlp(&sensor, |o| o.acked_seq >= seq);
     assert!(
         otlp.acked_seq >= seq,
@@ -69,12 +71,12 @@ fn rotel_receives_the_alerts_of_a_real_container() {
         let _ = std::fs::File::open(&log)
             .unwrap()
             .read_to_string(&mut printed);
-        if printed.contains(alert["id"].as_str().unwrap()) {
+        if printed.contains(&alert.id) {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let id = alert["id"].as_str().unwrap();
+    let id = &alert.id;
     for attribute in [
         format!("sensor.alert.id: Str({id})"),
         format!("container.id: Str({cid})"),
@@ -180,7 +182,8 @@ async fn alerts_reach_a_collector_over_mutual_tls_and_a_wrong_ca_is_refused() {
     let _c2 = Containers(vec![cid.clone()]);
     tokio::task::block_in_place(|| {
         let alert = sensor.expect_alert("CRS-008", &cid);
-        let seq: u64 = alert["seq"].as_str().unwrap().parse().unwrap();
+        let seq = alert.seq;
+        assert!(seq > 0, "spooled with a sequence number: {alert:?}");
         let otlp = wait_otlp(&sensor, |o| o.acked_seq >= seq);
         assert!(otlp.acked_seq >= seq, "{otlp:?}");
     });

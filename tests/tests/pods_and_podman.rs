@@ -6,8 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use sensor_tests::{Sensor, cri::Containerd, ev, podman::Podman, shipped_rule_with_exceptions};
-use serde_json::Value;
+use sensor_tests::{
+    Sensor, Subject, cri::Containerd, ev, pb, podman::Podman, shipped_rule_with_exceptions,
+};
 
 const SETTLE: Duration = Duration::from_secs(3);
 const BACKDOOR: [&str; 6] = ["nc", "-l", "-p", "8080", "-e", "/bin/sh"];
@@ -41,11 +42,11 @@ fn runtime_status(sensor: &Sensor) -> String {
 }
 
 /// Every event of container `cid` of kind `kind`.
-fn events_of(sensor: &Sensor, cid: &str, kind: &str) -> Vec<Value> {
+fn events_of(sensor: &Sensor, cid: &str, kind: &str) -> Vec<pb::Event> {
     sensor
         .events()
         .into_iter()
-        .filter(|e| ev::kind(e) == kind && ev::container_id(e) == cid)
+        .filter(|e| e.kind == kind && e.cid() == cid)
         .collect()
 }
 
@@ -72,35 +73,36 @@ fn pods_are_named_on_events_and_alerts_and_a_namespace_exception_silences_only_i
     let prod = containerd.run_pod("prod", &[("app", "web")], false);
     let cid = prod.run("backdoor", &BACKDOOR);
     let a = sensor.expect_alert("CRS-008", &cid);
-    let c = &a["container"];
-    assert_eq!(c["id"], cid.as_str(), "{a}");
-    assert_eq!(c["runtime"], "containerd", "{a}");
-    assert_eq!(c["name"], "backdoor", "{a}");
-    assert_eq!(c["pod"]["name"], prod.name.as_str(), "{a}");
-    assert_eq!(c["pod"]["namespace"], "prod", "{a}");
-    assert_eq!(c["pod"]["uid"], prod.uid.as_str(), "{a}");
-    assert_eq!(c["pod"]["labels"]["app"], "web", "{a}");
-    assert_eq!(c["pod_uid"], prod.uid.as_str(), "{a}");
-    assert_eq!(c["network_mode"], "pod", "{a}");
+    let c = a.container();
+    let pod = a.pod();
+    assert_eq!(c.id, cid, "{a:?}");
+    assert_eq!(c.runtime, "containerd", "{a:?}");
+    assert_eq!(c.name, "backdoor", "{a:?}");
+    assert_eq!(pod.name, prod.name, "{a:?}");
+    assert_eq!(pod.namespace, "prod", "{a:?}");
+    assert_eq!(pod.uid, prod.uid, "{a:?}");
+    assert_eq!(
+        pod.labels.get("app").map(String::as_str),
+        Some("web"),
+        "{a:?}"
+    );
+    assert_eq!(c.pod_uid, prod.uid, "{a:?}");
+    assert_eq!(c.network_mode, "pod", "{a:?}");
     assert!(
-        c["cgroup_path"]
-            .as_str()
-            .unwrap_or_default()
+        c.cgroup_path
             .contains(&format!("/kubepods/besteffort/pod{}/{cid}", prod.uid)),
-        "kubelet's cgroupfs layout: {a}"
+        "kubelet's cgroupfs layout: {a:?}"
     );
     // Every event of the container carries the pod and its name in it, from its start on:
     // CRI answers a few milliseconds after the container's first process runs, so the agent
     // holds a new container's events until the answer.
     let execs = events_of(&sensor, &cid, "exec");
     assert!(execs.iter().any(|e| ev::is_exec_of(e, "nc")), "{execs:?}");
-    let unnamed: Vec<Value> = sensor
+    let unnamed: Vec<pb::Event> = sensor
         .events()
         .into_iter()
-        .filter(|e| ev::kind(e) != "alert" && ev::container_id(e) == cid)
-        .filter(|e| {
-            e["container"]["name"] != "backdoor" || e["container"]["pod"]["namespace"] != "prod"
-        })
+        .filter(|e| e.cid() == cid)
+        .filter(|e| e.container().name != "backdoor" || e.pod().namespace != "prod")
         .collect();
     assert!(unnamed.is_empty(), "events without the pod: {unnamed:?}");
 
@@ -108,9 +110,7 @@ fn pods_are_named_on_events_and_alerts_and_a_namespace_exception_silences_only_i
     let ci = containerd.run_pod("ci", &[("app", "tests")], false);
     let allowed = ci.run("backdoor", &BACKDOOR);
     sensor.expect("an exec in the ci pod carrying its namespace", |e| {
-        ev::kind(e) == "exec"
-            && ev::container_id(e) == allowed
-            && e["container"]["pod"]["namespace"] == "ci"
+        e.kind == "exec" && e.cid() == allowed && e.pod().namespace == "ci"
     });
     drop(ci);
     sensor.assert_no_alert("CRS-008", &allowed, SETTLE);
@@ -120,12 +120,12 @@ fn pods_are_named_on_events_and_alerts_and_a_namespace_exception_silences_only_i
     let node_agent = containerd.run_pod("kube-system", &[("app", "agent")], true);
     let host = node_agent.run("agent", &["sh", "-c", "sleep 1; exec sleep 30"]);
     let a = sensor.expect_alert("CRS-001", &host);
-    assert_eq!(a["container"]["pod"]["namespace"], "kube-system", "{a}");
-    assert_eq!(a["container"]["network_mode"], "host", "{a}");
+    assert_eq!(a.pod().namespace, "kube-system", "{a:?}");
+    assert_eq!(a.container().network_mode, "host", "{a:?}");
     drop(node_agent);
     drop(prod);
     sensor.expect("the prod container's exit", |e| {
-        ev::kind(e) == "container_exited" && ev::container_id(e) == cid
+        e.kind == "container_exited" && e.cid() == cid
     });
     let _ = std::fs::remove_dir_all(&rules);
 }
@@ -143,31 +143,29 @@ fn podman_containers_are_named_by_podman_s_api() {
     let name = sensor_tests::marker("web");
     let cid = podman.run_detached(&["--name", &name, "--label", "team=red"], &BACKDOOR);
     let a = sensor.expect_alert("CRS-008", &cid);
-    let c = &a["container"];
-    assert_eq!(c["runtime"], "podman", "{a}");
-    assert_eq!(c["name"], name.as_str(), "{a}");
-    assert_eq!(c["labels"]["team"], "red", "{a}");
-    assert!(
-        c["cgroup_path"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&format!("libpod-{cid}")),
-        "{a}"
+    let c = a.container();
+    assert_eq!(c.runtime, "podman", "{a:?}");
+    assert_eq!(c.name, name, "{a:?}");
+    assert_eq!(
+        c.labels.get("team").map(String::as_str),
+        Some("red"),
+        "{a:?}"
     );
+    assert!(c.cgroup_path.contains(&format!("libpod-{cid}")), "{a:?}");
     // Every event of the container is named, its start and the runtime's `runc init` included:
     // podman answers only once the start is over (and its file events backend is polled), so
     // the agent holds a new container's events until the answer.
-    let unnamed: Vec<Value> = sensor
+    let unnamed: Vec<pb::Event> = sensor
         .events()
         .into_iter()
-        .filter(|e| ev::kind(e) != "alert" && ev::container_id(e) == cid)
-        .filter(|e| e["container"]["name"] != name.as_str())
+        .filter(|e| e.cid() == cid)
+        .filter(|e| e.container().name != name)
         .collect();
     assert!(unnamed.is_empty(), "execs without the name: {unnamed:?}");
     // A look-alike that must stay quiet: an ordinary podman container serving on a port.
     let web = podman.run_detached(&[], &["httpd", "-f", "-p", "8081"]);
     sensor.expect("the listener's exec", |e| {
-        ev::kind(e) == "exec" && ev::container_id(e) == web
+        e.kind == "exec" && e.cid() == web
     });
     podman.podman(&["rm", "-f", "-t", "0", &web, &cid]);
     sensor.assert_no_alert("CRS-008", &web, SETTLE);

@@ -13,7 +13,7 @@ use std::{
 };
 
 use sensor_proto::{RuntimeRequests, event::Body};
-use sensor_tests::{Sensor, netcat_exec_listener, scratch_dir};
+use sensor_tests::{Sensor, Subject, netcat_exec_listener, scratch_dir};
 
 /// How the fake daemon treats a connection.
 #[derive(Clone, Copy)]
@@ -127,7 +127,7 @@ fn agent_against(tag: &str, daemon: Daemon) -> Sensor {
     );
     let cid = netcat_exec_listener();
     let alert = sensor.expect_alert("CRS-008", &cid);
-    assert_eq!(alert["container"]["id"], cid.as_str(), "{alert}");
+    assert_eq!(alert.cid(), cid.as_str(), "{alert:?}");
     sensor
 }
 
@@ -183,7 +183,7 @@ fn a_daemon_that_answers_with_megabytes_of_labels_is_refused_and_counted() {
         !sensor
             .events()
             .iter()
-            .any(|e| e["container"]["name"] == "hostile"),
+            .any(|e| e.container().name == "hostile"),
         "an oversized answer reached an event"
     );
     stops_promptly(sensor);

@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use sensor_tests::{
-    Containers, ImageTag, Sensor, docker, docker_run_rm, ev, image, marker,
+    Bodies, Containers, ImageTag, Sensor, Subject, docker, docker_run_rm, image, marker, pb,
     shipped_rule_with_exceptions,
 };
-use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -38,29 +37,30 @@ fn alerts_and_events_name_the_container_its_image_and_labels() {
     );
     let _cleanup = Containers(vec![cid.clone()]);
     let a = sensor.expect_alert("CRS-008", &cid);
-    let c = &a["container"];
-    assert_eq!(c["id"], cid.as_str(), "{a}");
-    assert_eq!(c["name"], name.as_str(), "{a}");
-    assert_eq!(c["image"], image().as_str(), "{a}");
-    assert_eq!(c["labels"]["team"], "red", "{a}");
+    let c = a.container();
+    assert_eq!(c.id, cid, "{a:?}");
+    assert_eq!(c.name, name, "{a:?}");
+    assert_eq!(c.image, image(), "{a:?}");
+    assert_eq!(
+        c.labels.get("team").map(String::as_str),
+        Some("red"),
+        "{a:?}"
+    );
     // The inspect answer (image id, network mode) may arrive after the first process's alert
     // (the module doc of `enrich::runtime`); a later event of the container carries it.
     docker(&["exec", &cid, "true"]);
     let e = sensor.expect("an event carrying the inspect answer", |e| {
-        ev::container_id(e) == cid
-            && e["container"]["image_id"]
-                .as_str()
-                .is_some_and(|i| i.starts_with("sha256:"))
+        e.cid() == cid && e.container().image_id.starts_with("sha256:")
     });
     assert!(
-        ["default", "bridge"].contains(&e["container"]["network_mode"].as_str().unwrap_or("")),
-        "{e}"
+        ["default", "bridge"].contains(&e.container().network_mode.as_str()),
+        "{e:?}"
     );
     // Every event of the container, its start included, carries the name.
-    let unnamed: Vec<Value> = sensor
+    let unnamed: Vec<pb::Event> = sensor
         .events()
         .into_iter()
-        .filter(|e| ev::container_id(e) == cid && e["container"]["name"] != name.as_str())
+        .filter(|e| e.cid() == cid && e.container().name != name)
         .collect();
     assert!(unnamed.is_empty(), "events without the name: {unnamed:?}");
 
@@ -70,21 +70,13 @@ fn alerts_and_events_name_the_container_its_image_and_labels() {
     let script = "cp /bin/busybox /tmp/true && /tmp/true";
     let sid = docker_run_rm(&["--name", &short, &image(), "sh", "-c", script]);
     let a = sensor.expect_alert("CRS-006", &sid);
-    assert_eq!(a["container"]["name"], short.as_str(), "{a}");
-    assert_eq!(a["container"]["image"], image().as_str(), "{a}");
+    assert_eq!(a.container().name, short, "{a:?}");
+    assert_eq!(a.container().image, image(), "{a:?}");
 
     let health = sensor.expect("health naming the runtime API", |e| {
-        e["kind"] == "health"
-            && e["health"]["runtime_api"]
-                .as_str()
-                .is_some_and(|s| s.contains("connected"))
+        e.kind == "health" && e.health().runtime_api.contains("connected")
     });
-    assert!(
-        health["health"]["runtime_api"]
-            .as_str()
-            .unwrap()
-            .contains("/var/run/docker.sock")
-    );
+    assert!(health.health().runtime_api.contains("/var/run/docker.sock"));
 }
 
 #[test]
@@ -104,9 +96,9 @@ fn a_missing_docker_socket_is_a_warning_not_a_failure() {
     // Containers are still attributed, by id.
     let cid = docker_run_rm(&[&image(), "true"]);
     let started = sensor.expect("container start", |e| {
-        e["kind"] == "container_started" && ev::container_id(e) == cid
+        e.kind == "container_started" && e.cid() == cid
     });
-    assert!(started["container"]["name"].is_null(), "{started}");
+    assert!(started.container().name.is_empty(), "{started:?}");
 }
 
 /// CRS-008 as shipped, plus the allow-list entries a detection engineer would add.
@@ -162,7 +154,7 @@ fn allow_lists_by_image_name_and_label_silence_only_what_they_name() {
     let _cleanup = Containers(all.clone());
 
     let a = sensor.expect_alert("CRS-008", &plain);
-    assert_eq!(a["container"]["id"], plain.as_str());
+    assert_eq!(a.container().id, plain);
     sensor.expect_alert("CRS-008", &half_label);
     let mut rm = vec!["rm", "-f"];
     rm.extend(all.iter().map(String::as_str));
@@ -175,9 +167,7 @@ fn allow_lists_by_image_name_and_label_silence_only_what_they_name() {
         sensor.assert_no_alert("CRS-008", cid, SETTLE);
         // The container was seen, and named, so the exception had something to match.
         let seen = sensor.events().into_iter().any(|e| {
-            ev::kind(&e) == "exec"
-                && ev::container_id(&e) == cid.as_str()
-                && !e["container"]["image"].is_null()
+            e.kind == "exec" && e.cid() == cid.as_str() && !e.container().image.is_empty()
         });
         assert!(seen, "allow-listed by {what}: no exec with its metadata");
     }

@@ -9,7 +9,7 @@ use std::{thread, time::Duration};
 use sensor_tests::{
     Sensor,
     disk::{Tmpfs, fill},
-    ev, netcat_exec_listener,
+    netcat_exec_listener,
 };
 
 #[test]
@@ -81,9 +81,8 @@ fn a_full_disk_fails_appends_whole_and_the_spool_resumes_without_a_gap() {
     }
 
     // The JSON lines carry a number only for alerts that were spooled: none twice.
-    let mut numbered: Vec<u64> = (sensor.events().iter())
-        .filter(|e| e["kind"] == "alert")
-        .map(|e| ev::u64_of(&e["alert"]["seq"]))
+    let mut numbered: Vec<u64> = (sensor.alerts().iter())
+        .map(|a| a.seq)
         .filter(|&seq| seq > 0)
         .collect();
     let lines = numbered.len();

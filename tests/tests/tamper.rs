@@ -9,7 +9,7 @@
 
 use std::{process::Command, time::Duration};
 
-use sensor_tests::{Sensor, assert_alert_fields, run_rm};
+use sensor_tests::{Bodies, Sensor, Subject, assert_alert_fields, run_rm};
 
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -32,10 +32,10 @@ fn crs014_ebpf_program_loaded_from_a_container() {
     );
     let a = sensor.expect_alert("CRS-014", &cid);
     assert_alert_fields(&a, "CRS-014", &cid);
-    let bpf = &a["events"][0]["bpf"];
-    assert_eq!(bpf["cmd"], "prog_load", "{a}");
-    assert_eq!(bpf["type"], "socket_filter", "{a}");
-    assert_eq!(a["process"]["exe"], "/usr/sbin/bpftool", "{a}");
+    let bpf = a.events[0].bpf();
+    assert_eq!(bpf.cmd, "prog_load", "{a:?}");
+    assert_eq!(bpf.r#type, "socket_filter", "{a:?}");
+    assert_eq!(a.process().exe, "/usr/sbin/bpftool", "{a:?}");
     let benign = run_rm(&[], &["bpftool", "version"]);
     sensor.assert_no_alert("CRS-014", &benign, SETTLE);
 }
@@ -49,10 +49,10 @@ fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
     let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
     let a = sensor.expect_alert("CRS-015", &cid);
     assert_alert_fields(&a, "CRS-015", &cid);
-    let signal = &a["events"][0]["signal"];
-    assert_eq!(signal["name"], "SIGCONT", "{a}");
-    assert_eq!(signal["target"].to_string(), pid, "{a}");
-    assert_eq!(signal["target_is_sensor"], true, "{a}");
+    let signal = a.events[0].signal();
+    assert_eq!(signal.name, "SIGCONT", "{a:?}");
+    assert_eq!(signal.target.to_string(), pid, "{a:?}");
+    assert!(signal.target_is_sensor, "{a:?}");
     // An attach to the sensor: refused (the container lacks CAP_SYS_PTRACE and the sensor's
     // capabilities), and still an alert.
     let tracer = run_rm(
@@ -64,9 +64,9 @@ fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
         ],
     );
     let a = sensor.expect_alert("CRS-015", &tracer);
-    let ptrace = &a["events"][0]["ptrace"];
-    assert_eq!(ptrace["request"], "seize", "{a}");
-    assert_eq!(ptrace["error"], "EPERM", "{a}");
+    let ptrace = a.events[0].ptrace();
+    assert_eq!(ptrace.request, "seize", "{a:?}");
+    assert_eq!(ptrace.error, "EPERM", "{a:?}");
     assert!(sensor.alive(), "the sensor survived");
     // Benign: the same kill aimed at another host process.
     let mut other = Command::new("sleep").arg("30").spawn().unwrap();
@@ -92,8 +92,8 @@ fn crs016_ptrace_attach_from_a_container() {
     );
     let a = sensor.expect_alert("CRS-016", &cid);
     assert_alert_fields(&a, "CRS-016", &cid);
-    assert_eq!(a["events"][0]["ptrace"]["request"], "seize", "{a}");
-    assert_eq!(a["process"]["comm"], "strace", "{a}");
+    assert_eq!(a.events[0].ptrace().request, "seize", "{a:?}");
+    assert_eq!(a.process().comm, "strace", "{a:?}");
     let benign = run_rm(&["--cap-add", "SYS_PTRACE"], &["cat", "/proc/1/status"]);
     sensor.assert_no_alert("CRS-016", &benign, SETTLE);
 }
@@ -111,7 +111,7 @@ fn crs017_tracefs_mount_and_perf_events_from_a_container() {
     );
     let a = sensor.expect_alert("CRS-017", &mount);
     assert_alert_fields(&a, "CRS-017", &mount);
-    assert_eq!(a["events"][0]["mount"]["fstype"], "tracefs", "{a}");
+    assert_eq!(a.events[0].mount().fstype, "tracefs", "{a:?}");
     let perf = run_rm(
         &["--cap-add", "SYS_ADMIN"],
         &[
@@ -121,7 +121,7 @@ fn crs017_tracefs_mount_and_perf_events_from_a_container() {
         ],
     );
     let a = sensor.expect_alert("CRS-017", &perf);
-    assert_eq!(a["events"][0]["perf_event_open"]["type"], "software", "{a}");
+    assert_eq!(a.events[0].perf_event_open().r#type, "software", "{a:?}");
     // Benign: a tmpfs mount is not tracing.
     let benign = run_rm(
         &["--cap-add", "SYS_ADMIN"],
@@ -141,16 +141,11 @@ fn default_hooks_see_a_signal_at_the_sensor_and_name_the_rules_they_are_blind_to
     let pid = sensor.pid().to_string();
     let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
     let a = sensor.expect_alert("CRS-015", &cid);
-    assert_eq!(a["events"][0]["signal"]["name"], "SIGCONT", "{a}");
-    let health = sensor.expect("a health event", |e| e["kind"] == "health");
-    let h = &health["health"];
-    assert_eq!(h["hook_set"], "default", "{h}");
-    let blind: Vec<&str> = h["blind_rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect();
-    assert!(blind.contains(&"CRS-014: bpf"), "{h}");
-    assert!(blind.contains(&"CRS-017: perf_event_open, mount"), "{h}");
+    assert_eq!(a.events[0].signal().name, "SIGCONT", "{a:?}");
+    let health = sensor.expect("a health event", |e| e.kind == "health");
+    let h = health.health();
+    assert_eq!(h.hook_set, "default", "{h:?}");
+    let blind: Vec<&str> = h.blind_rules.iter().map(String::as_str).collect();
+    assert!(blind.contains(&"CRS-014: bpf"), "{h:?}");
+    assert!(blind.contains(&"CRS-017: perf_event_open, mount"), "{h:?}");
 }

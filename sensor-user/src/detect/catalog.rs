@@ -20,7 +20,6 @@ pub const SHARED_FILE: &str = "macros.yaml";
 
 /// Compiles a set of rule files; every error is collected, not just the first.
 pub fn compile_all(files: &[(String, String)]) -> Result<Vec<CompiledRule>, Vec<RuleError>> {
-    let known = fields::known();
     let mut errors = Vec::new();
     let mut shared = SharedDefs::default();
     for (name, raw) in files.iter().filter(|(n, _)| file_name(n) == SHARED_FILE) {
@@ -34,7 +33,7 @@ pub fn compile_all(files: &[(String, String)]) -> Result<Vec<CompiledRule>, Vec<
     }
     let mut rules: BTreeMap<String, CompiledRule> = BTreeMap::new();
     for (name, raw) in files.iter().filter(|(n, _)| file_name(n) != SHARED_FILE) {
-        match compile_rule(name, raw, &shared, &known) {
+        match compile_rule(name, raw, &shared, &fields::EventSchema) {
             // A later file with the same id overrides an earlier one (the directory the embedded).
             Ok(rule) => {
                 rules.insert(rule.doc.id.clone(), rule);

@@ -80,7 +80,7 @@ pub fn markdown(rules: &[CompiledRule]) -> String {
             "| {} | {} | {} | {} | {} |",
             d.id,
             d.name,
-            d.severity,
+            d.severity.short_name(),
             d.attack.techniques.join(", "),
             d.attack.tactic
         );
@@ -94,7 +94,7 @@ pub fn markdown(rules: &[CompiledRule]) -> String {
             "### Categorization\n- ATT&CK: {}\n- Tactic: {}\n- Severity: {}\n",
             d.attack.techniques.join(", "),
             d.attack.tactic,
-            d.severity
+            d.severity.short_name()
         );
         let _ = writeln!(out, "### Strategy\n{}\n", d.strategy.trim());
         let logic = match &d.logic {

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::LazyLock};
 
 use sensor_proto::{self as pb, event::Body};
 
-use super::condition::{Fields, Value};
+use super::condition::{Fields, Schema, Slot, Value};
 
 /// How one field is read from an event.
 type Getter = fn(&pb::Event) -> Option<Value>;
@@ -713,28 +713,56 @@ pub fn known() -> Vec<&'static str> {
         .collect()
 }
 
-/// [`FIELDS`] by name, and [`KEYED_FIELDS`] by the name before the brackets, built once: a
-/// field is found by a hash lookup instead of a scan of the table at every evaluation.
-static BY_NAME: LazyLock<HashMap<&'static str, &'static FieldDef>> =
-    LazyLock::new(|| FIELDS.iter().map(|f| (f.name, f)).collect());
-static KEYED_BY_BASE: LazyLock<HashMap<&'static str, &'static KeyedFieldDef>> =
-    LazyLock::new(|| {
-        KEYED_FIELDS
-            .iter()
-            .map(|f| (f.name.strip_suffix("[]").unwrap_or(f.name), f))
-            .collect()
-    });
+/// The index in [`FIELDS`] of each name, and in [`KEYED_FIELDS`] of each name before the
+/// brackets, built once.
+static BY_NAME: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {
+    FIELDS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name, i))
+        .collect()
+});
+static KEYED_BY_BASE: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {
+    KEYED_FIELDS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.strip_suffix("[]").unwrap_or(f.name), i))
+        .collect()
+});
+
+/// The fields of `sensor.v1` events ([`FIELDS`], [`KEYED_FIELDS`]): what rules are resolved
+/// against when they load, so a compiled condition reads a field through its definition.
+pub struct EventSchema;
+
+impl Schema for EventSchema {
+    fn resolve(&self, name: &str) -> Option<Slot> {
+        if let Some((base, rest)) = name.split_once('[') {
+            let key = rest.strip_suffix(']')?;
+            return KEYED_BY_BASE
+                .get(base)
+                .map(|i| Slot::Keyed(*i, key.to_string()));
+        }
+        BY_NAME.get(name).map(|i| Slot::Field(*i))
+    }
+
+    fn names(&self) -> Vec<&str> {
+        known()
+    }
+}
 
 /// An event as rules see it.
 pub struct EventView<'a>(pub &'a pb::Event);
 
 impl Fields for EventView<'_> {
     fn field(&self, name: &str) -> Option<Value> {
-        if let Some((base, rest)) = name.split_once('[') {
-            let key = rest.strip_suffix(']')?;
-            return KEYED_BY_BASE.get(base).and_then(|f| (f.get)(self.0, key));
+        self.resolved(&EventSchema.resolve(name)?, name)
+    }
+
+    fn resolved(&self, slot: &Slot, _name: &str) -> Option<Value> {
+        match slot {
+            Slot::Field(i) => FIELDS.get(*i).and_then(|f| (f.get)(self.0)),
+            Slot::Keyed(i, key) => KEYED_FIELDS.get(*i).and_then(|f| (f.get)(self.0, key)),
         }
-        BY_NAME.get(name).and_then(|f| (f.get)(self.0))
     }
 }
 
@@ -833,6 +861,34 @@ mod tests {
     fn every_field_has_its_own_name() {
         assert_eq!(BY_NAME.len(), FIELDS.len(), "a field name is used twice");
         assert_eq!(KEYED_BY_BASE.len(), KEYED_FIELDS.len());
+    }
+
+    #[test]
+    fn the_schema_resolves_each_name_to_its_own_definition() {
+        for (i, f) in FIELDS.iter().enumerate() {
+            assert_eq!(
+                EventSchema.resolve(f.name),
+                Some(Slot::Field(i)),
+                "{}",
+                f.name
+            );
+        }
+        let label = KEYED_FIELDS
+            .iter()
+            .position(|f| f.name == "container.label[]")
+            .unwrap();
+        assert_eq!(
+            EventSchema.resolve("container.label[team]"),
+            Some(Slot::Keyed(label, "team".into()))
+        );
+        for unknown in [
+            "proc.nmae",
+            "container.label",
+            "container.label[team",
+            "x[y]",
+        ] {
+            assert_eq!(EventSchema.resolve(unknown), None, "{unknown}");
+        }
     }
 
     #[test]

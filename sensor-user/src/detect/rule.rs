@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use sensor_proto as pb;
+use serde::{Deserialize, Deserializer};
 
-use super::condition::{self, Cidr, Condition, ConditionError, Definitions};
+use super::condition::{self, Cidr, Condition, ConditionError, Definitions, Schema};
 
 /// ATT&CK mapping.
 #[derive(Debug, Clone, Deserialize)]
@@ -190,7 +191,9 @@ pub struct RuleDoc {
     pub name: String,
     pub goal: String,
     pub attack: Attack,
-    pub severity: String,
+    /// `info`, `low`, `medium`, `high` or `critical`, read once at load.
+    #[serde(deserialize_with = "rule_severity")]
+    pub severity: pb::Severity,
     pub strategy: String,
     pub blind_spots: Vec<String>,
     pub false_positives: Vec<String>,
@@ -249,7 +252,26 @@ pub struct RuleError {
     pub message: String,
 }
 
-pub const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
+/// A rule's `severity` as rule files write it (lower case, no prefix); anything else is a load
+/// error at the value's line and column that lists the names.
+fn rule_severity<'de, D: Deserializer<'de>>(d: D) -> Result<pb::Severity, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Written {
+        Info,
+        Low,
+        Medium,
+        High,
+        Critical,
+    }
+    Ok(match Written::deserialize(d)? {
+        Written::Info => pb::Severity::Info,
+        Written::Low => pb::Severity::Low,
+        Written::Medium => pb::Severity::Medium,
+        Written::High => pb::Severity::High,
+        Written::Critical => pb::Severity::Critical,
+    })
+}
 
 /// Where `text` (a condition) starts in the raw file, 1-based; (1, 1) if it can't be found.
 fn locate(raw: &str, text: &str) -> (usize, usize) {
@@ -294,16 +316,16 @@ fn yaml_error(file: &str, e: serde_yaml_ng::Error) -> RuleError {
     }
 }
 
-/// Fails naming the first of `fields` that is not a known field.
+/// Fails naming the first of `fields` that `schema` does not have.
 fn check_keys<'a>(
     file: &str,
     raw: &str,
     fields: impl Iterator<Item = &'a String>,
-    known: &[&str],
+    schema: &dyn Schema,
     what: &str,
 ) -> Result<(), RuleError> {
     for f in fields {
-        if !known.contains(&condition::field_pattern(f).as_ref()) {
+        if schema.resolve(f).is_none() {
             let (line, column) = locate(raw, f);
             return Err(RuleError {
                 file: file.into(),
@@ -371,12 +393,13 @@ pub fn parse_shared(file: &str, raw: &str) -> Result<SharedDefs, RuleError> {
     serde_yaml_ng::from_str(raw).map_err(|e| yaml_error(file, e))
 }
 
-/// Parses and compiles one rule file against the shared definitions and the known fields.
+/// Parses and compiles one rule file against the shared definitions, resolving every field it
+/// reads against `schema`.
 pub fn compile_rule(
     file: &str,
     raw: &str,
     shared: &SharedDefs,
-    known: &[&str],
+    schema: &dyn Schema,
 ) -> Result<CompiledRule, RuleError> {
     let doc: RuleDoc = serde_yaml_ng::from_str(raw).map_err(|e| yaml_error(file, e))?;
     let whole = |message: String| {
@@ -388,19 +411,6 @@ pub fn compile_rule(
             message,
         }
     };
-    if !SEVERITIES.contains(&doc.severity.as_str()) {
-        let (line, column) = locate(raw, &format!("severity: {}", doc.severity));
-        return Err(RuleError {
-            file: file.into(),
-            line,
-            column,
-            message: format!(
-                "severity `{}` is not one of {}",
-                doc.severity,
-                SEVERITIES.join(", ")
-            ),
-        });
-    }
     let mut defs = Definitions::new();
     for (name, items) in shared.lists.iter().chain(&doc.lists) {
         defs.add_list(name, items.clone());
@@ -411,7 +421,7 @@ pub fn compile_rule(
     // Each macro compiles on its own, so its errors point at its own line.
     for (name, src) in &doc.macros {
         condition::compile(src, &defs)
-            .and_then(|c| c.check_fields(known))
+            .and_then(|c| c.resolve(schema))
             .map_err(|e| {
                 let mut e = at(file, raw, src, e);
                 e.message = format!("macro `{name}`: {}", e.message);
@@ -420,7 +430,7 @@ pub fn compile_rule(
     }
     let compile = |src: &str| -> Result<Condition, RuleError> {
         let c = condition::compile(src, &defs).map_err(|e| at(file, raw, src, e))?;
-        c.check_fields(known).map_err(|e| at(file, raw, src, e))?;
+        c.resolve(schema).map_err(|e| at(file, raw, src, e))?;
         Ok(c)
     };
     let condition = match &doc.logic {
@@ -438,7 +448,7 @@ pub fn compile_rule(
                 .chain(distinct)
                 .chain(sum)
                 .chain(doc.throttle.iter().flat_map(|t| &t.key));
-            check_keys(file, raw, fields, known, "threshold key")?;
+            check_keys(file, raw, fields, schema, "threshold key")?;
             if *window_seconds == 0 {
                 return Err(whole("threshold window_seconds must be at least 1".into()));
             }
@@ -446,7 +456,7 @@ pub fn compile_rule(
         }
         Logic::Lifetime { notable, .. } => compile(notable)?,
         Logic::Sequence { first, key, .. } => {
-            check_keys(file, raw, key.iter(), known, "sequence key")?;
+            check_keys(file, raw, key.iter(), schema, "sequence key")?;
             compile(first)?
         }
         Logic::NewValue {
@@ -456,7 +466,7 @@ pub fn compile_rule(
             learn_seconds,
         } => {
             let fields = key.iter().chain([value]);
-            check_keys(file, raw, fields, known, "new_value key or value")?;
+            check_keys(file, raw, fields, schema, "new_value key or value")?;
             if *learn_seconds == 0 {
                 return Err(whole("new_value learn_seconds must be at least 1".into()));
             }
@@ -474,7 +484,7 @@ pub fn compile_rule(
                 file,
                 raw,
                 key.iter().chain([value]),
-                known,
+                schema,
                 "baseline key or value",
             )?;
             if *factor <= 1.0 {
@@ -507,6 +517,7 @@ pub fn compile_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::fields::EventSchema;
 
     const RULE: &str = r#"id: TEST-1
 name: Test rule
@@ -528,42 +539,41 @@ lists:
 output: "{proc.exe} ran"
 "#;
 
-    fn known() -> Vec<&'static str> {
-        crate::detect::fields::known()
-    }
-
     #[test]
     fn compiles_a_rule() {
-        let r = compile_rule("t.yaml", RULE, &SharedDefs::default(), &known()).unwrap();
+        let r = compile_rule("t.yaml", RULE, &SharedDefs::default(), &EventSchema).unwrap();
         assert_eq!(r.doc.id, "TEST-1");
+        assert_eq!(r.doc.severity, pb::Severity::High);
         assert_eq!(r.condition.kinds(), Some(vec!["exec".to_string()]));
     }
 
     #[test]
     fn errors_name_file_line_and_column() {
         let bad = RULE.replace("proc.name in (netcat)", "proc.nme in (netcat)");
-        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &EventSchema).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("t.yaml", 15), "{e}");
         assert!(e.column > 14 && e.message.contains("proc.nme"), "{e}");
 
         let bad = RULE.replace("and proc.name", "and and proc.name");
-        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &EventSchema).unwrap_err();
         assert_eq!(e.line, 15, "{e}");
 
         let bad = RULE.replace("severity: high", "severity: urgent");
-        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
-        assert_eq!(e.line, 7);
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &EventSchema).unwrap_err();
+        assert_eq!((e.line, e.column), (7, 11), "{e}");
         assert!(
-            e.to_string().starts_with("t.yaml:7:1: severity `urgent`"),
+            e.message.contains(
+                "unknown variant `urgent`, expected one of `info`, `low`, `medium`, `high`, `critical`"
+            ),
             "{e}"
         );
 
         let bad = RULE.replace("  kind: condition", "  kind: conditoin");
-        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &EventSchema).unwrap_err();
         assert_eq!(e.line, 14, "{e}");
 
         let bad = RULE.replace("goal:", "gaol:");
-        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &known()).unwrap_err();
+        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &EventSchema).unwrap_err();
         assert!(e.message.contains("gaol"), "{e}");
     }
 }

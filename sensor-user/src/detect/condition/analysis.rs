@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use super::ast::{CmpOp, Expr, Predicate, Test};
 use super::error::{ConditionError, Pos, did_you_mean};
+use super::value::Schema;
 
 /// The name a field is checked under: `base[key]` as `base[]`, so one entry among the known
 /// fields stands for every key (`container.label[]` for `container.label[team]`).
@@ -50,18 +51,24 @@ impl Expr {
         out
     }
 
-    /// The first field not in `known`. Inside a macro the error points at the outermost macro
-    /// reference (the only place in this condition's text) and says where in the macro it is.
-    pub(crate) fn check_fields(&self, known: &[&str]) -> Result<(), ConditionError> {
+    /// Resolves every field against `schema`; fails on the first it does not have. Inside a
+    /// macro the error points at the outermost macro reference (the only place in this
+    /// condition's text) and says where in the macro it is.
+    pub(crate) fn resolve(&self, schema: &dyn Schema) -> Result<(), ConditionError> {
         let mut first = None;
         self.walk(&mut Vec::new(), &mut |t, chain| {
-            if first.is_some() || known.contains(&field_pattern(&t.field).as_ref()) {
+            if first.is_some() {
+                return;
+            }
+            if let Some(slot) = schema.resolve(&t.field) {
+                // A macro used twice is one shared body: resolved once, the same both times.
+                let _ = t.slot.set(slot);
                 return;
             }
             let mut message = format!(
                 "unknown field \"{}\"{}",
                 t.field,
-                did_you_mean(&t.field, known.iter().copied())
+                did_you_mean(&t.field, schema.names().into_iter())
             );
             let pos = match chain {
                 [] => t.pos,

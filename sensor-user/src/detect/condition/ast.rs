@@ -7,10 +7,11 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::cidr::Cidr;
 use super::error::Pos;
+use super::value::Slot;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CmpOp {
@@ -116,7 +117,9 @@ pub(crate) enum Predicate {
 #[derive(Clone, Debug)]
 pub(crate) struct Test {
     pub field: String,
-    /// Where the field name was written, for `check_fields`.
+    /// The field's definition, set when the condition is resolved against a schema.
+    pub slot: OnceLock<Slot>,
+    /// Where the field name was written, for `resolve`.
     pub pos: Pos,
     pub pred: Predicate,
 }

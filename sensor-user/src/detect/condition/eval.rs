@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use super::ast::{CmpOp, Expr, LitSet, Literal, Predicate, StrOp};
+use super::ast::{CmpOp, Expr, LitSet, Literal, Predicate, StrOp, Test};
 use super::cidr::Cidr;
 use super::glob::glob;
 use super::value::{Fields, Value};
@@ -19,7 +19,17 @@ impl Expr {
             Expr::Or(items) => items.iter().any(|e| e.eval(ev)),
             Expr::Not(e) => !e.eval(ev),
             Expr::Macro { body, .. } => body.eval(ev),
-            Expr::Test(t) => ev.field(&t.field).is_some_and(|v| t.pred.matches(&v)),
+            Expr::Test(t) => t.value(ev).is_some_and(|v| t.pred.matches(&v)),
+        }
+    }
+}
+
+impl Test {
+    /// The field's value: through its definition once resolved, by name before.
+    fn value(&self, ev: &dyn Fields) -> Option<Value> {
+        match self.slot.get() {
+            Some(slot) => ev.resolved(slot, &self.field),
+            None => ev.field(&self.field),
         }
     }
 }

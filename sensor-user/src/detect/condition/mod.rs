@@ -8,7 +8,9 @@
 //! ```
 //!
 //! * **Fields** are dotted names (`proc.name`, `container.id`) read through [`Fields`]; some
-//!   take a key in brackets (`container.label[team]`).
+//!   take a key in brackets (`container.label[team]`). A loaded rule's fields are resolved
+//!   against a [`Schema`] ([`Condition::resolve`]): an unknown name fails the load with its
+//!   position, and evaluation reads each field through its definition's [`Slot`].
 //! * **Operators**: `=` `!=` (any value), `<` `<=` `>` `>=` (integers), `in (a, b, "c")`,
 //!   `contains`, `icontains`, `startswith`, `endswith`, `glob` (`*` and `?`), `exists`, and
 //!   `in_cidr (10.0.0.0/8, fd00::/8, 192.168.1.7)` for addresses (blocks checked at compile
@@ -60,7 +62,7 @@ pub use analysis::field_pattern;
 pub(crate) use cidr::Cidr;
 pub use defs::Definitions;
 pub use error::ConditionError;
-pub use value::{Fields, Value};
+pub use value::{Fields, Schema, Slot, Value};
 
 /// A compiled condition: parse once, evaluate per event. Cheap to clone (macro bodies shared).
 #[derive(Clone, Debug)]
@@ -91,10 +93,12 @@ impl Condition {
         self.root.kinds().map(|k| k.into_iter().collect())
     }
 
-    /// Fails on the first field (in source order) that is not in `known`, naming it and where
-    /// it is written, with a suggestion when it looks like a typo of a known field.
-    pub fn check_fields(&self, known: &[&str]) -> Result<(), ConditionError> {
-        self.root.check_fields(known)
+    /// Resolves every field the condition reads to its definition in `schema`, so evaluation
+    /// never looks a name up. Fails on the first field (in source order) the schema does not
+    /// have, naming it and where it is written, with a suggestion when it looks like a typo of
+    /// a known field.
+    pub fn resolve(&self, schema: &dyn Schema) -> Result<(), ConditionError> {
+        self.root.resolve(schema)
     }
 }
 

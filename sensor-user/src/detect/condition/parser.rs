@@ -199,6 +199,7 @@ impl Parser<'_, '_> {
                 let pred = self.predicate(&w)?;
                 Ok(Expr::Test(Test {
                     field: w,
+                    slot: Default::default(),
                     pos: t.pos,
                     pred,
                 }))

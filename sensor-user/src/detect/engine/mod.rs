@@ -18,7 +18,7 @@ use sensor_proto::{self as pb, event::Body};
 pub use gate::AlertCap;
 
 use super::{
-    condition::{Fields, Value},
+    condition::{Fields, Slot, Value},
     fields::EventView,
     learn::{BaselineParams, Baselines, LearnedSets, SavedLearning},
     rule::{CompiledRule, Logic},
@@ -424,6 +424,10 @@ impl Fields for WithExtra<'_> {
             .map(|(_, v)| v.clone())
             .or_else(|| self.view.field(name))
     }
+
+    fn resolved(&self, slot: &Slot, name: &str) -> Option<Value> {
+        self.view.resolved(slot, name)
+    }
 }
 
 /// The rule's condition holds and no exception does.
@@ -489,17 +493,6 @@ pub fn render(template: &str, view: &dyn Fields) -> String {
     out
 }
 
-pub fn severity(name: &str) -> pb::Severity {
-    match name {
-        "info" => pb::Severity::Info,
-        "low" => pb::Severity::Low,
-        "medium" => pb::Severity::Medium,
-        "high" => pb::Severity::High,
-        "critical" => pb::Severity::Critical,
-        _ => pb::Severity::Unspecified,
-    }
-}
-
 /// The alert for `rule`, raised by `event` with `evidence` (the triggering events, oldest first).
 fn alert(
     rule: &CompiledRule,
@@ -516,7 +509,7 @@ fn alert(
         node: event.node.clone(),
         rule_id: doc.id.clone(),
         rule_name: doc.name.clone(),
-        severity: severity(&doc.severity) as i32,
+        severity: doc.severity as i32,
         techniques: doc.attack.techniques.clone(),
         tactics: vec![doc.attack.tactic.clone()],
         summary: render(
@@ -565,7 +558,7 @@ mod tests {
             "id: T-1\nname: t\ngoal: g\nattack: {{techniques: [T1], tactic: t}}\nseverity: low\nstrategy: s\n\
              blind_spots: []\nfalse_positives: []\nvalidation: v\nresponse: [r]\noutput: \"{{proc.exe}}\"\n{extra}logic:\n{logic}"
         );
-        compile_rule("t.yaml", &raw, &SharedDefs::default(), &fields::known()).unwrap()
+        compile_rule("t.yaml", &raw, &SharedDefs::default(), &fields::EventSchema).unwrap()
     }
 
     fn event(kind: &str, cid: &str, exe: &str, t: i64) -> pb::Event {
@@ -955,18 +948,25 @@ mod tests {
     fn an_exception_without_criteria_or_with_a_bad_label_key_is_refused() {
         let base = "id: T-1\nname: t\ngoal: g\nattack: {techniques: [T1], tactic: t}\nseverity: low\nstrategy: s\nblind_spots: []\nfalse_positives: []\nvalidation: v\nresponse: [r]\noutput: o\nlogic: {kind: condition, condition: evt.kind = exec}\n";
         let empty = format!("{base}exceptions:\n  - name: nothing\n    reason: r\n");
-        let e =
-            compile_rule("t.yaml", &empty, &SharedDefs::default(), &fields::known()).unwrap_err();
+        let e = compile_rule(
+            "t.yaml",
+            &empty,
+            &SharedDefs::default(),
+            &fields::EventSchema,
+        )
+        .unwrap_err();
         assert!(e.message.contains("matches nothing"), "{e}");
         assert_eq!(e.line, 14, "{e}");
         let bad =
             format!("{base}exceptions:\n  - name: b\n    reason: r\n    labels: {{\"a b\": x}}\n");
-        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &fields::known()).unwrap_err();
+        let e =
+            compile_rule("t.yaml", &bad, &SharedDefs::default(), &fields::EventSchema).unwrap_err();
         assert!(e.message.contains("label key"), "{e}");
         let bad = format!(
             "{base}exceptions:\n  - name: b\n    reason: r\n    addresses: [10.0.5.0/24, 10.0.5.1/24]\n"
         );
-        let e = compile_rule("t.yaml", &bad, &SharedDefs::default(), &fields::known()).unwrap_err();
+        let e =
+            compile_rule("t.yaml", &bad, &SharedDefs::default(), &fields::EventSchema).unwrap_err();
         assert_eq!((e.line, e.column), (16, 30), "{e}");
         assert!(e.message.contains("write the network (10.0.5.0/24)"), "{e}");
     }

@@ -1,5 +1,6 @@
-//! `kinds()`, `fields()` and `check_fields()`.
+//! `kinds()`, `fields()` and `resolve()`.
 
+use super::super::{Slot, Value};
 use super::compiled;
 
 #[test]
@@ -49,14 +50,14 @@ fn fields_include_macros_once_each() {
 const KNOWN: &[&str] = &["evt.kind", "container.id", "proc.name", "proc.exe"];
 
 #[test]
-fn check_fields_accepts_known_fields() {
+fn resolve_accepts_known_fields() {
     compiled("net_tool_in_container and proc.exe startswith /tmp")
-        .check_fields(KNOWN)
+        .resolve(&KNOWN)
         .unwrap();
 }
 
 #[test]
-fn check_fields_names_the_unknown_field_and_where() {
+fn resolve_names_the_unknown_field_and_where() {
     for (src, line, column, message) in [
         (
             "proc.name = nc and\n  proc.nmae = ncat",
@@ -83,8 +84,36 @@ fn check_fields_names_the_unknown_field_and_where() {
             r#"unknown field "proc.nmae" (did you mean "proc.name"?) in macro "typo_field" at line 1, column 1 of its condition (reached through uses_typo_field -> typo_field)"#,
         ),
     ] {
-        let e = compiled(src).check_fields(KNOWN).unwrap_err();
+        let e = compiled(src).resolve(&KNOWN).unwrap_err();
         assert_eq!(e.message, message, "{src}");
         assert_eq!((e.line, e.column), (line, column), "{src}");
     }
+}
+
+/// Answers only through resolved slots: reading a field by name fails the test.
+struct BySlot;
+
+impl super::super::Fields for BySlot {
+    fn field(&self, name: &str) -> Option<Value> {
+        panic!("{name} was looked up by name after the condition was resolved")
+    }
+
+    fn resolved(&self, slot: &Slot, name: &str) -> Option<Value> {
+        Some(match slot {
+            Slot::Field(i) => Value::Str(format!("{name}#{i}")),
+            Slot::Keyed(i, key) => Value::Str(format!("{i}:{key}")),
+        })
+    }
+}
+
+#[test]
+fn a_resolved_condition_reads_its_fields_through_their_slots() {
+    const SCHEMA: &[&str] = &["evt.kind", "proc.name", "container.label[]"];
+    let c = compiled("proc.name = 'proc.name#1' and container.label[team] = '2:team'");
+    c.resolve(&SCHEMA).unwrap();
+    assert!(c.eval(&BySlot));
+    // A macro's body is resolved too, and a clone keeps the resolution.
+    let c = compiled("spawned_process and evt.kind = 'evt.kind#0'");
+    c.resolve(&SCHEMA).unwrap();
+    assert!(!c.clone().eval(&BySlot));
 }
