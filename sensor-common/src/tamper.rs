@@ -42,6 +42,9 @@ impl TamperOp {
 
 /// `TamperRecord.flags`: the call's target is one of the sensor's tasks or its process group.
 pub const TAMPER_TARGETS_SENSOR: u8 = 1 << 0;
+/// `TamperRecord.flags`: `args` and `name` come from the kernel's own copy of the call's
+/// arguments (what it acted on), not from the caller's memory.
+pub const TAMPER_KERNEL_COPY: u8 = 1 << 1;
 
 /// Values of the sensor's own task map: a thread of the sensor (tid or tgid).
 pub const SELF_TASK: u8 = 1 << 0;

@@ -31,7 +31,7 @@ impl Stats {
 /// What the agent runs with: reported as is in every `health` event.
 pub struct Setup<'a> {
     pub hooks: &'a [HookSpec],
-    /// The hook set ("default" or "syscall").
+    /// The hook set in use ("fentry", "kprobe", "tracepoint" or "syscall").
     pub hook_set: &'a str,
     /// Rules blind with this hook set, with the kinds they miss.
     pub blind_rules: Vec<String>,

@@ -87,10 +87,12 @@ struct RunArgs {
     #[arg(long, default_value_t = 10000)]
     proc_burst: u32,
     /// Hook set. `default` attaches no syscall tracepoint (no cost on syscalls the sensor does
-    /// not watch); `syscall` adds the syscall fallback for what only the syscall path shows on
-    /// a kernel without kprobes or fentry (bpf, ptrace, perf_event_open, mount, netlink and
-    /// packet sockets), at the price of every syscall on the node taking the slow path.
-    /// `sensor check` and the start-up line name the rules that are blind without it.
+    /// not watch) and watches bpf, ptrace, perf_event_open, mount, fsopen and socket() of the
+    /// netlink and packet families on those syscalls' own kernel functions, by fentry, else
+    /// kprobes (`fentry`, `kprobe`: one of them or fail; `tracepoint`: neither). On a kernel
+    /// with neither, `syscall` watches them on syscall tracepoints instead, at the price of
+    /// every syscall on the node taking the slow path. `sensor check` and the start-up line
+    /// say which set this kernel gets and name the rules blind without it.
     #[arg(long, value_enum, env = "SENSOR_HOOKS", default_value_t)]
     hooks: sensor::loader::HookSet,
     /// Node name reported in events (default: the hostname).

@@ -55,6 +55,16 @@ fn check_reports_usable_and_unavailable_hooks() {
         !stdout.contains("syscalls:sys_"),
         "a syscall tracepoint among the hooks in use:\n{stdout}"
     );
+    // `default` resolves to fentry, else kprobes, else neither, as the probes above found.
+    let expected = if line("fentry").contains("usable:") {
+        "fentry"
+    } else if line("kprobe").contains("usable:") {
+        "kprobe"
+    } else {
+        "tracepoint"
+    };
+    let set = line("hook set:");
+    assert!(set.starts_with(&format!("hook set: {expected} (")), "{set}");
     let fallback = line("syscall fallback (--hooks syscall, off by default):");
     assert!(fallback.contains("usable"), "{fallback}");
     let blind = line("blind without it:");
@@ -118,13 +128,14 @@ fn bad_arguments_are_named() {
 #[test]
 fn an_unknown_hook_set_is_refused_with_the_choices() {
     let out = Command::new(sensor_bin())
-        .args(["run", "--hooks", "kprobe"])
+        .args(["run", "--hooks", "uprobe"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("invalid value 'kprobe'") && stderr.contains("default, syscall"),
+        stderr.contains("invalid value 'uprobe'")
+            && stderr.contains("default, fentry, kprobe, tracepoint, syscall"),
         "{stderr}"
     );
 }

@@ -1,11 +1,11 @@
 //! The sensor-tampering rules (CRS-014 to CRS-017) against real tools in real containers:
 //! bpftool loading a program, kill and strace aimed at the sensor, strace attaching inside a
 //! container, a tracefs mount and perf. Each also runs a benign look-alike that must stay quiet.
-//! The bpf, ptrace, perf_event_open and mount signals exist only on the syscall path of a kernel
-//! without kprobes or fentry, so those tests run the sensor with the opt-in syscall fallback
-//! (`--hooks syscall`, [`FALLBACK`]); signals aimed at the sensor come from
-//! `signal:signal_generate` in the default set. The binary is also part of `cargo xtask
-//! vm-test`'s suite.
+//! The bpf, ptrace, perf_event_open and mount signals come from those syscalls' own kernel
+//! functions (fentry or kprobes) in the default set; on a kernel with neither (this host) they
+//! exist only on the syscall path, so there the tests run the sensor with the opt-in syscall
+//! fallback ([`hooks`]). Signals aimed at the sensor come from `signal:signal_generate` in every
+//! set. The binary is also part of `cargo xtask vm-test`'s suite, once per hook set.
 
 use std::{process::Command, time::Duration};
 
@@ -13,13 +13,28 @@ use sensor_tests::{Bodies, Sensor, Subject, assert_alert_fields, run_rm};
 
 const SETTLE: Duration = Duration::from_secs(3);
 
-/// The syscall fallback: the default hook set is blind to bpf, ptrace, perf_event_open and
-/// mount on this kind of kernel (`sensor check` names the rules).
-const FALLBACK: [&str; 2] = ["--hooks", "syscall"];
+/// The hook set these signals need: the one the run asked for (`SENSOR_TEST_HOOKS`: vm-test's
+/// default, kprobe and syscall runs), except where it has no function hooks (this host, without
+/// fentry or kprobes, or an explicit `tracepoint` run): there the syscall fallback.
+fn hooks() -> &'static [&'static str] {
+    match std::env::var("SENSOR_TEST_HOOKS").as_deref() {
+        Ok("tracepoint") | Err(_) => &["--hooks", "syscall"],
+        Ok(_) => &[],
+    }
+}
+
+/// Where bpf and mount arguments are read with that set: the kernel's own copy with function
+/// hooks, the caller's memory with the syscall fallback.
+fn args_source() -> &'static str {
+    match std::env::var("SENSOR_TEST_HOOKS").as_deref() {
+        Ok("tracepoint" | "syscall") | Err(_) => "user",
+        Ok(_) => "kernel",
+    }
+}
 
 #[test]
 fn crs014_ebpf_program_loaded_from_a_container() {
-    let sensor = Sensor::start_with("crs014", &FALLBACK);
+    let sensor = Sensor::start_with("crs014", hooks());
     // bpftool loads a two-instruction socket filter to probe the kernel before it drops its
     // capabilities (then its unprivileged probes are refused).
     let cid = run_rm(
@@ -35,6 +50,7 @@ fn crs014_ebpf_program_loaded_from_a_container() {
     let bpf = a.events[0].bpf();
     assert_eq!(bpf.cmd, "prog_load", "{a:?}");
     assert_eq!(bpf.r#type, "socket_filter", "{a:?}");
+    assert_eq!(bpf.args_source, args_source(), "{a:?}");
     assert_eq!(a.process().exe, "/usr/sbin/bpftool", "{a:?}");
     let benign = run_rm(&[], &["bpftool", "version"]);
     sensor.assert_no_alert("CRS-014", &benign, SETTLE);
@@ -42,8 +58,8 @@ fn crs014_ebpf_program_loaded_from_a_container() {
 
 #[test]
 fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
-    // The signal half is the default set's; the fallback adds the ptrace half.
-    let sensor = Sensor::start_with("crs015", &FALLBACK);
+    // The signal half is every set's; the ptrace half needs the function hooks or the fallback.
+    let sensor = Sensor::start_with("crs015", hooks());
     let pid = sensor.pid().to_string();
     // SIGCONT is harmless to a running process; only a --pid host container can name the sensor.
     let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
@@ -81,7 +97,7 @@ fn crs015_a_signal_or_ptrace_aimed_at_the_sensor() {
 
 #[test]
 fn crs016_ptrace_attach_from_a_container() {
-    let sensor = Sensor::start_with("crs016", &FALLBACK);
+    let sensor = Sensor::start_with("crs016", hooks());
     let cid = run_rm(
         &["--cap-add", "SYS_PTRACE"],
         &[
@@ -100,7 +116,7 @@ fn crs016_ptrace_attach_from_a_container() {
 
 #[test]
 fn crs017_tracefs_mount_and_perf_events_from_a_container() {
-    let sensor = Sensor::start_with("crs017", &FALLBACK);
+    let sensor = Sensor::start_with("crs017", hooks());
     let mount = run_rm(
         &["--cap-add", "SYS_ADMIN"],
         &[
@@ -112,6 +128,7 @@ fn crs017_tracefs_mount_and_perf_events_from_a_container() {
     let a = sensor.expect_alert("CRS-017", &mount);
     assert_alert_fields(&a, "CRS-017", &mount);
     assert_eq!(a.events[0].mount().fstype, "tracefs", "{a:?}");
+    assert_eq!(a.events[0].mount().args_source, args_source(), "{a:?}");
     let perf = run_rm(
         &["--cap-add", "SYS_ADMIN"],
         &[
@@ -136,7 +153,7 @@ fn crs017_tracefs_mount_and_perf_events_from_a_container() {
 
 #[test]
 fn default_hooks_see_a_signal_at_the_sensor_and_name_the_rules_they_are_blind_to() {
-    // Named, so a `--hooks syscall` run of the suite (vm-test) still tests the default set.
+    // Named, so every run of the suite (vm-test) also tests the default set.
     let sensor = Sensor::start_with("crs015_default", &["--hooks", "default"]);
     let pid = sensor.pid().to_string();
     let cid = run_rm(&["--pid", "host"], &["kill", "-CONT", &pid]);
@@ -144,8 +161,19 @@ fn default_hooks_see_a_signal_at_the_sensor_and_name_the_rules_they_are_blind_to
     assert_eq!(a.events[0].signal().name, "SIGCONT", "{a:?}");
     let health = sensor.expect("a health event", |e| e.kind == "health");
     let h = health.health();
-    assert_eq!(h.hook_set, "default", "{h:?}");
     let blind: Vec<&str> = h.blind_rules.iter().map(String::as_str).collect();
-    assert!(blind.contains(&"CRS-014: bpf"), "{h:?}");
-    assert!(blind.contains(&"CRS-017: perf_event_open, mount"), "{h:?}");
+    // `default` resolves to what the kernel has: on a kernel without fentry and kprobes (this
+    // host) it is blind to what only the syscall path shows, and says so; elsewhere it sees it.
+    match h.hook_set.as_str() {
+        "tracepoint" => {
+            assert!(blind.contains(&"CRS-014: bpf"), "{h:?}");
+            assert!(blind.contains(&"CRS-017: perf_event_open, mount"), "{h:?}");
+        }
+        "fentry" | "kprobe" => assert!(blind.is_empty(), "{h:?}"),
+        other => panic!("--hooks default resolved to {other:?}: {h:?}"),
+    }
+    // vm-test's `default` runs are on Debian kernels, which have fentry: it must be chosen.
+    if std::env::var("SENSOR_TEST_HOOKS").as_deref() == Ok("default") {
+        assert_eq!(h.hook_set, "fentry", "{h:?}");
+    }
 }

@@ -3,7 +3,7 @@
 //! setup (incl. Debian packages) -> eBPF build -> lint -> agent build -> unit tests -> each
 //! fuzz target for 20 s -> dockerd + test image -> integration tests (real containers against the real sensor) ->
 //! stop the dockerd this run started (also when a step failed) -> the VM smoke subset
-//! (Debian 6.1 under qemu with the default and syscall hook sets) and the kernel matrix.
+//! (Debian 6.1 under qemu with the default, kprobe and syscall hook sets) and the kernel matrix.
 
 use std::fs;
 use std::path::Path;
@@ -168,10 +168,10 @@ fn test_steps(root: &Path, options: Options, filter: &[String], steps: &mut Step
     integration?;
     latency::report(&artifacts, Some(started))?;
 
-    // Another kernel (Debian's 6.1 under qemu), with both hook sets.
+    // Another kernel (Debian's 6.1 under qemu), with each hook set.
     if filter.is_empty() {
         steps.time("vm smoke", || {
-            step("running the VM smoke subset (Debian 6.1 under qemu, default and syscall hook sets)...");
+            step("running the VM smoke subset (Debian 6.1 under qemu, default, kprobe and syscall hook sets)...");
             let columns = vm::run_plan(root, &sensor, &vm::Plan::smoke())?;
             anyhow::ensure!(
                 vm::report(root, columns)?,

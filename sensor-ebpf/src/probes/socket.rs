@@ -1,13 +1,12 @@
-//! Syscall fallback (opt-in): `socket` calls of the families the cgroup `sock_create` hook
-//! does not see (netlink, packet and the rest; inet sockets are reported there). Attached only
-//! with `--syscall-hooks`, because any syscall tracepoint slows every syscall on the node.
+//! `socket` calls of the families the cgroup `sock_create` hook does not see (netlink, packet
+//! and the rest; inet sockets are reported there), on the syscall's kernel function (fentry or
+//! kprobe) or, opt-in, its tracepoints (see [`super::syscall`]).
 
-use aya_ebpf::programs::TracePointContext;
 use sensor_common::{Endpoint, Hook, SockOp};
 
 use super::{
     sock_cgroup::{kind_flags, report},
-    syscall::{Pending, arg, save, syscall_pair},
+    syscall::{Pending, SyscallArgs, save, syscall_pair},
 };
 use crate::{
     abi::{AF_INET, AF_INET6},
@@ -16,8 +15,8 @@ use crate::{
 };
 
 #[inline(always)]
-fn enter(ctx: &TracePointContext) -> ReadResult<()> {
-    let family = arg(ctx, 0)?;
+fn enter(ctx: &impl SyscallArgs) -> ReadResult<()> {
+    let family = ctx.arg(0)?;
     if family == AF_INET as u64
         || family == AF_INET6 as u64
         || !net_wanted(kernel::current_cgroup_id())
@@ -43,4 +42,9 @@ fn exit(p: &Pending, ret: i64) -> ReadResult<()> {
     )
 }
 
-syscall_pair!(sys_enter_socket, sys_exit_socket, Hook::Socket, enter, exit);
+syscall_pair!(
+    Hook::Socket, enter, exit,
+    tracepoint: sys_enter_socket / sys_exit_socket,
+    fentry: fentry_socket / fexit_socket,
+    kprobe: kprobe_socket / kretprobe_socket,
+);

@@ -1,8 +1,8 @@
 //! Calls that could blind or tamper with the sensor: signals aimed at the sensor (always, from
 //! `signal:signal_generate`: whichever call sent them, one map lookup per signal on the node);
-//! and, with the syscall fallback only (`--syscall-hooks`), `bpf()` loads and attaches,
-//! `perf_event_open` and tracefs/debugfs/bpffs mounts from containers, and ptrace of the sensor
-//! or attaches from containers.
+//! and `bpf()` loads and attaches, `perf_event_open` and tracefs/debugfs/bpffs mounts from
+//! containers, and ptrace of the sensor or attaches from containers, on those syscalls' kernel
+//! functions or, opt-in, their tracepoints (see [`super::syscall`]).
 //!
 //! Filtered at entry so that only what matters is saved for the exit: the sensor's own calls
 //! never, host processes only when they aim at the sensor. Reported on the process ring (rare,
@@ -15,13 +15,13 @@ use aya_ebpf::{
 };
 use sensor_common::{
     BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN, Hook,
-    PTRACE_ATTACH, PTRACE_SEIZE, RecordKind, Ring, TAMPER_NAME, TAMPER_TARGETS_SENSOR, TamperOp,
-    TamperRecord,
+    PTRACE_ATTACH, PTRACE_SEIZE, RecordKind, Ring, TAMPER_KERNEL_COPY, TAMPER_NAME,
+    TAMPER_TARGETS_SENSOR, TamperOp, TamperRecord,
 };
 
 use super::{
     record, run_probe,
-    syscall::{Pending, arg, save, syscall_pair},
+    syscall::{Pending, SyscallArgs, inside_call, save, syscall_pair, with_pending},
 };
 use crate::{
     kernel::{self, ReadResult},
@@ -63,16 +63,19 @@ where
     unsafe { bpf_probe_read_user(addr as *const T) }.unwrap_or_default()
 }
 
-/// The name of a watched filesystem type at `addr` (user memory), if it is one.
+/// A NUL-terminated string at `addr` in user memory, NUL-padded (empty if unreadable).
 #[inline(always)]
-fn watched_fs(addr: u64) -> Option<[u8; TAMPER_NAME]> {
+fn user_name(addr: u64) -> [u8; TAMPER_NAME] {
     let mut name = [0u8; TAMPER_NAME];
     // SAFETY: the helper validates the user address and bounds the copy by `name`.
-    unsafe { bpf_probe_read_user_str_bytes(addr as *const u8, &mut name) }.ok()?;
-    WATCHED_FS
-        .iter()
-        .any(|fs| name.starts_with(fs))
-        .then_some(name)
+    let _ = unsafe { bpf_probe_read_user_str_bytes(addr as *const u8, &mut name) };
+    name
+}
+
+/// Whether a NUL-padded filesystem type is one of the watched ones.
+#[inline(always)]
+fn watched_fs(name: &[u8; TAMPER_NAME]) -> bool {
+    WATCHED_FS.iter().any(|fs| name.starts_with(fs))
 }
 
 /// Writes and submits one record.
@@ -101,8 +104,8 @@ pub(super) fn emit(
 }
 
 #[inline(always)]
-fn enter_bpf(ctx: &TracePointContext) -> ReadResult<()> {
-    let cmd = arg(ctx, 0)?;
+fn enter_bpf(ctx: &impl SyscallArgs) -> ReadResult<()> {
+    let cmd = ctx.arg(0)?;
     let watched = matches!(
         cmd,
         BPF_MAP_CREATE
@@ -120,6 +123,17 @@ fn enter_bpf(ctx: &TracePointContext) -> ReadResult<()> {
 #[inline(always)]
 fn exit_bpf(p: &Pending, ret: i64) -> ReadResult<()> {
     let (cmd, attr) = (p.args[0], p.args[1]);
+    if p.copied != 0 {
+        return emit(
+            TamperOp::Bpf,
+            ret,
+            TAMPER_KERNEL_COPY,
+            [cmd, p.head[0], p.head[1]],
+            p.name,
+        );
+    }
+    // No kernel copy (the syscall fallback, or a call refused before its security check): the
+    // caller's memory, which a racing thread may have changed since the kernel read it.
     let head: [u64; 2] = user(attr);
     let mut name = [0u8; TAMPER_NAME];
     let name_at = match cmd {
@@ -131,10 +145,39 @@ fn exit_bpf(p: &Pending, ret: i64) -> ReadResult<()> {
         // SAFETY: the helper validates the user address; `name` bounds the copy.
         let _ = unsafe { bpf_probe_read_user_buf(name_at as *const u8, &mut name) };
     } else if cmd == BPF_RAW_TRACEPOINT_OPEN {
-        // SAFETY: as above; the attr's first member points at the tracepoint's name.
-        let _ = unsafe { bpf_probe_read_user_str_bytes(head[0] as *const u8, &mut name) };
+        name = user_name(head[0]);
     }
     emit(TamperOp::Bpf, ret, 0, [cmd, head[0], head[1]], name)
+}
+
+/// `security_bpf(cmd, attr, size, ...)`, inside bpf(): `attr` is the kernel's copy of the
+/// caller's `union bpf_attr`, what the command acts on.
+#[inline(always)]
+fn copy_bpf_attr(attr: *const u8) -> ReadResult<()> {
+    with_pending(Hook::Bpf, |p| {
+        p.head = kernel::read::<[u64; 2]>(attr, 0)?;
+        match p.args[0] {
+            BPF_PROG_LOAD => p.name = kernel::read(attr, PROG_NAME_OFFSET as u32)?,
+            BPF_MAP_CREATE => p.name = kernel::read(attr, MAP_NAME_OFFSET as u32)?,
+            // The tracepoint's name is still a pointer into the caller's memory.
+            BPF_RAW_TRACEPOINT_OPEN => p.name = user_name(p.head[0]),
+            _ => {}
+        }
+        p.copied = 1;
+        Ok(())
+    })
+}
+
+/// `get_fs_type(name)`, inside mount() and fsopen(): `name` is the kernel's copy of the
+/// filesystem type the call mounts.
+#[inline(always)]
+fn copy_fs_type(name: *const u8) -> ReadResult<()> {
+    with_pending(Hook::Mount, |p| {
+        p.name = [0; TAMPER_NAME];
+        kernel::read_kernel_str(name, &mut p.name)?;
+        p.copied = 1;
+        Ok(())
+    })
 }
 
 #[tracepoint(category = "signal", name = "signal_generate")]
@@ -170,12 +213,12 @@ fn on_signal(ctx: &TracePointContext) -> ReadResult<()> {
 
 /// ptrace(request, pid, ...): any request aimed at the sensor; attaches from containers.
 #[inline(always)]
-fn enter_ptrace(ctx: &TracePointContext) -> ReadResult<()> {
+fn enter_ptrace(ctx: &impl SyscallArgs) -> ReadResult<()> {
     if from_sensor() {
         return Ok(());
     }
-    let request = arg(ctx, 0)?;
-    let targets_sensor = names_sensor(arg(ctx, 1)? as i32 as i64, false);
+    let request = ctx.arg(0)?;
+    let targets_sensor = names_sensor(ctx.arg(1)? as i32 as i64, false);
     let attach = request == PTRACE_ATTACH || request == PTRACE_SEIZE;
     if targets_sensor || (attach && from_container()) {
         save(ctx, Hook::Ptrace, targets_sensor as u64)?;
@@ -200,7 +243,7 @@ fn exit_ptrace(p: &Pending, ret: i64) -> ReadResult<()> {
 }
 
 #[inline(always)]
-fn enter_perf_event_open(ctx: &TracePointContext) -> ReadResult<()> {
+fn enter_perf_event_open(ctx: &impl SyscallArgs) -> ReadResult<()> {
     if from_container() {
         save(ctx, Hook::PerfEvent, 0)?;
     }
@@ -221,11 +264,13 @@ fn exit_perf_event_open(p: &Pending, ret: i64) -> ReadResult<()> {
     )
 }
 
-/// mount(source, target, fstype, flags, data) and fsopen(fstype, flags) of a watched
-/// filesystem type from a container: the filesystem type is argument `fs_arg`.
+/// mount(source, target, fstype, flags, data) and fsopen(fstype, flags) from a container: the
+/// filesystem type is argument `fs_arg`. Every such call is saved, whatever type it names now:
+/// the type is judged at the exit, from the kernel's copy where a hook inside the call took
+/// one, so a thread that rewrites the string after the entry read cannot slip past.
 #[inline(always)]
-fn enter_mount(ctx: &TracePointContext, fs_arg: u32) -> ReadResult<()> {
-    if from_container() && watched_fs(arg(ctx, fs_arg)?).is_some() {
+fn enter_mount(ctx: &impl SyscallArgs, fs_arg: u32) -> ReadResult<()> {
+    if from_container() {
         save(ctx, Hook::Mount, fs_arg as u64)?;
     }
     Ok(())
@@ -238,36 +283,54 @@ fn exit_mount(p: &Pending, ret: i64) -> ReadResult<()> {
     } else {
         (TamperOp::Mount, p.args[2], 0)
     };
-    let name = watched_fs(fstype).unwrap_or([0; TAMPER_NAME]);
-    emit(op, ret, 0, [flags, 0, 0], name)
+    let (name, copy) = if p.copied != 0 {
+        (p.name, TAMPER_KERNEL_COPY)
+    } else {
+        (user_name(fstype), 0)
+    };
+    if !watched_fs(&name) {
+        return Ok(());
+    }
+    emit(op, ret, copy, [flags, 0, 0], name)
 }
 
-syscall_pair!(sys_enter_bpf, sys_exit_bpf, Hook::Bpf, enter_bpf, exit_bpf);
 syscall_pair!(
-    sys_enter_ptrace,
-    sys_exit_ptrace,
-    Hook::Ptrace,
-    enter_ptrace,
-    exit_ptrace
+    Hook::Bpf, enter_bpf, exit_bpf,
+    tracepoint: sys_enter_bpf / sys_exit_bpf,
+    fentry: fentry_bpf / fexit_bpf,
+    kprobe: kprobe_bpf / kretprobe_bpf,
 );
 syscall_pair!(
-    sys_enter_perf_event_open,
-    sys_exit_perf_event_open,
-    Hook::PerfEvent,
-    enter_perf_event_open,
-    exit_perf_event_open
+    Hook::Ptrace, enter_ptrace, exit_ptrace,
+    tracepoint: sys_enter_ptrace / sys_exit_ptrace,
+    fentry: fentry_ptrace / fexit_ptrace,
+    kprobe: kprobe_ptrace / kretprobe_ptrace,
 );
 syscall_pair!(
-    sys_enter_mount,
-    sys_exit_mount,
-    Hook::Mount,
-    |c| enter_mount(c, 2),
-    exit_mount
+    Hook::PerfEvent, enter_perf_event_open, exit_perf_event_open,
+    tracepoint: sys_enter_perf_event_open / sys_exit_perf_event_open,
+    fentry: fentry_perf_event_open / fexit_perf_event_open,
+    kprobe: kprobe_perf_event_open / kretprobe_perf_event_open,
 );
 syscall_pair!(
-    sys_enter_fsopen,
-    sys_exit_fsopen,
-    Hook::Mount,
-    |c| enter_mount(c, 0),
-    exit_mount
+    Hook::Mount, |c| enter_mount(c, 2), exit_mount,
+    tracepoint: sys_enter_mount / sys_exit_mount,
+    fentry: fentry_mount / fexit_mount,
+    kprobe: kprobe_mount / kretprobe_mount,
+);
+syscall_pair!(
+    Hook::Mount, |c| enter_mount(c, 0), exit_mount,
+    tracepoint: sys_enter_fsopen / sys_exit_fsopen,
+    fentry: fentry_fsopen / fexit_fsopen,
+    kprobe: kprobe_fsopen / kretprobe_fsopen,
+);
+inside_call!(
+    Hook::Bpf, copy_bpf_attr, arg: 1,
+    fentry: fentry_security_bpf,
+    kprobe: kprobe_security_bpf,
+);
+inside_call!(
+    Hook::Mount, copy_fs_type, arg: 0,
+    fentry: fentry_get_fs_type,
+    kprobe: kprobe_get_fs_type,
 );

@@ -3,7 +3,7 @@
 
 use sensor_common::{
     BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN,
-    TAMPER_TARGETS_SENSOR, TamperOp, TamperRecord,
+    TAMPER_KERNEL_COPY, TAMPER_TARGETS_SENSOR, TamperOp, TamperRecord,
 };
 use sensor_proto::{self as pb, event::Body};
 
@@ -208,6 +208,16 @@ fn bpf_body(r: &TamperRecord) -> pb::Bpf {
         attach_type,
         result: r.ret,
         error: names::errno(r.ret),
+        args_source: args_source(r).into(),
+    }
+}
+
+/// Where a record's arguments were read (see `args_source` in the proto).
+fn args_source(r: &TamperRecord) -> &'static str {
+    if r.flags & TAMPER_KERNEL_COPY != 0 {
+        "kernel"
+    } else {
+        "user"
     }
 }
 
@@ -245,6 +255,7 @@ pub fn body(r: &TamperRecord) -> Option<Body> {
             cpu: a2 as u32 as i32,
             result,
             error,
+            args_source: args_source(r).into(),
         }),
         TamperOp::Mount | TamperOp::Fsopen => Body::Mount(pb::Mount {
             syscall: if r.op == TamperOp::Mount as u8 {
@@ -257,6 +268,7 @@ pub fn body(r: &TamperRecord) -> Option<Body> {
             flags: a0,
             result,
             error,
+            args_source: args_source(r).into(),
         }),
         TamperOp::IoUringSetup => Body::IoUring(pb::IoUringSetup {
             fd: r.ret as i32,
@@ -359,6 +371,15 @@ mod tests {
             ),
             ("prog_load", "kprobe", "probe", 9)
         );
+        assert_eq!(b.args_source, "user");
+        let copied = TamperRecord {
+            flags: TAMPER_KERNEL_COPY,
+            ..load
+        };
+        let Some(Body::Bpf(b)) = body(&copied) else {
+            panic!()
+        };
+        assert_eq!(b.args_source, "kernel");
         let kill = record(TamperOp::Signal, [1234, 18, 1], 0, b"");
         let Some(Body::Signal(s)) = body(&kill) else {
             panic!()

@@ -81,6 +81,9 @@ pub fn run() -> Result<()> {
         }
     }
 
+    // What `--hooks default` resolves to here: the programs stay attached, so the fallback
+    // below is tried beside them (both sets can be loaded at once).
+    let functions = super::attach_hook_set(&mut ebpf, HookSet::Default);
     let fallback = variant_hooks(HookSet::Syscall)
         .iter()
         .try_for_each(|spec| attach(&mut ebpf, spec))
@@ -95,9 +98,29 @@ pub fn run() -> Result<()> {
     }
     println!("hooks in use (no syscall tracepoint):");
     print!("{report}");
+    let resolved = match &functions {
+        Ok((set, specs)) => {
+            for (_, name, attach_points) in grouped(specs) {
+                println!("  {name:<15} usable: {attach_points}");
+            }
+            *set
+        }
+        Err(e) => bail!("cannot run here: {}", super::describe(e)),
+    };
+    println!(
+        "hook set: {resolved}{}",
+        match resolved {
+            HookSet::Tracepoint =>
+                " (no fentry or kprobes: bpf, ptrace, perf_event_open, mount, \
+                 fsopen and socket() of other families are not watched)",
+            _ =>
+                " (bpf, ptrace, perf_event_open, mount, fsopen and socket() of other families \
+                 on their own kernel functions: only those syscalls pay)",
+        }
+    );
     let rules = detect::catalog::load(None)?;
     let engine = detect::engine::Engine::new(rules, String::new());
-    let blind = engine.blind_rules(HookSet::Default.blind_kinds());
+    let blind = engine.blind_rules(resolved.blind_kinds());
     println!(
         "syscall fallback (--hooks syscall, off by default): {}",
         match &fallback {
@@ -113,8 +136,12 @@ pub fn run() -> Result<()> {
             blind.join("; ")
         }
     );
-    println!("  and socket events of the netlink and packet families (CRS-004's netlink clause)");
-    println!("  {FALLBACK_ADVICE}");
+    if resolved == HookSet::Tracepoint {
+        println!(
+            "  and socket events of the netlink and packet families (CRS-004's netlink clause)"
+        );
+        println!("  {FALLBACK_ADVICE}");
+    }
     let optional: Vec<&str> = probes
         .iter()
         .filter(|p| p.result.is_err())

@@ -7,8 +7,12 @@
 //! containers' cgroups, `sock` and `signal` tracepoints and TC classifiers on bridges and veths,
 //! all of which load on every kernel with BTF.
 //!
-//! What only the syscall path shows on such a kernel (socket creation of the netlink and packet
-//! families, ptrace, bpf(), perf_event_open, mount) is the opt-in [`HookSet::Syscall`].
+//! What the kernel shows nowhere but on the syscall path (socket creation of the netlink and
+//! packet families, ptrace, bpf(), perf_event_open, mount, fsopen) is watched on those
+//! syscalls' own kernel functions (`__x64_sys_bpf`, ...) by fentry/fexit, else kprobes, where
+//! the kernel has either: a trampoline on one function costs only that syscall. On a kernel
+//! with neither (this project's CI host), it is the opt-in [`HookSet::Syscall`]: tracepoints
+//! that put every syscall on the slow path.
 
 use sensor_common::Hook;
 
@@ -40,6 +44,56 @@ pub enum Attach {
     Tc {
         ingress: bool,
     },
+    /// A probe on one kernel function: only its callers pay for it.
+    Function {
+        probe: FunctionProbe,
+        function: Function,
+    },
+}
+
+/// A kernel function a probe attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    /// A syscall's own function (`__x64_sys_<name>`), which takes the user registers.
+    Syscall(&'static str),
+    /// A function called inside those syscalls with the kernel's copy of an argument.
+    Kernel(&'static str),
+}
+
+impl Function {
+    /// The kernel symbol. Only x86_64's syscall register layout is built into the probes.
+    pub fn symbol(self) -> anyhow::Result<String> {
+        match self {
+            Function::Kernel(name) => Ok(name.to_string()),
+            Function::Syscall(name) if cfg!(target_arch = "x86_64") => {
+                Ok(format!("__x64_sys_{name}"))
+            }
+            Function::Syscall(_) => anyhow::bail!(
+                "hooks on syscall functions are built for x86_64 only; on this architecture use \
+                 --hooks syscall"
+            ),
+        }
+    }
+}
+
+/// How a program is attached to a kernel function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunctionProbe {
+    FEntry,
+    FExit,
+    KProbe,
+    KRetProbe,
+}
+
+impl FunctionProbe {
+    fn name(self) -> &'static str {
+        match self {
+            FunctionProbe::FEntry => "fentry",
+            FunctionProbe::FExit => "fexit",
+            FunctionProbe::KProbe => "kprobe",
+            FunctionProbe::KRetProbe => "kretprobe",
+        }
+    }
 }
 
 impl Attach {
@@ -83,6 +137,10 @@ impl std::fmt::Display for Attach {
             Attach::Tc { ingress: false } => {
                 write!(f, "tc egress on every bridge and veth")
             }
+            Attach::Function { probe, function } => match function.symbol() {
+                Ok(symbol) => write!(f, "{} {symbol}", probe.name()),
+                Err(_) => write!(f, "{} on {function:?}", probe.name()),
+            },
         }
     }
 }
@@ -96,7 +154,8 @@ pub struct HookSpec {
     pub program: &'static str,
     pub attach: Attach,
     /// Left out, with this warning, where the kernel lacks the attach point (a feature the
-    /// kernel was built without); `None`: the sensor cannot run without it.
+    /// kernel was built without; for a function hook, any failure to attach); `None`: the
+    /// sensor (or its hook set) cannot run without it.
     pub optional: Option<&'static str>,
 }
 
@@ -263,26 +322,144 @@ const IO_URING: HookSpec = HookSpec {
     ..tp(Hook::IoUring, "io_uring", "io_uring", "io_uring_create")
 };
 
-/// The syscall fallback: signals that exist only on the syscall path of a kernel without
-/// kprobes or fentry (filtered in the kernel).
-const SYSCALL_FALLBACK: [[HookSpec; 2]; 6] = [
-    syscall!(Hook::Socket, "socket_other", "socket"),
-    syscall!(Hook::Bpf, "bpf", "bpf"),
-    syscall!(Hook::Ptrace, "ptrace", "ptrace"),
-    syscall!(Hook::PerfEvent, "perf_event_open", "perf_event_open"),
-    syscall!(Hook::Mount, "mount", "mount"),
-    syscall!(Hook::Mount, "mount", "fsopen"),
-];
+/// The syscalls whose signals only the syscall path shows: (hook, name, syscall).
+macro_rules! syscall_hooks {
+    ($pair:ident) => {
+        [
+            $pair!(Hook::Socket, "socket_other", "socket"),
+            $pair!(Hook::Bpf, "bpf", "bpf"),
+            $pair!(Hook::Ptrace, "ptrace", "ptrace"),
+            $pair!(Hook::PerfEvent, "perf_event_open", "perf_event_open"),
+            $pair!(Hook::Mount, "mount", "mount"),
+            $pair!(Hook::Mount, "mount", "fsopen"),
+        ]
+    };
+}
+
+const fn on_function(
+    hook: Hook,
+    name: &'static str,
+    program: &'static str,
+    probe: FunctionProbe,
+    function: Function,
+) -> HookSpec {
+    HookSpec {
+        hook,
+        name,
+        program,
+        attach: Attach::Function { probe, function },
+        optional: None,
+    }
+}
+
+/// A probe at a syscall function's entry and one at its return (programs named after the
+/// probe and the syscall).
+macro_rules! on_syscall_function {
+    ($entry:ident $entry_prefix:literal, $exit:ident $exit_prefix:literal,
+     $hook:expr, $name:literal, $call:literal) => {
+        [
+            on_function(
+                $hook,
+                $name,
+                concat!($entry_prefix, $call),
+                FunctionProbe::$entry,
+                Function::Syscall($call),
+            ),
+            on_function(
+                $hook,
+                $name,
+                concat!($exit_prefix, $call),
+                FunctionProbe::$exit,
+                Function::Syscall($call),
+            ),
+        ]
+    };
+}
+
+macro_rules! fentry_pair {
+    ($($args:tt)*) => {
+        on_syscall_function!(FEntry "fentry_", FExit "fexit_", $($args)*)
+    };
+}
+
+macro_rules! kprobe_pair {
+    ($($args:tt)*) => {
+        on_syscall_function!(KProbe "kprobe_", KRetProbe "kretprobe_", $($args)*)
+    };
+}
+
+const FENTRY: [[HookSpec; 2]; 6] = syscall_hooks!(fentry_pair);
+const KPROBE: [[HookSpec; 2]; 6] = syscall_hooks!(kprobe_pair);
+
+/// Functions inside those calls that hold the kernel's own copy of an argument (bpf's attr,
+/// the filesystem type of mount and fsopen): what the kernel acts on, which a racing thread
+/// can no longer change. The exits report it instead of the caller's memory.
+macro_rules! inside_calls {
+    ($probe:expr, $bpf:literal, $fs_type:literal) => {
+        [
+            HookSpec {
+                optional: Some(
+                    "bpf: no security_bpf to hook here (a kernel built without CONFIG_SECURITY): \
+                     bpf() arguments are read from the caller's memory (args_source \"user\")",
+                ),
+                ..on_function(
+                    Hook::Bpf,
+                    "bpf",
+                    $bpf,
+                    $probe,
+                    Function::Kernel("security_bpf"),
+                )
+            },
+            HookSpec {
+                optional: Some(
+                    "mount: no get_fs_type to hook here: the filesystem type of mount() and \
+                     fsopen() is read from the caller's memory (args_source \"user\")",
+                ),
+                ..on_function(
+                    Hook::Mount,
+                    "mount",
+                    $fs_type,
+                    $probe,
+                    Function::Kernel("get_fs_type"),
+                )
+            },
+        ]
+    };
+}
+
+const FENTRY_INSIDE: [HookSpec; 2] = inside_calls!(
+    FunctionProbe::FEntry,
+    "fentry_security_bpf",
+    "fentry_get_fs_type"
+);
+const KPROBE_INSIDE: [HookSpec; 2] = inside_calls!(
+    FunctionProbe::KProbe,
+    "kprobe_security_bpf",
+    "kprobe_get_fs_type"
+);
+/// The syscall fallback: the same signals from the syscalls' tracepoints (filtered in the
+/// kernel, but every syscall on the node takes the slow path).
+const SYSCALL_FALLBACK: [[HookSpec; 2]; 6] = syscall_hooks!(syscall);
 
 /// Which hooks the sensor attaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum HookSet {
-    /// No syscall tracepoint: no cost on syscalls the sensor does not watch. Blind on this
-    /// kind of kernel to the events only the syscall path shows (see `sensor check`).
+    /// No syscall tracepoint: no cost on syscalls the sensor does not watch. The few syscalls
+    /// whose signals only the syscall path shows are watched on their own kernel functions by
+    /// fentry, else kprobes; on a kernel with neither, the sensor is blind to them (see
+    /// `sensor check`). Resolves to `fentry`, `kprobe` or `tracepoint` at start.
     #[default]
     Default,
-    /// The default set plus syscall tracepoints for socket (netlink, packet), bpf, ptrace,
-    /// perf_event_open, mount and fsopen: every syscall on the node takes the slow path.
+    /// The default set with fentry/fexit on those syscalls' functions (fails if fentry is
+    /// unusable here).
+    Fentry,
+    /// The default set with kprobes/kretprobes on those syscalls' functions.
+    Kprobe,
+    /// The default set without function hooks: what a kernel without fentry or kprobes gets.
+    Tracepoint,
+    /// The default set without function hooks, plus syscall tracepoints for socket (netlink,
+    /// packet), bpf, ptrace, perf_event_open, mount and fsopen: every syscall on the node takes
+    /// the slow path. For kernels without fentry or kprobes.
     Syscall,
 }
 
@@ -290,34 +467,54 @@ impl std::fmt::Display for HookSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             HookSet::Default => "default",
+            HookSet::Fentry => "fentry",
+            HookSet::Kprobe => "kprobe",
+            HookSet::Tracepoint => "tracepoint",
             HookSet::Syscall => "syscall",
         })
     }
 }
 
-/// Event kinds that only the syscall fallback produces here: rules on them are blind without it.
+/// Event kinds only the function hooks or the syscall fallback produce: rules on them are
+/// blind without either.
 const FALLBACK_KINDS: [&str; 4] = ["bpf", "ptrace", "perf_event_open", "mount"];
 
 /// How to lift the blindness, and what it costs: said by `sensor check` and the start-up line.
-pub const FALLBACK_ADVICE: &str = "turn it on with --hooks syscall (SENSOR_HOOKS=syscall), which \
-     puts every syscall of every task on the node on the slow path (docs/benchmarks.md, mode floor)";
+pub const FALLBACK_ADVICE: &str = "this kernel has neither fentry nor kprobes for watching those \
+     syscalls' own functions; turn on the syscall fallback with --hooks syscall \
+     (SENSOR_HOOKS=syscall), which puts every syscall of every task on the node on the slow \
+     path (docs/benchmarks.md, mode floor)";
 
 impl HookSet {
-    /// Event kinds no attached hook produces with this set on a kernel like this one.
+    /// Event kinds no attached hook produces with this (resolved) set.
     pub fn blind_kinds(self) -> &'static [&'static str] {
         match self {
-            HookSet::Default => &FALLBACK_KINDS,
-            HookSet::Syscall => &[],
+            HookSet::Tracepoint => &FALLBACK_KINDS,
+            HookSet::Default | HookSet::Fentry | HookSet::Kprobe | HookSet::Syscall => &[],
+        }
+    }
+
+    /// The sets `--hooks default` tries, in order (the last always attaches).
+    pub fn candidates(self) -> &'static [HookSet] {
+        match self {
+            HookSet::Default => &[HookSet::Fentry, HookSet::Kprobe, HookSet::Tracepoint],
+            HookSet::Fentry => &[HookSet::Fentry],
+            HookSet::Kprobe => &[HookSet::Kprobe],
+            HookSet::Tracepoint => &[HookSet::Tracepoint],
+            HookSet::Syscall => &[HookSet::Syscall],
         }
     }
 }
 
-/// The programs a hook set adds to the default hooks.
+/// The programs a resolved hook set adds to the default hooks.
 pub fn variant_hooks(set: HookSet) -> Vec<HookSpec> {
-    match set {
-        HookSet::Default => Vec::new(),
-        HookSet::Syscall => SYSCALL_FALLBACK.iter().flatten().copied().collect(),
-    }
+    let (table, inside): (&[[HookSpec; 2]], &[HookSpec]) = match set {
+        HookSet::Default | HookSet::Tracepoint => (&[], &[]),
+        HookSet::Fentry => (&FENTRY, &FENTRY_INSIDE),
+        HookSet::Kprobe => (&KPROBE, &KPROBE_INSIDE),
+        HookSet::Syscall => (&SYSCALL_FALLBACK, &[]),
+    };
+    table.iter().flatten().chain(inside).copied().collect()
 }
 
 /// The default hook set, in attach order (process hooks first).
@@ -374,7 +571,7 @@ mod tests {
         // Every Hook has at least one program, in the default set or the fallback.
         let fallback = variant_hooks(HookSet::Syscall);
         assert!(fallback.iter().all(|h| h.attach.on_syscall_path()));
-        let all: Vec<HookSpec> = hooks.iter().copied().chain(fallback).collect();
+        let all: Vec<HookSpec> = hooks.iter().chain(&fallback).copied().collect();
         for i in 0..sensor_common::HOOK_COUNT {
             assert!(
                 all.iter().any(|h| h.hook as u32 == i),
@@ -382,5 +579,21 @@ mod tests {
             );
         }
         assert!(variant_hooks(HookSet::Default).is_empty());
+        // The function sets watch the same syscalls as the fallback, off the syscall path.
+        for set in [HookSet::Fentry, HookSet::Kprobe] {
+            let hooks = variant_hooks(set);
+            assert_eq!(hooks.len(), fallback.len() + FENTRY_INSIDE.len(), "{set}");
+            for (f, t) in hooks.iter().zip(&fallback) {
+                assert_eq!((f.hook, f.name), (t.hook, t.name), "{set}");
+                assert!(!f.attach.on_syscall_path(), "{set}: {}", f.attach);
+            }
+            assert!(set.blind_kinds().is_empty());
+        }
+        assert_eq!(HookSet::Tracepoint.blind_kinds(), FALLBACK_KINDS);
+        assert_eq!(
+            HookSet::Default.candidates().last(),
+            Some(&HookSet::Tracepoint),
+            "the default always resolves"
+        );
     }
 }

@@ -20,8 +20,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr, RawTracePoint, SchedClassifier,
-        TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, Program,
+        RawTracePoint, SchedClassifier, TracePoint,
     },
 };
 use sensor_common::{
@@ -35,7 +35,8 @@ use crate::cgroupfs::cgroup2_mount;
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
 
 pub use hooks::{
-    Attach, FALLBACK_ADVICE, HookSet, HookSpec, default_hooks, grouped, variant_hooks,
+    Attach, FALLBACK_ADVICE, Function, FunctionProbe, HookSet, HookSpec, default_hooks, grouped,
+    variant_hooks,
 };
 
 /// Kernel-side counters, read by the health reporter.
@@ -94,6 +95,7 @@ impl KernelCounters {
 pub struct LoadedSensor {
     ebpf: Ebpf,
     pub hooks: Vec<HookSpec>,
+    /// The hook set in use: never `default`, which resolves at load.
     pub hook_set: HookSet,
     interfaces: interfaces::Interfaces,
     traffic: traffic::TrafficCgroups,
@@ -108,7 +110,7 @@ pub struct LoadOptions {
     /// Size of the network ring buffer in bytes.
     pub net_ring_bytes: u32,
     pub filter: FilterConfig,
-    /// The hook set: the default one, or with the syscall fallback.
+    /// The hook set asked for (`default`: resolved at load, see [`HookSet::candidates`]).
     pub hook_set: HookSet,
 }
 
@@ -286,8 +288,95 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
             let p: &mut CgroupSkb = program.try_into().with_context(what)?;
             p.load().with_context(|| format!("loading {}", what()))?;
         }
+        Attach::Function { probe, function } => {
+            let function = function.symbol()?;
+            let loading = || format!("loading {}", what());
+            let attaching = || format!("attaching {}", what());
+            match probe {
+                FunctionProbe::FEntry => {
+                    let p: &mut FEntry = program.try_into().with_context(what)?;
+                    p.load(&function, kernel_btf()?).with_context(loading)?;
+                    p.attach().with_context(attaching)?;
+                }
+                FunctionProbe::FExit => {
+                    let p: &mut FExit = program.try_into().with_context(what)?;
+                    p.load(&function, kernel_btf()?).with_context(loading)?;
+                    p.attach().with_context(attaching)?;
+                }
+                FunctionProbe::KProbe | FunctionProbe::KRetProbe => {
+                    let p: &mut KProbe = program.try_into().with_context(what)?;
+                    p.load().with_context(loading)?;
+                    p.attach(&function, 0).with_context(attaching)?;
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// The kernel's BTF as aya reads it (fentry and fexit programs are loaded against it), read
+/// once.
+fn kernel_btf() -> Result<&'static aya::Btf> {
+    static BTF: std::sync::OnceLock<Result<aya::Btf, String>> = std::sync::OnceLock::new();
+    BTF.get_or_init(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| anyhow!("reading the kernel's BTF for fentry/fexit: {e}"))
+}
+
+/// Attaches a resolved hook set's own programs (an optional one that fails is left out, with
+/// its warning); on another failure, unloads those it had loaded (detaching them) and says
+/// which failed.
+fn attach_variant(ebpf: &mut Ebpf, set: HookSet) -> Result<Vec<HookSpec>> {
+    let specs = variant_hooks(set);
+    let mut attached = Vec::new();
+    for spec in &specs {
+        match attach(ebpf, spec) {
+            Ok(()) => attached.push(*spec),
+            Err(e) => match spec.optional {
+                Some(why) => log::warn!("{why} ({})", describe(&e)),
+                None => {
+                    for done in attached.iter().chain([spec]) {
+                        unload(ebpf, done.program);
+                    }
+                    return Err(e);
+                }
+            },
+        }
+    }
+    Ok(attached)
+}
+
+/// Detaches and unloads one function or tracepoint program (a hook set given up on).
+fn unload(ebpf: &mut Ebpf, name: &str) {
+    let _ = match ebpf.program_mut(name) {
+        Some(Program::FEntry(p)) => p.unload(),
+        Some(Program::FExit(p)) => p.unload(),
+        Some(Program::KProbe(p)) => p.unload(),
+        Some(Program::TracePoint(p)) => p.unload(),
+        _ => Ok(()),
+    };
+}
+
+/// Resolves `asked` to the first of its candidates whose programs attach: the resolved set
+/// and its programs. `--hooks default` falls back from fentry to kprobes to none (logging
+/// why); an explicit set that does not attach is an error.
+fn attach_hook_set(ebpf: &mut Ebpf, asked: HookSet) -> Result<(HookSet, Vec<HookSpec>)> {
+    let candidates = asked.candidates();
+    for (i, &set) in candidates.iter().enumerate() {
+        match attach_variant(ebpf, set) {
+            Ok(specs) => return Ok((set, specs)),
+            Err(e) if i + 1 < candidates.len() => {
+                log::info!(
+                    "hook set {set} not usable here, trying the next: {}",
+                    describe(&e)
+                );
+            }
+            Err(e) => {
+                return Err(e.context(format!("--hooks {asked} is not usable on this kernel")));
+            }
+        }
+    }
+    unreachable!("every hook set has a candidate")
 }
 
 /// The cgroup2 root, opened for attaching a cgroup program (`what` names it in the error).
@@ -326,16 +415,12 @@ impl LoadedSensor {
                 },
             }
         }
-        for spec in variant_hooks(opts.hook_set) {
-            attach(&mut ebpf, &spec).with_context(|| {
-                format!("--hooks {} is not usable on this kernel", opts.hook_set)
-            })?;
-            hooks.push(spec);
-        }
+        let (hook_set, variant) = attach_hook_set(&mut ebpf, opts.hook_set)?;
+        hooks.extend(variant);
         let mut sensor = Self {
             ebpf,
             hooks,
-            hook_set: opts.hook_set,
+            hook_set,
             interfaces: Default::default(),
             traffic: Default::default(),
             self_filter: Some(self_filter),
