@@ -257,11 +257,18 @@ pub struct IcmpStats {
     pub first_sample_len: u32,
     pub last_sample_len: u32,
     pub _pad: u32,
+    /// When `last_sample` was taken (boot ns).
+    pub last_sample_ns: u64,
     /// The first bytes of the first payload seen.
     pub first_sample: [u8; ICMP_SAMPLE],
-    /// The first bytes of the latest payload seen.
+    /// The first bytes of the latest payload sampled: every payload whose size differs from
+    /// the one before, else at most one per [`ICMP_SAMPLE_GAP_NS`] (a flood's payloads are not
+    /// all copied; a slow tunnel's all are).
     pub last_sample: [u8; ICMP_SAMPLE],
 }
+
+/// The least time between two samples of same-size payloads of one [`IcmpStats`] entry.
+pub const ICMP_SAMPLE_GAP_NS: u64 = 10_000_000;
 
 /// The bucket of a payload size.
 pub fn icmp_bucket(len: u32) -> usize {

@@ -133,8 +133,14 @@ impl Emitter {
     /// fdatasync for all). A spool failure is never fatal: the alerts go out live, unnumbered,
     /// and the first failure of an episode is logged and raises a `spool_failing` event (rule
     /// CRS-020), itself delivered live. A commit that made the spool evict alerts the OTLP
-    /// exporter had not sent raises a `spool_evicted` event (rule CRS-021).
+    /// exporter had not sent raises a `spool_evicted` event (rule CRS-021). Then the turn's
+    /// JSON lines go to their writer.
     fn commit(&mut self) {
+        self.commit_alerts();
+        self.delivery.flush_json();
+    }
+
+    fn commit_alerts(&mut self) {
         if self.pending.is_empty() {
             return;
         }

@@ -12,7 +12,10 @@ use aya_ebpf::{
 };
 use sensor_common::{DIR_EGRESS, DIR_INGRESS, Hook, HookError, ICMP_SAMPLE, IcmpStats, TcIcmpKey};
 
-use super::icmp::{self, record};
+use super::{
+    icmp::{self, record},
+    packet,
+};
 use crate::maps::count_error;
 
 /// Interface-level ICMP counters.
@@ -39,6 +42,12 @@ pub fn icmp_tc_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// A `T` at `offset` of the frame.
+#[inline(always)]
+fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, i64> {
+    packet::load(&ctx.skb, offset)
+}
+
 /// Copies up to [`ICMP_SAMPLE`] bytes at `offset` of the packet.
 #[inline(always)]
 fn sample(ctx: &TcContext, offset: usize, len: u64, dst: &mut [u8; ICMP_SAMPLE]) -> u32 {
@@ -52,7 +61,7 @@ fn sample(ctx: &TcContext, offset: usize, len: u64, dst: &mut [u8; ICMP_SAMPLE])
 
 #[inline(always)]
 fn account(ctx: &TcContext, direction: u8) -> Result<(), i64> {
-    let ethertype = u16::from_be(ctx.load::<u16>(12)?);
+    let ethertype = u16::from_be(load::<u16>(ctx, 12)?);
     // SAFETY: reading the context's own field.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let mut key = TcIcmpKey {
@@ -61,27 +70,27 @@ fn account(ctx: &TcContext, direction: u8) -> Result<(), i64> {
         ..TcIcmpKey::default()
     };
     let (icmp_at, payload_len) = if ethertype == ETH_P_IP {
-        let vihl: u8 = ctx.load(ETH_HLEN)?;
-        if ctx.load::<u8>(ETH_HLEN + 9)? != 1 {
+        let vihl: u8 = load(ctx, ETH_HLEN)?;
+        if load::<u8>(ctx, ETH_HLEN + 9)? != 1 {
             return Ok(());
         }
         let ihl = ((vihl & 0xf) as usize) * 4;
-        let total = u16::from_be(ctx.load::<u16>(ETH_HLEN + 2)?) as u64;
+        let total = u16::from_be(load::<u16>(ctx, ETH_HLEN + 2)?) as u64;
         key.family = 2;
-        key.src[..4].copy_from_slice(&ctx.load::<[u8; 4]>(ETH_HLEN + 12)?);
-        key.dst[..4].copy_from_slice(&ctx.load::<[u8; 4]>(ETH_HLEN + 16)?);
+        key.src[..4].copy_from_slice(&load::<[u8; 4]>(ctx, ETH_HLEN + 12)?);
+        key.dst[..4].copy_from_slice(&load::<[u8; 4]>(ctx, ETH_HLEN + 16)?);
         (
             ETH_HLEN + (ihl & 0x3c),
             total.saturating_sub(ihl as u64 + 8),
         )
     } else if ethertype == ETH_P_IPV6 {
-        if ctx.load::<u8>(ETH_HLEN + 6)? != 58 {
+        if load::<u8>(ctx, ETH_HLEN + 6)? != 58 {
             return Ok(());
         }
-        let payload = u16::from_be(ctx.load::<u16>(ETH_HLEN + 4)?) as u64;
+        let payload = u16::from_be(load::<u16>(ctx, ETH_HLEN + 4)?) as u64;
         key.family = 10;
-        key.src = ctx.load(ETH_HLEN + 8)?;
-        key.dst = ctx.load(ETH_HLEN + 24)?;
+        key.src = load(ctx, ETH_HLEN + 8)?;
+        key.dst = load(ctx, ETH_HLEN + 24)?;
         (ETH_HLEN + 40, payload.saturating_sub(8))
     } else {
         return Ok(());

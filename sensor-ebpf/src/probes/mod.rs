@@ -5,6 +5,7 @@ mod feature;
 pub(crate) mod icmp;
 mod icmp_tc;
 mod namespace;
+mod packet;
 mod process;
 mod record;
 mod sock_cgroup;

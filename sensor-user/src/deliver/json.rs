@@ -2,7 +2,8 @@
 //! `{"kind":"alert","alert":{...}}`, to stdout (`-`) or a file (appended to).
 //!
 //! It never stops or stalls the pipeline. The pipeline encodes a line and queues it (bounded by
-//! [`MAX_QUEUED_BYTES`]); a writer thread writes what is queued, in batches. What does not fit
+//! [`MAX_QUEUED_BYTES`]), and hands the writer thread what its turn queued at once
+//! ([`JsonOut::flush`]: one wakeup per turn, not per line); the writer writes it, in batches. What does not fit
 //! (a reader slower than the agent) and what cannot be written (a full disk, a reader that went
 //! away: EPIPE) is dropped and counted ([`JsonOutStats`], in `GetHealth` and the metrics), and
 //! the first failure of an episode and its end are logged. Lines stay whole: when a write stops
@@ -51,6 +52,10 @@ pub struct JsonOut {
     tx: Option<mpsc::Sender<Vec<u8>>>,
     stats: Arc<JsonOutStats>,
     writer: Option<thread::JoinHandle<()>>,
+    /// Lines of the pipeline's current turn, not yet handed to the writer. Waking the writer
+    /// for each line cost the agent a context switch per event: under an exec storm it fell
+    /// behind the ring (`cargo xtask bench`, alert latency).
+    pending: Mutex<Vec<u8>>,
 }
 
 impl JsonOut {
@@ -88,6 +93,7 @@ impl JsonOut {
             tx: Some(tx),
             stats,
             writer: Some(writer),
+            pending: Mutex::new(Vec::new()),
         })
     }
 
@@ -111,39 +117,55 @@ impl JsonOut {
     }
 
     fn queue(&self, value: &impl serde::Serialize) {
-        let mut line = match serde_json::to_vec(value) {
-            Ok(line) => line,
-            Err(e) => {
-                // Not reachable with proto types; counted rather than silently skipped.
-                self.stats.error(&format!("encoding a line: {e}"));
-                self.stats
-                    .dropped_write_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        line.push(b'\n');
+        let mut pending = self.pending.lock().unwrap();
+        let start = pending.len();
+        if let Err(e) = serde_json::to_writer(&mut *pending, value) {
+            // Not reachable with proto types; counted rather than silently skipped.
+            pending.truncate(start);
+            self.stats.error(&format!("encoding a line: {e}"));
+            self.stats
+                .dropped_write_failed
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.push(b'\n');
+        let len = pending.len() - start;
         let queued = self.stats.queued_bytes.load(Ordering::Relaxed);
-        if queued + line.len() > MAX_QUEUED_BYTES {
+        if queued + len > MAX_QUEUED_BYTES {
+            pending.truncate(start);
             self.stats
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.stats
-            .queued_bytes
-            .fetch_add(line.len(), Ordering::Relaxed);
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(line).is_ok());
+        self.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// Hands the lines queued since the last call to the writer.
+    pub fn flush(&self) {
+        let lines = {
+            let mut pending = self.pending.lock().unwrap();
+            if pending.is_empty() {
+                return;
+            }
+            let capacity = pending.len();
+            std::mem::replace(&mut *pending, Vec::with_capacity(capacity))
+        };
+        let count = count_lines(&lines);
+        let bytes = lines.len();
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(lines).is_ok());
         if !sent {
+            self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.stats
                 .dropped_write_failed
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(count, Ordering::Relaxed);
         }
     }
 
     /// Writes what is queued, waiting at most `within` (a reader that stopped reading must not
     /// hold the agent's exit).
     pub fn close(&mut self, within: Duration) {
+        self.flush();
         drop(self.tx.take());
         let Some(writer) = self.writer.take() else {
             return;
@@ -365,6 +387,48 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_turns_lines_reach_the_writer_together_at_its_flush() {
+        let path = std::env::temp_dir().join(format!("sensor-json-turn-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut out = JsonOut::open(path.to_str().unwrap()).unwrap();
+        for seq in 1..=3 {
+            out.event(&Event {
+                kind: "exec".into(),
+                seq,
+                ..Default::default()
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"",
+            "queued, not yet handed over"
+        );
+        assert!(out.stats.queued_bytes.load(Ordering::Relaxed) > 0);
+        out.flush();
+        out.event(&Event {
+            kind: "exit".into(),
+            ..Default::default()
+        });
+        // Closing flushes the rest.
+        out.close(Duration::from_secs(2));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kinds: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                if l.contains("\"exit\"") {
+                    "exit"
+                } else {
+                    "exec"
+                }
+            })
+            .collect();
+        assert_eq!(kinds, ["exec", "exec", "exec", "exit"], "{text}");
+        assert_eq!(out.stats.queued_bytes.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_file(&path);
     }
 
     fn writer(disk: &Disk) -> Writer {

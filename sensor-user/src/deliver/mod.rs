@@ -295,6 +295,13 @@ impl Delivery {
         }
     }
 
+    /// Hands the JSON lines of this turn to their writer (the pipeline calls it once a turn).
+    pub fn flush_json(&self) {
+        if let Some(out) = &self.json_out {
+            out.flush();
+        }
+    }
+
     /// Alerts the spool evicted before the exporter sent them, since start (`lost_total`; 0
     /// without an exporter), with the spool's bound and the exporter's position.
     pub fn unexported_evictions(&self) -> pb::SpoolEvicted {
