@@ -3,10 +3,10 @@
 //!
 //! It never stops or stalls the pipeline. The pipeline encodes a line and queues it (bounded by
 //! [`MAX_QUEUED_BYTES`]), and hands the writer thread what its turn queued at once
-//! ([`JsonOut::flush`]: one wakeup per turn, not per line); the writer writes it, in batches. What does not fit
-//! (a reader slower than the agent) and what cannot be written (a full disk, a reader that went
-//! away: EPIPE) is dropped and counted ([`JsonOutStats`], in `GetHealth` and the metrics), and
-//! the first failure of an episode and its end are logged. Lines stay whole: when a write stops
+//! ([`JsonOut::flush`]: one wakeup per turn, not per line); the writer writes it, in batches.
+//! What does not fit (a reader slower than the agent) and what cannot be written (a full disk,
+//! a reader that went away: EPIPE) is dropped and counted ([`JsonOutStats`], in `GetHealth` and
+//! the metrics), and the first failure of an episode and its end are logged. Lines stay whole: when a write stops
 //! inside a line, the rest of that line is written first once writing works again (space
 //! returned), and the lines behind it are dropped meanwhile. Alerts are spooled and delivered
 //! over gRPC and OTLP whatever happens here.

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Result, bail};
 use aya::{
-    Btf, Ebpf,
+    Ebpf,
     programs::{BtfTracePoint, FEntry, KProbe},
 };
 
@@ -167,7 +167,7 @@ fn probe_program_types(
     hooks: &[HookSpec],
     failed: &[(&str, String)],
 ) -> Vec<Probe> {
-    let aya_btf = Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"));
+    let aya_btf = super::kernel_btf().map_err(|e| format!("{e:#}"));
     let by_kind = |what: &'static str, is: fn(&Attach) -> bool| -> Probe {
         let Some(h) = hooks.iter().find(|h| is(&h.attach)) else {
             return Probe {
@@ -192,7 +192,7 @@ fn probe_program_types(
         what: "tp_btf",
         result: aya_btf.clone().and_then(|btf| {
             let p: &mut BtfTracePoint = program(ebpf, "feature_tp_btf")?;
-            p.load("sched_process_exec", &btf)
+            p.load("sched_process_exec", btf)
                 .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach().map_err(|e| format!("attach: {e:#}"))?;
             Ok("tp_btf sched_process_exec attached".into())
@@ -220,7 +220,7 @@ fn probe_program_types(
         what: "fentry",
         result: aya_btf.and_then(|btf| {
             let p: &mut FEntry = program(ebpf, "feature_fentry")?;
-            p.load("do_exit", &btf)
+            p.load("do_exit", btf)
                 .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach().map_err(|e| format!("attach: {e:#}"))?;
             Ok("fentry do_exit attached".into())

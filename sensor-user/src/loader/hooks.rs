@@ -322,16 +322,17 @@ const IO_URING: HookSpec = HookSpec {
     ..tp(Hook::IoUring, "io_uring", "io_uring", "io_uring_create")
 };
 
-/// The syscalls whose signals only the syscall path shows: (hook, name, syscall).
+/// The syscalls whose signals only the syscall path shows: `$pair!(ARGS..., hook, name,
+/// syscall)` for each.
 macro_rules! syscall_hooks {
-    ($pair:ident) => {
+    ($pair:ident $(, $($args:tt)+)?) => {
         [
-            $pair!(Hook::Socket, "socket_other", "socket"),
-            $pair!(Hook::Bpf, "bpf", "bpf"),
-            $pair!(Hook::Ptrace, "ptrace", "ptrace"),
-            $pair!(Hook::PerfEvent, "perf_event_open", "perf_event_open"),
-            $pair!(Hook::Mount, "mount", "mount"),
-            $pair!(Hook::Mount, "mount", "fsopen"),
+            $pair!($($($args)+,)? Hook::Socket, "socket_other", "socket"),
+            $pair!($($($args)+,)? Hook::Bpf, "bpf", "bpf"),
+            $pair!($($($args)+,)? Hook::Ptrace, "ptrace", "ptrace"),
+            $pair!($($($args)+,)? Hook::PerfEvent, "perf_event_open", "perf_event_open"),
+            $pair!($($($args)+,)? Hook::Mount, "mount", "mount"),
+            $pair!($($($args)+,)? Hook::Mount, "mount", "fsopen"),
         ]
     };
 }
@@ -376,20 +377,10 @@ macro_rules! on_syscall_function {
     };
 }
 
-macro_rules! fentry_pair {
-    ($($args:tt)*) => {
-        on_syscall_function!(FEntry "fentry_", FExit "fexit_", $($args)*)
-    };
-}
-
-macro_rules! kprobe_pair {
-    ($($args:tt)*) => {
-        on_syscall_function!(KProbe "kprobe_", KRetProbe "kretprobe_", $($args)*)
-    };
-}
-
-const FENTRY: [[HookSpec; 2]; 6] = syscall_hooks!(fentry_pair);
-const KPROBE: [[HookSpec; 2]; 6] = syscall_hooks!(kprobe_pair);
+const FENTRY: [[HookSpec; 2]; 6] =
+    syscall_hooks!(on_syscall_function, FEntry "fentry_", FExit "fexit_");
+const KPROBE: [[HookSpec; 2]; 6] =
+    syscall_hooks!(on_syscall_function, KProbe "kprobe_", KRetProbe "kretprobe_");
 
 /// Functions inside those calls that hold the kernel's own copy of an argument (bpf's attr,
 /// the filesystem type of mount and fsopen): what the kernel acts on, which a racing thread

@@ -314,8 +314,8 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
     Ok(())
 }
 
-/// The kernel's BTF as aya reads it (fentry and fexit programs are loaded against it), read
-/// once.
+/// The kernel's BTF as aya reads it (fentry, fexit and tp_btf programs are loaded against
+/// it), read once.
 fn kernel_btf() -> Result<&'static aya::Btf> {
     static BTF: std::sync::OnceLock<Result<aya::Btf, String>> = std::sync::OnceLock::new();
     BTF.get_or_init(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()))
