@@ -92,7 +92,7 @@ enum Cmd {
         /// Kernel lines (6.1, 6.12) or Debian package names; repeatable. Default: 6.1 and 6.12.
         #[arg(long = "kernel")]
         kernels: Vec<String>,
-        /// Hook sets (default, syscall); repeatable. Default: both.
+        /// Hook sets (default, kprobe, syscall); repeatable. Default: all three.
         #[arg(long = "hooks")]
         hook_sets: Vec<String>,
         /// Test binaries or `binary::test` (suite: attribution, network, tamper, cleanup); repeatable.
