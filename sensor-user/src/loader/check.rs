@@ -57,7 +57,7 @@ pub fn run() -> Result<()> {
         bail!("cannot run here: no tracefs: {e:#}");
     }
 
-    let (mut ebpf, _) = open()?;
+    let mut ebpf = open()?;
     let hooks = default_hooks();
     let mut failed: Vec<(&str, String)> = Vec::new();
     let mut absent: Vec<(&str, &str)> = Vec::new();
@@ -192,7 +192,7 @@ fn probe_program_types(
         what: "tp_btf",
         result: aya_btf.clone().and_then(|btf| {
             let p: &mut BtfTracePoint = program(ebpf, "feature_tp_btf")?;
-            p.load("sched_process_exec", btf)
+            p.load("sched_process_exec", &btf)
                 .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach().map_err(|e| format!("attach: {e:#}"))?;
             Ok("tp_btf sched_process_exec attached".into())
@@ -220,7 +220,7 @@ fn probe_program_types(
         what: "fentry",
         result: aya_btf.and_then(|btf| {
             let p: &mut FEntry = program(ebpf, "feature_fentry")?;
-            p.load("do_exit", btf)
+            p.load("do_exit", &btf)
                 .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach().map_err(|e| format!("attach: {e:#}"))?;
             Ok("fentry do_exit attached".into())

@@ -14,7 +14,10 @@ pub mod tracefs;
 mod traffic;
 
 use anyhow::{Context, Result, anyhow, bail};
-use std::fs::File;
+use std::{
+    fs::File,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -228,23 +231,26 @@ pub fn bpf_object() -> Result<&'static [u8]> {
 }
 
 /// Loads the object with offsets for this kernel, without loading any program yet.
-pub fn open() -> Result<(Ebpf, btf::KernelBtf)> {
+pub fn open() -> Result<Ebpf> {
     open_with(&LoadOptions::default())
 }
 
-fn open_with(opts: &LoadOptions) -> Result<(Ebpf, btf::KernelBtf)> {
+fn open_with(opts: &LoadOptions) -> Result<Ebpf> {
     let object = bpf_object()?;
     let tracefs = tracefs::ensure_tracefs()?;
-    let kbtf = btf::KernelBtf::load()?;
-    let offsets = offsets::resolve(&kbtf, tracefs)?;
+    // Parsed for the offsets and dropped before aya parses the same BTF (each parse holds
+    // tens of MiB: the agent's peak RSS).
+    let offsets = offsets::resolve(&btf::KernelBtf::load()?, tracefs)?;
+    let kernel = kernel_btf()?;
     let ebpf = EbpfLoader::new()
+        .btf(Some(&kernel))
         .override_global("OFFSETS", &offsets, true)
         .override_global("FILTER", &opts.filter, true)
         .map_max_entries("PROC_EVENTS", opts.proc_ring_bytes)
         .map_max_entries("NET_EVENTS", opts.net_ring_bytes)
         .load(object)
         .context("loading the sensor's eBPF object into the kernel")?;
-    Ok((ebpf, kbtf))
+    Ok(ebpf)
 }
 
 /// Loads and attaches one hook's program.
@@ -295,12 +301,12 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
             match probe {
                 FunctionProbe::FEntry => {
                     let p: &mut FEntry = program.try_into().with_context(what)?;
-                    p.load(&function, kernel_btf()?).with_context(loading)?;
+                    p.load(&function, &*kernel_btf()?).with_context(loading)?;
                     p.attach().with_context(attaching)?;
                 }
                 FunctionProbe::FExit => {
                     let p: &mut FExit = program.try_into().with_context(what)?;
-                    p.load(&function, kernel_btf()?).with_context(loading)?;
+                    p.load(&function, &*kernel_btf()?).with_context(loading)?;
                     p.attach().with_context(attaching)?;
                 }
                 FunctionProbe::KProbe | FunctionProbe::KRetProbe => {
@@ -314,13 +320,26 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
     Ok(())
 }
 
-/// The kernel's BTF as aya reads it (fentry, fexit and tp_btf programs are loaded against
-/// it), read once.
-fn kernel_btf() -> Result<&'static aya::Btf> {
-    static BTF: std::sync::OnceLock<Result<aya::Btf, String>> = std::sync::OnceLock::new();
-    BTF.get_or_init(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| anyhow!("reading the kernel's BTF for fentry/fexit: {e}"))
+/// The kernel's BTF as aya reads it, for the object's load and the fentry and fexit
+/// programs: parsed at the first use and kept until [`release_kernel_btf`].
+static KERNEL_BTF: Mutex<Option<Arc<aya::Btf>>> = Mutex::new(None);
+
+/// The kernel's BTF ([`KERNEL_BTF`]), parsed once while programs are being loaded.
+fn kernel_btf() -> Result<Arc<aya::Btf>> {
+    let mut slot = KERNEL_BTF.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(btf) = &*slot {
+        return Ok(Arc::clone(btf));
+    }
+    let btf = Arc::new(
+        aya::Btf::from_sys_fs().map_err(|e| anyhow!("reading the kernel's BTF with aya: {e}"))?,
+    );
+    *slot = Some(Arc::clone(&btf));
+    Ok(btf)
+}
+
+/// Frees the parsed BTF once every program is loaded: tens of MiB the agent no longer needs.
+fn release_kernel_btf() {
+    *KERNEL_BTF.lock().unwrap_or_else(PoisonError::into_inner) = None;
 }
 
 /// Attaches a resolved hook set's own programs (an optional one that fails is left out, with
@@ -395,7 +414,7 @@ pub fn describe(e: &anyhow::Error) -> String {
 impl LoadedSensor {
     /// Loads the object, attaches every hook of the default set, then the fallback if asked.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        let (mut ebpf, _btf) = open_with(opts)?;
+        let mut ebpf = open_with(opts)?;
         // First, so that the sensor's own bpf() calls while attaching are not reported.
         let mut self_filter = SelfFilter {
             map: HashMap::try_from(
@@ -416,6 +435,7 @@ impl LoadedSensor {
             }
         }
         let (hook_set, variant) = attach_hook_set(&mut ebpf, opts.hook_set)?;
+        release_kernel_btf();
         hooks.extend(variant);
         let mut sensor = Self {
             ebpf,
