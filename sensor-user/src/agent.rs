@@ -133,8 +133,8 @@ impl Emitter {
     /// fdatasync for all). A spool failure is never fatal: the alerts go out live, unnumbered,
     /// and the first failure of an episode is logged and raises a `spool_failing` event (rule
     /// CRS-020), itself delivered live. A commit that made the spool evict alerts the OTLP
-    /// exporter had not sent raises a `spool_evicted` event (rule CRS-021). Then the turn's
-    /// JSON lines go to their writer.
+    /// exporter had not sent raises a `spool_evicted` event (rule CRS-021). Then the queued
+    /// JSON lines go to their writer if they are due.
     fn commit(&mut self) {
         self.commit_alerts();
         self.delivery.flush_json();
@@ -387,12 +387,7 @@ impl Pipeline {
     /// first packet, and when the drain found records, the rings are drained again
     /// [`RING_WAKE_GAP_NS`] later for the records the kernel submitted meanwhile without waking
     /// us.
-    fn after_drain(
-        &mut self,
-        drained: &Drained,
-        sensor: &mut LoadedSensor,
-        recheck: std::pin::Pin<&mut tokio::time::Sleep>,
-    ) {
+    fn after_drain(&mut self, drained: &Drained, sensor: &mut LoadedSensor, recheck: &mut Recheck) {
         self.apply_cgroups(sensor);
         if drained.netns_ready {
             for error in sensor.sync_interfaces() {
@@ -400,7 +395,7 @@ impl Pipeline {
             }
         }
         if drained.records > 0 {
-            recheck.reset(tokio::time::Instant::now() + Duration::from_nanos(RING_WAKE_GAP_NS));
+            recheck.arm();
         }
     }
 
@@ -443,6 +438,31 @@ fn watch(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
     unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
         .context("registering a ring buffer with epoll")
+}
+
+/// The drain [`RING_WAKE_GAP_NS`] after one that found records, for the records the kernel
+/// submitted meanwhile without waking the agent. Armed explicitly: a deadline that passed while
+/// another branch of the loop won the race is still owed its drain (`Sleep::is_elapsed` calls it
+/// done, and the ring, whose kernel side wakes only a consumer that has caught up, then filled
+/// unread until the health tick: an exec storm lost thousands of records to `ring_full`).
+struct Recheck {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+impl Recheck {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: false,
+        }
+    }
+
+    fn arm(&mut self) {
+        let at = tokio::time::Instant::now() + Duration::from_nanos(RING_WAKE_GAP_NS);
+        self.sleep.as_mut().reset(at);
+        self.armed = true;
+    }
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -559,11 +579,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut episodes = DropEpisodes::default();
     let mut kernel_views =
         kernel_view::spawn(crate::cgroupfs::cgroup2_mount(), opts.health_interval);
-    let recheck = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(recheck);
+    let mut recheck = Recheck::new();
     loop {
         let hold_due = p.holdback.next_deadline();
         let held_until = hold_due.map_or_else(tokio::time::Instant::now, Into::into);
+        let json_due = p.out.delivery.json_due();
+        let json_until = json_due.map_or_else(tokio::time::Instant::now, Into::into);
         tokio::select! {
             // Re-arm before draining: a record committed after our last read then wakes us
             // again. (Clearing after draining can lose that wakeup, and the kernel only notifies
@@ -573,25 +594,26 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 guard.clear_ready();
                 let drained = p.drain(guard.get_inner_mut(), net_ring.get_mut());
                 drop(guard);
-                p.after_drain(&drained, &mut sensor, recheck.as_mut());
+                p.after_drain(&drained, &mut sensor, &mut recheck);
             }
             guard = net_ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the network ring")?;
                 guard.clear_ready();
                 let drained = p.drain(proc_ring.get_mut(), guard.get_inner_mut());
                 drop(guard);
-                p.after_drain(&drained, &mut sensor, recheck.as_mut());
+                p.after_drain(&drained, &mut sensor, &mut recheck);
             }
             // Records the kernel submitted without a wakeup (RING_WAKE_GAP_NS).
-            () = &mut recheck, if !recheck.is_elapsed() => {
+            () = recheck.sleep.as_mut(), if recheck.armed => {
+                recheck.armed = false;
                 let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
-                p.after_drain(&drained, &mut sensor, recheck.as_mut());
+                p.after_drain(&drained, &mut sensor, &mut recheck);
             }
             _ = flow_tick.tick() => {
                 // The rings first: an aggregate names a cgroup id, resolved through the cgroups
                 // and containers the rings announced (after a stall both are due at once).
                 let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
-                p.after_drain(&drained, &mut sensor, recheck.as_mut());
+                p.after_drain(&drained, &mut sensor, &mut recheck);
                 for error in sensor.sync_interfaces() {
                     log::warn!("{error}");
                 }
@@ -600,7 +622,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = health_tick.tick() => {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
                 let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
-                p.after_drain(&drained, &mut sensor, recheck.as_mut());
+                p.after_drain(&drained, &mut sensor, &mut recheck);
                 if let Err(e) = self_filter.refresh() {
                     log::warn!("{e:#}");
                 }
@@ -619,10 +641,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             Some((id, meta)) = runtime.updates.recv() => p.runtime_metadata(id, meta),
             () = tokio::time::sleep_until(held_until), if hold_due.is_some() => p.release_held(false),
+            // Queued JSON lines due at their writer: the commit below hands them over.
+            () = tokio::time::sleep_until(json_until), if json_due.is_some() => {}
             Some(view) = kernel_views.recv() => {
                 // What the rings hold first: their exits and rmdirs are better than a prune.
                 let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
-                p.after_drain(&drained, &mut sensor, recheck.as_mut());
+                p.after_drain(&drained, &mut sensor, &mut recheck);
                 for event in p.enricher.apply_view(&view) {
                     p.out.emit(event);
                 }

@@ -2,8 +2,10 @@
 //! `{"kind":"alert","alert":{...}}`, to stdout (`-`) or a file (appended to).
 //!
 //! It never stops or stalls the pipeline. The pipeline encodes a line and queues it (bounded by
-//! [`MAX_QUEUED_BYTES`]), and hands the writer thread what its turn queued at once
-//! ([`JsonOut::flush`]: one wakeup per turn, not per line); the writer writes it, in batches.
+//! [`MAX_QUEUED_BYTES`]), and hands the writer thread what it queued in batches: at the end of a
+//! turn once the oldest queued line is [`HAND_OFF_AFTER`] old or [`HAND_OFF_BYTES`] are queued,
+//! and at the deadline [`JsonOut::due`] names (so a line waits at most that long). The writer
+//! writes it, in batches.
 //! What does not fit (a reader slower than the agent) and what cannot be written (a full disk,
 //! a reader that went away: EPIPE) is dropped and counted ([`JsonOutStats`], in `GetHealth` and
 //! the metrics), and the first failure of an episode and its end are logged. Lines stay whole: when a write stops
@@ -30,6 +32,10 @@ use sensor_proto::{self as pb, Alert, Event};
 pub const MAX_QUEUED_BYTES: usize = 8 << 20;
 /// Most bytes the writer hands the kernel in one write.
 const BATCH_BYTES: usize = 256 << 10;
+/// Queued lines go to the writer once the oldest is this old...
+pub const HAND_OFF_AFTER: Duration = Duration::from_millis(5);
+/// ... or this many bytes are queued.
+const HAND_OFF_BYTES: usize = 64 << 10;
 /// How often a failing writer retries the rest of a line cut by a failed write.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -52,10 +58,17 @@ pub struct JsonOut {
     tx: Option<mpsc::Sender<Vec<u8>>>,
     stats: Arc<JsonOutStats>,
     writer: Option<thread::JoinHandle<()>>,
-    /// Lines of the pipeline's current turn, not yet handed to the writer. Waking the writer
-    /// for each line cost the agent a context switch per event: under an exec storm it fell
-    /// behind the ring (`cargo xtask bench`, alert latency).
-    pending: Mutex<Vec<u8>>,
+    /// Lines not yet handed to the writer. Waking the writer for each line cost the agent a
+    /// context switch per event (under an exec storm it fell behind the ring); once per turn
+    /// was still a sixth of its CPU under an exec storm (`perf record`: futex wakeups).
+    pending: Mutex<Pending>,
+}
+
+/// Encoded lines waiting for the writer, and when the oldest was queued.
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    since: Option<Instant>,
 }
 
 impl JsonOut {
@@ -93,7 +106,7 @@ impl JsonOut {
             tx: Some(tx),
             stats,
             writer: Some(writer),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
         })
     }
 
@@ -117,7 +130,11 @@ impl JsonOut {
     }
 
     fn queue(&self, value: &impl serde::Serialize) {
-        let mut pending = self.pending.lock().unwrap();
+        let mut guard = self.pending.lock().unwrap();
+        let Pending {
+            lines: pending,
+            since,
+        } = &mut *guard;
         let start = pending.len();
         if let Err(e) = serde_json::to_writer(&mut *pending, value) {
             // Not reachable with proto types; counted rather than silently skipped.
@@ -139,17 +156,41 @@ impl JsonOut {
             return;
         }
         self.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the queued lines must reach the writer ([`JsonOut::flush_due`]): `None` when
+    /// nothing is queued.
+    pub fn due(&self) -> Option<Instant> {
+        let since = self.pending.lock().unwrap().since;
+        since.map(|at| at + HAND_OFF_AFTER)
+    }
+
+    /// Hands the queued lines to the writer if the oldest is [`HAND_OFF_AFTER`] old or
+    /// [`HAND_OFF_BYTES`] are queued.
+    pub fn flush_due(&self) {
+        let ready = {
+            let pending = self.pending.lock().unwrap();
+            pending.lines.len() >= HAND_OFF_BYTES
+                || pending
+                    .since
+                    .is_some_and(|at| at.elapsed() >= HAND_OFF_AFTER)
+        };
+        if ready {
+            self.flush();
+        }
     }
 
     /// Hands the lines queued since the last call to the writer.
     pub fn flush(&self) {
         let lines = {
             let mut pending = self.pending.lock().unwrap();
-            if pending.is_empty() {
+            pending.since = None;
+            if pending.lines.is_empty() {
                 return;
             }
-            let capacity = pending.len();
-            std::mem::replace(&mut *pending, Vec::with_capacity(capacity))
+            let capacity = pending.lines.len();
+            std::mem::replace(&mut pending.lines, Vec::with_capacity(capacity))
         };
         let count = count_lines(&lines);
         let bytes = lines.len();
@@ -387,6 +428,31 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn queued_lines_are_due_at_their_writer_within_the_hand_off_delay() {
+        let path = std::env::temp_dir().join(format!("sensor-json-due-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut out = JsonOut::open(path.to_str().unwrap()).unwrap();
+        assert_eq!(out.due(), None, "nothing queued");
+        let queued_at = Instant::now();
+        out.event(&Event {
+            kind: "exec".into(),
+            ..Default::default()
+        });
+        let due = out.due().expect("a queued line has a deadline");
+        assert!(due <= queued_at + HAND_OFF_AFTER + Duration::from_millis(1));
+        out.flush_due();
+        if queued_at.elapsed() < HAND_OFF_AFTER {
+            assert!(out.due().is_some(), "a fresh line waits for more");
+        }
+        std::thread::sleep(HAND_OFF_AFTER);
+        out.flush_due();
+        assert_eq!(out.due(), None, "handed over once due");
+        out.close(Duration::from_secs(2));
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -295,11 +295,18 @@ impl Delivery {
         }
     }
 
-    /// Hands the JSON lines of this turn to their writer (the pipeline calls it once a turn).
+    /// Hands the queued JSON lines to their writer when they are due (the pipeline calls it
+    /// once a turn; see [`json::HAND_OFF_AFTER`]).
     pub fn flush_json(&self) {
         if let Some(out) = &self.json_out {
-            out.flush();
+            out.flush_due();
         }
+    }
+
+    /// When queued JSON lines are due at their writer: the pipeline wakes then if no turn
+    /// came first.
+    pub fn json_due(&self) -> Option<std::time::Instant> {
+        self.json_out.as_ref().and_then(|out| out.due())
     }
 
     /// Alerts the spool evicted before the exporter sent them, since start (`lost_total`; 0
