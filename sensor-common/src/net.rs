@@ -187,7 +187,13 @@ pub struct TcpStateRecord {
     pub new_state: u32,
 }
 
-/// Key of the traffic volume map: one (cgroup, peer, protocol, direction).
+/// Key of the traffic volume map: one (cgroup, peer, port, protocol, direction).
+///
+/// The port is the service's: the peer's (`peer_port`) when the container is the client, its
+/// own (`local_port`, with `peer_port` 0) when a peer's ephemeral port ([`EPHEMERAL_PORTS`])
+/// reaches a port of the container below that range. So a server's connections from one
+/// client are one flow, not one per connection (a connect storm made a flow and a `traffic`
+/// event per connection).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -199,7 +205,22 @@ pub struct FlowKey {
     pub protocol: u8,
     /// [`DIR_EGRESS`] or [`DIR_INGRESS`].
     pub direction: u8,
-    pub _pad: u16,
+    /// The container's own port when it serves the flow (else 0).
+    pub local_port: u16,
+}
+
+/// Where ephemeral (client) ports start: Linux's default `ip_local_port_range` is
+/// 32768-60999, and IANA's dynamic range starts at 49152.
+pub const EPHEMERAL_PORTS: u16 = 32768;
+
+/// The (peer, local) ports a flow is keyed by, from a packet's: see [`FlowKey`].
+#[inline(always)]
+pub fn service_ports(peer: u16, local: u16) -> (u16, u16) {
+    if peer >= EPHEMERAL_PORTS && local < EPHEMERAL_PORTS {
+        (0, local)
+    } else {
+        (peer, 0)
+    }
 }
 
 pub const DIR_EGRESS: u8 = 0;
@@ -401,5 +422,17 @@ mod tests {
         assert_eq!(icmp_bucket(600), 4);
         assert_eq!(icmp_bucket(1472), 5);
         assert_eq!(icmp_bucket(65000), 7);
+    }
+
+    #[test]
+    fn a_flow_is_keyed_by_its_service_port() {
+        // A client (its own port ephemeral): the server's port.
+        assert_eq!(service_ports(8080, 41000), (8080, 0));
+        // A server reached from a client's ephemeral port: its own port, whatever the client's.
+        assert_eq!(service_ports(41000, 8080), (0, 8080));
+        assert_eq!(service_ports(55555, 8080), (0, 8080));
+        // Both ephemeral (peer to peer) or both below: the peer's port, as before.
+        assert_eq!(service_ports(40000, 50000), (40000, 0));
+        assert_eq!(service_ports(53, 53), (53, 0));
     }
 }

@@ -601,6 +601,23 @@ fn ten_megabytes_between_containers_are_measured_within_5_percent() {
         bytes(&evs, server, "egress", &client_ip),
         bytes(&evs, &client, "ingress", sip)
     );
+    // Keyed by the service port: the server's flows name its own port 8000 (the client's
+    // ephemeral port is 0), the client's name the server's.
+    for e in lines::events(&evs)
+        .filter(|e| kind_in(e, "traffic", server) || kind_in(e, "traffic", &client))
+    {
+        let t = e.traffic();
+        if t.protocol_name != "tcp" {
+            continue;
+        }
+        let port = t.peer.as_ref().map_or(0, |p| p.port);
+        let expected = if kind_in(e, "traffic", server) {
+            (0, 8000)
+        } else {
+            (8000, 0)
+        };
+        assert_eq!((port, t.local_port), expected, "{t:?}");
+    }
 }
 
 #[test]

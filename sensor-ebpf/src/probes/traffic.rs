@@ -4,7 +4,9 @@
 //! programs count ICMP messages with payload samples ([`super::icmp`]).
 
 use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
-use sensor_common::{DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook, HookError, IcmpKey};
+use sensor_common::{
+    DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook, HookError, IcmpKey, service_ports,
+};
 
 use super::{
     icmp::{self, IPPROTO_ICMP, IPPROTO_ICMPV6},
@@ -72,8 +74,17 @@ fn account(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
         count_icmp(ctx, &key, l4)?;
     }
     if key.protocol == IPPROTO_TCP || key.protocol == IPPROTO_UDP {
-        let port_at = if direction == DIR_EGRESS { l4 + 2 } else { l4 };
-        key.peer_port = u16::from_be(ctx.load(port_at & 0xff)?);
+        let ports: [u8; 4] = ctx.load(l4 & 0xff)?;
+        let (src, dst) = (
+            u16::from_be_bytes([ports[0], ports[1]]),
+            u16::from_be_bytes([ports[2], ports[3]]),
+        );
+        let (peer, local) = if direction == DIR_EGRESS {
+            (dst, src)
+        } else {
+            (src, dst)
+        };
+        (key.peer_port, key.local_port) = service_ports(peer, local);
     }
     // A GSO packet stands for several on the wire.
     // SAFETY: reading the context's own field.

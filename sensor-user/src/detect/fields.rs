@@ -501,10 +501,16 @@ pub const FIELDS: &[FieldDef] = &[
         e, Traffic
     )
     .and_then(|b| endpoint_addr(b.peer.as_ref()))),
-    field!("traffic.peer.port", "traffic: the peer port", |e| body!(
-        e, Traffic
-    )
-    .and_then(|b| endpoint_port(b.peer.as_ref()))),
+    field!(
+        "traffic.peer.port",
+        "traffic: the peer's port (0 when it is an ephemeral port reaching traffic.local_port)",
+        |e| body!(e, Traffic).and_then(|b| endpoint_port(b.peer.as_ref()))
+    ),
+    field!(
+        "traffic.local_port",
+        "traffic: the container's own port when it serves the flow (else 0)",
+        |e| body!(e, Traffic).and_then(|b| i(b.local_port as i64))
+    ),
     field!(
         "tcp.new_state",
         "tcp_state: the new state, ESTABLISHED (a connection up, either side) or LISTEN; other transitions are not reported",

@@ -222,6 +222,7 @@ impl Enricher {
                     bytes,
                     packets,
                     interval,
+                    local_port: key.local_port as u32,
                 }),
             ));
         }
