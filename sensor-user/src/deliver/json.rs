@@ -5,13 +5,13 @@
 //! [`MAX_QUEUED_BYTES`]), and hands the writer thread what it queued in batches: at the end of a
 //! turn once the oldest queued line is [`HAND_OFF_AFTER`] old or [`HAND_OFF_BYTES`] are queued,
 //! and at the deadline [`JsonOut::due`] names (so a line waits at most that long). The writer
-//! writes it, in batches.
-//! What does not fit (a reader slower than the agent) and what cannot be written (a full disk,
-//! a reader that went away: EPIPE) is dropped and counted ([`JsonOutStats`], in `GetHealth` and
-//! the metrics), and the first failure of an episode and its end are logged. Lines stay whole: when a write stops
-//! inside a line, the rest of that line is written first once writing works again (space
-//! returned), and the lines behind it are dropped meanwhile. Alerts are spooled and delivered
-//! over gRPC and OTLP whatever happens here.
+//! writes it, in batches. What does not fit (a reader slower than the agent) and what cannot
+//! be written (a full disk, a reader that went away: EPIPE) is dropped and counted
+//! ([`JsonOutStats`], in `GetHealth` and the metrics), and the first failure of an episode and
+//! its end are logged. Lines stay whole: when a write stops inside a line, the rest of that
+//! line is written first once writing works again (space returned), and the lines behind it
+//! are dropped meanwhile. Alerts are spooled and delivered over gRPC and OTLP whatever happens
+//! here.
 
 use std::{
     fs::OpenOptions,
@@ -69,6 +69,13 @@ pub struct JsonOut {
 struct Pending {
     lines: Vec<u8>,
     since: Option<Instant>,
+}
+
+impl Pending {
+    /// When the lines must reach the writer: [`HAND_OFF_AFTER`] after the oldest.
+    fn due(&self) -> Option<Instant> {
+        self.since.map(|at| at + HAND_OFF_AFTER)
+    }
 }
 
 impl JsonOut {
@@ -162,8 +169,7 @@ impl JsonOut {
     /// When the queued lines must reach the writer ([`JsonOut::flush_due`]): `None` when
     /// nothing is queued.
     pub fn due(&self) -> Option<Instant> {
-        let since = self.pending.lock().unwrap().since;
-        since.map(|at| at + HAND_OFF_AFTER)
+        self.pending.lock().unwrap().due()
     }
 
     /// Hands the queued lines to the writer if the oldest is [`HAND_OFF_AFTER`] old or
@@ -172,9 +178,7 @@ impl JsonOut {
         let ready = {
             let pending = self.pending.lock().unwrap();
             pending.lines.len() >= HAND_OFF_BYTES
-                || pending
-                    .since
-                    .is_some_and(|at| at.elapsed() >= HAND_OFF_AFTER)
+                || pending.due().is_some_and(|due| due <= Instant::now())
         };
         if ready {
             self.flush();

@@ -57,12 +57,12 @@ pub fn run() -> Result<()> {
         bail!("cannot run here: no tracefs: {e:#}");
     }
 
-    let mut ebpf = open()?;
+    let (mut ebpf, btf) = open()?;
     let hooks = default_hooks();
     let mut failed: Vec<(&str, String)> = Vec::new();
     let mut absent: Vec<(&str, &str)> = Vec::new();
     for spec in &hooks {
-        if let Err(e) = attach(&mut ebpf, spec) {
+        if let Err(e) = attach(&mut ebpf, &btf, spec) {
             match spec.left_out() {
                 Some(why) => absent.push((spec.name, why)),
                 None => failed.push((spec.name, super::describe(&e))),
@@ -83,13 +83,13 @@ pub fn run() -> Result<()> {
 
     // What `--hooks default` resolves to here: the programs stay attached, so the fallback
     // below is tried beside them (both sets can be loaded at once).
-    let functions = super::attach_hook_set(&mut ebpf, HookSet::Default);
+    let functions = super::attach_hook_set(&mut ebpf, &btf, HookSet::Default);
     let fallback = variant_hooks(HookSet::Syscall)
         .iter()
-        .try_for_each(|spec| attach(&mut ebpf, spec))
+        .try_for_each(|spec| attach(&mut ebpf, &btf, spec))
         .map_err(|e| super::describe(&e));
     println!("program types:");
-    let probes = probe_program_types(&mut ebpf, &hooks, &failed);
+    let probes = probe_program_types(&mut ebpf, &btf, &hooks, &failed);
     for p in &probes {
         match &p.result {
             Ok(how) => println!("  {:<15} usable: {how}", p.what),
@@ -164,10 +164,10 @@ pub fn run() -> Result<()> {
 /// The result for a program type: what the default hooks of that type did, else a probe load.
 fn probe_program_types(
     ebpf: &mut Ebpf,
+    btf: &aya::Btf,
     hooks: &[HookSpec],
     failed: &[(&str, String)],
 ) -> Vec<Probe> {
-    let aya_btf = super::kernel_btf().map_err(|e| format!("{e:#}"));
     let by_kind = |what: &'static str, is: fn(&Attach) -> bool| -> Probe {
         let Some(h) = hooks.iter().find(|h| is(&h.attach)) else {
             return Probe {
@@ -190,13 +190,13 @@ fn probe_program_types(
     ];
     probes.push(Probe {
         what: "tp_btf",
-        result: aya_btf.clone().and_then(|btf| {
+        result: (|| {
             let p: &mut BtfTracePoint = program(ebpf, "feature_tp_btf")?;
-            p.load("sched_process_exec", &btf)
+            p.load("sched_process_exec", btf)
                 .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach().map_err(|e| format!("attach: {e:#}"))?;
             Ok("tp_btf sched_process_exec attached".into())
-        }),
+        })(),
     });
     probes.push(Probe {
         what: "kprobe",
@@ -218,13 +218,13 @@ fn probe_program_types(
     });
     probes.push(Probe {
         what: "fentry",
-        result: aya_btf.and_then(|btf| {
+        result: (|| {
             let p: &mut FEntry = program(ebpf, "feature_fentry")?;
-            p.load("do_exit", &btf)
+            p.load("do_exit", btf)
                 .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
             p.attach().map_err(|e| format!("attach: {e:#}"))?;
             Ok("fentry do_exit attached".into())
-        }),
+        })(),
     });
     probes
 }

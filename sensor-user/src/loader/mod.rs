@@ -14,10 +14,7 @@ pub mod tracefs;
 mod traffic;
 
 use anyhow::{Context, Result, anyhow, bail};
-use std::{
-    fs::File,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::fs::File;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -230,18 +227,21 @@ pub fn bpf_object() -> Result<&'static [u8]> {
     Ok(BPF_OBJECT)
 }
 
-/// Loads the object with offsets for this kernel, without loading any program yet.
-pub fn open() -> Result<Ebpf> {
+/// Loads the object with offsets for this kernel, without loading any program yet. Also gives
+/// the kernel's BTF as aya parsed it, which fentry and fexit programs are loaded against: the
+/// caller drops it once its programs are loaded (tens of MiB the agent no longer needs).
+pub fn open() -> Result<(Ebpf, aya::Btf)> {
     open_with(&LoadOptions::default())
 }
 
-fn open_with(opts: &LoadOptions) -> Result<Ebpf> {
+fn open_with(opts: &LoadOptions) -> Result<(Ebpf, aya::Btf)> {
     let object = bpf_object()?;
     let tracefs = tracefs::ensure_tracefs()?;
     // Parsed for the offsets and dropped before aya parses the same BTF (each parse holds
     // tens of MiB: the agent's peak RSS).
     let offsets = offsets::resolve(&btf::KernelBtf::load()?, tracefs)?;
-    let kernel = kernel_btf()?;
+    let kernel =
+        aya::Btf::from_sys_fs().map_err(|e| anyhow!("reading the kernel's BTF with aya: {e}"))?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&kernel))
         .override_global("OFFSETS", &offsets, true)
@@ -250,11 +250,11 @@ fn open_with(opts: &LoadOptions) -> Result<Ebpf> {
         .map_max_entries("NET_EVENTS", opts.net_ring_bytes)
         .load(object)
         .context("loading the sensor's eBPF object into the kernel")?;
-    Ok(ebpf)
+    Ok((ebpf, kernel))
 }
 
-/// Loads and attaches one hook's program.
-pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
+/// Loads and attaches one hook's program (`btf`: the kernel's, from [`open`]).
+pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, spec: &HookSpec) -> Result<()> {
     let program = ebpf
         .program_mut(spec.program)
         .ok_or_else(|| anyhow!("program `{}` missing from the eBPF object", spec.program))?;
@@ -301,12 +301,12 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
             match probe {
                 FunctionProbe::FEntry => {
                     let p: &mut FEntry = program.try_into().with_context(what)?;
-                    p.load(&function, &*kernel_btf()?).with_context(loading)?;
+                    p.load(&function, btf).with_context(loading)?;
                     p.attach().with_context(attaching)?;
                 }
                 FunctionProbe::FExit => {
                     let p: &mut FExit = program.try_into().with_context(what)?;
-                    p.load(&function, &*kernel_btf()?).with_context(loading)?;
+                    p.load(&function, btf).with_context(loading)?;
                     p.attach().with_context(attaching)?;
                 }
                 FunctionProbe::KProbe | FunctionProbe::KRetProbe => {
@@ -320,36 +320,14 @@ pub fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<()> {
     Ok(())
 }
 
-/// The kernel's BTF as aya reads it, for the object's load and the fentry and fexit
-/// programs: parsed at the first use and kept until [`release_kernel_btf`].
-static KERNEL_BTF: Mutex<Option<Arc<aya::Btf>>> = Mutex::new(None);
-
-/// The kernel's BTF ([`KERNEL_BTF`]), parsed once while programs are being loaded.
-fn kernel_btf() -> Result<Arc<aya::Btf>> {
-    let mut slot = KERNEL_BTF.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(btf) = &*slot {
-        return Ok(Arc::clone(btf));
-    }
-    let btf = Arc::new(
-        aya::Btf::from_sys_fs().map_err(|e| anyhow!("reading the kernel's BTF with aya: {e}"))?,
-    );
-    *slot = Some(Arc::clone(&btf));
-    Ok(btf)
-}
-
-/// Frees the parsed BTF once every program is loaded: tens of MiB the agent no longer needs.
-fn release_kernel_btf() {
-    *KERNEL_BTF.lock().unwrap_or_else(PoisonError::into_inner) = None;
-}
-
 /// Attaches a resolved hook set's own programs (an optional one that fails is left out, with
 /// its warning); on another failure, unloads those it had loaded (detaching them) and says
 /// which failed.
-fn attach_variant(ebpf: &mut Ebpf, set: HookSet) -> Result<Vec<HookSpec>> {
+fn attach_variant(ebpf: &mut Ebpf, btf: &aya::Btf, set: HookSet) -> Result<Vec<HookSpec>> {
     let specs = variant_hooks(set);
     let mut attached = Vec::new();
     for spec in &specs {
-        match attach(ebpf, spec) {
+        match attach(ebpf, btf, spec) {
             Ok(()) => attached.push(*spec),
             Err(e) => match spec.optional {
                 Some(why) => log::warn!("{why} ({})", describe(&e)),
@@ -379,10 +357,14 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
 /// Resolves `asked` to the first of its candidates whose programs attach: the resolved set
 /// and its programs. `--hooks default` falls back from fentry to kprobes to none (logging
 /// why); an explicit set that does not attach is an error.
-fn attach_hook_set(ebpf: &mut Ebpf, asked: HookSet) -> Result<(HookSet, Vec<HookSpec>)> {
+fn attach_hook_set(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    asked: HookSet,
+) -> Result<(HookSet, Vec<HookSpec>)> {
     let candidates = asked.candidates();
     for (i, &set) in candidates.iter().enumerate() {
-        match attach_variant(ebpf, set) {
+        match attach_variant(ebpf, btf, set) {
             Ok(specs) => return Ok((set, specs)),
             Err(e) if i + 1 < candidates.len() => {
                 log::info!(
@@ -414,7 +396,7 @@ pub fn describe(e: &anyhow::Error) -> String {
 impl LoadedSensor {
     /// Loads the object, attaches every hook of the default set, then the fallback if asked.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        let mut ebpf = open_with(opts)?;
+        let (mut ebpf, btf) = open_with(opts)?;
         // First, so that the sensor's own bpf() calls while attaching are not reported.
         let mut self_filter = SelfFilter {
             map: HashMap::try_from(
@@ -426,7 +408,7 @@ impl LoadedSensor {
         self_filter.refresh()?;
         let mut hooks = Vec::new();
         for spec in default_hooks() {
-            match attach(&mut ebpf, &spec) {
+            match attach(&mut ebpf, &btf, &spec) {
                 Ok(()) => hooks.push(spec),
                 Err(e) => match spec.left_out() {
                     Some(why) => log::warn!("{why} ({})", describe(&e)),
@@ -434,8 +416,8 @@ impl LoadedSensor {
                 },
             }
         }
-        let (hook_set, variant) = attach_hook_set(&mut ebpf, opts.hook_set)?;
-        release_kernel_btf();
+        let (hook_set, variant) = attach_hook_set(&mut ebpf, &btf, opts.hook_set)?;
+        drop(btf);
         hooks.extend(variant);
         let mut sensor = Self {
             ebpf,
