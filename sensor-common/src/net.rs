@@ -173,7 +173,7 @@ pub struct NsRecord {
     pub _pad: [u8; 3],
 }
 
-/// A TCP state change, from `sock:inet_sock_set_state`.
+/// A TCP state change, from the `inet_sock_set_state` tracepoint.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TcpStateRecord {

@@ -120,19 +120,6 @@ pub struct KernelOffsets {
     pub tp_sys_arg0: u32,
     pub tp_sys_ret: u32,
 
-    // sock:inet_sock_set_state
-    pub tp_tcp_skaddr: u32,
-    pub tp_tcp_oldstate: u32,
-    pub tp_tcp_newstate: u32,
-    pub tp_tcp_sport: u32,
-    pub tp_tcp_dport: u32,
-    pub tp_tcp_family: u32,
-    pub tp_tcp_protocol: u32,
-    pub tp_tcp_saddr: u32,
-    pub tp_tcp_daddr: u32,
-    pub tp_tcp_saddr_v6: u32,
-    pub tp_tcp_daddr_v6: u32,
-
     // signal:signal_generate
     pub tp_sig_sig: u32,
     pub tp_sig_pid: u32,

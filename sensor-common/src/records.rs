@@ -64,7 +64,7 @@ pub enum Hook {
     Connect = 6,
     /// cgroup `post_bind4`/`post_bind6` on the cgroup2 root.
     Bind = 7,
-    /// `sock:inet_sock_set_state`: TCP states, and from them listen, accept and connect results.
+    /// The `inet_sock_set_state` raw tracepoint: TCP states, and from them listen, accept and connect results.
     TcpState = 8,
     /// cgroup skb programs: traffic volume, and ICMP of containers' sockets.
     Traffic = 9,

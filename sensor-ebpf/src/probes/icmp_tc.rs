@@ -62,18 +62,26 @@ fn sample(ctx: &TcContext, offset: usize, len: u64, dst: &mut [u8; ICMP_SAMPLE])
 #[inline(always)]
 fn account(ctx: &TcContext, direction: u8) -> Result<(), i64> {
     let ethertype = u16::from_be(load::<u16>(ctx, 12)?);
-    // SAFETY: reading the context's own field.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let v4 = ethertype == ETH_P_IP;
+    // Nearly every packet is not ICMP: it leaves before the key is built.
+    let protocol = if v4 {
+        load::<u8>(ctx, ETH_HLEN + 9)?
+    } else if ethertype == ETH_P_IPV6 {
+        load::<u8>(ctx, ETH_HLEN + 6)?
+    } else {
+        return Ok(());
+    };
+    if protocol != if v4 { 1 } else { 58 } {
+        return Ok(());
+    }
     let mut key = TcIcmpKey {
-        ifindex,
+        // SAFETY: reading the context's own field.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
         direction,
         ..TcIcmpKey::default()
     };
-    let (icmp_at, payload_len) = if ethertype == ETH_P_IP {
+    let (icmp_at, payload_len) = if v4 {
         let vihl: u8 = load(ctx, ETH_HLEN)?;
-        if load::<u8>(ctx, ETH_HLEN + 9)? != 1 {
-            return Ok(());
-        }
         let ihl = ((vihl & 0xf) as usize) * 4;
         let total = u16::from_be(load::<u16>(ctx, ETH_HLEN + 2)?) as u64;
         key.family = 2;
@@ -83,17 +91,12 @@ fn account(ctx: &TcContext, direction: u8) -> Result<(), i64> {
             ETH_HLEN + (ihl & 0x3c),
             total.saturating_sub(ihl as u64 + 8),
         )
-    } else if ethertype == ETH_P_IPV6 {
-        if load::<u8>(ctx, ETH_HLEN + 6)? != 58 {
-            return Ok(());
-        }
+    } else {
         let payload = u16::from_be(load::<u16>(ctx, ETH_HLEN + 4)?) as u64;
         key.family = 10;
         key.src = load(ctx, ETH_HLEN + 8)?;
         key.dst = load(ctx, ETH_HLEN + 24)?;
         (ETH_HLEN + 40, payload.saturating_sub(8))
-    } else {
-        return Ok(());
     };
     key.icmp_type = ctx.load(icmp_at)?;
     let payload_at = icmp_at + 8;

@@ -89,7 +89,14 @@ pub fn kind_flags(family: u16, sock_type: u16, protocol: u16) -> u8 {
     flags
 }
 
-/// Writes one socket record of the current task.
+/// Whether `cgroup_id` may write one more network record now (a refusal is counted). Asked
+/// before the caller is read: under a connect flood most records are refused.
+#[inline(always)]
+pub fn admitted(cgroup_id: u64) -> bool {
+    net_rate_ok(cgroup_id, kernel::boot_ns())
+}
+
+/// Writes one socket record, [`admitted`] for `caller`'s cgroup.
 #[inline(always)]
 pub fn report(
     caller: Caller,
@@ -100,9 +107,6 @@ pub fn report(
     ret: i64,
     flags: u8,
 ) -> ReadResult<()> {
-    if !net_rate_ok(caller.cgroup_id, kernel::boot_ns()) {
-        return Ok(());
-    }
     emit(Ring::Network, RecordKind::Sock, |rec: &mut SockRecord| {
         rec.caller = caller;
         rec.local = local;
@@ -157,8 +161,9 @@ pub fn sock_create(ctx: SockContext) -> i32 {
 }
 
 fn on_create(ctx: &SockContext) -> ReadResult<()> {
-    // The host's operations leave before the caller's comm is copied.
-    if !net_wanted(kernel::current_cgroup_id()) {
+    // The host's operations, and those over the rate, leave before the caller's comm is copied.
+    let cgroup_id = kernel::current_cgroup_id();
+    if !net_wanted(cgroup_id) || !admitted(cgroup_id) {
         return Ok(());
     }
     let caller = kernel::caller();
@@ -182,8 +187,9 @@ pub fn post_bind6(ctx: SockContext) -> i32 {
 /// A bind that succeeded: the address and port the socket now holds (the port the kernel
 /// picked for port 0).
 fn on_bind(ctx: &SockContext, v6: bool) -> ReadResult<()> {
-    // The host's operations leave before the caller's comm is copied.
-    if !net_wanted(kernel::current_cgroup_id()) {
+    // The host's operations, and those over the rate, leave before the caller's comm is copied.
+    let cgroup_id = kernel::current_cgroup_id();
+    if !net_wanted(cgroup_id) || !admitted(cgroup_id) {
         return Ok(());
     }
     let caller = kernel::caller();
@@ -247,7 +253,8 @@ fn destination(sa: &bpf_sock_addr, v6: bool) -> (Endpoint, (u16, u16, u16)) {
 /// A UDP datagram sent to an address (the kernel runs these programs only for a send that
 /// names its destination): reported at the socket's first datagram to each peer.
 fn on_sendmsg(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
-    if !net_wanted(kernel::current_cgroup_id()) {
+    let cgroup_id = kernel::current_cgroup_id();
+    if !net_wanted(cgroup_id) {
         return Ok(());
     }
     // SAFETY: the context of a sock_addr program; the verifier checks every field access.
@@ -264,6 +271,9 @@ fn on_sendmsg(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
         return Ok(());
     }
     SENT.insert(key, 1, 0).map_err(|e| e as i64)?;
+    if !admitted(cgroup_id) {
+        return Ok(());
+    }
     let caller = kernel::caller();
     let flags = kind_flags(kind.0, kind.1, kind.2);
     report(
@@ -299,6 +309,9 @@ fn on_connect(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
             _pad: [0; 3],
         };
         return CONNECTS.insert(sk, pending, 0).map_err(|e| e as i64);
+    }
+    if !admitted(caller.cgroup_id) {
+        return Ok(());
     }
     report(
         caller,

@@ -1,5 +1,8 @@
-//! TCP state changes from `sock:inet_sock_set_state`, attributed to the socket's cgroup (the
-//! change may happen in softirq context, where the current task is unrelated): a record for a
+//! TCP state changes from the `inet_sock_set_state` tracepoint, attributed to the socket's cgroup
+//! (the change may happen in softirq context, where the current task is unrelated). The program
+//! is a raw tracepoint: it runs on the tracepoint's arguments (the socket and both states)
+//! without the kernel first filling a trace record, so the transitions it ignores (about eight of
+//! a connection's ten) cost little more than the two comparisons. It writes a record for a
 //! connection established (either side) and a socket listening, none for the other transitions
 //! (a connection's FIN states and close are several per connection and no rule reads them),
 //! and the socket operations they reveal, whichever way they were asked for (a syscall or an
@@ -11,7 +14,11 @@
 //! - leaving `SYN_SENT`: the outcome of a connect saved by the cgroup `connect` hook, with the
 //!   local address the kernel picked and, for a failure, the socket's error.
 
-use aya_ebpf::{macros::map, macros::tracepoint, maps::LruHashMap, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{map, raw_tracepoint},
+    maps::LruHashMap,
+    programs::RawTracePointContext,
+};
 use sensor_common::{
     Caller, Endpoint, Hook, ListenerKey, RecordKind, Ring, SockOp, TcpStateRecord,
 };
@@ -19,12 +26,12 @@ use sensor_common::{
 use super::{
     record::emit,
     run_probe,
-    sock_cgroup::{kind_flags, report, take_connect},
+    sock_cgroup::{admitted, kind_flags, report, take_connect},
 };
 use crate::{
-    abi::{AF_INET6, IPPROTO_TCP, SOCK_STREAM},
+    abi::{IPPROTO_TCP, SOCK_STREAM},
     kernel::{self, ReadResult},
-    maps::{net_rate_ok, net_wanted, off},
+    maps::{net_wanted, off},
 };
 
 const TCP_ESTABLISHED: u32 = 1;
@@ -40,36 +47,35 @@ const ECONNABORTED: i64 = 103;
 #[map]
 static LISTENERS: LruHashMap<ListenerKey, Caller> = LruHashMap::with_max_entries(16384, 0);
 
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    run_probe!(Hook::TcpState, try_tcp_state(&ctx))
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    run_probe!(Hook::TcpState, try_tcp_state(&ctx)) as i32
 }
 
-#[inline(always)]
-fn field<T>(ctx: &TracePointContext, at: u32) -> ReadResult<T> {
-    // SAFETY: offsets come from the tracepoint's format file.
-    unsafe { ctx.read_at::<T>(at as usize) }.map_err(|e| e as i64)
-}
-
-fn try_tcp_state(ctx: &TracePointContext) -> ReadResult<()> {
-    let old_state = field::<u32>(ctx, off!(tp_tcp_oldstate))?;
-    let new_state = field::<u32>(ctx, off!(tp_tcp_newstate))?;
+fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let old_state = ctx.arg::<u64>(1) as u32;
+    let new_state = ctx.arg::<u64>(2) as u32;
     // Most of a connection's transitions (SYN_RECV, the FIN states, CLOSE) say nothing the
     // socket operations do not: they leave before any map or kernel read.
     let wanted = new_state == TCP_LISTEN
         || new_state == TCP_ESTABLISHED
         || old_state == TCP_SYN_SENT
         || (old_state == TCP_LISTEN && new_state == TCP_CLOSE);
-    if !wanted || field::<u16>(ctx, off!(tp_tcp_protocol))? != IPPROTO_TCP {
+    if !wanted {
         return Ok(());
     }
-    let sk = field::<u64>(ctx, off!(tp_tcp_skaddr))?;
-    let cgroup_id = kernel::sock_cgroup_id(sk as *const u8).unwrap_or(0);
+    let sk: *const u8 = ctx.arg(0);
+    // The kernel fires it for other protocols' sockets too (MPTCP's).
+    if kernel::read::<u16>(sk, off!(sk_protocol))? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let cgroup_id = kernel::sock_cgroup_id(sk).unwrap_or(0);
     if !net_wanted(cgroup_id) {
         return Ok(());
     }
     let (mut local, mut remote) = (Endpoint::default(), Endpoint::default());
-    endpoints(ctx, &mut local, &mut remote)?;
+    kernel::sock_endpoints(sk, &mut local, &mut remote)?;
     let key = ListenerKey {
         cgroup_id,
         port: local.port,
@@ -80,24 +86,29 @@ fn try_tcp_state(ctx: &TracePointContext) -> ReadResult<()> {
         // listen() runs in the listening task.
         let caller = kernel::caller();
         let _ = LISTENERS.insert(key, caller, 0);
-        let flags = kind_flags(kind.0, kind.1, kind.2);
-        report(caller, SockOp::Listen, kind, local, remote, 0, flags)?;
+        if admitted(caller.cgroup_id) {
+            let flags = kind_flags(kind.0, kind.1, kind.2);
+            report(caller, SockOp::Listen, kind, local, remote, 0, flags)?;
+        }
     } else if old_state == TCP_LISTEN && new_state == TCP_CLOSE {
         // The listener closed. (A child socket also starts as a clone of the listener, going
         // from LISTEN to SYN_RECV: that one keeps the entry.)
         let _ = LISTENERS.remove(key);
     } else if old_state == TCP_SYN_RECV && new_state == TCP_ESTABLISHED {
         // SAFETY: copied out of the map value.
-        if let Some(owner) = unsafe { LISTENERS.get(key) }.copied() {
+        if let Some(owner) = unsafe { LISTENERS.get(key) }.copied()
+            && admitted(owner.cgroup_id)
+        {
             report(owner, SockOp::Accept, kind, local, remote, 0, 0)?;
         }
     } else if old_state == TCP_SYN_SENT
-        && let Some(pending) = take_connect(sk)
+        && let Some(pending) = take_connect(sk as u64)
+        && admitted(pending.caller.cgroup_id)
     {
         let ret = if new_state == TCP_ESTABLISHED {
             0
         } else {
-            match kernel::sock_error(sk as *const u8)? {
+            match kernel::sock_error(sk)? {
                 0 => -ECONNABORTED,
                 err => -(err as i64),
             }
@@ -114,9 +125,7 @@ fn try_tcp_state(ctx: &TracePointContext) -> ReadResult<()> {
         )?;
     }
     // The record: a connection up (either side) or a socket listening.
-    if !(new_state == TCP_ESTABLISHED || new_state == TCP_LISTEN)
-        || !net_rate_ok(cgroup_id, kernel::boot_ns())
-    {
+    if !(new_state == TCP_ESTABLISHED || new_state == TCP_LISTEN) || !admitted(cgroup_id) {
         return Ok(());
     }
     emit(
@@ -131,26 +140,4 @@ fn try_tcp_state(ctx: &TracePointContext) -> ReadResult<()> {
             Ok(())
         },
     )
-}
-
-/// The socket's addresses from the tracepoint's fields.
-#[inline(always)]
-fn endpoints(
-    ctx: &TracePointContext,
-    local: &mut Endpoint,
-    remote: &mut Endpoint,
-) -> ReadResult<()> {
-    let family = field::<u16>(ctx, off!(tp_tcp_family))?;
-    local.family = family;
-    remote.family = family;
-    local.port = field::<u16>(ctx, off!(tp_tcp_sport))?;
-    remote.port = field::<u16>(ctx, off!(tp_tcp_dport))?;
-    if family == AF_INET6 {
-        local.addr = field::<[u8; 16]>(ctx, off!(tp_tcp_saddr_v6))?;
-        remote.addr = field::<[u8; 16]>(ctx, off!(tp_tcp_daddr_v6))?;
-    } else {
-        local.addr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, off!(tp_tcp_saddr))?);
-        remote.addr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, off!(tp_tcp_daddr))?);
-    }
-    Ok(())
 }

@@ -279,7 +279,15 @@ const SOCKET: [HookSpec; 7] = [
 ];
 
 const NETWORK: [HookSpec; 5] = [
-    tp(Hook::TcpState, "tcp_state", "sock", "inet_sock_set_state"),
+    HookSpec {
+        hook: Hook::TcpState,
+        name: "tcp_state",
+        program: "inet_sock_set_state",
+        attach: Attach::RawTracePoint {
+            name: "inet_sock_set_state",
+        },
+        optional: None,
+    },
     HookSpec {
         hook: Hook::Traffic,
         name: "traffic",

@@ -15,7 +15,6 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
     let mkdir = TracepointFormat::read(tracefs, "cgroup", "cgroup_mkdir")?;
     let sys_enter = TracepointFormat::read(tracefs, "syscalls", "sys_enter_connect")?;
     let sys_exit = TracepointFormat::read(tracefs, "syscalls", "sys_exit_connect")?;
-    let tcp = TracepointFormat::read(tracefs, "sock", "inet_sock_set_state")?;
     let signal = TracepointFormat::read(tracefs, "signal", "signal_generate")?;
     // Absent on a kernel built without io_uring: the hook is then left out (see `load`).
     let uring = TracepointFormat::read(tracefs, "io_uring", "io_uring_create").ok();
@@ -103,17 +102,6 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         // Arguments follow `__syscall_nr`, 8 bytes each.
         tp_sys_arg0: sys_enter.offset("fd")?,
         tp_sys_ret: sys_exit.offset("ret")?,
-        tp_tcp_skaddr: tcp.offset("skaddr")?,
-        tp_tcp_oldstate: tcp.offset("oldstate")?,
-        tp_tcp_newstate: tcp.offset("newstate")?,
-        tp_tcp_sport: tcp.offset("sport")?,
-        tp_tcp_dport: tcp.offset("dport")?,
-        tp_tcp_family: tcp.offset("family")?,
-        tp_tcp_protocol: tcp.offset("protocol")?,
-        tp_tcp_saddr: tcp.offset("saddr")?,
-        tp_tcp_daddr: tcp.offset("daddr")?,
-        tp_tcp_saddr_v6: tcp.offset("saddr_v6")?,
-        tp_tcp_daddr_v6: tcp.offset("daddr_v6")?,
         tp_sig_sig: signal.offset("sig")?,
         tp_sig_pid: signal.offset("pid")?,
         tp_sig_group: signal.offset("group")?,
