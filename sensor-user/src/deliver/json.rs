@@ -55,7 +55,7 @@ pub struct JsonOutStats {
 
 /// The JSON lines sink of a running agent.
 pub struct JsonOut {
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<mpsc::Sender<Lines>>,
     stats: Arc<JsonOutStats>,
     writer: Option<thread::JoinHandle<()>>,
     /// Lines not yet handed to the writer. Waking the writer for each line cost the agent a
@@ -67,8 +67,16 @@ pub struct JsonOut {
 /// Encoded lines waiting for the writer, and when the oldest was queued.
 #[derive(Default)]
 struct Pending {
-    lines: Vec<u8>,
+    lines: Lines,
     since: Option<Instant>,
+}
+
+/// Whole encoded lines and how many there are (counted as they are queued, so that the
+/// writer does not scan for newlines unless a write fails inside them).
+#[derive(Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    count: u64,
 }
 
 impl Pending {
@@ -138,10 +146,8 @@ impl JsonOut {
 
     fn queue(&self, value: &impl serde::Serialize) {
         let mut guard = self.pending.lock().unwrap();
-        let Pending {
-            lines: pending,
-            since,
-        } = &mut *guard;
+        let Pending { lines, since } = &mut *guard;
+        let pending = &mut lines.bytes;
         let start = pending.len();
         if let Err(e) = serde_json::to_writer(&mut *pending, value) {
             // Not reachable with proto types; counted rather than silently skipped.
@@ -163,6 +169,7 @@ impl JsonOut {
             return;
         }
         self.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        lines.count += 1;
         since.get_or_insert_with(Instant::now);
     }
 
@@ -177,7 +184,7 @@ impl JsonOut {
     pub fn flush_due(&self) {
         let ready = {
             let pending = self.pending.lock().unwrap();
-            pending.lines.len() >= HAND_OFF_BYTES
+            pending.lines.bytes.len() >= HAND_OFF_BYTES
                 || pending.due().is_some_and(|due| due <= Instant::now())
         };
         if ready {
@@ -190,20 +197,25 @@ impl JsonOut {
         let lines = {
             let mut pending = self.pending.lock().unwrap();
             pending.since = None;
-            if pending.lines.is_empty() {
+            if pending.lines.count == 0 {
                 return;
             }
-            let capacity = pending.lines.len();
-            std::mem::replace(&mut pending.lines, Vec::with_capacity(capacity))
+            let capacity = pending.lines.bytes.len();
+            std::mem::replace(
+                &mut pending.lines,
+                Lines {
+                    bytes: Vec::with_capacity(capacity),
+                    count: 0,
+                },
+            )
         };
-        let count = count_lines(&lines);
-        let bytes = lines.len();
-        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(lines).is_ok());
-        if !sent {
-            self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.stats
-                .dropped_write_failed
-                .fetch_add(count, Ordering::Relaxed);
+        let unsent = match &self.tx {
+            Some(tx) => tx.send(lines).err().map(|e| e.0),
+            None => Some(lines),
+        };
+        if let Some(lines) = unsent {
+            (self.stats.queued_bytes).fetch_sub(lines.bytes.len(), Ordering::Relaxed);
+            (self.stats.dropped_write_failed).fetch_add(lines.count, Ordering::Relaxed);
         }
     }
 
@@ -277,11 +289,11 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Vec<u8>>) {
-        let mut batch = Vec::with_capacity(BATCH_BYTES);
+    fn run(&mut self, rx: mpsc::Receiver<Lines>) {
+        let mut batch = Lines::default();
         loop {
             let first = match rx.recv_timeout(RETRY) {
-                Ok(line) => line,
+                Ok(lines) => lines,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if !self.cut.is_empty() {
                         self.finish_cut();
@@ -290,24 +302,34 @@ impl Writer {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            batch.clear();
-            batch.extend_from_slice(&first);
-            while batch.len() < BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(line) => batch.extend_from_slice(&line),
-                    Err(_) => break,
+            // The usual hand-off is written as it came; only a backlog is gathered (copied)
+            // into batches of up to BATCH_BYTES.
+            let Ok(second) = rx.try_recv() else {
+                self.take(&first);
+                continue;
+            };
+            batch.bytes.clear();
+            batch.count = 0;
+            let mut next = Some(second);
+            batch.append(first);
+            while let Some(lines) = next.take() {
+                batch.append(lines);
+                if batch.bytes.len() < BATCH_BYTES {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.stats
-                .queued_bytes
-                .fetch_sub(batch.len(), Ordering::Relaxed);
-            self.write(&batch);
+            self.take(&batch);
         }
     }
 
-    /// Writes one batch of whole lines, or drops and counts what cannot be written.
-    fn write(&mut self, batch: &[u8]) {
-        let lines = count_lines(batch);
+    /// Writes lines handed over by the pipeline, which no longer counts them as queued.
+    fn take(&mut self, lines: &Lines) {
+        (self.stats.queued_bytes).fetch_sub(lines.bytes.len(), Ordering::Relaxed);
+        self.write(&lines.bytes, lines.count);
+    }
+
+    /// Writes `lines` whole lines, or drops and counts what cannot be written.
+    fn write(&mut self, batch: &[u8], lines: u64) {
         if self.reader_gone || (!self.cut.is_empty() && !self.finish_cut()) {
             self.drop_lines(lines);
             return;
@@ -324,11 +346,14 @@ impl Writer {
                 Err(e) => break Err(e),
             }
         };
-        let written = count_lines(&batch[..done]);
-        self.stats.written.fetch_add(written, Ordering::Relaxed);
         match result.and_then(|()| self.out.flush()) {
-            Ok(()) => self.recovered(),
+            Ok(()) => {
+                self.stats.written.fetch_add(lines, Ordering::Relaxed);
+                self.recovered();
+            }
             Err(e) => {
+                let written = count_lines(&batch[..done]);
+                self.stats.written.fetch_add(written, Ordering::Relaxed);
                 // The line the failure stopped inside is finished later; the rest is dropped.
                 let cut_end = batch[done..]
                     .iter()
@@ -400,6 +425,13 @@ impl Writer {
             );
             self.episode_dropped = 0;
         }
+    }
+}
+
+impl Lines {
+    fn append(&mut self, mut more: Lines) {
+        self.bytes.append(&mut more.bytes);
+        self.count += more.count;
     }
 }
 
@@ -516,14 +548,14 @@ mod tests {
         let disk = Disk::default();
         disk.room.store(5, Ordering::SeqCst);
         let mut w = writer(&disk);
-        w.write(b"aaa\nbbbb\ncc\n");
+        w.write(b"aaa\nbbbb\ncc\n", 3);
         assert_eq!(w.stats.written.load(Ordering::SeqCst), 1);
         assert_eq!(w.stats.dropped_write_failed.load(Ordering::SeqCst), 1, "cc");
         assert!(w.stats.failing.load(Ordering::SeqCst));
-        w.write(b"dd\n");
+        w.write(b"dd\n", 1);
         assert_eq!(w.stats.dropped_write_failed.load(Ordering::SeqCst), 2);
         disk.room.store(100, Ordering::SeqCst);
-        w.write(b"ee\n");
+        w.write(b"ee\n", 1);
         assert_eq!(&*disk.data.lock().unwrap(), b"aaa\nbbbb\nee\n");
         assert_eq!(w.stats.written.load(Ordering::SeqCst), 3);
         assert!(!w.stats.failing.load(Ordering::SeqCst));
@@ -545,8 +577,8 @@ mod tests {
         let attempts = Arc::new(AtomicU64::new(0));
         let mut w = writer(&Disk::default());
         w.out = Box::new(Closed(attempts.clone()));
-        w.write(b"a\nb\n");
-        w.write(b"c\n");
+        w.write(b"a\nb\n", 2);
+        w.write(b"c\n", 1);
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
         assert_eq!(w.stats.dropped_write_failed.load(Ordering::SeqCst), 3);
         assert!(
