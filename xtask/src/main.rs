@@ -21,6 +21,7 @@ mod util;
 mod vm;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -154,6 +155,18 @@ enum Cmd {
         /// statistics on, and the time each of the sensor's programs took (target/bench/).
         #[arg(long)]
         hook_costs: bool,
+        /// Rounds instead of 5 (2 with --quick). The results then go to target/bench/.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        rounds: Option<u16>,
+        /// Only these traced modes besides `none` (repeatable): floor, peer, sensor (baseline
+        /// runs whenever --baseline is given).
+        /// The results then go to target/bench/.
+        #[arg(long = "mode", value_name = "MODE")]
+        modes: Vec<String>,
+        /// Another build of the agent (a copy of target/release/sensor from before a change),
+        /// run as the mode `baseline` in the same interleaved rounds as this build.
+        #[arg(long, value_name = "PATH")]
+        baseline: Option<PathBuf>,
     },
 }
 
@@ -232,12 +245,18 @@ fn dispatch(command: Cmd) -> Result<()> {
             quick,
             workloads,
             hook_costs,
+            rounds,
+            modes,
+            baseline,
         } => bench::bench(
             &root,
             &bench::Options {
                 quick,
                 workloads,
                 hook_costs,
+                rounds: rounds.map(usize::from),
+                modes,
+                baseline,
             },
         ),
         Cmd::Soak { minutes } => soak::soak(&root, minutes),

@@ -44,6 +44,14 @@ const LATENCY_ALERTS: usize = 200;
 pub struct Options {
     pub quick: bool,
     pub workloads: Vec<String>,
+    /// Rounds instead of the default (5, or 2 with `quick`).
+    pub rounds: Option<usize>,
+    /// Traced modes to run besides `none` (all of floor, peer, sensor and, with a baseline,
+    /// baseline when empty).
+    pub modes: Vec<String>,
+    /// Another build of the agent, run as the mode `baseline`: a change and the build before it
+    /// compared in the same interleaved rounds.
+    pub baseline: Option<std::path::PathBuf>,
     /// Instead of the overhead table: each workload once under the sensor with BPF run-time
     /// statistics, per program ([`hook_cost`]).
     pub hook_costs: bool,
@@ -61,6 +69,7 @@ type Samples = Vec<Vec<Vec<Sample>>>;
 pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     util::require_root("the bench runs the sensor and bpftrace, which need root")?;
     let (selected, latency) = select(&opts.workloads)?;
+    let modes = modes(opts)?;
     setup::setup(Purpose::Bench)?;
     let obj = build_ebpf::build_ebpf(root)?;
     let sensor = build_agent::build_agent(root, &obj, true)?;
@@ -71,6 +80,7 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     let paths = Paths {
         dir: dir.clone(),
         sensor,
+        baseline: opts.baseline.clone(),
         events: dir.join("events.jsonl"),
         socket: dir.join("sensor.sock"),
     };
@@ -79,6 +89,7 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     } else {
         (5, Size::FULL)
     };
+    let rounds = opts.rounds.unwrap_or(rounds);
     if opts.hook_costs {
         let md = hook_cost::measure(&fx, &paths, &selected, size)?;
         println!("\n{md}");
@@ -88,7 +99,7 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let (samples, mut runs) = matrix(&fx, &paths, &selected, rounds, size, !opts.quick)?;
+    let (samples, mut runs) = matrix(&fx, &paths, &selected, &modes, rounds, size, !opts.quick)?;
     let mut ready_line = runs
         .first()
         .map(|r| r.ready_line.clone())
@@ -107,7 +118,7 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     let rows = selected
         .iter()
         .zip(&samples)
-        .map(|(w, rounds)| row(*w, size, rounds))
+        .map(|(w, rounds)| row(*w, size, &modes, rounds))
         .collect();
     let report = Report {
         context: report::Context {
@@ -128,7 +139,11 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     };
     let md = report.markdown();
     println!("\n{md}");
-    let whole = opts.workloads.is_empty();
+    // Only a run of everything, as the defaults have it, replaces the docs.
+    let whole = opts.workloads.is_empty()
+        && opts.modes.is_empty()
+        && opts.rounds.is_none()
+        && opts.baseline.is_none();
     let out_dir = if whole { root.join("docs") } else { dir };
     fs::write(out_dir.join("benchmarks.md"), &md)?;
     chart::draw(
@@ -152,6 +167,7 @@ fn matrix(
     fx: &fixture::Fixture,
     paths: &Paths,
     selected: &[Workload],
+    modes: &[Mode],
     rounds: usize,
     size: Size,
     sensor_per_workload: bool,
@@ -163,7 +179,7 @@ fn matrix(
         for per in &mut samples {
             per.push(Vec::new());
         }
-        for mode in mode::ALL {
+        for &mode in modes {
             if selected.is_empty() {
                 break;
             }
@@ -172,7 +188,7 @@ fn matrix(
                 mode.name(),
                 util::fmt_duration(started.elapsed())
             ));
-            let per_workload = mode == Mode::Sensor && sensor_per_workload;
+            let per_workload = mode.is_agent() && sensor_per_workload;
             let mut active = if per_workload {
                 None
             } else {
@@ -285,11 +301,37 @@ fn select(names: &[String]) -> Result<(Vec<Workload>, bool)> {
     Ok((selected, latency))
 }
 
-/// The overhead line of a workload from its rounds.
-fn row(w: Workload, size: Size, rounds: &[Vec<Sample>]) -> Row {
-    let value = |round: &[Sample], mode| round.iter().find(|s| s.mode == mode).map(|s| s.value);
-    let ratios = [Mode::Floor, Mode::Peer, Mode::Sensor]
+/// The modes every round runs, in their round-robin order: `none` and those `--mode` names
+/// (by default floor, peer and sensor), and baseline whenever `--baseline` gives one.
+fn modes(opts: &Options) -> Result<Vec<Mode>> {
+    let asked = opts
+        .modes
+        .iter()
+        .map(|name| Mode::parse(name))
+        .collect::<Result<Vec<_>>>()?;
+    if asked.contains(&Mode::Baseline) && opts.baseline.is_none() {
+        bail!("--mode baseline needs --baseline PATH (another build of `sensor`)");
+    }
+    if let Some(path) = &opts.baseline
+        && !path.is_file()
+    {
+        bail!("--baseline {}: no such file", path.display());
+    }
+    Ok(mode::ALL
         .into_iter()
+        .filter(|m| match m {
+            Mode::None => true,
+            Mode::Baseline => opts.baseline.is_some(),
+            _ => asked.is_empty() || asked.contains(m),
+        })
+        .collect())
+}
+
+/// The overhead line of a workload from its rounds.
+fn row(w: Workload, size: Size, modes: &[Mode], rounds: &[Vec<Sample>]) -> Row {
+    let value = |round: &[Sample], mode| round.iter().find(|s| s.mode == mode).map(|s| s.value);
+    let ratios = (modes.iter().copied())
+        .filter(|m| *m != Mode::None)
         .map(|m| {
             let per_round: Vec<f64> = rounds
                 .iter()
@@ -356,6 +398,15 @@ fn command_line(opts: &Options) -> String {
     for w in &opts.workloads {
         cmd.push_str(&format!(" --workload {w}"));
     }
+    if let Some(n) = opts.rounds {
+        cmd.push_str(&format!(" --rounds {n}"));
+    }
+    for m in &opts.modes {
+        cmd.push_str(&format!(" --mode {m}"));
+    }
+    if let Some(path) = &opts.baseline {
+        cmd.push_str(&format!(" --baseline {}", path.display()));
+    }
     cmd
 }
 
@@ -412,6 +463,33 @@ mod tests {
         );
         assert_eq!(significant(2.41234), "2.41");
         assert_eq!(significant(30411.3), "30411");
+    }
+
+    #[test]
+    fn modes_run_none_first_and_a_baseline_only_when_given() {
+        let opts = |modes: &[&str], baseline: Option<&str>| Options {
+            quick: false,
+            workloads: Vec::new(),
+            hook_costs: false,
+            rounds: None,
+            modes: modes.iter().map(|m| m.to_string()).collect(),
+            baseline: baseline.map(Into::into),
+        };
+        let names =
+            |o: &Options| -> Vec<&str> { modes(o).unwrap().iter().map(|m| m.name()).collect() };
+        assert_eq!(names(&opts(&[], None)), ["none", "floor", "peer", "sensor"]);
+        assert_eq!(names(&opts(&["sensor"], None)), ["none", "sensor"]);
+        // Any existing file stands for an agent build here.
+        let file = "/proc/self/exe";
+        assert_eq!(
+            names(&opts(&["sensor"], Some(file))),
+            ["none", "sensor", "baseline"]
+        );
+        assert_eq!(names(&opts(&[], Some(file))).len(), 5);
+        let err = modes(&opts(&["baseline"], None)).unwrap_err().to_string();
+        assert!(err.contains("--baseline PATH"), "{err}");
+        let err = modes(&opts(&["nope"], None)).unwrap_err().to_string();
+        assert!(err.contains("floor, peer, sensor, baseline"), "{err}");
     }
 
     #[test]

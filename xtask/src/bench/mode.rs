@@ -1,6 +1,7 @@
-//! The four ways a workload runs: with nothing traced, with the syscall-path floor, with a
-//! bpftrace peer, and with our sensor. [`Mode::start`] returns an [`Active`] mode that is
-//! stopped (and, for the sensor, read out) by [`Active::stop`] or, on an error, by drop.
+//! The ways a workload runs: with nothing traced, with the syscall-path floor, with a bpftrace
+//! peer, with our sensor, and (`--baseline PATH`) with another build of the agent to compare a
+//! change against in the same interleaved rounds. [`Mode::start`] returns an [`Active`] mode
+//! that is stopped (and, for an agent, read out) by [`Active::stop`] or, on an error, by drop.
 
 use std::{
     fs,
@@ -23,10 +24,18 @@ pub enum Mode {
     Floor,
     Peer,
     Sensor,
+    /// Another build of the agent (`--baseline PATH`), run exactly as [`Mode::Sensor`].
+    Baseline,
 }
 
 /// The round-robin order of every round.
-pub const ALL: [Mode; 4] = [Mode::None, Mode::Floor, Mode::Peer, Mode::Sensor];
+pub const ALL: [Mode; 5] = [
+    Mode::None,
+    Mode::Floor,
+    Mode::Peer,
+    Mode::Sensor,
+    Mode::Baseline,
+];
 
 /// One empty program on a syscall tracepoint nothing in the bench calls: the cost of the
 /// syscall slow path alone (every task on the node takes it while any syscall tracepoint is on).
@@ -56,7 +65,24 @@ impl Mode {
             Mode::Floor => "floor",
             Mode::Peer => "peer",
             Mode::Sensor => "sensor",
+            Mode::Baseline => "baseline",
         }
+    }
+
+    /// The mode `--mode` names (every one but `none`, which always runs).
+    pub fn parse(name: &str) -> Result<Mode> {
+        ALL.into_iter()
+            .skip(1)
+            .find(|m| m.name() == name)
+            .with_context(|| {
+                let known: Vec<&str> = ALL[1..].iter().map(|m| m.name()).collect();
+                format!("unknown mode `{name}`; the modes are {}", known.join(", "))
+            })
+    }
+
+    /// Whether the mode runs an agent (ours or the baseline build).
+    pub fn is_agent(self) -> bool {
+        matches!(self, Mode::Sensor | Mode::Baseline)
     }
 
     /// Starts the mode and waits until its hooks are attached.
@@ -84,9 +110,14 @@ impl Mode {
                     .context("could not start bpftrace (`cargo xtask setup --for bench`)")?;
                 Some(child)
             }
-            Mode::Sensor => {
+            Mode::Sensor | Mode::Baseline => {
                 let _ = fs::remove_file(&paths.events);
-                let child = Command::new(&paths.sensor)
+                let agent = match (self, &paths.baseline) {
+                    (Mode::Baseline, Some(baseline)) => baseline,
+                    (Mode::Baseline, None) => bail!("the baseline mode needs --baseline PATH"),
+                    _ => &paths.sensor,
+                };
+                let child = Command::new(agent)
                     .arg("run")
                     .arg("--json-out")
                     .arg(&paths.events)
@@ -98,7 +129,7 @@ impl Mode {
                     .stdout(Stdio::null())
                     .stderr(fs::File::create(&log)?)
                     .spawn()
-                    .with_context(|| format!("starting {}", paths.sensor.display()))?;
+                    .with_context(|| format!("starting {}", agent.display()))?;
                 Some(child)
             }
         };
@@ -111,7 +142,7 @@ impl Mode {
         let ready = match self {
             Mode::None => return Ok(active),
             Mode::Floor | Mode::Peer => "bench: attached",
-            Mode::Sensor => "ready in",
+            Mode::Sensor | Mode::Baseline => "ready in",
         };
         let started = Instant::now();
         loop {
@@ -144,6 +175,8 @@ impl Mode {
 pub struct Paths {
     pub dir: PathBuf,
     pub sensor: PathBuf,
+    /// The agent [`Mode::Baseline`] runs.
+    pub baseline: Option<PathBuf>,
     pub events: PathBuf,
     pub socket: PathBuf,
 }
@@ -175,9 +208,9 @@ impl Active {
         }
     }
 
-    /// The sensor's CPU time so far (user + system, all threads); `None` in other modes.
+    /// The agent's CPU time so far (user + system, all threads); `None` in other modes.
     pub fn sensor_cpu_seconds(&self) -> Option<f64> {
-        if self.mode != Mode::Sensor {
+        if !self.mode.is_agent() {
             return None;
         }
         cpu_seconds(self.child.as_ref()?.id())
@@ -204,15 +237,22 @@ impl Active {
             thread::sleep(Duration::from_millis(50));
         };
         let log = fs::read_to_string(&self.log).unwrap_or_default();
-        // bpftrace ends with 130 on SIGINT; the sensor with success.
-        if self.mode == Mode::Sensor && !status.success() {
-            bail!("the sensor exited with {status}: {}", tail(&log));
-        }
-        if self.mode != Mode::Sensor {
+        // bpftrace ends with 130 on SIGINT; the agent with success.
+        if !self.mode.is_agent() {
             return Ok(None);
         }
+        if !status.success() {
+            bail!(
+                "the {} exited with {status}: {}",
+                self.mode.name(),
+                tail(&log)
+            );
+        }
         let mut run = sensor_report(&self.events)?;
-        run.what = what.to_string();
+        run.what = match self.mode {
+            Mode::Baseline => format!("{what} (baseline)"),
+            _ => what.to_string(),
+        };
         run.cpu_seconds = cpu;
         run.peak_rss_kib = peak_rss_kib;
         run.ready_line = log

@@ -169,7 +169,7 @@ impl Report {
         let _ = writeln!(md, "- sensor hook set: {}", c.hook_set);
         let _ = writeln!(
             md,
-            "- {} rounds, modes interleaved in each round (none, floor, peer, sensor)\n",
+            "- {} rounds, modes interleaved in each round\n",
             c.rounds
         );
         md.push_str(
@@ -179,31 +179,32 @@ impl Report {
              `syscalls:sys_enter_setns` tracepoint, what the syscall slow path alone costs. \
              **peer**: bpftrace printing exec with arguments, connect, accept and sendto/recvmsg \
              (ICMP) for the whole node. **sensor**: `sensor run` with its default hooks and rules, \
-             JSON to a file. Chart: [benchmarks.svg](benchmarks.svg).\n\n",
+             JSON to a file. **baseline** (`--baseline PATH`): another build of the agent, run \
+             as the sensor is. Chart: [benchmarks.svg](benchmarks.svg).\n\n",
         );
         md.push_str("## Overhead\n\n");
-        md.push_str("| workload | none | floor | peer | sensor | sensor target |\n");
-        md.push_str("|---|---|---|---|---|---|\n");
+        // The traced modes measured, in their round-robin order.
+        let modes: Vec<Mode> = (super::mode::ALL.into_iter())
+            .filter(|m| {
+                self.rows
+                    .iter()
+                    .any(|r| r.ratios.iter().any(|(x, _)| x == m))
+            })
+            .collect();
+        md.push_str("| workload | none |");
+        for m in &modes {
+            let _ = write!(md, " {} |", m.name());
+        }
+        md.push_str(" sensor target |\n|---|---|");
+        md.push_str(&"---|".repeat(modes.len() + 1));
+        md.push('\n');
         for row in &self.rows {
-            let ratio = |m: Mode| {
-                cell(
-                    row.ratios
-                        .iter()
-                        .find(|(mode, _)| *mode == m)
-                        .and_then(|(_, s)| *s),
-                )
-            };
-            let _ = writeln!(
-                md,
-                "| {} (`{}`) | {} | {} | {} | {} | {} |",
-                row.label,
-                row.name,
-                row.baseline,
-                ratio(Mode::Floor),
-                ratio(Mode::Peer),
-                ratio(Mode::Sensor),
-                verdict(row)
-            );
+            let _ = write!(md, "| {} (`{}`) | {} |", row.label, row.name, row.baseline);
+            for m in &modes {
+                let ratio = row.ratios.iter().find(|(mode, _)| mode == m);
+                let _ = write!(md, " {} |", cell(ratio.and_then(|(_, s)| *s)));
+            }
+            let _ = writeln!(md, " {} |", verdict(row));
         }
         let p99: Vec<&Row> = self.rows.iter().filter(|r| r.p99_ratio.is_some()).collect();
         if !p99.is_empty() {

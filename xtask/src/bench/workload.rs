@@ -148,7 +148,7 @@ impl Workload {
     /// The sensor's target cost ratio, and how the issue states it.
     pub fn target(self) -> (f64, &'static str) {
         match self.kind {
-            Kind::Exec => (1.05, "<= 1.05"),
+            Kind::Exec | Kind::Connect => (1.05, "<= 1.05"),
             Kind::Bulk => (1.0 / 0.98, "throughput >= 0.98"),
             _ => (1.02, "<= 1.02"),
         }

@@ -54,6 +54,7 @@ pub fn soak(root: &Path, minutes: u64) -> Result<()> {
     let paths = Paths {
         dir: dir.clone(),
         sensor,
+        baseline: None,
         events: dir.join("events.jsonl"),
         socket: dir.join("sensor.sock"),
     };
