@@ -223,6 +223,59 @@ pub fn service_ports(peer: u16, local: u16) -> (u16, u16) {
     }
 }
 
+impl FlowKey {
+    /// A TCP connection's flow in `direction`, from its socket's endpoints: a v4-mapped IPv6
+    /// peer (a dual-stack socket talking IPv4) is keyed as the IPv4 packets it sends would be.
+    #[inline(always)]
+    pub fn tcp(cgroup_id: u64, local: &Endpoint, remote: &Endpoint, direction: u8) -> FlowKey {
+        const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+        let mut key = FlowKey {
+            cgroup_id,
+            family: remote.family,
+            protocol: IPPROTO_TCP,
+            direction,
+            ..FlowKey::default()
+        };
+        if remote.family == AF_INET6 && remote.addr[..12] == V4_MAPPED {
+            key.family = AF_INET;
+            key.peer[..4].copy_from_slice(&remote.addr[12..]);
+        } else if remote.family == AF_INET {
+            key.peer[..4].copy_from_slice(&remote.addr[..4]);
+        } else {
+            key.peer = remote.addr;
+        }
+        (key.peer_port, key.local_port) = service_ports(remote.port, local.port);
+        key
+    }
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u8 = 6;
+
+/// A TCP connection's volume is taken from its socket's own counters ([`TcpCounters`]) when
+/// it closes and, while it lasts, each time its acknowledged or received bytes cross a
+/// multiple of this number: no per-packet accounting.
+pub const TCP_SAMPLE_BYTES: u64 = 256 << 10;
+
+/// A TCP socket's cumulative counters (`struct tcp_sock`): bytes the peer acknowledged and
+/// bytes received, segments out and in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+}
+
+/// Whether adding `more` to a connection's byte counter `count` makes it cross a multiple of
+/// [`TCP_SAMPLE_BYTES`].
+#[inline(always)]
+pub fn tcp_sample_due(count: u64, more: u64) -> bool {
+    more != 0 && count / TCP_SAMPLE_BYTES != count.wrapping_add(more) / TCP_SAMPLE_BYTES
+}
+
 pub const DIR_EGRESS: u8 = 0;
 pub const DIR_INGRESS: u8 = 1;
 
@@ -363,6 +416,7 @@ mod pod {
     // SAFETY: repr(C), integer fields with explicit padding; every bit pattern is valid.
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowStats {}
+    unsafe impl aya::Pod for TcpCounters {}
     unsafe impl aya::Pod for IcmpKey {}
     unsafe impl aya::Pod for IcmpStats {}
     unsafe impl aya::Pod for TcIcmpKey {}
@@ -422,6 +476,52 @@ mod tests {
         assert_eq!(icmp_bucket(600), 4);
         assert_eq!(icmp_bucket(1472), 5);
         assert_eq!(icmp_bucket(65000), 7);
+    }
+
+    #[test]
+    fn tcp_samples_fall_due_as_bytes_cross_a_multiple() {
+        let t = TCP_SAMPLE_BYTES;
+        assert!(tcp_sample_due(t - 1, 1));
+        assert!(!tcp_sample_due(t, 1));
+        assert!(!tcp_sample_due(0, t - 1));
+        // A 64 KiB aggregate that carries the count past the boundary.
+        assert!(tcp_sample_due(3 * t - 100, 64 << 10));
+        assert!(!tcp_sample_due(3 * t - 100, 0));
+    }
+
+    #[test]
+    fn a_tcp_flow_is_keyed_as_its_packets_are() {
+        let ep = |family, addr: &[u8], port| {
+            let mut e = Endpoint {
+                family,
+                port,
+                ..Endpoint::default()
+            };
+            e.addr[..addr.len()].copy_from_slice(addr);
+            e
+        };
+        let local = ep(2, &[172, 17, 0, 2], 8000);
+        let remote = ep(2, &[172, 17, 0, 3], 41000);
+        let k = FlowKey::tcp(7, &local, &remote, DIR_EGRESS);
+        assert_eq!((k.cgroup_id, k.family, k.protocol), (7, 2, 6));
+        assert_eq!(&k.peer[..4], &[172, 17, 0, 3]);
+        assert_eq!(k.peer[4..], [0; 12]);
+        assert_eq!((k.peer_port, k.local_port), (0, 8000));
+        // A dual-stack socket's v4-mapped peer is the IPv4 address.
+        let mut mapped = [0u8; 16];
+        mapped[10..].copy_from_slice(&[0xff, 0xff, 172, 17, 0, 3]);
+        let v6 = FlowKey::tcp(
+            7,
+            &ep(10, &[0; 16], 8000),
+            &ep(10, &mapped, 41000),
+            DIR_EGRESS,
+        );
+        assert_eq!(v6, k);
+        // A real IPv6 peer keeps its address.
+        let mut six = [0u8; 16];
+        six[0] = 0xfd;
+        let k6 = FlowKey::tcp(7, &ep(10, &[0; 16], 41000), &ep(10, &six, 443), DIR_EGRESS);
+        assert_eq!((k6.family, k6.peer, k6.peer_port), (10, six, 443));
     }
 
     #[test]

@@ -115,6 +115,18 @@ pub struct KernelOffsets {
     pub sk_cgroup: u32,
     /// `sk->sk_err`: why a connect failed.
     pub sk_err: u32,
+    /// `inet_sk(sk)->inet_sport`: the local port in network order (kept when a closing socket
+    /// releases its port, which zeroes `skc_num`).
+    pub inet_sport: u32,
+    /// `sk->__sk_common.skc_cookie`: the socket's cookie (0 until something asked for it).
+    pub sk_cookie: u32,
+
+    // struct tcp_sock (relative to struct sock, which it starts with): a connection's own
+    // counters, read when it closes.
+    pub tcp_bytes_acked: u32,
+    pub tcp_bytes_received: u32,
+    pub tcp_segs_in: u32,
+    pub tcp_segs_out: u32,
 
     // Syscall tracepoints: first argument of sys_enter_*, return value of sys_exit_*.
     pub tp_sys_arg0: u32,

@@ -510,6 +510,46 @@ fn crs005_sixty_megabytes_to_one_peer() {
     sensor.assert_no_alert("CRS-005", &small.id, SETTLE);
 }
 
+/// The same technique without the syscalls or a closed connection: `uring-tcp` sends 60 MB to
+/// a server container through io_uring requests only and keeps the connection open; the alert
+/// comes from the connection's own counters while it lasts. Its benign twin sends 30 MB the
+/// same way (counted once, not once per sample and again at the close).
+#[test]
+fn crs005_sixty_megabytes_through_io_uring_on_a_connection_left_open() {
+    let sensor = Sensor::start_with("crs005_uring", &["--flow-interval", "1"]);
+    let bin = env!("CARGO_BIN_EXE_uring-tcp");
+    let program = HostProgram::new(bin, "/uring-tcp");
+    let mounts = program.args();
+    let image = image();
+    let send = |mb: u64, port: &str| {
+        let server = sensor.listener_with(&mounts, &["/uring-tcp", "server", port]);
+        let bytes = (mb << 20).to_string();
+        let mut args: Vec<&str> = vec!["run", "-d"];
+        args.extend(mounts);
+        args.extend([
+            image.as_str(),
+            "/uring-tcp",
+            "client",
+            &server.ip,
+            port,
+            &bytes,
+            "30",
+        ]);
+        let client = docker(&args);
+        (server, Containers(vec![client.clone()]), client)
+    };
+    let (_small_server, _small_cleanup, small) = send(30, "7071");
+    let (_big_server, _big_cleanup, big) = send(60, "7072");
+    let a = sensor.expect_alert("CRS-005", &big);
+    assert_alert_fields(&a, "CRS-005", &big);
+    let evs = sensor.lines();
+    assert!(
+        !lines::events(&evs).any(|e| e.kind == "container_exited" && e.cid() == big),
+        "the sender exited before the alert: the volume came from the close, not the samples"
+    );
+    sensor.assert_no_alert("CRS-005", &small, SETTLE);
+}
+
 #[test]
 fn crs011_each_drop_episode_alerts_naming_the_flooding_container() {
     // (The test sensor reports health every second.)

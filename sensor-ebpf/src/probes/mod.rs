@@ -14,6 +14,7 @@ mod stdio;
 pub(crate) mod syscall;
 mod tamper;
 mod tcp;
+mod tcp_volume;
 mod traffic;
 mod uring;
 

@@ -12,7 +12,8 @@
 //! - `SYN_RECV` to `ESTABLISHED`: an accepted connection (the child socket shares the
 //!   listener's cgroup and port), attributed to the listening process;
 //! - leaving `SYN_SENT`: the outcome of a connect saved by the cgroup `connect` hook, with the
-//!   local address the kernel picked and, for a failure, the socket's error.
+//!   local address the kernel picked and, for a failure, the socket's error;
+//! - a connection closing: its volume since its last sample ([`super::tcp_volume`]).
 
 use aya_ebpf::{
     macros::{map, raw_tracepoint},
@@ -27,6 +28,7 @@ use super::{
     record::emit,
     run_probe,
     sock_cgroup::{admitted, kind_flags, report, take_connect},
+    tcp_volume,
 };
 use crate::{
     abi::{IPPROTO_TCP, SOCK_STREAM},
@@ -37,8 +39,13 @@ use crate::{
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_SYN_SENT: u32 = 2;
 const TCP_SYN_RECV: u32 = 3;
+const TCP_FIN_WAIT1: u32 = 4;
+const TCP_FIN_WAIT2: u32 = 5;
 const TCP_CLOSE: u32 = 7;
+const TCP_CLOSE_WAIT: u32 = 8;
+const TCP_LAST_ACK: u32 = 9;
 const TCP_LISTEN: u32 = 10;
+const TCP_CLOSING: u32 = 11;
 /// What a connect closed before it was established reports when the socket holds no error.
 const ECONNABORTED: i64 = 103;
 
@@ -46,6 +53,20 @@ const ECONNABORTED: i64 = 103;
 /// agent at start with the listeners older than it).
 #[map]
 static LISTENERS: LruHashMap<ListenerKey, Caller> = LruHashMap::with_max_entries(16384, 0);
+
+/// Whether a socket in `state` may have moved data (a connection, established once).
+#[inline(always)]
+fn carried_data(state: u32) -> bool {
+    matches!(
+        state,
+        TCP_ESTABLISHED
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_CLOSING
+    )
+}
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
@@ -58,10 +79,12 @@ fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
     let new_state = ctx.arg::<u64>(2) as u32;
     // Most of a connection's transitions (SYN_RECV, the FIN states, CLOSE) say nothing the
     // socket operations do not: they leave before any map or kernel read.
+    let closed = new_state == TCP_CLOSE && carried_data(old_state);
     let wanted = new_state == TCP_LISTEN
         || new_state == TCP_ESTABLISHED
         || old_state == TCP_SYN_SENT
-        || (old_state == TCP_LISTEN && new_state == TCP_CLOSE);
+        || (old_state == TCP_LISTEN && new_state == TCP_CLOSE)
+        || closed;
     if !wanted {
         return Ok(());
     }
@@ -69,6 +92,9 @@ fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
     // The kernel fires it for other protocols' sockets too (MPTCP's).
     if kernel::read::<u16>(sk, off!(sk_protocol))? != IPPROTO_TCP {
         return Ok(());
+    }
+    if closed {
+        return tcp_volume::on_close(sk);
     }
     let cgroup_id = kernel::sock_cgroup_id(sk).unwrap_or(0);
     if !net_wanted(cgroup_id) {

@@ -1,7 +1,9 @@
 //! Traffic volume: bytes and packets per (cgroup, peer, peer port, protocol, direction), summed
-//! in a per-CPU LRU map by cgroup skb programs on the cgroup2 root. User space reads the
-//! cumulative counters periodically and reports the deltas: no record per packet. The same
-//! programs count ICMP messages with payload samples ([`super::icmp`]).
+//! in a per-CPU LRU map by cgroup skb programs on the cgroups holding containers. User space
+//! reads the cumulative counters periodically and reports the deltas: no record per packet.
+//! UDP and other protocols are counted per packet; TCP from each connection's own counters
+//! ([`super::tcp_volume`]), so a TCP packet leaves after a few loads. The same programs count
+//! ICMP messages with payload samples ([`super::icmp`]).
 
 use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
 use sensor_common::{
@@ -11,6 +13,7 @@ use sensor_common::{
 use super::{
     icmp::{self, IPPROTO_ICMP, IPPROTO_ICMPV6},
     packet::load,
+    tcp_volume,
 };
 use crate::maps::{FLOWS, count_error, net_wanted};
 
@@ -37,43 +40,82 @@ pub fn traffic_ingress(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn account(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
+    // A __be16 held in a u32 field.
+    let ethertype = u16::from_be(ctx.skb.protocol() as u16) as u32;
+    // Data starts at the network header in cgroup skb programs.
+    let (v4, protocol) = if ethertype == ETH_P_IP {
+        (true, load::<u8>(&ctx.skb, 9)?)
+    } else if ethertype == ETH_P_IPV6 {
+        (false, load::<u8>(&ctx.skb, 6)?)
+    } else {
+        return Ok(());
+    };
+    if protocol == IPPROTO_TCP {
+        // Counted from the connection's own counters: a TCP packet leaves here, an incoming
+        // one after a look at its header.
+        if direction == DIR_EGRESS {
+            return Ok(());
+        }
+        let l4 = if v4 {
+            // (Not in place: see flow_key.)
+            ((ctx.load::<u8>(0)? & 0xf) as usize) * 4
+        } else {
+            40
+        };
+        return tcp_volume::sample_ingress(ctx, l4 & 0x3c, |ctx| {
+            // SAFETY: the helper takes the program's own skb.
+            let cgroup_id = unsafe { generated::bpf_skb_cgroup_id(ctx.skb.skb) };
+            flow_key(ctx, cgroup_id, direction, v4, protocol).map(|(key, _)| key)
+        });
+    }
     // SAFETY: the helper takes the program's own skb.
     let cgroup_id = unsafe { generated::bpf_skb_cgroup_id(ctx.skb.skb) };
     if !net_wanted(cgroup_id) {
         return Ok(());
     }
+    let (key, l4) = flow_key(ctx, cgroup_id, direction, v4, protocol)?;
+    if key.protocol == if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 } {
+        count_icmp(ctx, &key, l4)?;
+    }
+    // A GSO packet stands for several on the wire.
+    // SAFETY: reading the context's own field.
+    let segs = unsafe { (*ctx.skb.skb).gso_segs }.max(1) as u64;
+    add_flow(&key, ctx.len() as u64, segs);
+    Ok(())
+}
+
+/// The flow of a packet of `cgroup_id` (IPv4 when `v4`, else IPv6) whose IP protocol is
+/// `protocol`, and where its layer-4 header starts.
+#[inline(always)]
+fn flow_key(
+    ctx: &SkBuffContext,
+    cgroup_id: u64,
+    direction: u8,
+    v4: bool,
+    protocol: u8,
+) -> Result<(FlowKey, usize), i64> {
     let mut key = FlowKey {
         cgroup_id,
         direction,
+        protocol,
         ..FlowKey::default()
     };
-    // A __be16 held in a u32 field.
-    let protocol = u16::from_be(ctx.skb.protocol() as u16) as u32;
-    // Data starts at the network header in cgroup skb programs. `icmp` is the ICMP
-    // protocol number of the family.
-    let (l4, icmp) = if protocol == ETH_P_IP {
+    let l4 = if v4 {
         // (Not in place: the compiler folds a 1-byte check at offset 0 into one the verifier
         // cannot use.)
         let vihl: u8 = ctx.load(0)?;
         key.family = 2;
-        key.protocol = load(&ctx.skb, 9)?;
         let peer_at = if direction == DIR_EGRESS { 16 } else { 12 };
         let addr: [u8; 4] = load(&ctx.skb, peer_at)?;
         key.peer[..4].copy_from_slice(&addr);
-        (((vihl & 0xf) as usize) * 4, IPPROTO_ICMP)
-    } else if protocol == ETH_P_IPV6 {
+        ((vihl & 0xf) as usize) * 4
+    } else {
         key.family = 10;
-        key.protocol = load(&ctx.skb, 6)?;
         let peer_at = if direction == DIR_EGRESS { 24 } else { 8 };
         key.peer = load(&ctx.skb, peer_at)?;
-        (40, IPPROTO_ICMPV6)
-    } else {
-        return Ok(());
+        40
     };
-    if key.protocol == icmp {
-        count_icmp(ctx, &key, l4)?;
-    }
-    if key.protocol == IPPROTO_TCP || key.protocol == IPPROTO_UDP {
+    if protocol == IPPROTO_TCP || protocol == IPPROTO_UDP {
         let ports: [u8; 4] = ctx.load(l4 & 0xff)?;
         let (src, dst) = (
             u16::from_be_bytes([ports[0], ports[1]]),
@@ -86,29 +128,23 @@ fn account(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
         };
         (key.peer_port, key.local_port) = service_ports(peer, local);
     }
-    // A GSO packet stands for several on the wire.
-    // SAFETY: reading the context's own field.
-    let segs = unsafe { (*ctx.skb.skb).gso_segs }.max(1) as u64;
-    let bytes = ctx.len() as u64;
+    Ok((key, l4))
+}
+
+/// Adds `bytes` and `packets` to the flow `key` (this CPU's counters).
+#[inline(always)]
+pub fn add_flow(key: &FlowKey, bytes: u64, packets: u64) {
     match FLOWS.get_ptr_mut(key) {
         Some(stats) => {
             // SAFETY: per-CPU value, no concurrent writer on this CPU.
             let stats = unsafe { &mut *stats };
             stats.bytes += bytes;
-            stats.packets += segs;
+            stats.packets += packets;
         }
         None => {
-            let _ = FLOWS.insert(
-                key,
-                FlowStats {
-                    bytes,
-                    packets: segs,
-                },
-                0,
-            );
+            let _ = FLOWS.insert(key, FlowStats { bytes, packets }, 0);
         }
     }
-    Ok(())
 }
 
 /// An ICMP message of the flow `flow`, its header at `l4`: its payload is what follows the

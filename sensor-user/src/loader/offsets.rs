@@ -99,6 +99,12 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         sk_protocol: o("sock", "sk_protocol")?,
         sk_cgroup: o("sock", "sk_cgrp_data")? + o("sock_cgroup_data", "cgroup")?,
         sk_err: o("sock", "sk_err")?,
+        inet_sport: o("inet_sock", "inet_sport")?,
+        sk_cookie: sk("skc_cookie")?,
+        tcp_bytes_acked: o("tcp_sock", "bytes_acked")?,
+        tcp_bytes_received: o("tcp_sock", "bytes_received")?,
+        tcp_segs_in: o("tcp_sock", "segs_in")?,
+        tcp_segs_out: o("tcp_sock", "segs_out")?,
         // Arguments follow `__syscall_nr`, 8 bytes each.
         tp_sys_arg0: sys_enter.offset("fd")?,
         tp_sys_ret: sys_exit.offset("ret")?,

@@ -1,9 +1,10 @@
-//! `uring-tcp server PORT` / `uring-tcp client IPV4 PORT`: a TCP server and client that make
-//! every socket operation through io_uring requests (`IORING_OP_SOCKET`, `BIND`, `LISTEN`,
-//! `ACCEPT`, `RECV`; `SOCKET`, `CONNECT`, `SEND`), never through the socket syscalls: what
-//! sensors hooking those syscalls do not see. The server takes one connection, reads one
-//! message and exits 0; the client connects, sends one message and exits 0. Both give up
-//! after 20 s.
+//! `uring-tcp server PORT` / `uring-tcp client IPV4 PORT [BYTES HOLD_SECS]`: a TCP server and
+//! client that make every socket operation through io_uring requests (`IORING_OP_SOCKET`,
+//! `BIND`, `LISTEN`, `ACCEPT`, `RECV`; `SOCKET`, `CONNECT`, `SEND`), never through the socket
+//! syscalls: what sensors hooking those syscalls do not see. The server takes one connection,
+//! reads until the client closes it and exits 0; the client connects, sends one message (or
+//! BYTES bytes, then keeps the connection open HOLD_SECS seconds) and exits 0. Each request
+//! gives up after 20 s (the server's wait for the close: after 120 s).
 //!
 //! `IORING_OP_BIND` and `IORING_OP_LISTEN` came in Linux 6.11: on older kernels (Debian 12's
 //! 6.1) the server binds and listens by syscall and says so on stderr; socket, accept, recv,
@@ -15,17 +16,39 @@ use io_uring::{IoUring, Probe, opcode, types};
 use sensor_tests::uring::complete;
 
 const LIMIT: Duration = Duration::from_secs(20);
+/// How long the server waits for the client to close (a client may hold its connection).
+const CLOSE_LIMIT: Duration = Duration::from_secs(120);
+/// Bytes per send request.
+const CHUNK: usize = 64 << 10;
+
+/// What the client sends and how long it then keeps the connection open.
+struct Volume {
+    bytes: u64,
+    hold: Duration,
+}
+
+fn volume(args: &[String]) -> Result<Option<Volume>, std::num::ParseIntError> {
+    match args {
+        [bytes, hold] => Ok(Some(Volume {
+            bytes: bytes.parse()?,
+            hold: Duration::from_secs(hold.parse()?),
+        })),
+        _ => Ok(None),
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let result = match (args.get(1).map(String::as_str), args.len()) {
         (Some("server"), 3) => args[2].parse().map_err(io::Error::other).and_then(server),
-        (Some("client"), 4) => match (args[2].parse(), args[3].parse()) {
-            (Ok(ip), Ok(port)) => client(ip, port),
-            _ => Err(io::Error::other("bad address or port")),
+        (Some("client"), 4 | 6) => match (args[2].parse(), args[3].parse(), volume(&args[4..])) {
+            (Ok(ip), Ok(port), Ok(volume)) => client(ip, port, volume),
+            _ => Err(io::Error::other("bad address, port, byte count or hold")),
         },
         _ => {
-            eprintln!("usage: uring-tcp server PORT | uring-tcp client IPV4 PORT");
+            eprintln!(
+                "usage: uring-tcp server PORT | uring-tcp client IPV4 PORT [BYTES HOLD_SECS]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -77,20 +100,34 @@ fn server(port: u16) -> io::Result<()> {
     }
     let accept = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).build();
     let conn = types::Fd(complete(&mut ring, accept, Some(LIMIT))? as i32);
-    let mut buf = [0u8; 64];
-    let recv = opcode::Recv::new(conn, buf.as_mut_ptr(), buf.len() as u32).build();
-    complete(&mut ring, recv, Some(LIMIT))?;
-    Ok(())
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let recv = opcode::Recv::new(conn, buf.as_mut_ptr(), buf.len() as u32).build();
+        if complete(&mut ring, recv, Some(CLOSE_LIMIT))? == 0 {
+            return Ok(());
+        }
+    }
 }
 
-fn client(ip: Ipv4Addr, port: u16) -> io::Result<()> {
+fn client(ip: Ipv4Addr, port: u16, volume: Option<Volume>) -> io::Result<()> {
     let mut ring = IoUring::new(8)?;
     let fd = tcp_socket(&mut ring)?;
     let addr = sockaddr(ip, port);
     let connect = opcode::Connect::new(fd, (&raw const addr).cast(), ADDR_LEN).build();
     complete(&mut ring, connect, Some(LIMIT))?;
-    let msg = b"hello over io_uring\n";
-    let send = opcode::Send::new(fd, msg.as_ptr(), msg.len() as u32).build();
-    complete(&mut ring, send, Some(LIMIT))?;
+    let Some(Volume { bytes, hold }) = volume else {
+        let msg = b"hello over io_uring\n";
+        let send = opcode::Send::new(fd, msg.as_ptr(), msg.len() as u32).build();
+        complete(&mut ring, send, Some(LIMIT))?;
+        return Ok(());
+    };
+    let chunk = vec![b'x'; CHUNK];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as u32;
+        let send = opcode::Send::new(fd, chunk.as_ptr(), n).build();
+        left -= complete(&mut ring, send, Some(LIMIT))? as u64;
+    }
+    std::thread::sleep(hold);
     Ok(())
 }

@@ -1,0 +1,174 @@
+//! TCP volume from each connection's own counters (`struct tcp_sock`: bytes the peer
+//! acknowledged, bytes received, segments out and in) instead of from every packet: the
+//! traffic programs leave a TCP packet after a few loads, and a connection's bytes reach
+//! [`crate::maps::FLOWS`] (as deltas, so user space reads TCP like any other flow)
+//! - while it lasts, from the incoming packet that makes its acknowledged or received bytes
+//!   cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`] (told from the packet's acknowledgement number
+//!   and payload before TCP takes them in; a sender learns its bytes arrived from the
+//!   acknowledgements, a receiver from the data), and
+//! - when it closes, from the `inet_sock_set_state` program ([`super::tcp`]), which also sees
+//!   connections of containers no traffic program is attached to.
+//!
+//! [`TCP_SOCKS`] keeps what was last added per socket cookie. Counters are the kernel's, so a
+//! connection driven through io_uring counts like one driven by syscalls. Bytes are TCP
+//! payload (headers are not counted); what a connection moved shows within about
+//! [`sensor_common::TCP_SAMPLE_BYTES`] (and one packet) each way, or at its close.
+
+use aya_ebpf::{helpers::generated, macros::map, maps::LruHashMap, programs::SkBuffContext};
+use sensor_common::{DIR_EGRESS, DIR_INGRESS, Endpoint, FlowKey, TcpCounters, tcp_sample_due};
+
+use super::{packet::load, traffic::add_flow};
+use crate::{
+    kernel::{self, ReadResult},
+    maps::{net_wanted, off},
+};
+
+/// What each TCP socket last added to [`crate::maps::FLOWS`], by socket cookie. LRU: an entry
+/// evicted early (more than this many connections between two samples of one) makes that
+/// connection count again from zero.
+#[map]
+static TCP_SOCKS: LruHashMap<u64, TcpCounters> = LruHashMap::with_max_entries(65536, 0);
+
+/// The ACK bit of the TCP header's flags byte.
+const TCP_ACK: u8 = 0x10;
+
+/// A TCP packet on its way into a container's socket, its TCP header at `l4`: a sample when
+/// it makes the connection's counters cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`]. `flow` builds
+/// the connection's key from the packet (asked only for a sample).
+#[inline(always)]
+pub fn sample_ingress(
+    ctx: &SkBuffContext,
+    l4: usize,
+    flow: impl FnOnce(&SkBuffContext) -> Result<FlowKey, i64>,
+) -> Result<(), i64> {
+    let skb = ctx.skb.skb;
+    // SAFETY: the context's own fields; the helpers take the socket the verifier typed (the
+    // kernel sets the receiving socket on the packet while cgroup programs run).
+    let tp = unsafe {
+        let sk = (*skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return Ok(());
+        }
+        // A request or timewait socket (the handshake's last ACK, a late FIN) has no counters.
+        let full = generated::bpf_sk_fullsock(sk);
+        if full.is_null() {
+            return Ok(());
+        }
+        let tp = generated::bpf_tcp_sock(full);
+        if tp.is_null() {
+            return Ok(());
+        }
+        &*tp
+    };
+    // The packet: acknowledgement number, header length and flags; payload after the header.
+    let ack_seq = u32::from_be(load::<u32>(&ctx.skb, l4 + 8)?);
+    let [doff, flags]: [u8; 2] = load(&ctx.skb, l4 + 12)?;
+    let header = l4 as u64 + ((doff >> 4) as u64) * 4;
+    let payload = (ctx.len() as u64).saturating_sub(header);
+    // SAFETY: each field is read once, at its own size, as the verifier requires.
+    let now = unsafe {
+        TcpCounters {
+            bytes_out: core::ptr::read_volatile(&tp.bytes_acked),
+            bytes_in: core::ptr::read_volatile(&tp.bytes_received),
+            segs_out: core::ptr::read_volatile(&tp.segs_out),
+            segs_in: core::ptr::read_volatile(&tp.segs_in),
+        }
+    };
+    // SAFETY: as above.
+    let snd_una = unsafe { core::ptr::read_volatile(&tp.snd_una) };
+    // What this acknowledgement adds (a stale or odd one adds nothing).
+    let newly_acked = match ack_seq.wrapping_sub(snd_una) as i32 {
+        n if flags & TCP_ACK != 0 && n > 0 => n as u64,
+        _ => 0,
+    };
+    if !tcp_sample_due(now.bytes_out, newly_acked) && !tcp_sample_due(now.bytes_in, payload) {
+        return Ok(());
+    }
+    let key = flow(ctx)?;
+    if !net_wanted(key.cgroup_id) {
+        return Ok(());
+    }
+    // SAFETY: the helper takes the program's own skb.
+    let cookie = unsafe { generated::bpf_get_socket_cookie(skb.cast()) };
+    // The counters as they stand, before this packet: it shows at the next sample or close.
+    add(cookie, &key, &now, false);
+    Ok(())
+}
+
+/// A TCP connection's socket `sk` closing (from a state that carried data): what it moved
+/// since its last sample.
+#[inline(always)]
+pub fn on_close(sk: *const u8) -> ReadResult<()> {
+    let now = TcpCounters {
+        bytes_out: kernel::read::<u64>(sk, off!(tcp_bytes_acked))?,
+        bytes_in: kernel::read::<u64>(sk, off!(tcp_bytes_received))?,
+        segs_out: kernel::read::<u32>(sk, off!(tcp_segs_out))?,
+        segs_in: kernel::read::<u32>(sk, off!(tcp_segs_in))?,
+    };
+    if now.bytes_out == 0 && now.bytes_in == 0 {
+        return Ok(());
+    }
+    let cgroup_id = kernel::sock_cgroup_id(sk).unwrap_or(0);
+    if !net_wanted(cgroup_id) {
+        return Ok(());
+    }
+    let (mut local, mut remote) = (Endpoint::default(), Endpoint::default());
+    kernel::sock_endpoints(sk, &mut local, &mut remote)?;
+    // The close released the local port (`skc_num` is 0 by now); the source port stays.
+    local.port = u16::from_be(kernel::read::<u16>(sk, off!(inet_sport))?);
+    let key = FlowKey::tcp(cgroup_id, &local, &remote, DIR_EGRESS);
+    // 0: nothing asked for the cookie, so no sample was taken.
+    let cookie = kernel::read::<u64>(sk, off!(sk_cookie)).unwrap_or(0);
+    add(cookie, &key, &now, true);
+    Ok(())
+}
+
+/// Adds what the socket `cookie` moved since its last entry to its egress and ingress flows
+/// (`key` is the egress one); keeps `now` as its entry, or forgets the socket when `closed`.
+#[inline(always)]
+fn add(cookie: u64, key: &FlowKey, now: &TcpCounters, closed: bool) {
+    let mut last = TcpCounters::default();
+    if cookie != 0 {
+        match TCP_SOCKS.get_ptr_mut(cookie) {
+            Some(entry) => {
+                // SAFETY: a live map value. (Two samples of one socket at the same moment on
+                // two CPUs, which its lock does not order at ingress, may count a slice twice.)
+                unsafe {
+                    last = *entry;
+                    *entry = *now;
+                }
+                if closed {
+                    let _ = TCP_SOCKS.remove(cookie);
+                }
+            }
+            None if !closed => {
+                let _ = TCP_SOCKS.insert(cookie, *now, 0);
+            }
+            None => {}
+        }
+    }
+    let out = now.bytes_out.saturating_sub(last.bytes_out);
+    let segs_out = now.segs_out.wrapping_sub(last.segs_out);
+    if out != 0 || segs_out != 0 {
+        add_flow(
+            &FlowKey {
+                direction: DIR_EGRESS,
+                ..*key
+            },
+            out,
+            segs_out as u64,
+        );
+    }
+    let inbound = now.bytes_in.saturating_sub(last.bytes_in);
+    let segs_in = now.segs_in.wrapping_sub(last.segs_in);
+    if inbound != 0 || segs_in != 0 {
+        add_flow(
+            &FlowKey {
+                direction: DIR_INGRESS,
+                ..*key
+            },
+            inbound,
+            segs_in as u64,
+        );
+    }
+}
