@@ -195,9 +195,20 @@ pub fn file_sock(file: *const u8) -> ReadResult<Option<*const u8>> {
     Ok(Some(read_ptr(socket, off!(socket_sk))?))
 }
 
-/// Local and remote addresses of a socket.
+/// Local and remote addresses and ports of a socket.
 #[inline(always)]
 pub fn sock_endpoints(
+    sk: *const u8,
+    local: &mut Endpoint,
+    remote: &mut Endpoint,
+) -> ReadResult<()> {
+    local.port = read::<u16>(sk, off!(sk_num))?;
+    sock_addresses(sk, local, remote)
+}
+
+/// Family and addresses of a socket, and its peer's port (not the local port).
+#[inline(always)]
+pub fn sock_addresses(
     sk: *const u8,
     local: &mut Endpoint,
     remote: &mut Endpoint,
@@ -205,7 +216,6 @@ pub fn sock_endpoints(
     let family = read::<u16>(sk, off!(sk_family))?;
     local.family = family;
     remote.family = family;
-    local.port = read::<u16>(sk, off!(sk_num))?;
     remote.port = u16::from_be(read::<u16>(sk, off!(sk_dport))?);
     if family == AF_INET {
         local.addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off!(sk_rcv_saddr))?);

@@ -59,7 +59,7 @@ struct SentKey {
 #[map]
 static SENT: LruHashMap<SentKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
-/// The saved connect of `sk`, removed.
+/// The saved connect of `sk`, removed: its record's token was taken when it was saved.
 #[inline(always)]
 pub fn take_connect(sk: u64) -> Option<PendingConnect> {
     // SAFETY: copied out before removal.
@@ -288,10 +288,12 @@ fn on_sendmsg(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
 }
 
 /// A connect as the kernel received it: a TCP connect is saved for its outcome, any other is
-/// reported now (a UDP connect only sets the default peer).
+/// reported now (a UDP connect only sets the default peer). Either takes its record's token
+/// now: under a connect flood the refused ones leave before the caller is read or saved.
 fn on_connect(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
     // The host's operations leave before the caller's comm is copied.
-    if !net_wanted(kernel::current_cgroup_id()) {
+    let cgroup_id = kernel::current_cgroup_id();
+    if !net_wanted(cgroup_id) || !admitted(cgroup_id) {
         return Ok(());
     }
     let caller = kernel::caller();
@@ -309,9 +311,6 @@ fn on_connect(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
             _pad: [0; 3],
         };
         return CONNECTS.insert(sk, pending, 0).map_err(|e| e as i64);
-    }
-    if !admitted(caller.cgroup_id) {
-        return Ok(());
     }
     report(
         caller,

@@ -11,8 +11,9 @@
 //!   saved by (cgroup, port) for the connections it will take;
 //! - `SYN_RECV` to `ESTABLISHED`: an accepted connection (the child socket shares the
 //!   listener's cgroup and port), attributed to the listening process;
-//! - leaving `SYN_SENT`: the outcome of a connect saved by the cgroup `connect` hook, with the
-//!   local address the kernel picked and, for a failure, the socket's error;
+//! - leaving `SYN_SENT`: the outcome of a connect saved by the cgroup `connect` hook (which
+//!   took the record's rate token), with the local address the kernel picked and, for a
+//!   failure, the socket's error;
 //! - a connection closing: its volume since its last sample ([`super::tcp_volume`]).
 
 use aya_ebpf::{
@@ -129,7 +130,6 @@ fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
         }
     } else if old_state == TCP_SYN_SENT
         && let Some(pending) = take_connect(sk as u64)
-        && admitted(pending.caller.cgroup_id)
     {
         let ret = if new_state == TCP_ESTABLISHED {
             0

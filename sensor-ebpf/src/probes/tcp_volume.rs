@@ -99,6 +99,11 @@ pub fn sample_ingress(
 /// since its last sample.
 #[inline(always)]
 pub fn on_close(sk: *const u8) -> ReadResult<()> {
+    // The host's sockets leave after the cgroup, before the counters are read.
+    let cgroup_id = kernel::sock_cgroup_id(sk).unwrap_or(0);
+    if !net_wanted(cgroup_id) {
+        return Ok(());
+    }
     let now = TcpCounters {
         bytes_out: kernel::read::<u64>(sk, off!(tcp_bytes_acked))?,
         bytes_in: kernel::read::<u64>(sk, off!(tcp_bytes_received))?,
@@ -108,13 +113,9 @@ pub fn on_close(sk: *const u8) -> ReadResult<()> {
     if now.bytes_out == 0 && now.bytes_in == 0 {
         return Ok(());
     }
-    let cgroup_id = kernel::sock_cgroup_id(sk).unwrap_or(0);
-    if !net_wanted(cgroup_id) {
-        return Ok(());
-    }
     let (mut local, mut remote) = (Endpoint::default(), Endpoint::default());
-    kernel::sock_endpoints(sk, &mut local, &mut remote)?;
     // The close released the local port (`skc_num` is 0 by now); the source port stays.
+    kernel::sock_addresses(sk, &mut local, &mut remote)?;
     local.port = u16::from_be(kernel::read::<u16>(sk, off!(inet_sport))?);
     let key = FlowKey::tcp(cgroup_id, &local, &remote, DIR_EGRESS);
     // 0: nothing asked for the cookie, so no sample was taken.
