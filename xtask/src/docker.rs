@@ -245,8 +245,8 @@ const BRIDGE: &str = "docker0";
 /// data root itself may be a mount point (a volume, as on CI machines): it is emptied, not
 /// removed. Refuses while any dockerd runs or anything is still mounted below the data root.
 pub fn forget_state() -> Result<()> {
-    if daemon_running() || util::output_ok(Command::new("pgrep").args(["-x", "dockerd"])).is_some()
-    {
+    // (A dockerd that was stopped may linger as a zombie where init reaps late.)
+    if daemon_running() || util::process_running("dockerd") {
         bail!(
             "a dockerd is running; stop it first (`cargo xtask docker-down` stops one that xtask \
              started) before dockerd's state can be removed"

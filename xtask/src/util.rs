@@ -289,13 +289,27 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Every pid in `/proc`.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+}
+
+/// Whether a live process (not a zombie awaiting its reaper, which `pgrep` still lists) has
+/// the command name `comm`.
+pub fn process_running(comm: &str) -> bool {
+    pids().any(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+            && pid_alive(p)
+    })
+}
+
 /// The pids whose parent is `pid` (scans `/proc/*/stat`).
 pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    pids()
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/stat"))
                 .ok()
