@@ -1,14 +1,14 @@
 //! `cargo xtask bench [--quick] [--workload NAME]...`: what the sensor costs the workloads a node
 //! owner runs, next to what the syscall path alone costs and what a bpftrace peer costs.
 //!
-//! Each round runs every workload under every mode, modes in a fixed round-robin order (none,
-//! floor, peer, sensor); a workload's per-round cost ratio compares it with the "none" run of
-//! the same round, so slow drift of a shared machine cancels out and its noise shows as the
-//! spread of the ratios. The sensor's own CPU time, peak RSS, events and drops are read per
-//! run (one run per workload; per round with `--quick`); then one more sensor run measures
-//! alert latency through a gRPC client. Results go to
-//! stdout, `docs/benchmarks.md` and `docs/benchmarks.svg` (a partial `--workload` run writes
-//! them under `target/bench/` instead, so the docs always hold a whole run).
+//! Each round runs every workload under every mode: a workload's modes back to back (none,
+//! floor, peer, sensor; reversed every other round), so that its per-round cost ratio compares
+//! runs seconds apart, the machine's drift cancels out and its noise shows as the spread of the
+//! ratios. The sensor's own CPU time, peak RSS, events and drops are read per run (one run per
+//! workload; per round with `--quick`); then one more sensor run measures alert latency
+//! through a gRPC client. Results go to stdout, `docs/benchmarks.md` and `docs/benchmarks.svg`
+//! (a partial run writes them under `target/bench/` instead, so the docs always hold a whole
+//! run).
 
 mod alert_latency;
 mod chart;
@@ -159,10 +159,13 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Every round: every mode in turn, every workload under it. bpftrace runs for a whole round;
-/// the sensor once per workload when `sensor_per_workload` (so that its peak RSS and drops are
-/// the workload's own; a stop detaches 60 programs, about 4 s), else once per round.
-/// Returns the samples per workload and round, and the sensor's runs merged over the rounds.
+/// Every round, every workload under every mode. A full run (`per_workload`) runs one
+/// workload's modes back to back, in the opposite order every other round, each mode started
+/// for it alone: the runs a ratio compares are seconds apart (this machine's speed drifts over
+/// minutes) and the order's own drift cancels over the rounds; the sensor's peak RSS and drops
+/// are then the workload's own (a stop detaches its programs, about 4 s). `--quick` starts each
+/// mode once per round for every workload. Returns the samples per workload and round, and the
+/// sensor's runs merged over the rounds.
 fn matrix(
     fx: &fixture::Fixture,
     paths: &Paths,
@@ -170,54 +173,49 @@ fn matrix(
     modes: &[Mode],
     rounds: usize,
     size: Size,
-    sensor_per_workload: bool,
+    per_workload: bool,
 ) -> Result<(Samples, Vec<SensorRun>)> {
     let started = Instant::now();
     let mut samples: Samples = selected.iter().map(|_| Vec::new()).collect();
     let mut runs: Vec<SensorRun> = Vec::new();
+    let progress = |round: usize, what: &str| {
+        step(format!(
+            "round {round}/{rounds}, {what} ({} elapsed)",
+            util::fmt_duration(started.elapsed())
+        ))
+    };
     for round in 1..=rounds {
         for per in &mut samples {
             per.push(Vec::new());
         }
-        for &mode in modes {
-            if selected.is_empty() {
-                break;
-            }
-            step(format!(
-                "round {round}/{rounds}, {} ({} elapsed)",
-                mode.name(),
-                util::fmt_duration(started.elapsed())
-            ));
-            let per_workload = mode.is_agent() && sensor_per_workload;
-            let mut active = if per_workload {
-                None
-            } else {
-                Some(mode.start(paths)?)
-            };
-            let mut work = Vec::new();
-            for (i, w) in selected.iter().enumerate() {
-                if per_workload {
-                    active = Some(mode.start(paths)?);
+        if !per_workload {
+            for &mode in modes {
+                progress(round, mode.name());
+                let active = mode.start(paths)?;
+                let mut work = Vec::new();
+                for (i, w) in selected.iter().enumerate() {
+                    let (value, done) = measure(*w, fx, size, &active)
+                        .with_context(|| format!("workload {} under {}", w.name(), mode.name()))?;
+                    samples[i][round - 1].push(Sample { mode, value });
+                    work.push(done);
                 }
-                let on = active.as_ref().expect("started above");
-                let (value, done) = measure(*w, fx, size, on)
+                finish(active, "all workloads", &work, paths, &mut runs)?;
+            }
+            continue;
+        }
+        let mut order = modes.to_vec();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for (i, w) in selected.iter().enumerate() {
+            for &mode in &order {
+                progress(round, &format!("{} under {}", w.name(), mode.name()));
+                let active = mode.start(paths)?;
+                let (value, done) = measure(*w, fx, size, &active)
                     .with_context(|| format!("workload {} under {}", w.name(), mode.name()))?;
                 samples[i][round - 1].push(Sample { mode, value });
-                work.push(done);
-                if per_workload {
-                    let what = format!("`{}`", w.name());
-                    finish(
-                        active.take().expect("started above"),
-                        &what,
-                        &work,
-                        paths,
-                        &mut runs,
-                    )?;
-                    work.clear();
-                }
-            }
-            if let Some(a) = active {
-                finish(a, "all workloads", &work, paths, &mut runs)?;
+                let what = format!("`{}`", w.name());
+                finish(active, &what, &[done], paths, &mut runs)?;
             }
         }
     }

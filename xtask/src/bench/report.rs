@@ -169,7 +169,8 @@ impl Report {
         let _ = writeln!(md, "- sensor hook set: {}", c.hook_set);
         let _ = writeln!(
             md,
-            "- {} rounds, modes interleaved in each round\n",
+            "- {} rounds; in each, every workload under every mode back to back (the order \
+             reversed every other round)\n",
             c.rounds
         );
         md.push_str(
