@@ -97,7 +97,9 @@ pub struct SockRecord {
     pub protocol: u16,
     pub op: u8,
     pub flags: u8,
-    pub _pad: [u8; 4],
+    /// How many identical operations of this process ([`RepeatKey`]) were not reported since
+    /// the last one that was.
+    pub repeats: u32,
 }
 
 /// Which namespace change a [`NsRecord`] reports.
@@ -185,6 +187,91 @@ pub struct TcpStateRecord {
     pub remote: Endpoint,
     pub old_state: u32,
     pub new_state: u32,
+    /// How many identical changes of this cgroup's sockets ([`RepeatKey`]) were not reported
+    /// since the last one that was.
+    pub repeats: u32,
+    pub _pad: u32,
+}
+
+/// What makes two socket operations (or TCP state changes) the same for the repeat window
+/// (`FilterConfig::net_repeat_ms`): within it only the first is reported, and the next one
+/// reported after it says how many it stands for. A process connecting to one service ten
+/// thousand times a second (a load generator, a connection pool) becomes a few records a
+/// second; any operation that differs (another peer or port, another process, an error, a
+/// new kind of socket) is reported as before. A peer's ephemeral port facing a service port
+/// is left out (see [`repeat_ports`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RepeatKey {
+    pub cgroup_id: u64,
+    /// The process (tgid); 0 for TCP state changes, which happen in no process's context.
+    pub tgid: u32,
+    /// A [`SockOp`], or `REPEAT_TCP_STATE + new state`.
+    pub op: u8,
+    pub flags: u8,
+    pub family: u16,
+    pub sock_type: u16,
+    pub protocol: u16,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    pub _pad: u32,
+}
+
+/// [`RepeatKey::op`] of a TCP state change: this plus the new state.
+pub const REPEAT_TCP_STATE: u8 = 0x80;
+
+/// Ports as a [`RepeatKey`] holds them: an ephemeral port ([`EPHEMERAL_PORTS`] and up) facing
+/// a service port below that range is 0, so a client's connections to one service (or a
+/// server's from one client) are alike whatever ports the kernel picked.
+#[inline(always)]
+pub fn repeat_ports(local: u16, remote: u16) -> (u16, u16) {
+    let service = |p: u16| p != 0 && p < EPHEMERAL_PORTS;
+    if local >= EPHEMERAL_PORTS && service(remote) {
+        (0, remote)
+    } else if remote >= EPHEMERAL_PORTS && service(local) {
+        (local, 0)
+    } else {
+        (local, remote)
+    }
+}
+
+impl RepeatKey {
+    /// The key of an operation of `tgid` in `cgroup_id` on a socket of `kind` (family, type,
+    /// protocol) between `local` and `remote`.
+    #[inline(always)]
+    pub fn new(
+        cgroup_id: u64,
+        tgid: u32,
+        op: u8,
+        flags: u8,
+        kind: (u16, u16, u16),
+        local: &Endpoint,
+        remote: &Endpoint,
+    ) -> RepeatKey {
+        let mut key = RepeatKey {
+            cgroup_id,
+            tgid,
+            op,
+            flags,
+            family: kind.0,
+            sock_type: kind.1,
+            protocol: kind.2,
+            local: *local,
+            remote: *remote,
+            _pad: 0,
+        };
+        (key.local.port, key.remote.port) = repeat_ports(local.port, remote.port);
+        key
+    }
+}
+
+/// State of one [`RepeatKey`]: when its window opened and how many repeats it has hidden.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepeatState {
+    pub since_ns: u64,
+    /// 64 bits: eBPF's atomic add.
+    pub suppressed: u64,
 }
 
 /// Key of the traffic volume map: one (cgroup, peer, port, protocol, direction).
@@ -373,7 +460,8 @@ pub struct FilterConfig {
     pub proc_rate_per_sec: u32,
     /// Token bucket depth.
     pub proc_burst: u32,
-    pub _pad: u32,
+    /// The repeat window ([`RepeatKey`]) in milliseconds; 0 reports every operation.
+    pub net_repeat_ms: u32,
 }
 
 impl FilterConfig {
@@ -384,7 +472,7 @@ impl FilterConfig {
             net_burst: 4000,
             proc_rate_per_sec: 5000,
             proc_burst: 10000,
-            _pad: 0,
+            net_repeat_ms: 1000,
         }
     }
 }
@@ -417,6 +505,8 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for TcpCounters {}
+    unsafe impl aya::Pod for RepeatKey {}
+    unsafe impl aya::Pod for RepeatState {}
     unsafe impl aya::Pod for IcmpKey {}
     unsafe impl aya::Pod for IcmpStats {}
     unsafe impl aya::Pod for TcIcmpKey {}
@@ -443,9 +533,13 @@ mod tests {
             size_of::<IcmpStats>(),
             size_of::<FilterConfig>(),
             size_of::<DropKey>(),
+            size_of::<RepeatKey>(),
+            size_of::<RepeatState>(),
         ] {
             assert_eq!(s % 8, 0, "{s}");
         }
+        // Map keys without implicit padding (its bytes would be hashed uninitialised).
+        assert_eq!(size_of::<RepeatKey>(), 8 + 4 + 2 + 3 * 2 + 2 * 20 + 4);
         assert_eq!(size_of::<Endpoint>(), 20);
     }
 
@@ -522,6 +616,35 @@ mod tests {
         six[0] = 0xfd;
         let k6 = FlowKey::tcp(7, &ep(10, &[0; 16], 41000), &ep(10, &six, 443), DIR_EGRESS);
         assert_eq!((k6.family, k6.peer, k6.peer_port), (10, six, 443));
+    }
+
+    #[test]
+    fn repeats_leave_out_an_ephemeral_port_facing_a_service() {
+        // A client's connects to a service, a server's accepts from a client.
+        assert_eq!(repeat_ports(41000, 80), (0, 80));
+        assert_eq!(repeat_ports(8080, 52000), (8080, 0));
+        // A listener or a new socket: nothing to leave out.
+        assert_eq!(repeat_ports(8080, 0), (8080, 0));
+        assert_eq!(repeat_ports(0, 0), (0, 0));
+        // Two ephemeral or two service ports: both kept.
+        assert_eq!(repeat_ports(40000, 50000), (40000, 50000));
+        assert_eq!(repeat_ports(53, 53), (53, 53));
+        let ep = |port| Endpoint {
+            port,
+            family: 2,
+            ..Endpoint::default()
+        };
+        let a = RepeatKey::new(7, 9, 2, 0, (2, 1, 6), &ep(41000), &ep(80));
+        let b = RepeatKey::new(7, 9, 2, 0, (2, 1, 6), &ep(41001), &ep(80));
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            RepeatKey::new(7, 9, 2, 0, (2, 1, 6), &ep(41000), &ep(81))
+        );
+        assert_ne!(
+            a,
+            RepeatKey::new(7, 10, 2, 0, (2, 1, 6), &ep(41000), &ep(80))
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! cannot be reserved in its ring buffer increments that ring's drop counter.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: core's atomics stop at load and store on eBPF (no compare-and-swap).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod abi;
 mod kernel;

@@ -175,6 +175,12 @@ pub fn is_sensor_pid(pid: i64, groups: bool) -> bool {
     }
 }
 
+/// The repeat window of network records ([`sensor_common::RepeatKey`]), in ns (0: off).
+#[inline(always)]
+pub fn net_repeat_window_ns() -> u64 {
+    volatile(&FILTER.net_repeat_ms) as u64 * 1_000_000
+}
+
 /// Takes a token from `cgroup_id`'s network bucket; false (and a counted drop) when empty.
 #[inline(always)]
 pub fn net_rate_ok(cgroup_id: u64, now: u64) -> bool {

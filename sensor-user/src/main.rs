@@ -78,6 +78,13 @@ struct RunArgs {
     /// Burst allowance above --net-rate, in records.
     #[arg(long, default_value_t = 4000)]
     net_burst: u32,
+    /// Milliseconds within which a network operation identical to one reported (same process,
+    /// operation, kind of socket and peer; an ephemeral port facing a service port aside) is
+    /// not reported but counted: the next one reported carries the count (`repeats`), so a
+    /// connect or accept storm between two services is a few events a second. 0 reports every
+    /// operation.
+    #[arg(long, default_value_t = 1000)]
+    net_repeat_ms: u32,
     /// exec, fork and exit records per second each cgroup (container) may put on the process
     /// ring, so one container's exec or fork flood cannot cost another its events; what is
     /// refused is counted per cgroup in health (`cgroup_drops`). 0 = unlimited.
@@ -141,6 +148,7 @@ impl RunArgs {
         opts.load.net_ring_bytes = self.net_ring_mib << 20;
         opts.load.filter.net_host = self.net_host as u32;
         opts.load.filter.net_rate_per_sec = self.net_rate;
+        opts.load.filter.net_repeat_ms = self.net_repeat_ms;
         opts.load.filter.net_burst = self.net_burst.max(1);
         opts.load.filter.proc_rate_per_sec = self.proc_rate;
         opts.load.filter.proc_burst = self.proc_burst.max(1);

@@ -8,6 +8,7 @@ mod namespace;
 mod packet;
 mod process;
 mod record;
+mod repeats;
 mod sock_cgroup;
 mod socket;
 mod stdio;

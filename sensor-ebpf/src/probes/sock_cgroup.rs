@@ -15,19 +15,19 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockContext},
 };
 use sensor_common::{
-    Caller, Endpoint, Hook, RecordKind, Ring, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_IO_URING,
+    Caller, Endpoint, Hook, RecordKind, RepeatKey, Ring, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_IO_URING,
     SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
 };
 
 use super::{
     icmp::{IPPROTO_ICMP, IPPROTO_ICMPV6},
     record::emit,
-    run_probe,
+    repeats, run_probe,
 };
 use crate::{
     abi::{AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW, SOCK_STREAM},
     kernel::{self, ReadResult},
-    maps::{net_rate_ok, net_wanted},
+    maps::net_wanted,
 };
 
 /// A TCP connect between its request and its outcome.
@@ -38,6 +38,9 @@ pub struct PendingConnect {
     pub remote: Endpoint,
     pub flags: u8,
     pub _pad: [u8; 3],
+    /// Repeats of this connect the record stands for ([`admit`]).
+    pub repeats: u32,
+    pub _pad2: u32,
 }
 
 /// TCP connects in flight, by `struct sock` address. LRU: a connect whose outcome the sensor
@@ -59,7 +62,7 @@ struct SentKey {
 #[map]
 static SENT: LruHashMap<SentKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
-/// The saved connect of `sk`, removed: its record's token was taken when it was saved.
+/// The saved connect of `sk`, removed: it was admitted ([`admit`]) when it was saved.
 #[inline(always)]
 pub fn take_connect(sk: u64) -> Option<PendingConnect> {
     // SAFETY: copied out before removal.
@@ -89,36 +92,83 @@ pub fn kind_flags(family: u16, sock_type: u16, protocol: u16) -> u8 {
     flags
 }
 
-/// Whether `cgroup_id` may write one more network record now (a refusal is counted). Asked
-/// before the caller is read: under a connect flood most records are refused.
-#[inline(always)]
-pub fn admitted(cgroup_id: u64) -> bool {
-    net_rate_ok(cgroup_id, kernel::boot_ns())
+/// A socket operation to report: what was done, on which kind of socket, between which
+/// endpoints.
+#[derive(Clone, Copy)]
+pub struct Sock {
+    pub op: SockOp,
+    /// Family, type, protocol.
+    pub kind: (u16, u16, u16),
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    pub flags: u8,
 }
 
-/// Writes one socket record, [`admitted`] for `caller`'s cgroup.
+impl Sock {
+    /// An operation on a socket of `kind` (family, type, protocol), with the flags of that
+    /// kind and of the calling task.
+    #[inline(always)]
+    pub fn new(op: SockOp, kind: (u16, u16, u16), local: Endpoint, remote: Endpoint) -> Sock {
+        Sock {
+            op,
+            kind,
+            local,
+            remote,
+            flags: kind_flags(kind.0, kind.1, kind.2),
+        }
+    }
+
+    /// Reports this operation of the current task in `cgroup_id` with result `ret`, when it
+    /// is [admitted](Sock::admit).
+    #[inline(always)]
+    pub fn report_current(&self, cgroup_id: u64, ret: i64) -> ReadResult<()> {
+        match self.admit(cgroup_id, current_tgid()) {
+            Some(repeats) => self.report(kernel::caller(), ret, repeats),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this operation of process `tgid` in `cgroup_id` is reported: the first of its
+    /// repeat window ([`repeats`]), then within the cgroup's rate (a refusal is counted).
+    /// Returns the repeats it stands for. Asked before the caller is read: under a flood most
+    /// operations are repeats or refused.
+    #[inline(always)]
+    pub fn admit(&self, cgroup_id: u64, tgid: u32) -> Option<u32> {
+        let key = RepeatKey::new(
+            cgroup_id,
+            tgid,
+            self.op as u8,
+            self.flags,
+            self.kind,
+            &self.local,
+            &self.remote,
+        );
+        repeats::admit(&key)
+    }
+
+    /// Writes the operation's record, made by `caller` with result `ret`, standing for
+    /// `repeats` more.
+    #[inline(always)]
+    pub fn report(&self, caller: Caller, ret: i64, repeats: u32) -> ReadResult<()> {
+        emit(Ring::Network, RecordKind::Sock, |rec: &mut SockRecord| {
+            rec.caller = caller;
+            rec.local = self.local;
+            rec.remote = self.remote;
+            rec.ret = ret;
+            rec.fd = -1;
+            (rec.family, rec.sock_type, rec.protocol) = self.kind;
+            rec.op = self.op as u8;
+            rec.flags = self.flags;
+            rec.repeats = repeats;
+            Ok(())
+        })
+    }
+}
+
+/// The current task's process id.
 #[inline(always)]
-pub fn report(
-    caller: Caller,
-    op: SockOp,
-    kind: (u16, u16, u16),
-    local: Endpoint,
-    remote: Endpoint,
-    ret: i64,
-    flags: u8,
-) -> ReadResult<()> {
-    emit(Ring::Network, RecordKind::Sock, |rec: &mut SockRecord| {
-        rec.caller = caller;
-        rec.local = local;
-        rec.remote = remote;
-        rec.ret = ret;
-        rec.fd = -1;
-        (rec.family, rec.sock_type, rec.protocol) = kind;
-        rec.op = op as u8;
-        rec.flags = flags;
-        rec._pad = [0; 4];
-        Ok(())
-    })
+pub fn current_tgid() -> u32 {
+    (kernel::pid_tgid() >> 32) as u32
 }
 
 /// An IPv4 address as the context holds it (network byte order in a u32).
@@ -161,17 +211,16 @@ pub fn sock_create(ctx: SockContext) -> i32 {
 }
 
 fn on_create(ctx: &SockContext) -> ReadResult<()> {
-    // The host's operations, and those over the rate, leave before the caller's comm is copied.
+    // The host's operations, repeats and those over the rate leave before the caller's comm is
+    // copied.
     let cgroup_id = kernel::current_cgroup_id();
-    if !net_wanted(cgroup_id) || !admitted(cgroup_id) {
+    if !net_wanted(cgroup_id) {
         return Ok(());
     }
-    let caller = kernel::caller();
     // SAFETY: the context is the new socket; the verifier checks every field access.
     let kind = sock_kind(unsafe { &*ctx.sock });
-    let flags = kind_flags(kind.0, kind.1, kind.2);
     let none = Endpoint::default();
-    report(caller, SockOp::Socket, kind, none, none, 0, flags)
+    Sock::new(SockOp::Socket, kind, none, none).report_current(cgroup_id, 0)
 }
 
 #[cgroup_sock(post_bind4)]
@@ -187,12 +236,12 @@ pub fn post_bind6(ctx: SockContext) -> i32 {
 /// A bind that succeeded: the address and port the socket now holds (the port the kernel
 /// picked for port 0).
 fn on_bind(ctx: &SockContext, v6: bool) -> ReadResult<()> {
-    // The host's operations, and those over the rate, leave before the caller's comm is copied.
+    // The host's operations, repeats and those over the rate leave before the caller's comm is
+    // copied.
     let cgroup_id = kernel::current_cgroup_id();
-    if !net_wanted(cgroup_id) || !admitted(cgroup_id) {
+    if !net_wanted(cgroup_id) {
         return Ok(());
     }
-    let caller = kernel::caller();
     // SAFETY: as above.
     let sk = unsafe { &*ctx.sock };
     let mut local = Endpoint::default();
@@ -202,17 +251,7 @@ fn on_bind(ctx: &SockContext, v6: bool) -> ReadResult<()> {
     } else {
         ip4(&mut local, sk.src_ip4, port);
     }
-    let kind = sock_kind(sk);
-    let flags = kind_flags(kind.0, kind.1, kind.2);
-    report(
-        caller,
-        SockOp::Bind,
-        kind,
-        local,
-        Endpoint::default(),
-        0,
-        flags,
-    )
+    Sock::new(SockOp::Bind, sock_kind(sk), local, Endpoint::default()).report_current(cgroup_id, 0)
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -271,54 +310,38 @@ fn on_sendmsg(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
         return Ok(());
     }
     SENT.insert(key, 1, 0).map_err(|e| e as i64)?;
-    if !admitted(cgroup_id) {
-        return Ok(());
-    }
-    let caller = kernel::caller();
-    let flags = kind_flags(kind.0, kind.1, kind.2);
-    report(
-        caller,
-        SockOp::Send,
-        kind,
-        Endpoint::default(),
-        remote,
-        0,
-        flags,
-    )
+    Sock::new(SockOp::Send, kind, Endpoint::default(), remote).report_current(cgroup_id, 0)
 }
 
 /// A connect as the kernel received it: a TCP connect is saved for its outcome, any other is
-/// reported now (a UDP connect only sets the default peer). Either takes its record's token
-/// now: under a connect flood the refused ones leave before the caller is read or saved.
+/// reported now (a UDP connect only sets the default peer). Either is admitted now: under a
+/// connect flood the repeats and refused ones leave before the caller is read or saved.
 fn on_connect(ctx: &SockAddrContext, v6: bool) -> ReadResult<()> {
     // The host's operations leave before the caller's comm is copied.
     let cgroup_id = kernel::current_cgroup_id();
-    if !net_wanted(cgroup_id) || !admitted(cgroup_id) {
+    if !net_wanted(cgroup_id) {
         return Ok(());
     }
-    let caller = kernel::caller();
     // SAFETY: the context of a sock_addr program; the verifier checks every field access.
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
     let (remote, kind) = destination(sa, v6);
-    let flags = kind_flags(kind.0, kind.1, kind.2);
+    let sock = Sock::new(SockOp::Connect, kind, Endpoint::default(), remote);
+    let Some(repeats) = sock.admit(cgroup_id, current_tgid()) else {
+        return Ok(());
+    };
+    let caller = kernel::caller();
     if kind.1 == SOCK_STREAM {
         // SAFETY: `sk` is the socket being connected, set for every sock_addr program.
         let sk = unsafe { sa.__bindgen_anon_1.sk } as u64;
         let pending = PendingConnect {
             caller,
             remote,
-            flags,
+            flags: sock.flags,
             _pad: [0; 3],
+            repeats,
+            _pad2: 0,
         };
         return CONNECTS.insert(sk, pending, 0).map_err(|e| e as i64);
     }
-    report(
-        caller,
-        SockOp::Connect,
-        kind,
-        Endpoint::default(),
-        remote,
-        0,
-        flags,
-    )
+    sock.report(caller, 0, repeats)
 }

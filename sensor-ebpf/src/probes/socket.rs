@@ -5,7 +5,7 @@
 use sensor_common::{Endpoint, Hook, SockOp};
 
 use super::{
-    sock_cgroup::{admitted, kind_flags, report},
+    sock_cgroup::Sock,
     syscall::{Pending, SyscallArgs, save, syscall_pair},
 };
 use crate::{
@@ -28,21 +28,9 @@ fn enter(ctx: &impl SyscallArgs) -> ReadResult<()> {
 
 #[inline(always)]
 fn exit(p: &Pending, ret: i64) -> ReadResult<()> {
-    if !admitted(kernel::current_cgroup_id()) {
-        return Ok(());
-    }
     let kind = (p.args[0] as u16, (p.args[1] & 0xf) as u16, p.args[2] as u16);
-    let flags = kind_flags(kind.0, kind.1, kind.2);
     let none = Endpoint::default();
-    report(
-        kernel::caller(),
-        SockOp::Socket,
-        kind,
-        none,
-        none,
-        ret,
-        flags,
-    )
+    Sock::new(SockOp::Socket, kind, none, none).report_current(kernel::current_cgroup_id(), ret)
 }
 
 syscall_pair!(

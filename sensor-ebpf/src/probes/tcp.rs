@@ -22,13 +22,15 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use sensor_common::{
-    Caller, Endpoint, Hook, ListenerKey, RecordKind, Ring, SockOp, TcpStateRecord,
+    Caller, Endpoint, Hook, ListenerKey, REPEAT_TCP_STATE, RecordKind, RepeatKey, Ring, SockOp,
+    TcpStateRecord,
 };
 
 use super::{
     record::emit,
+    repeats::admit,
     run_probe,
-    sock_cgroup::{admitted, kind_flags, report, take_connect},
+    sock_cgroup::{Sock, take_connect},
     tcp_volume,
 };
 use crate::{
@@ -113,20 +115,27 @@ fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
         // listen() runs in the listening task.
         let caller = kernel::caller();
         let _ = LISTENERS.insert(key, caller, 0);
-        if admitted(caller.cgroup_id) {
-            let flags = kind_flags(kind.0, kind.1, kind.2);
-            report(caller, SockOp::Listen, kind, local, remote, 0, flags)?;
+        let sock = Sock::new(SockOp::Listen, kind, local, remote);
+        if let Some(repeats) = sock.admit(caller.cgroup_id, caller.tgid) {
+            sock.report(caller, 0, repeats)?;
         }
     } else if old_state == TCP_LISTEN && new_state == TCP_CLOSE {
         // The listener closed. (A child socket also starts as a clone of the listener, going
         // from LISTEN to SYN_RECV: that one keeps the entry.)
         let _ = LISTENERS.remove(key);
     } else if old_state == TCP_SYN_RECV && new_state == TCP_ESTABLISHED {
+        let sock = Sock {
+            op: SockOp::Accept,
+            kind,
+            local,
+            remote,
+            flags: 0,
+        };
         // SAFETY: copied out of the map value.
         if let Some(owner) = unsafe { LISTENERS.get(key) }.copied()
-            && admitted(owner.cgroup_id)
+            && let Some(repeats) = sock.admit(owner.cgroup_id, owner.tgid)
         {
-            report(owner, SockOp::Accept, kind, local, remote, 0, 0)?;
+            sock.report(owner, 0, repeats)?;
         }
     } else if old_state == TCP_SYN_SENT
         && let Some(pending) = take_connect(sk as u64)
@@ -139,21 +148,31 @@ fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
                 err => -(err as i64),
             }
         };
-        let asked = pending.remote;
-        report(
-            pending.caller,
-            SockOp::Connect,
+        let sock = Sock {
+            op: SockOp::Connect,
             kind,
             local,
-            asked,
-            ret,
-            pending.flags,
-        )?;
+            remote: pending.remote,
+            flags: pending.flags,
+        };
+        sock.report(pending.caller, ret, pending.repeats)?;
     }
     // The record: a connection up (either side) or a socket listening.
-    if !(new_state == TCP_ESTABLISHED || new_state == TCP_LISTEN) || !admitted(cgroup_id) {
+    if !(new_state == TCP_ESTABLISHED || new_state == TCP_LISTEN) {
         return Ok(());
     }
+    let repeat = RepeatKey::new(
+        cgroup_id,
+        0,
+        REPEAT_TCP_STATE | new_state as u8,
+        0,
+        kind,
+        &local,
+        &remote,
+    );
+    let Some(repeats) = admit(&repeat) else {
+        return Ok(());
+    };
     emit(
         Ring::Network,
         RecordKind::TcpState,
@@ -163,6 +182,8 @@ fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
             rec.remote = remote;
             rec.old_state = old_state;
             rec.new_state = new_state;
+            rec.repeats = repeats;
+            rec._pad = 0;
             Ok(())
         },
     )

@@ -440,6 +440,11 @@ pub const FIELDS: &[FieldDef] = &[
         |e| body!(e, Socket).map(|b| Value::Bool(b.io_uring))
     ),
     field!(
+        "socket.repeats",
+        "Identical operations of the process (same operation, socket kind and peer) not reported since the last one that was (the --net-repeat-ms window); 0 for most events",
+        |e| body!(e, Socket).map(|b| Value::Int(b.repeats as i64))
+    ),
+    field!(
         "ns.op",
         "namespace_change: clone (a child in new namespaces), changed (setns or unshare, seen at the next exec or fork)",
         |e| { body!(e, NamespaceChange).and_then(|b| s(&b.op)) }

@@ -108,6 +108,7 @@ impl Enricher {
                 _ => String::new(),
             },
             io_uring: r.flags & SOCK_FLAG_IO_URING != 0,
+            repeats: r.repeats,
         });
         let at = BootNs(r.header.boot_ns);
         let info = self.caller_info(&r.caller);
@@ -173,6 +174,7 @@ impl Enricher {
             new_state: names::tcp_state(r.new_state),
             local: names::endpoint(&r.local),
             remote: names::endpoint(&r.remote),
+            repeats: r.repeats,
         });
         self.cgroup_event(CgroupId(r.cgroup_id), BootNs(r.header.boot_ns), body, out);
     }
