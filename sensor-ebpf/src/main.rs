@@ -5,7 +5,7 @@
 //! cannot be reserved in its ring buffer increments that ring's drop counter.
 #![no_std]
 #![no_main]
-// `atomic_xadd`: core's atomics stop at load and store on eBPF (no compare-and-swap).
+// `atomic_xadd`, `atomic_xchg`: core's atomics stop at load and store on eBPF.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 

@@ -12,6 +12,7 @@ use aya_ebpf::{macros::map, maps::LruHashMap};
 use sensor_common::{RepeatKey, RepeatState};
 
 use crate::{
+    abi::BPF_NOEXIST,
     kernel,
     maps::{net_rate_ok, net_repeat_window_ns},
 };
@@ -26,6 +27,11 @@ static REPEATS: LruHashMap<RepeatKey, RepeatState> = LruHashMap::with_max_entrie
 /// since its last report: the first of its window is, when its cgroup's rate allows (a
 /// refusal is counted as a drop, and the operation as a repeat for the next report); the
 /// others in the window are counted. Without a window, every operation asks the rate.
+///
+/// The same change of two connections (accepts, TCP states) can run on two CPUs at once, so
+/// the count is only ever added to or taken atomically, and a key is created only where none
+/// is: every repeat shows in exactly one report. (Two CPUs may both open a window; the second
+/// to take the count takes what came between, usually nothing.)
 #[inline(always)]
 pub fn admit(key: &RepeatKey) -> Option<u32> {
     let now = kernel::boot_ns();
@@ -33,38 +39,53 @@ pub fn admit(key: &RepeatKey) -> Option<u32> {
     if window == 0 {
         return net_rate_ok(key.cgroup_id, now).then_some(0);
     }
+    if let Some(state) = REPEATS.get_ptr_mut(key) {
+        // SAFETY: a live map value.
+        let state = unsafe { &mut *state };
+        if now.saturating_sub(state.since_ns) < window || !net_rate_ok(key.cgroup_id, now) {
+            count(state);
+            return None;
+        }
+        state.since_ns = now;
+        // SAFETY: a valid, aligned u64 of the map value.
+        let repeats = unsafe {
+            core::intrinsics::atomic_xchg::<u64, { AtomicOrdering::Relaxed }>(
+                &mut state.suppressed,
+                0,
+            )
+        };
+        return Some(repeats.min(u32::MAX as u64) as u32);
+    }
+    if !net_rate_ok(key.cgroup_id, now) {
+        return None;
+    }
+    let fresh = RepeatState {
+        since_ns: now,
+        suppressed: 0,
+    };
+    if REPEATS.insert(key, fresh, BPF_NOEXIST).is_ok() {
+        return Some(0);
+    }
+    // Another CPU opened this window since the lookup: that one reports, this one counts.
     match REPEATS.get_ptr_mut(key) {
         Some(state) => {
-            // SAFETY: a live map value. The same change of two connections (accepts, TCP
-            // states) can run on two CPUs at once: the count is added to atomically; a window
-            // that opens meanwhile may lose one.
-            let state = unsafe { &mut *state };
-            if now.saturating_sub(state.since_ns) < window || !net_rate_ok(key.cgroup_id, now) {
-                // SAFETY: a valid, aligned u64 of the map value; an atomic add (the result
-                // unused: eBPF's oldest atomic instruction, on every kernel).
-                unsafe {
-                    core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                        &mut state.suppressed,
-                        1,
-                    )
-                };
-                return None;
-            }
-            let repeats = state.suppressed.min(u32::MAX as u64) as u32;
-            state.since_ns = now;
-            state.suppressed = 0;
-            Some(repeats)
+            // SAFETY: a live map value.
+            count(unsafe { &mut *state });
+            None
         }
-        None => {
-            if !net_rate_ok(key.cgroup_id, now) {
-                return None;
-            }
-            let fresh = RepeatState {
-                since_ns: now,
-                suppressed: 0,
-            };
-            let _ = REPEATS.insert(key, fresh, 0);
-            Some(0)
-        }
+        None => Some(0),
     }
+}
+
+/// Counts one repeat in `state`'s window.
+#[inline(always)]
+fn count(state: &mut RepeatState) {
+    // SAFETY: a valid, aligned u64 of the map value; an atomic add (the result unused:
+    // eBPF's oldest atomic instruction, on every kernel).
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+            &mut state.suppressed,
+            1,
+        )
+    };
 }

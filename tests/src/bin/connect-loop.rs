@@ -3,13 +3,17 @@
 //!   service, as a load generator or a connection pool does: COUNT connections to HOST:PORT,
 //!   each closed at once; then, after PAUSE_MS, one more to it and one to HOST2:PORT2. Every
 //!   connection must be accepted.
+//! - `connect-loop serve SECONDS PORT...`: a server that keeps up with such a client: accepts
+//!   on each PORT (all addresses) and closes at once, with std's backlog of 128 (busybox
+//!   httpd's 9 overflows under a storm, and the kernel then delays connections by seconds of
+//!   retransmits); exits after SECONDS.
 //! - `connect-loop scan HOST FIRST_PORT COUNT SECONDS`: a port scan, one connect to each of
 //!   COUNT ports from FIRST_PORT on (refusals expected), until done or SECONDS have passed.
 //!
 //! Each connect gives up after 10 s.
 
 use std::{
-    net::{SocketAddr, TcpStream, ToSocketAddrs},
+    net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     process::ExitCode,
     thread,
     time::{Duration, Instant},
@@ -17,7 +21,8 @@ use std::{
 
 const LIMIT: Duration = Duration::from_secs(10);
 const USAGE: &str = "usage: connect-loop storm HOST PORT COUNT PAUSE_MS HOST2 PORT2 | \
-                     connect-loop scan HOST FIRST_PORT COUNT SECONDS";
+                     connect-loop scan HOST FIRST_PORT COUNT SECONDS | \
+                     connect-loop serve SECONDS PORT...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +42,10 @@ fn main() -> ExitCode {
                 )),
             }
         }
+        ["serve", seconds, ports @ ..] if !ports.is_empty() => match seconds.parse() {
+            Ok(seconds) => serve(seconds, ports),
+            Err(_) => Err(std::io::Error::other("SECONDS must be a number")),
+        },
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -78,6 +87,19 @@ fn scan(host: &str, first: u16, count: u16, seconds: u64) -> std::io::Result<()>
         // Refused or accepted, either way the next port.
         let _ = TcpStream::connect_timeout(&address(host, &port.to_string())?, LIMIT);
     }
+    Ok(())
+}
+
+fn serve(seconds: u64, ports: &[&str]) -> std::io::Result<()> {
+    for port in ports {
+        let listener = TcpListener::bind(address("0.0.0.0", port)?)?;
+        thread::spawn(move || {
+            for connection in listener.incoming() {
+                drop(connection);
+            }
+        });
+    }
+    thread::sleep(Duration::from_secs(seconds.min(600)));
     Ok(())
 }
 
