@@ -36,7 +36,7 @@ use crate::{
     health::{Setup, Stats, health_event},
     loader::{
         AggregationMaps, FALLBACK_ADVICE, HostCgroupFilter, KernelCounters, LoadOptions,
-        LoadedSensor,
+        LoadedSensor, RepeatWindows,
     },
     privileges, trust,
 };
@@ -422,6 +422,21 @@ impl Pipeline {
         );
         self.flush_batch();
     }
+
+    /// The repeats of the windows that ended with no report to carry them (with `all`, of
+    /// every window, ended or not).
+    fn ended_windows(&mut self, windows: &mut RepeatWindows, all: bool) {
+        let now = Clock::boot_now();
+        match windows.take_ended(if all { u64::MAX } else { now.0 }) {
+            Ok(ended) => {
+                for window in &ended {
+                    self.enricher.ended_window(window, now, &mut self.batch);
+                }
+            }
+            Err(e) => log::warn!("repeat windows not read: {e:#}"),
+        }
+        self.flush_batch();
+    }
 }
 
 /// What one drain of the rings found.
@@ -495,6 +510,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let counters = sensor.take_counters()?;
     let aggregation = sensor.take_aggregation()?;
     let mut self_filter = sensor.take_self_filter()?;
+    let repeat_ms = opts.load.filter.net_repeat_ms;
+    let mut repeat_windows = sensor.take_repeat_windows(u64::from(repeat_ms) * 1_000_000)?;
     let attached_in = started.elapsed();
 
     // Hooks are attached before the scans, so nothing falls between scan and first record.
@@ -576,6 +593,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut rules_stamp = opts.rules_dir.as_deref().and_then(catalog::dir_stamp);
     let tick = |d: Duration| tokio::time::interval_at(tokio::time::Instant::now() + d, d);
     let (mut health_tick, mut flow_tick) = (tick(opts.health_interval), tick(opts.flow_interval));
+    // Once a window: the repeats of windows that ended with no report to carry them.
+    let mut repeat_tick = tick(Duration::from_millis(u64::from(repeat_ms.max(100))));
     let mut episodes = DropEpisodes::default();
     let mut kernel_views =
         kernel_view::spawn(crate::cgroupfs::cgroup2_mount(), opts.health_interval);
@@ -619,6 +638,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
                 p.aggregates(&aggregation, sensor.interface_names());
             }
+            _ = repeat_tick.tick(), if repeat_ms > 0 => {
+                // The rings first: a report in them took its window's count already.
+                let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
+                p.after_drain(&drained, &mut sensor, &mut recheck);
+                p.ended_windows(&mut repeat_windows, false);
+            }
             _ = health_tick.tick() => {
                 // Backstop for a missed wakeup: never leave records waiting longer than a tick.
                 let drained = p.drain(proc_ring.get_mut(), net_ring.get_mut());
@@ -660,6 +685,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     // Whatever is still in the rings and maps, then a last health report.
     p.drain(proc_ring.get_mut(), net_ring.get_mut());
+    // Every window's count, ended or not.
+    p.ended_windows(&mut repeat_windows, true);
     p.release_held(true);
     p.aggregates(&aggregation, sensor.interface_names());
     p.report_losses(&counters, &mut episodes);

@@ -3,8 +3,10 @@
 //! ephemeral port facing a service left out) is not reported but counted, and the next one
 //! reported carries the count. A connect or accept storm between two services becomes a few
 //! records a second instead of thousands, before the rate limit is asked: the limit then
-//! refuses only floods of operations that differ. Counts are exact unless the table of
-//! recent operations is pushed out by more different operations than it holds.
+//! refuses only floods of operations that differ. A window that ends with no later report (the
+//! storm's last) is taken out of the map by the agent once it is over, and its count reported
+//! from there. Counts are exact unless the table of recent operations is pushed out by more
+//! different operations than it holds.
 
 use core::intrinsics::AtomicOrdering;
 

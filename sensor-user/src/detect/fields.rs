@@ -445,6 +445,11 @@ pub const FIELDS: &[FieldDef] = &[
         |e| body!(e, Socket).map(|b| Value::Int(b.repeats as i64))
     ),
     field!(
+        "socket.trailing",
+        "The event reports the repeats of a window that ended with no later report to carry them (it stands for the last of them; ephemeral ports 0, no result)",
+        |e| body!(e, Socket).map(|b| Value::Bool(b.trailing))
+    ),
+    field!(
         "ns.op",
         "namespace_change: clone (a child in new namespaces), changed (setns or unshare, seen at the next exec or fork)",
         |e| { body!(e, NamespaceChange).and_then(|b| s(&b.op)) }

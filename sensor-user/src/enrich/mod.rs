@@ -314,6 +314,7 @@ impl Enricher {
             lifetime: Some(duration(at.since(BootNs(task.start_boot_ns)))),
         });
         self.process_event(&info, task.pid, at, body, out);
+        self.procs.exited(info);
     }
 
     /// Builds an event about `info`, preceded by a `container_started` if its container was not

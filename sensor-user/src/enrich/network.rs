@@ -1,12 +1,14 @@
-//! Enrichment of socket, namespace and TCP records, and of the kernel's
-//! traffic and ICMP aggregates (cumulative counters turned into per-interval deltas).
+//! Enrichment of socket, namespace and TCP records, of the repeat windows that ended with counts
+//! no record carried, and of the kernel's traffic and ICMP aggregates (cumulative counters
+//! turned into per-interval deltas).
 
 use std::collections::HashMap;
 
 use sensor_common::{
-    Caller, DIR_EGRESS, Endpoint, FlowKey, FlowStats, IcmpKey, IcmpStats, Namespaces, NsOp,
-    NsRecord, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_IO_URING, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp,
-    SockRecord, TcIcmpKey, TcpStateRecord,
+    COMM_LEN, Caller, DIR_EGRESS, Endpoint, FlowKey, FlowStats, IcmpKey, IcmpStats, Namespaces,
+    NsOp, NsRecord, RECORD_VERSION, REPEAT_TCP_STATE, RecordHeader, RecordKind,
+    SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_IO_URING, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
+    TcIcmpKey, TcpStateRecord,
 };
 use sensor_proto::{self as pb, event::Body};
 
@@ -14,7 +16,7 @@ use super::{Enricher, names, process_table::ProcInfo};
 use crate::{
     clock::duration,
     decode::c_str,
-    loader::AggregateSnapshot,
+    loader::{AggregateSnapshot, EndedWindow},
     types::{BootNs, CgroupId, Pid},
 };
 
@@ -81,6 +83,27 @@ impl Enricher {
     }
 
     pub(super) fn on_sock(&mut self, r: &SockRecord, out: &mut Vec<pb::Event>) {
+        let info = self.caller_info(&r.caller);
+        let Some(op) = self.sock_call(r, &info, false, out) else {
+            return;
+        };
+        if matches!(op, "connect" | "accept")
+            && r.ret >= 0
+            && let Some(peer) = names::endpoint(&r.remote)
+        {
+            self.relay_at_connection(info.pid, peer, BootNs(r.header.boot_ns), out);
+        }
+    }
+
+    /// The `socket` event of `r`, made by `info` (`trailing`: the repeats of an ended window);
+    /// its operation, or nothing for an operation this agent does not know.
+    fn sock_call(
+        &mut self,
+        r: &SockRecord,
+        info: &ProcInfo,
+        trailing: bool,
+        out: &mut Vec<pb::Event>,
+    ) -> Option<&'static str> {
         let op = match SockOp::from_u8(r.op) {
             Some(SockOp::Socket) => "socket",
             Some(SockOp::Connect) => "connect",
@@ -88,7 +111,7 @@ impl Enricher {
             Some(SockOp::Bind) => "bind",
             Some(SockOp::Listen) => "listen",
             Some(SockOp::Send) => "send",
-            None => return,
+            None => return None,
         };
         let body = Body::Socket(pb::SocketCall {
             op: op.into(),
@@ -109,16 +132,10 @@ impl Enricher {
             },
             io_uring: r.flags & SOCK_FLAG_IO_URING != 0,
             repeats: r.repeats,
+            trailing,
         });
-        let at = BootNs(r.header.boot_ns);
-        let info = self.caller_info(&r.caller);
-        self.process_event(&info, r.caller.pid, at, body, out);
-        if matches!(op, "connect" | "accept")
-            && r.ret >= 0
-            && let Some(peer) = names::endpoint(&r.remote)
-        {
-            self.relay_at_connection(info.pid, peer, at, out);
-        }
+        self.process_event(info, r.caller.pid, BootNs(r.header.boot_ns), body, out);
+        Some(op)
     }
 
     pub(super) fn on_ns(&mut self, r: &NsRecord, out: &mut Vec<pb::Event>) {
@@ -169,14 +186,75 @@ impl Enricher {
     }
 
     pub(super) fn on_tcp_state(&mut self, r: &TcpStateRecord, out: &mut Vec<pb::Event>) {
+        self.tcp_state(r, false, out);
+    }
+
+    fn tcp_state(&mut self, r: &TcpStateRecord, trailing: bool, out: &mut Vec<pb::Event>) {
         let body = Body::TcpState(pb::TcpState {
             old_state: names::tcp_state(r.old_state),
             new_state: names::tcp_state(r.new_state),
             local: names::endpoint(&r.local),
             remote: names::endpoint(&r.remote),
             repeats: r.repeats,
+            trailing,
         });
         self.cgroup_event(CgroupId(r.cgroup_id), BootNs(r.header.boot_ns), body, out);
+    }
+
+    /// The operations of a repeat window that ended with no report to carry them: one event
+    /// for them all, made from the window's key, `trailing`, at `now`.
+    pub fn ended_window(&mut self, window: &EndedWindow, now: BootNs, out: &mut Vec<pb::Event>) {
+        let key = &window.key;
+        // The event stands for one of them, as every event does.
+        let repeats = window.count.saturating_sub(1).min(u32::MAX as u64) as u32;
+        let header = |kind: RecordKind| RecordHeader {
+            version: RECORD_VERSION,
+            kind: kind as u16,
+            cpu: 0,
+            boot_ns: now.0,
+        };
+        if key.op & REPEAT_TCP_STATE != 0 {
+            let r = TcpStateRecord {
+                header: header(RecordKind::TcpState),
+                cgroup_id: key.cgroup_id,
+                local: key.local,
+                remote: key.remote,
+                old_state: 0,
+                new_state: (key.op & !REPEAT_TCP_STATE) as u32,
+                repeats,
+                _pad: 0,
+            };
+            self.tcp_state(&r, true, out);
+        } else {
+            let r = SockRecord {
+                header: header(RecordKind::Sock),
+                caller: Caller {
+                    pid: key.tgid,
+                    tgid: key.tgid,
+                    cgroup_id: key.cgroup_id,
+                    comm: [0; COMM_LEN],
+                },
+                local: key.local,
+                remote: key.remote,
+                ret: 0,
+                fd: -1,
+                family: key.family,
+                sock_type: key.sock_type,
+                protocol: key.protocol,
+                op: key.op,
+                flags: key.flags,
+                repeats,
+            };
+            // Its process may have exited since (the window ends a window after its last).
+            let info = match self
+                .procs
+                .get_recent(Pid(key.tgid), CgroupId(key.cgroup_id))
+            {
+                Some(info) => info.clone(),
+                None => self.caller_info(&r.caller),
+            };
+            self.sock_call(&r, &info, true, out);
+        }
     }
 
     /// Turns the traffic and ICMP maps' cumulative counters into per-interval events.

@@ -3,9 +3,10 @@
 //!
 //! Seeded from `/proc` at start, then kept by exec/fork/exit records. Entries whose exit was lost
 //! are pruned against the kernel's view ([`ProcessTable::prune_missing`]); the table holds at
-//! most [`MAX_PROCESSES`].
+//! most [`MAX_PROCESSES`], and the last [`MAX_EXITED`] to exit for what is reported about them
+//! after their exit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use sensor_common::Namespaces;
 use sensor_proto as pb;
@@ -76,7 +77,13 @@ pub struct ProcessTable {
     /// Entries the last kernel view missed: dropped if the next one misses them too.
     missing: Misses<Pid>,
     left: Departures,
+    /// The last processes to exit, oldest first ([`ProcessTable::exited`]).
+    exited: VecDeque<ProcInfo>,
 }
+
+/// Exited processes kept: enough for the repeat windows that end after their process (a
+/// window's count is reported a window after its last operation).
+pub const MAX_EXITED: usize = 256;
 
 /// Processes kept at most. Beyond it, entries the last kernel view missed go first, then the
 /// youngest: a fork flood evicts its own processes, not the long-lived ones (a shell started
@@ -101,6 +108,22 @@ impl ProcessTable {
 
     pub fn get(&self, pid: Pid) -> Option<&ProcInfo> {
         self.procs.get(&pid)
+    }
+
+    /// Keeps `info`, a process that exited, among the last [`MAX_EXITED`] to.
+    pub fn exited(&mut self, info: ProcInfo) {
+        if self.exited.len() == MAX_EXITED {
+            self.exited.pop_front();
+        }
+        self.exited.push_back(info);
+    }
+
+    /// Process `pid` of `cgroup`: live, or among the last to exit.
+    pub fn get_recent(&self, pid: Pid, cgroup: CgroupId) -> Option<&ProcInfo> {
+        self.get(pid).filter(|p| p.cgroup_id == cgroup).or_else(|| {
+            let mut exited = self.exited.iter().rev();
+            exited.find(|p| p.pid == pid && p.cgroup_id == cgroup)
+        })
     }
 
     /// Adds or replaces `info`; returns the pids evicted to make room.
@@ -207,6 +230,30 @@ mod tests {
             cgroup_id: CgroupId(cgroup),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn recent_processes_are_found_after_their_exit_by_pid_and_cgroup() {
+        let mut t = ProcessTable::default();
+        let gone = t
+            .remove(Pid(5))
+            .unwrap_or_else(|| proc(5, 1, "/connect-loop", 7));
+        t.exited(gone);
+        // The pid was reused by another container's process: the exited one still answers.
+        t.insert(proc(5, 1, "/bin/sh", 9));
+        let exe = |t: &ProcessTable, cgroup| {
+            t.get_recent(Pid(5), CgroupId(cgroup))
+                .map(|p| p.exe.clone())
+        };
+        assert_eq!(exe(&t, 9).as_deref(), Some("/bin/sh"));
+        assert_eq!(exe(&t, 7).as_deref(), Some("/connect-loop"));
+        assert_eq!(exe(&t, 8), None);
+        // Only the last MAX_EXITED are kept.
+        for pid in 100..100 + MAX_EXITED as u32 {
+            t.exited(proc(pid, 1, "/bin/true", 7));
+        }
+        assert_eq!(exe(&t, 7), None);
+        assert!(t.get_recent(Pid(100), CgroupId(7)).is_some());
     }
 
     #[test]

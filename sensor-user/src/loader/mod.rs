@@ -10,6 +10,7 @@ pub mod interfaces;
 mod listeners;
 pub mod offsets;
 mod qdisc;
+mod repeats;
 pub mod tracefs;
 mod traffic;
 
@@ -38,6 +39,7 @@ pub use hooks::{
     Attach, FALLBACK_ADVICE, Function, FunctionProbe, HookSet, HookSpec, default_hooks, grouped,
     variant_hooks,
 };
+pub use repeats::{EndedWindow, RepeatWindows};
 
 /// Kernel-side counters, read by the health reporter.
 pub struct KernelCounters {
@@ -513,6 +515,11 @@ impl LoadedSensor {
             icmp: HashMap::try_from(self.take("ICMP")?)?,
             tc_icmp: HashMap::try_from(self.take("TC_ICMP")?)?,
         })
+    }
+
+    /// The repeat windows of network records, `window_ns` long (can be taken once).
+    pub fn take_repeat_windows(&mut self, window_ns: u64) -> Result<RepeatWindows> {
+        Ok(RepeatWindows::new(self.take("REPEATS")?, window_ns))
     }
 
     /// The host cgroup filter (can be taken once).
