@@ -65,8 +65,10 @@ impl RepeatWindows {
         }
         let map: HashMap<&MapData, RepeatKey, RepeatState> = HashMap::try_from(&self.map)?;
         let data = map_data(&self.map);
-        // Keys first: deleting while walking restarts a hash map's walk.
-        let keys: Vec<RepeatKey> = map.keys().filter_map(Result::ok).collect();
+        // Keys first: deleting while walking restarts a hash map's walk. A key the kernel
+        // evicts under our walk restarts it too: bounded to twice the map's size.
+        let bound = 2 * data.info()?.max_entries() as usize;
+        let keys: Vec<RepeatKey> = map.keys().take(bound).filter_map(Result::ok).collect();
         let mut ended = Vec::new();
         for key in keys {
             let Ok(read) = map.get(&key, 0) else {
