@@ -567,8 +567,8 @@ fn tcp_bytes(lines: &[Line], cid: &str, direction: &str, peer: &str) -> u64 {
         .sum()
 }
 
-/// TCP volume comes from each connection's own counters, read every 64 segments it sends and
-/// at its close: a connection that moves 20 MiB and then stays open is measured while it lasts,
+/// TCP volume comes from each connection's own counters, read each time its bytes cross a
+/// multiple of 256 KiB and at its close: a connection that moves 20 MiB and then stays open is measured while it lasts,
 /// whether its data went through syscalls (busybox nc running `head` on the socket) or only
 /// through io_uring requests (`uring-tcp`, IORING_OP_SEND and RECV).
 #[test]

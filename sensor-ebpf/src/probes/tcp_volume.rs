@@ -3,9 +3,9 @@
 //! traffic programs leave a TCP packet after a few loads, and a connection's bytes reach
 //! [`crate::maps::FLOWS`] (as deltas, so user space reads TCP like any other flow)
 //! - while it lasts, from the incoming packet that makes its acknowledged or received bytes
-//!   cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`] (told from the packet's acknowledgement number
-//!   and payload before TCP takes them in; a sender learns its bytes arrived from the
-//!   acknowledgements, a receiver from the data), and
+//!   cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`] (told from the packet's
+//!   acknowledgement number and payload before TCP takes them in; a sender learns its bytes
+//!   arrived from the acknowledgements, a receiver from the data), and
 //! - when it closes, from the `inet_sock_set_state` program ([`super::tcp`]), which also sees
 //!   connections of containers no traffic program is attached to.
 //!
@@ -33,8 +33,8 @@ static TCP_SOCKS: LruHashMap<u64, TcpCounters> = LruHashMap::with_max_entries(65
 const TCP_ACK: u8 = 0x10;
 
 /// A TCP packet on its way into a container's socket, its TCP header at `l4`: a sample when
-/// it makes the connection's counters cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`]. `flow` builds
-/// the connection's key from the packet (asked only for a sample).
+/// it makes the connection's counters cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`].
+/// `flow` builds the connection's key from the packet (asked only for a sample).
 #[inline(always)]
 pub fn sample_ingress(
     ctx: &SkBuffContext,

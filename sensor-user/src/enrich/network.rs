@@ -245,14 +245,18 @@ impl Enricher {
                 flags: key.flags,
                 repeats,
             };
-            // Its process may have exited since (the window ends a window after its last).
-            let info = match self
+            // Its process may have exited since (the window ends a window after its last), and
+            // its pid be another's now: looked up by pid and cgroup.
+            let (pid, cgroup_id) = (Pid(key.tgid), CgroupId(key.cgroup_id));
+            let info = self
                 .procs
-                .get_recent(Pid(key.tgid), CgroupId(key.cgroup_id))
-            {
-                Some(info) => info.clone(),
-                None => self.caller_info(&r.caller),
-            };
+                .get_recent(pid, cgroup_id)
+                .cloned()
+                .unwrap_or(ProcInfo {
+                    pid,
+                    cgroup_id,
+                    ..Default::default()
+                });
             self.sock_call(&r, &info, true, out);
         }
     }

@@ -77,28 +77,31 @@ impl RepeatWindows {
             if now_ns.saturating_sub(read.since_ns) < self.window_ns {
                 continue;
             }
-            let mut state = RepeatState::default();
             let taken = if self.two_steps {
-                Err(None)
+                None
             } else {
-                elem_call(BPF_MAP_LOOKUP_AND_DELETE_ELEM, data, &key, &mut state).map_err(Some)
-            };
-            match taken {
-                Ok(()) => {}
-                Err(Some(e)) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => {
-                    if let Some(e) = e {
+                let mut state = RepeatState::default();
+                match elem_call(BPF_MAP_LOOKUP_AND_DELETE_ELEM, data, &key, &mut state) {
+                    Ok(()) => Some(state),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                    Err(e) => {
                         log::warn!(
                             "repeat windows: this kernel cannot look up and delete at once \
                              ({e}); reading, then deleting, which may lose an operation \
                              counted between the two"
                         );
                         self.two_steps = true;
+                        None
                     }
-                    state = read;
-                    let _ = elem_call(BPF_MAP_DELETE_ELEM, data, &key, &mut RepeatState::default());
                 }
-            }
+            };
+            let state = match taken {
+                Some(state) => state,
+                None => {
+                    let _ = elem_call(BPF_MAP_DELETE_ELEM, data, &key, &mut RepeatState::default());
+                    read
+                }
+            };
             if state.suppressed > 0 {
                 ended.push(EndedWindow {
                     key,
