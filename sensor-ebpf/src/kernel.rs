@@ -1,7 +1,9 @@
 //! Reading kernel structs through offsets resolved from BTF at load time.
 //!
-//! Every read goes through `bpf_probe_read_kernel`, so a stale pointer yields an error, never a
-//! fault. Readers return `Result` and callers decide whether a missing field spoils the record.
+//! Reads go through `bpf_probe_read_kernel`, so a stale pointer yields an error, never a fault;
+//! the socket readers also take plain loads through a pointer typed from BTF ([`Typed`]), where a
+//! program has one. Readers return `Result` and callers decide whether a missing field spoils
+//! the record.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use sensor_common::{COMM_LEN, Caller, Creds, Endpoint, Namespaces, TaskIds};
@@ -195,50 +197,94 @@ pub fn file_sock(file: *const u8) -> ReadResult<Option<*const u8>> {
     Ok(Some(read_ptr(socket, off!(socket_sk))?))
 }
 
-/// Local and remote addresses and ports of a socket.
-#[inline(always)]
-pub fn sock_endpoints(
-    sk: *const u8,
-    local: &mut Endpoint,
-    remote: &mut Endpoint,
-) -> ReadResult<()> {
-    local.port = read::<u16>(sk, off!(sk_num))?;
-    sock_addresses(sk, local, remote)
+/// How a reader reaches kernel memory: [`Probed`] through `bpf_probe_read_kernel` (any
+/// pointer), [`Typed`] by plain loads (a pointer the verifier typed from BTF).
+pub trait Memory {
+    /// The `T` at `base + offset`.
+    fn get<T: Copy>(base: *const u8, offset: u32) -> ReadResult<T>;
 }
 
-/// Family and addresses of a socket, and its peer's port (not the local port).
+/// Reads through `bpf_probe_read_kernel`: any pointer; a bad one is an error.
+pub enum Probed {}
+
+impl Memory for Probed {
+    #[inline(always)]
+    fn get<T: Copy>(base: *const u8, offset: u32) -> ReadResult<T> {
+        read(base, offset)
+    }
+}
+
+/// Plain loads through a pointer the verifier typed from BTF (a `tp_btf` argument, what a BTF
+/// cast helper returned, and the pointer members read through those): no helper call. The
+/// verifier checks each load against the member at its offset, which it knows because the
+/// offsets are frozen read-only data; a load that faults reads 0 instead of failing.
+pub enum Typed {}
+
+impl Memory for Typed {
+    #[inline(always)]
+    fn get<T: Copy>(base: *const u8, offset: u32) -> ReadResult<T> {
+        // SAFETY: the verifier turns a load through a BTF pointer into one that cannot fault.
+        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) })
+    }
+}
+
+/// Local and remote addresses and ports of a socket.
 #[inline(always)]
-pub fn sock_addresses(
+pub fn sock_endpoints<M: Memory>(
     sk: *const u8,
     local: &mut Endpoint,
     remote: &mut Endpoint,
 ) -> ReadResult<()> {
-    let family = read::<u16>(sk, off!(sk_family))?;
+    local.port = M::get::<u16>(sk, off!(sk_num))?;
+    sock_addresses::<M>(sk, local, remote)
+}
+
+/// Family and addresses of a socket, and its peer's port (not the local port). Addresses are
+/// read as the kernel declares them (`__be32`, and `in6_addr` as four of those), which a
+/// [`Typed`] load must match.
+#[inline(always)]
+pub fn sock_addresses<M: Memory>(
+    sk: *const u8,
+    local: &mut Endpoint,
+    remote: &mut Endpoint,
+) -> ReadResult<()> {
+    let family = M::get::<u16>(sk, off!(sk_family))?;
     local.family = family;
     remote.family = family;
-    remote.port = u16::from_be(read::<u16>(sk, off!(sk_dport))?);
+    remote.port = u16::from_be(M::get::<u16>(sk, off!(sk_dport))?);
     if family == AF_INET {
-        local.addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off!(sk_rcv_saddr))?);
-        remote.addr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off!(sk_daddr))?);
+        local.addr[..4].copy_from_slice(&M::get::<u32>(sk, off!(sk_rcv_saddr))?.to_ne_bytes());
+        remote.addr[..4].copy_from_slice(&M::get::<u32>(sk, off!(sk_daddr))?.to_ne_bytes());
     } else if family == AF_INET6 {
-        local.addr = read::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr))?;
-        remote.addr = read::<[u8; 16]>(sk, off!(sk_v6_daddr))?;
+        local.addr = in6_addr::<M>(sk, off!(sk_v6_rcv_saddr))?;
+        remote.addr = in6_addr::<M>(sk, off!(sk_v6_daddr))?;
     }
     Ok(())
 }
 
+/// The `struct in6_addr` at `base + offset`, read as its four `__be32` words.
+#[inline(always)]
+fn in6_addr<M: Memory>(base: *const u8, offset: u32) -> ReadResult<[u8; 16]> {
+    let word = |i: u32| M::get::<u32>(base, offset + i * 4).map(u32::to_ne_bytes);
+    let (a, b, c, d) = (word(0)?, word(1)?, word(2)?, word(3)?);
+    Ok([
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
+        d[3],
+    ])
+}
+
 /// The cgroup2 id a socket is charged to.
 #[inline(always)]
-pub fn sock_cgroup_id(sk: *const u8) -> ReadResult<u64> {
-    let cgrp = read_ptr(sk, off!(sk_cgroup))?;
-    let kn = read_ptr(cgrp, off!(cgroup_kn))?;
-    read::<u64>(kn, off!(kernfs_node_id))
+pub fn sock_cgroup_id<M: Memory>(sk: *const u8) -> ReadResult<u64> {
+    let cgrp = M::get::<*const u8>(sk, off!(sk_cgroup))?;
+    let kn = M::get::<*const u8>(cgrp, off!(cgroup_kn))?;
+    M::get::<u64>(kn, off!(kernfs_node_id))
 }
 
 /// `sk->sk_err`: the error a failed connect ended with (0 when none was set).
 #[inline(always)]
-pub fn sock_error(sk: *const u8) -> ReadResult<i32> {
-    read::<i32>(sk, off!(sk_err))
+pub fn sock_error<M: Memory>(sk: *const u8) -> ReadResult<i32> {
+    M::get::<i32>(sk, off!(sk_err))
 }
 
 /// `PF_IO_WORKER`: the task is an io_uring worker thread.

@@ -36,7 +36,7 @@ pub fn sockets(
         if let Some(sk) = kernel::file_sock(file)? {
             if mask & 0b111 == 0 {
                 let mut local = Endpoint::default();
-                kernel::sock_endpoints(sk, &mut local, peer)?;
+                kernel::sock_endpoints::<kernel::Probed>(sk, &mut local, peer)?;
             }
             mask |= 1 << fd;
             if relay.is_some() && read::<u16>(sk, off!(sk_family))? == AF_UNIX {

@@ -1,8 +1,10 @@
 //! TCP state changes from the `inet_sock_set_state` tracepoint, attributed to the socket's cgroup
 //! (the change may happen in softirq context, where the current task is unrelated). The program
-//! is a raw tracepoint: it runs on the tracepoint's arguments (the socket and both states)
-//! without the kernel first filling a trace record, so the transitions it ignores (about eight of
-//! a connection's ten) cost little more than the two comparisons. It writes a record for a
+//! is a BTF tracepoint (`tp_btf`): it runs on the tracepoint's arguments (the socket and both
+//! states) without the kernel first filling a trace record, so the transitions it ignores (about
+//! six of a connection's ten) cost little more than the two comparisons, and it reads the socket
+//! by plain loads the verifier checks against the kernel's types ([`kernel::Typed`]), not by a
+//! helper call per field. It writes a record for a
 //! connection established (either side) and a socket listening, none for the other transitions
 //! (a connection's FIN states and close are several per connection and no rule reads them),
 //! and the socket operations they reveal, whichever way they were asked for (a syscall or an
@@ -17,9 +19,11 @@
 //! - a connection closing: its volume since its last sample ([`super::tcp_volume`]).
 
 use aya_ebpf::{
-    macros::{map, raw_tracepoint},
+    cty::c_void,
+    helpers::generated::bpf_skc_to_tcp_sock,
+    macros::{btf_tracepoint, map},
     maps::LruHashMap,
-    programs::RawTracePointContext,
+    programs::BtfTracePointContext,
 };
 use sensor_common::{
     Caller, Endpoint, Hook, ListenerKey, REPEAT_TCP_STATE, RecordKind, RepeatKey, Ring, SockOp,
@@ -35,8 +39,8 @@ use super::{
 };
 use crate::{
     abi::{IPPROTO_TCP, SOCK_STREAM},
-    kernel::{self, ReadResult},
-    maps::{net_wanted, off},
+    kernel::{self, ReadResult, Typed},
+    maps::net_wanted,
 };
 
 const TCP_ESTABLISHED: u32 = 1;
@@ -71,12 +75,12 @@ fn carried_data(state: u32) -> bool {
     )
 }
 
-#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    run_probe!(Hook::TcpState, try_tcp_state(&ctx)) as i32
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    run_probe!(Hook::TcpState, try_tcp_state(&ctx))
 }
 
-fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
+fn try_tcp_state(ctx: &BtfTracePointContext) -> ReadResult<()> {
     // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
     let old_state = ctx.arg::<u64>(1) as u32;
     let new_state = ctx.arg::<u64>(2) as u32;
@@ -91,20 +95,23 @@ fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
     if !wanted {
         return Ok(());
     }
-    let sk: *const u8 = ctx.arg(0);
-    // The kernel fires it for other protocols' sockets too (MPTCP's).
-    if kernel::read::<u16>(sk, off!(sk_protocol))? != IPPROTO_TCP {
+    // The kernel fires it for other protocols' sockets too (MPTCP's): the cast to a TCP socket
+    // answers null for those. What it returns is typed for plain loads, the tcp_sock members
+    // included.
+    // SAFETY: the helper checks the type of the socket it is given.
+    let sk = unsafe { bpf_skc_to_tcp_sock(ctx.arg::<*mut c_void>(0)) } as *const u8;
+    if sk.is_null() {
         return Ok(());
     }
     if closed {
         return tcp_volume::on_close(sk);
     }
-    let cgroup_id = kernel::sock_cgroup_id(sk).unwrap_or(0);
+    let cgroup_id = kernel::sock_cgroup_id::<Typed>(sk).unwrap_or(0);
     if !net_wanted(cgroup_id) {
         return Ok(());
     }
     let (mut local, mut remote) = (Endpoint::default(), Endpoint::default());
-    kernel::sock_endpoints(sk, &mut local, &mut remote)?;
+    kernel::sock_endpoints::<Typed>(sk, &mut local, &mut remote)?;
     let key = ListenerKey {
         cgroup_id,
         port: local.port,
@@ -143,7 +150,7 @@ fn try_tcp_state(ctx: &RawTracePointContext) -> ReadResult<()> {
         let ret = if new_state == TCP_ESTABLISHED {
             0
         } else {
-            match kernel::sock_error(sk)? {
+            match kernel::sock_error::<Typed>(sk)? {
                 0 => -ECONNABORTED,
                 err => -(err as i64),
             }

@@ -19,7 +19,7 @@ use sensor_common::{DIR_EGRESS, DIR_INGRESS, Endpoint, FlowKey, TcpCounters, tcp
 
 use super::{packet::load, traffic::add_flow};
 use crate::{
-    kernel::{self, ReadResult},
+    kernel::{self, Memory, ReadResult, Typed},
     maps::{net_wanted, off},
 };
 
@@ -96,30 +96,30 @@ pub fn sample_ingress(
 }
 
 /// A TCP connection's socket `sk` closing (from a state that carried data): what it moved
-/// since its last sample.
+/// since its last sample. `sk` is a `struct tcp_sock` typed from BTF ([`Typed`]).
 #[inline(always)]
 pub fn on_close(sk: *const u8) -> ReadResult<()> {
     // The host's sockets leave after the cgroup, before the counters are read.
-    let cgroup_id = kernel::sock_cgroup_id(sk).unwrap_or(0);
+    let cgroup_id = kernel::sock_cgroup_id::<Typed>(sk).unwrap_or(0);
     if !net_wanted(cgroup_id) {
         return Ok(());
     }
     let now = TcpCounters {
-        bytes_out: kernel::read::<u64>(sk, off!(tcp_bytes_acked))?,
-        bytes_in: kernel::read::<u64>(sk, off!(tcp_bytes_received))?,
-        segs_out: kernel::read::<u32>(sk, off!(tcp_segs_out))?,
-        segs_in: kernel::read::<u32>(sk, off!(tcp_segs_in))?,
+        bytes_out: Typed::get::<u64>(sk, off!(tcp_bytes_acked))?,
+        bytes_in: Typed::get::<u64>(sk, off!(tcp_bytes_received))?,
+        segs_out: Typed::get::<u32>(sk, off!(tcp_segs_out))?,
+        segs_in: Typed::get::<u32>(sk, off!(tcp_segs_in))?,
     };
     if now.bytes_out == 0 && now.bytes_in == 0 {
         return Ok(());
     }
     let (mut local, mut remote) = (Endpoint::default(), Endpoint::default());
     // The close released the local port (`skc_num` is 0 by now); the source port stays.
-    kernel::sock_addresses(sk, &mut local, &mut remote)?;
-    local.port = u16::from_be(kernel::read::<u16>(sk, off!(inet_sport))?);
+    kernel::sock_addresses::<Typed>(sk, &mut local, &mut remote)?;
+    local.port = u16::from_be(Typed::get::<u16>(sk, off!(inet_sport))?);
     let key = FlowKey::tcp(cgroup_id, &local, &remote, DIR_EGRESS);
     // 0: nothing asked for the cookie, so no sample was taken.
-    let cookie = kernel::read::<u64>(sk, off!(sk_cookie)).unwrap_or(0);
+    let cookie = Typed::get::<u64>(sk, off!(sk_cookie))?;
     add(cookie, &key, &now, true);
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::{Result, bail};
 use aya::{
     Ebpf,
-    programs::{BtfTracePoint, FEntry, KProbe},
+    programs::{FEntry, KProbe},
 };
 
 use super::{
@@ -186,18 +186,9 @@ fn probe_program_types(
         by_kind("raw_tracepoint", |a| {
             matches!(a, Attach::RawTracePoint { .. })
         }),
+        by_kind("tp_btf", |a| matches!(a, Attach::BtfTracePoint { .. })),
         by_kind("cgroup_skb", |a| matches!(a, Attach::CgroupSkb { .. })),
     ];
-    probes.push(Probe {
-        what: "tp_btf",
-        result: (|| {
-            let p: &mut BtfTracePoint = program(ebpf, "feature_tp_btf")?;
-            p.load("sched_process_exec", btf)
-                .map_err(|e| format!("load: {}", super::describe(&e.into())))?;
-            p.attach().map_err(|e| format!("attach: {e:#}"))?;
-            Ok("tp_btf sched_process_exec attached".into())
-        })(),
-    });
     probes.push(Probe {
         what: "kprobe",
         result: (|| {

@@ -26,6 +26,11 @@ pub enum Attach {
     RawTracePoint {
         name: &'static str,
     },
+    /// A BTF tracepoint (`tp_btf`): a raw tracepoint whose arguments the verifier types from
+    /// BTF, so the program reads them by plain loads.
+    BtfTracePoint {
+        name: &'static str,
+    },
     /// A cgroup skb program (`egress` or `ingress`) on the cgroups that hold containers (on the
     /// cgroup2 root with `--net-host`): the host's packets run none.
     CgroupSkb {
@@ -121,6 +126,7 @@ impl std::fmt::Display for Attach {
         match self {
             Attach::TracePoint { category, name } => write!(f, "tracepoint {category}:{name}"),
             Attach::RawTracePoint { name } => write!(f, "raw_tracepoint {name}"),
+            Attach::BtfTracePoint { name } => write!(f, "tp_btf {name}"),
             Attach::CgroupSkb { egress: true } => {
                 write!(f, "cgroup_skb/egress on the cgroups holding containers")
             }
@@ -283,7 +289,7 @@ const NETWORK: [HookSpec; 5] = [
         hook: Hook::TcpState,
         name: "tcp_state",
         program: "inet_sock_set_state",
-        attach: Attach::RawTracePoint {
+        attach: Attach::BtfTracePoint {
             name: "inet_sock_set_state",
         },
         optional: None,

@@ -21,8 +21,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr, FEntry, FExit, KProbe, Program,
-        RawTracePoint, SchedClassifier, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr, FEntry, FExit,
+        KProbe, Program, RawTracePoint, SchedClassifier, TracePoint,
     },
 };
 use sensor_common::{
@@ -272,6 +272,13 @@ pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, spec: &HookSpec) -> Result<()> {
             let p: &mut RawTracePoint = program.try_into().with_context(what)?;
             p.load().with_context(|| format!("loading {}", what()))?;
             p.attach(name)
+                .with_context(|| format!("attaching {}", what()))?;
+        }
+        Attach::BtfTracePoint { name } => {
+            let p: &mut BtfTracePoint = program.try_into().with_context(what)?;
+            p.load(name, btf)
+                .with_context(|| format!("loading {}", what()))?;
+            p.attach()
                 .with_context(|| format!("attaching {}", what()))?;
         }
         Attach::Tc { .. } => {
