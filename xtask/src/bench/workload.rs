@@ -65,6 +65,9 @@ pub const ALL: [Workload; 10] = {
 #[derive(Clone, Copy, Debug)]
 pub struct Size {
     pub dd_bytes: u64,
+    /// How long each `wrk` run lasts. 5 s in a full run: with 2 s, one round's connect-storm
+    /// ratio ranged over 0.92-1.36 (a hiccup of the machine weighs on a short run); with 5 s,
+    /// over 1.06-1.22.
     pub wrk_seconds: u64,
     pub execs: u64,
     pub pings: u64,
@@ -73,7 +76,7 @@ pub struct Size {
 impl Size {
     pub const FULL: Size = Size {
         dd_bytes: 2_000_000,
-        wrk_seconds: 2,
+        wrk_seconds: 5,
         execs: 2000,
         pings: 200_000,
     };
@@ -115,11 +118,17 @@ impl Workload {
     pub fn label(self, size: Size) -> String {
         let what = match self.kind {
             Kind::Dd => format!("dd {} 1-byte blocks", size.dd_bytes),
-            Kind::Nginx => "nginx 2 KiB, wrk -c16 keep-alive".to_string(),
-            Kind::Connect => "TCP connect/accept storm (nginx, Connection: close)".to_string(),
+            Kind::Nginx => format!("nginx 2 KiB, wrk -c16 keep-alive, {} s", size.wrk_seconds),
+            Kind::Connect => format!(
+                "TCP connect/accept storm (nginx, Connection: close), {} s",
+                size.wrk_seconds
+            ),
             Kind::Exec => format!("exec storm, {} × /bin/true", size.execs),
             Kind::Icmp => format!("ICMP echo flood, {} pings to the gateway", size.pings),
-            Kind::Bulk => "bulk TCP, 64 MiB file over one connection".to_string(),
+            Kind::Bulk => format!(
+                "bulk TCP, 64 MiB file over one connection, {} s",
+                size.wrk_seconds
+            ),
         };
         let place = match (self.kind, self.place) {
             (Kind::Nginx | Kind::Connect | Kind::Bulk, Place::Container) => {
