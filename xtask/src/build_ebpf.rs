@@ -25,8 +25,9 @@ pub fn object_path(root: &Path) -> PathBuf {
 /// - `--disable-expand-memcpy-in-order`: its default (`-bpf-expand-memcpy-in-order`) keeps LLVM
 ///   from expanding `memset` into stores, so every zeroed field (an address, a key's padding)
 ///   became a call to a byte-at-a-time loop: 44 iterations for one repeat key.
-/// - `target-cpu=v3` (rustc passes it on as `--cpu`): 32-bit jumps and ALU (Linux 5.1; the programs need 5.8 for ring buffers), so
-///   a `u32` compare is one instruction instead of two shifts and a compare.
+/// - `target-cpu=v3` (rustc passes it on as `--cpu`): 32-bit jumps and ALU (Linux 5.1; the
+///   programs need 5.9 anyway), so a `u32` compare is one instruction instead of two shifts and
+///   a compare.
 const LINKER_FLAGS: [&str; 4] = [
     "-C",
     "link-arg=--disable-expand-memcpy-in-order",
