@@ -568,9 +568,9 @@ fn tcp_bytes(lines: &[Line], cid: &str, direction: &str, peer: &str) -> u64 {
 }
 
 /// TCP volume comes from each connection's own counters, read each time its bytes cross a
-/// multiple of 256 KiB and at its close: a connection that moves 20 MiB and then stays open is measured while it lasts,
-/// whether its data went through syscalls (busybox nc running `head` on the socket) or only
-/// through io_uring requests (`uring-tcp`, IORING_OP_SEND and RECV).
+/// multiple of 256 KiB and at its close: a connection that moves 20 MiB and then stays open is
+/// measured while it lasts, whether its data went through syscalls (busybox nc running `head`
+/// on the socket) or only through io_uring requests (`uring-tcp`, IORING_OP_SEND and RECV).
 #[test]
 fn an_open_connection_is_measured_while_it_lasts_through_syscalls_or_io_uring() {
     const SENT: u64 = 20 << 20;

@@ -21,14 +21,14 @@ pub fn object_path(root: &Path) -> PathBuf {
         .join("release/sensor-ebpf")
 }
 
-/// What bpf-linker is told besides its defaults, as rustc flags:
+/// The rustc flags of the eBPF build, both for bpf-linker beyond its defaults:
 /// - `--disable-expand-memcpy-in-order`: its default (`-bpf-expand-memcpy-in-order`) keeps LLVM
 ///   from expanding `memset` into stores, so every zeroed field (an address, a key's padding)
 ///   became a call to a byte-at-a-time loop: 44 iterations for one repeat key.
 /// - `target-cpu=v3` (rustc passes it on as `--cpu`): 32-bit jumps and ALU (Linux 5.1; the
 ///   programs need 5.9 anyway), so a `u32` compare is one instruction instead of two shifts and
 ///   a compare.
-const LINKER_FLAGS: [&str; 4] = [
+const BPF_RUSTFLAGS: [&str; 4] = [
     "-C",
     "link-arg=--disable-expand-memcpy-in-order",
     "-C",
@@ -45,7 +45,7 @@ pub fn nightly_bpf_args(root: &Path) -> Vec<String> {
         "-Z".into(),
         "build-std=core".into(),
         "--config".into(),
-        format!("target.{BPF_TARGET}.rustflags = {LINKER_FLAGS:?}"),
+        format!("target.{BPF_TARGET}.rustflags = {BPF_RUSTFLAGS:?}"),
         "--release".into(),
         "--target-dir".into(),
         bpf_target_dir(root).to_string_lossy().into_owned(),

@@ -4,11 +4,10 @@
 //! states) without the kernel first filling a trace record, so the transitions it ignores (about
 //! six of a connection's ten) cost little more than the two comparisons, and it reads the socket
 //! by plain loads the verifier checks against the kernel's types ([`kernel::Typed`]), not by a
-//! helper call per field. It writes a record for a
-//! connection established (either side) and a socket listening, none for the other transitions
-//! (a connection's FIN states and close are several per connection and no rule reads them),
-//! and the socket operations they reveal, whichever way they were asked for (a syscall or an
-//! io_uring request):
+//! helper call per field. It writes a record for a connection established (either side) and a
+//! socket listening, none for the other transitions (a connection's FIN states and close are
+//! several per connection and no rule reads them), and the socket operations they reveal,
+//! whichever way they were asked for (a syscall or an io_uring request):
 //! - entering `LISTEN`: a listen, in the listening task's context; the listener's process is
 //!   saved by (cgroup, port) for the connections it will take;
 //! - `SYN_RECV` to `ESTABLISHED`: an accepted connection (the child socket shares the
