@@ -74,9 +74,10 @@ pub struct KernelOffsets {
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub signal_live: u32,
+    /// `linux_binprm.filename`: the path given to execve.
+    pub bprm_filename: u32,
 
     // Tracepoint record fields (from tracefs `format` files).
-    pub tp_exec_filename: u32,
     pub tp_cgroup_root: u32,
     pub tp_cgroup_level: u32,
     pub tp_cgroup_id: u32,

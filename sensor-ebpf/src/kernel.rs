@@ -1,8 +1,8 @@
 //! Reading kernel structs through offsets resolved from BTF at load time.
 //!
 //! Reads go through `bpf_probe_read_kernel`, so a stale pointer yields an error, never a fault;
-//! the socket readers also take plain loads through a pointer typed from BTF ([`Typed`]), where a
-//! program has one. Readers return `Result` and callers decide whether a missing field spoils
+//! the task and socket readers also take plain loads through a pointer typed from BTF
+//! ([`Typed`]), where a program has one (the BTF tracepoints' arguments). Readers return `Result` and callers decide whether a missing field spoils
 //! the record.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
@@ -64,27 +64,29 @@ pub fn cpu() -> u32 {
     unsafe { generated::bpf_get_smp_processor_id() }
 }
 
-/// pid, tgid, parent, cgroup, start time and comm of `task`.
+/// pid, tgid, parent, cgroup, start time and comm of `task`, read through `M`. The comm array
+/// and the pid-namespace walk (an index the verifier cannot follow in a typed pointer) always
+/// go through the helper.
 #[inline(always)]
-pub fn task_ids(task: *const u8, out: &mut TaskIds) -> ReadResult<()> {
-    out.pid = read::<u32>(task, off!(task_pid))?;
-    out.tgid = read::<u32>(task, off!(task_tgid))?;
-    let parent = read_ptr(task, off!(task_real_parent))?;
-    out.ppid = read::<u32>(parent, off!(task_tgid))?;
-    out.start_boot_ns = read::<u64>(task, off!(task_start_boottime))?;
+pub fn task_ids<M: Memory>(task: *const u8, out: &mut TaskIds) -> ReadResult<()> {
+    out.pid = M::get::<u32>(task, off!(task_pid))?;
+    out.tgid = M::get::<u32>(task, off!(task_tgid))?;
+    let parent = M::get::<*const u8>(task, off!(task_real_parent))?;
+    out.ppid = M::get::<u32>(parent, off!(task_tgid))?;
+    out.start_boot_ns = M::get::<u64>(task, off!(task_start_boottime))?;
     out.comm = read::<[u8; COMM_LEN]>(task, off!(task_comm))?;
-    out.cgroup_id = task_cgroup_id(task)?;
+    out.cgroup_id = task_cgroup_id::<M>(task)?;
     out.ns_tgid = task_ns_pid(task).map(|(nr, _)| nr).unwrap_or(0);
     Ok(())
 }
 
 /// The cgroup2 id of `task`: `task->cgroups->dfl_cgrp->kn->id`.
 #[inline(always)]
-pub fn task_cgroup_id(task: *const u8) -> ReadResult<u64> {
-    let css_set = read_ptr(task, off!(task_cgroups))?;
-    let cgrp = read_ptr(css_set, off!(css_set_dfl_cgrp))?;
-    let kn = read_ptr(cgrp, off!(cgroup_kn))?;
-    read::<u64>(kn, off!(kernfs_node_id))
+pub fn task_cgroup_id<M: Memory>(task: *const u8) -> ReadResult<u64> {
+    let css_set = M::get::<*const u8>(task, off!(task_cgroups))?;
+    let cgrp = M::get::<*const u8>(css_set, off!(css_set_dfl_cgrp))?;
+    let kn = M::get::<*const u8>(cgrp, off!(cgroup_kn))?;
+    M::get::<u64>(kn, off!(kernfs_node_id))
 }
 
 /// The task's pid in its own pid namespace and that namespace's `struct pid_namespace *`.
@@ -99,55 +101,71 @@ fn task_ns_pid(task: *const u8) -> ReadResult<(u32, *const u8)> {
     Ok((nr, ns))
 }
 
-/// Real and effective ids, effective capabilities and seccomp mode of `task`.
+/// Real and effective ids, effective capabilities and seccomp mode of `task`, read through
+/// `M`. The capabilities go through the helper: before Linux 6.3 `kernel_cap_t` is two 32-bit
+/// words, which one typed 64-bit load may not span.
 #[inline(always)]
-pub fn task_creds(task: *const u8, out: &mut Creds) -> ReadResult<()> {
-    let cred = read_ptr(task, off!(task_cred))?;
-    out.uid = read::<u32>(cred, off!(cred_uid))?;
-    out.gid = read::<u32>(cred, off!(cred_gid))?;
-    out.euid = read::<u32>(cred, off!(cred_euid))?;
-    out.egid = read::<u32>(cred, off!(cred_egid))?;
+pub fn task_creds<M: Memory>(task: *const u8, out: &mut Creds) -> ReadResult<()> {
+    let cred = M::get::<*const u8>(task, off!(task_cred))?;
+    out.uid = M::get::<u32>(cred, off!(cred_uid))?;
+    out.gid = M::get::<u32>(cred, off!(cred_gid))?;
+    out.euid = M::get::<u32>(cred, off!(cred_euid))?;
+    out.egid = M::get::<u32>(cred, off!(cred_egid))?;
     out.cap_effective = read::<u64>(cred, off!(cred_cap_effective))?;
-    out.seccomp_mode = read::<u32>(task, off!(task_seccomp_mode))?;
+    out.seccomp_mode = M::get::<u32>(task, off!(task_seccomp_mode))?;
     Ok(())
 }
 
-/// Inode numbers of the task's namespaces.
+/// Inode numbers of the task's namespaces, read through `M` (the pid namespace's through the
+/// helper, as in [`task_ids`]).
 #[inline(always)]
-pub fn task_namespaces(task: *const u8, out: &mut Namespaces) -> ReadResult<()> {
-    let nsproxy = read_ptr(task, off!(task_nsproxy))?;
-    out.uts = ns_inum(nsproxy, off!(nsproxy_uts_ns), off!(uts_ns_inum))?;
-    out.ipc = ns_inum(nsproxy, off!(nsproxy_ipc_ns), off!(ipc_ns_inum))?;
-    out.mnt = ns_inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_ns_inum))?;
-    out.net = ns_inum(nsproxy, off!(nsproxy_net_ns), off!(net_ns_inum))?;
-    out.cgroup = ns_inum(nsproxy, off!(nsproxy_cgroup_ns), off!(cgroup_ns_inum))?;
-    let cred = read_ptr(task, off!(task_cred))?;
-    out.user = ns_inum(cred, off!(cred_user_ns), off!(user_ns_inum))?;
+pub fn task_namespaces<M: Memory>(task: *const u8, out: &mut Namespaces) -> ReadResult<()> {
+    let nsproxy = M::get::<*const u8>(task, off!(task_nsproxy))?;
+    out.uts = ns_inum::<M>(nsproxy, off!(nsproxy_uts_ns), off!(uts_ns_inum))?;
+    out.ipc = ns_inum::<M>(nsproxy, off!(nsproxy_ipc_ns), off!(ipc_ns_inum))?;
+    out.mnt = ns_inum::<M>(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_ns_inum))?;
+    out.net = ns_inum::<M>(nsproxy, off!(nsproxy_net_ns), off!(net_ns_inum))?;
+    out.cgroup = ns_inum::<M>(nsproxy, off!(nsproxy_cgroup_ns), off!(cgroup_ns_inum))?;
+    let cred = M::get::<*const u8>(task, off!(task_cred))?;
+    out.user = ns_inum::<M>(cred, off!(cred_user_ns), off!(user_ns_inum))?;
     let (_, pid_ns) = task_ns_pid(task)?;
     out.pid = read::<u32>(pid_ns, off!(pid_ns_inum))?;
     Ok(())
 }
 
 #[inline(always)]
-fn ns_inum(holder: *const u8, ptr_offset: u32, inum_offset: u32) -> ReadResult<u32> {
-    let ns = read_ptr(holder, ptr_offset)?;
-    read::<u32>(ns, inum_offset)
+fn ns_inum<M: Memory>(holder: *const u8, ptr_offset: u32, inum_offset: u32) -> ReadResult<u32> {
+    let ns = M::get::<*const u8>(holder, ptr_offset)?;
+    M::get::<u32>(ns, inum_offset)
 }
 
-/// The `struct file *` behind `fd` in `task`'s file table.
-#[inline(always)]
-pub fn fd_file(task: *const u8, fd: i64) -> ReadResult<*const u8> {
-    if fd < 0 {
-        return Err(-9); // EBADF
+/// A task's open files: the fd array and its size.
+pub struct FdTable {
+    /// `fdt->fd`, a `struct file **`: a plain number to the verifier, read through the helper.
+    array: *const u8,
+    max_fds: u32,
+}
+
+impl FdTable {
+    /// `task->files->fdt`, read through `M`.
+    #[inline(always)]
+    pub fn of<M: Memory>(task: *const u8) -> ReadResult<FdTable> {
+        let files = M::get::<*const u8>(task, off!(task_files))?;
+        let fdt = M::get::<*const u8>(files, off!(files_fdt))?;
+        Ok(FdTable {
+            max_fds: M::get::<u32>(fdt, off!(fdtable_max_fds))?,
+            array: M::get::<*const u8>(fdt, off!(fdtable_fd))?,
+        })
     }
-    let files = read_ptr(task, off!(task_files))?;
-    let fdt = read_ptr(files, off!(files_fdt))?;
-    let max = read::<u32>(fdt, off!(fdtable_max_fds))?;
-    if fd as u64 >= max as u64 {
-        return Err(-9);
+
+    /// The `struct file *` behind `fd` (null when it is closed).
+    #[inline(always)]
+    pub fn file(&self, fd: u32) -> ReadResult<*const u8> {
+        if fd >= self.max_fds {
+            return Err(-9); // EBADF
+        }
+        read_ptr(self.array.wrapping_add((fd as usize) * 8), 0)
     }
-    let array = read_ptr(fdt, off!(fdtable_fd))?;
-    read_ptr(array.wrapping_add((fd as usize) * 8), 0)
 }
 
 const S_IFMT: u16 = 0o170000;
@@ -155,46 +173,35 @@ const S_IFSOCK: u16 = 0o140000;
 const S_IFIFO: u16 = 0o010000;
 const S_IFCHR: u16 = 0o020000;
 
-/// The inode number of a pipe or FIFO file (both ends share it); `None` for other files.
-#[inline(always)]
-pub fn file_fifo(file: *const u8) -> ReadResult<Option<u64>> {
-    let inode = read_ptr(file, off!(file_f_inode))?;
-    let mode = read::<u16>(inode, off!(inode_i_mode))?;
-    if mode & S_IFMT != S_IFIFO {
-        return Ok(None);
-    }
-    Ok(Some(read::<u64>(inode, off!(inode_i_ino))?))
+/// What an open file is, from its inode's mode.
+pub enum FileKind {
+    /// A pipe or FIFO, by inode number (both ends share it).
+    Fifo(u64),
+    /// A socket: its `struct sock *`, and its inode number.
+    Socket(*const u8, u64),
+    /// The terminal side of a pseudo-terminal (a character device of the UNIX98 pty slave
+    /// majors 136-143, `/dev/pts/N`), by inode number.
+    Pty(u64),
+    Other,
 }
 
-/// The inode number of a file.
+/// What `file` is: its inode is read once, its mode once.
 #[inline(always)]
-pub fn file_ino(file: *const u8) -> ReadResult<u64> {
+pub fn file_kind(file: *const u8) -> ReadResult<FileKind> {
     let inode = read_ptr(file, off!(file_f_inode))?;
-    read::<u64>(inode, off!(inode_i_ino))
-}
-
-/// Whether a file is the terminal side of a pseudo-terminal: a character device of the
-/// UNIX98 pty slave majors (136-143, `/dev/pts/N`).
-#[inline(always)]
-pub fn file_is_pty(file: *const u8) -> ReadResult<bool> {
-    let inode = read_ptr(file, off!(file_f_inode))?;
-    if read::<u16>(inode, off!(inode_i_mode))? & S_IFMT != S_IFCHR {
-        return Ok(false);
-    }
-    let major = read::<u32>(inode, off!(inode_i_rdev))? >> 20;
-    Ok((136..=143).contains(&major))
-}
-
-/// The `struct sock *` of a socket file; `None` when the file is not a socket.
-#[inline(always)]
-pub fn file_sock(file: *const u8) -> ReadResult<Option<*const u8>> {
-    let inode = read_ptr(file, off!(file_f_inode))?;
-    let mode = read::<u16>(inode, off!(inode_i_mode))?;
-    if mode & S_IFMT != S_IFSOCK {
-        return Ok(None);
-    }
-    let socket = read_ptr(file, off!(file_private_data))?;
-    Ok(Some(read_ptr(socket, off!(socket_sk))?))
+    let mode = read::<u16>(inode, off!(inode_i_mode))? & S_IFMT;
+    let ino = || read::<u64>(inode, off!(inode_i_ino));
+    Ok(match mode {
+        S_IFIFO => FileKind::Fifo(ino()?),
+        S_IFSOCK => {
+            let socket = read_ptr(file, off!(file_private_data))?;
+            FileKind::Socket(read_ptr(socket, off!(socket_sk))?, ino()?)
+        }
+        S_IFCHR if (136..=143).contains(&(read::<u32>(inode, off!(inode_i_rdev))? >> 20)) => {
+            FileKind::Pty(ino()?)
+        }
+        _ => FileKind::Other,
+    })
 }
 
 /// How a reader reaches kernel memory: [`Probed`] through `bpf_probe_read_kernel` (any

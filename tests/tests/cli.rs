@@ -29,7 +29,7 @@ fn check_reports_usable_and_unavailable_hooks() {
     );
     assert!(line("btf:").contains("/sys/kernel/btf/vmlinux"));
     assert!(line("tracepoint ").contains("usable"), "{stdout}");
-    assert!(line("raw_tracepoint").contains("usable"), "{stdout}");
+    assert!(line("tp_btf").contains("usable"), "{stdout}");
     // What this kernel offers decides what check must say, not the kernel version.
     let has_kprobes = Path::new("/sys/bus/event_source/devices/kprobe").exists();
     let kprobe = line("kprobe");

@@ -12,7 +12,7 @@ use aya_ebpf::{macros::map, maps::LruHashMap};
 use sensor_common::{Namespaces, NsOp, NsRecord, RecordKind, Ring};
 
 use super::record;
-use crate::kernel::{self, ReadResult};
+use crate::kernel::{self, ReadResult, Typed};
 
 /// Each process's namespaces at its last exec or fork, by tgid.
 #[map]
@@ -55,12 +55,12 @@ pub fn compare_and_record(tgid: u32, now: &Namespaces) -> ReadResult<()> {
     NS_SEEN.insert(tgid, *now, 0).map_err(|e| e as i64)
 }
 
-/// Called by the fork hook in the parent's context.
+/// Called by the fork hook in the parent's context, with both tasks typed from BTF.
 #[inline(always)]
 pub fn on_fork(parent: *const u8, child: *const u8, child_tgid: u32) -> ReadResult<()> {
     let (mut ours, mut theirs) = (Namespaces::default(), Namespaces::default());
-    kernel::task_namespaces(parent, &mut ours)?;
-    kernel::task_namespaces(child, &mut theirs)?;
+    kernel::task_namespaces::<Typed>(parent, &mut ours)?;
+    kernel::task_namespaces::<Typed>(child, &mut theirs)?;
     compare_and_record((kernel::pid_tgid() >> 32) as u32, &ours)?;
     if ours != theirs {
         emit(

@@ -1,16 +1,13 @@
 //! Process lifecycle: `sched_process_exec`, `sched_process_fork` and `sched_process_exit`.
 //!
-//! exec and exit use the plain tracepoints (stable fields, current task); fork uses the raw
-//! tracepoint because only its arguments carry the child's `task_struct`. Both exec and fork
-//! also read which of fds 0-2 are sockets ([`super::stdio`]) and compare namespaces
-//! ([`super::namespace`]). Their records are rate limited per cgroup ([`admitted`]), so one
+//! All three are BTF tracepoints (`tp_btf`): their arguments are the kernel's own, typed (the
+//! task, the fork's child, the exec's `linux_binprm`), so the tasks are read by plain loads
+//! ([`Typed`]) rather than a helper call per field, and the kernel fills no trace record. Both
+//! exec and fork also read which of fds 0-2 are sockets ([`super::stdio`]) and compare
+//! namespaces ([`super::namespace`]). Their records are rate limited per cgroup ([`admitted`]), so one
 //! container's exec or fork flood cannot cost another container its events.
 
-use aya_ebpf::{
-    helpers::generated,
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
-};
+use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use sensor_common::{
     ARGV_MAX, Creds, EXEC_ARGV_TRUNCATED, EXEC_EXE_UNLINKED, EXEC_FILENAME_TRUNCATED, EXEC_PARTIAL,
     Endpoint, ExecRecord, ExitRecord, FILENAME_MAX, ForkRecord, Hook, Namespaces, RecordKind, Ring,
@@ -19,7 +16,7 @@ use sensor_common::{
 
 use super::{namespace, record::emit, run_probe, stdio};
 use crate::{
-    kernel::{self, ReadResult, read, read_ptr},
+    kernel::{self, Memory, ReadResult, Typed, read},
     maps::{off, proc_rate_ok},
 };
 
@@ -40,17 +37,20 @@ const EMPTY_IDS: TaskIds = TaskIds {
     comm: [0; 16],
 };
 
-#[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    run_probe!(Hook::Exec, try_exec(&ctx))
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    run_probe!(Hook::Exec, try_exec(&ctx)) as i32
 }
 
-fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
-    let task = kernel::current_task();
+fn try_exec(ctx: &BtfTracePointContext) -> ReadResult<()> {
+    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm); `p` is the
+    // current task.
+    let task: *const u8 = ctx.arg(0);
+    let bprm: *const u8 = ctx.arg(2);
     // Namespaces first: a change since the last exec is reported before the exec, while the
     // process is still the program that made it (nsenter, unshare).
     let mut ns = Namespaces::default();
-    let ns_read = kernel::task_namespaces(task, &mut ns);
+    let ns_read = kernel::task_namespaces::<Typed>(task, &mut ns);
     let ns_check = if ns_read.is_ok() {
         namespace::compare_and_record((kernel::pid_tgid() >> 32) as u32, &ns)
     } else {
@@ -81,12 +81,12 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
         rec._pad2 = 0;
 
         rec.stdio_pipes = [0; 3];
-        let stdio = stdio::sockets(task, &mut rec.stdio_peer, Some(&mut rec.stdio_pipes));
+        let stdio = stdio::sockets::<Typed>(task, &mut rec.stdio_peer, Some(&mut rec.stdio_pipes));
         rec.stdio_sockets = *stdio.as_ref().unwrap_or(&0);
         // Every part is read whatever failed before it; the first failure is the one counted.
-        let ids = kernel::task_ids(task, &mut rec.task);
-        let creds = kernel::task_creds(task, &mut rec.creds);
-        let filename = exec_filename(ctx, rec);
+        let ids = kernel::task_ids::<Typed>(task, &mut rec.task);
+        let creds = kernel::task_creds::<Typed>(task, &mut rec.creds);
+        let filename = exec_filename(bprm, rec);
         let argv = exec_argv(task, rec);
         let exe = exe_link(task, rec);
         let read = ids
@@ -104,49 +104,46 @@ fn try_exec(ctx: &TracePointContext) -> ReadResult<()> {
     ns_check
 }
 
-/// The path given to execve, from the tracepoint's `filename` (`__data_loc char[]`).
+/// The path given to execve (`bprm->filename`, what the tracepoint's own record would copy).
 #[inline(always)]
-fn exec_filename(ctx: &TracePointContext, rec: &mut ExecRecord) -> ReadResult<()> {
-    let at = off!(tp_exec_filename) as usize;
-    // SAFETY: the offset comes from the tracepoint's format file.
-    let loc: u32 = unsafe { ctx.read_at(at) }.map_err(|e| e as i64)?;
-    let src = (ctx_ptr(ctx)).wrapping_add((loc & 0xffff) as usize);
-    let len = kernel::read_kernel_str(src, &mut rec.filename)?;
+fn exec_filename(bprm: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
+    let name = Typed::get::<*const u8>(bprm, off!(bprm_filename))?;
+    let len = kernel::read_kernel_str(name, &mut rec.filename)?;
     rec.filename_len = len as u32;
-    if (loc >> 16) as usize > FILENAME_MAX {
+    // A full buffer: longer when the byte after what fit is not the end.
+    if len + 1 == FILENAME_MAX && read::<u8>(name, len as u32).is_ok_and(|b| b != 0) {
         rec.flags |= EXEC_FILENAME_TRUNCATED;
     }
     Ok(())
-}
-
-#[inline(always)]
-fn ctx_ptr(ctx: &TracePointContext) -> *const u8 {
-    use aya_ebpf::EbpfContext;
-    ctx.as_ptr() as *const u8
 }
 
 /// Whether the new program's executable (`mm->exe_file`) has a link: with none (a memfd, a
 /// deleted file, an `O_TMPFILE` file) the exec is fileless; its file's own name is kept.
 #[inline(always)]
 fn exe_link(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
-    let mm = read_ptr(task, off!(task_mm))?;
-    let file = read_ptr(mm, off!(mm_exe_file))?;
-    let inode = read_ptr(file, off!(file_f_inode))?;
-    if read::<u32>(inode, off!(inode_nlink))? != 0 {
+    let mm = Typed::get::<*const u8>(task, off!(task_mm))?;
+    let file = Typed::get::<*const u8>(mm, off!(mm_exe_file))?;
+    let inode = Typed::get::<*const u8>(file, off!(file_f_inode))?;
+    // A typed load through null reads 0: that must not pass for a file without a link.
+    if inode.is_null() {
+        return Err(-14); // EFAULT
+    }
+    if Typed::get::<u32>(inode, off!(inode_nlink))? != 0 {
         return Ok(());
     }
     rec.flags |= EXEC_EXE_UNLINKED;
-    let dentry = read_ptr(file, off!(file_dentry))?;
-    let name = read_ptr(dentry, off!(dentry_name))?;
+    let dentry = Typed::get::<*const u8>(file, off!(file_dentry))?;
+    // A `const unsigned char *`: a plain number to the verifier, read through the helper.
+    let name = Typed::get::<*const u8>(dentry, off!(dentry_name))?;
     kernel::read_kernel_str(name, &mut rec.exe_file).map(|_| ())
 }
 
 /// The first [`ARGV_MAX`] bytes of the new program's arguments (`mm->arg_start..arg_end`).
 #[inline(always)]
 fn exec_argv(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
-    let mm = read_ptr(task, off!(task_mm))?;
-    let start = read::<u64>(mm, off!(mm_arg_start))?;
-    let end = read::<u64>(mm, off!(mm_arg_end))?;
+    let mm = Typed::get::<*const u8>(task, off!(task_mm))?;
+    let start = Typed::get::<u64>(mm, off!(mm_arg_start))?;
+    let end = Typed::get::<u64>(mm, off!(mm_arg_end))?;
     let mut len = end.saturating_sub(start);
     if len > ARGV_MAX as u64 {
         len = ARGV_MAX as u64;
@@ -167,17 +164,17 @@ fn exec_argv(task: *const u8, rec: &mut ExecRecord) -> ReadResult<()> {
     Ok(())
 }
 
-#[raw_tracepoint(tracepoint = "sched_process_fork")]
-pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     run_probe!(Hook::Fork, try_fork(&ctx)) as i32
 }
 
-fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
+fn try_fork(ctx: &BtfTracePointContext) -> ReadResult<()> {
     // TP_PROTO(struct task_struct *parent, struct task_struct *child)
     let parent: *const u8 = ctx.arg(0);
     let child: *const u8 = ctx.arg(1);
-    let pid = read::<u32>(child, off!(task_pid))?;
-    let tgid = read::<u32>(child, off!(task_tgid))?;
+    let pid = Typed::get::<u32>(child, off!(task_pid))?;
+    let tgid = Typed::get::<u32>(child, off!(task_tgid))?;
     if pid != tgid {
         return Ok(()); // a new thread, not a new process
     }
@@ -187,24 +184,25 @@ fn try_fork(ctx: &RawTracePointContext) -> ReadResult<()> {
             rec.child = EMPTY_IDS;
             rec.stdio_peer = Endpoint::default();
             rec.stdio_sockets = 0;
-            kernel::task_ids(child, &mut rec.child)?;
-            rec.stdio_sockets = stdio::sockets(child, &mut rec.stdio_peer, None)?;
+            kernel::task_ids::<Typed>(child, &mut rec.child)?;
+            rec.stdio_sockets = stdio::sockets::<Typed>(child, &mut rec.stdio_peer, None)?;
             Ok(())
         })?;
     }
     namespace::on_fork(parent, child, tgid)
 }
 
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    run_probe!(Hook::Exit, try_exit())
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    run_probe!(Hook::Exit, try_exit(&ctx)) as i32
 }
 
-fn try_exit() -> ReadResult<()> {
-    let task = kernel::current_task();
+fn try_exit(ctx: &BtfTracePointContext) -> ReadResult<()> {
+    // TP_PROTO(struct task_struct *p, ...); `p` is the current task.
+    let task: *const u8 = ctx.arg(0);
     // Only the last thread of a process: do_exit decrements signal->live before this tracepoint.
-    let signal = read_ptr(task, off!(task_signal))?;
-    if read::<i32>(signal, off!(signal_live))? != 0 {
+    let signal = Typed::get::<*const u8>(task, off!(task_signal))?;
+    if Typed::get::<i32>(signal, off!(signal_live))? != 0 {
         return Ok(());
     }
     namespace::on_exit((kernel::pid_tgid() >> 32) as u32);
@@ -214,7 +212,7 @@ fn try_exit() -> ReadResult<()> {
     emit(Ring::Process, RecordKind::Exit, |rec: &mut ExitRecord| {
         rec.task = EMPTY_IDS;
         rec._pad = 0;
-        rec.exit_code = read::<i32>(task, off!(task_exit_code)).unwrap_or(0);
-        kernel::task_ids(task, &mut rec.task)
+        rec.exit_code = Typed::get::<i32>(task, off!(task_exit_code)).unwrap_or(0);
+        kernel::task_ids::<Typed>(task, &mut rec.task)
     })
 }

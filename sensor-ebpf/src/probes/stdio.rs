@@ -10,42 +10,53 @@ use sensor_common::{Endpoint, STDIO_PTY_SHIFT};
 
 use crate::{
     abi::AF_UNIX,
-    kernel::{self, ReadResult, read},
+    kernel::{self, FdTable, FileKind, Memory, ReadResult, read},
     maps::off,
 };
 
 /// Bit N of the result is set when `task`'s fd N (0-2) is a socket, bit `STDIO_PTY_SHIFT + N`
 /// when it is a pty's terminal side; `peer` gets the first socket's peer. With `relay`,
-/// `relay[N]` gets the inode of fd N when it is a pipe, FIFO, Unix socket or pty.
+/// `relay[N]` gets the inode of fd N when it is a pipe, FIFO, Unix socket or pty. `task` is
+/// read through `M` as far as the fd array; the files through the helper.
 #[inline(always)]
-pub fn sockets(
+pub fn sockets<M: Memory>(
     task: *const u8,
     peer: &mut Endpoint,
     mut relay: Option<&mut [u64; 3]>,
 ) -> ReadResult<u32> {
+    // A task without a file table (exiting) has no stdio: not an error.
+    let Ok(fds) = FdTable::of::<M>(task) else {
+        return Ok(0);
+    };
     let mut mask = 0;
     for fd in 0..3 {
         // A closed fd is not an error.
-        let Ok(file) = kernel::fd_file(task, fd) else {
+        let Ok(file) = fds.file(fd) else {
             continue;
         };
         if file.is_null() {
             continue;
         }
-        let mut channel = kernel::file_fifo(file)?.unwrap_or(0);
-        if let Some(sk) = kernel::file_sock(file)? {
-            if mask & 0b111 == 0 {
-                let mut local = Endpoint::default();
-                kernel::sock_endpoints::<kernel::Probed>(sk, &mut local, peer)?;
+        let channel = match kernel::file_kind(file)? {
+            FileKind::Fifo(ino) => ino,
+            FileKind::Socket(sk, ino) => {
+                if mask & 0b111 == 0 {
+                    let mut local = Endpoint::default();
+                    kernel::sock_endpoints::<kernel::Probed>(sk, &mut local, peer)?;
+                }
+                mask |= 1 << fd;
+                if relay.is_some() && read::<u16>(sk, off!(sk_family))? == AF_UNIX {
+                    ino
+                } else {
+                    0
+                }
             }
-            mask |= 1 << fd;
-            if relay.is_some() && read::<u16>(sk, off!(sk_family))? == AF_UNIX {
-                channel = kernel::file_ino(file)?;
+            FileKind::Pty(ino) if relay.is_some() => {
+                mask |= 1 << (STDIO_PTY_SHIFT + fd);
+                ino
             }
-        } else if relay.is_some() && kernel::file_is_pty(file)? {
-            mask |= 1 << (STDIO_PTY_SHIFT + fd as u32);
-            channel = kernel::file_ino(file)?;
-        }
+            FileKind::Pty(_) | FileKind::Other => 0,
+        };
         if let Some(relay) = relay.as_deref_mut() {
             relay[fd as usize] = channel;
         }

@@ -183,9 +183,6 @@ fn probe_program_types(
     };
     let mut probes = vec![
         by_kind("tracepoint", |a| matches!(a, Attach::TracePoint { .. })),
-        by_kind("raw_tracepoint", |a| {
-            matches!(a, Attach::RawTracePoint { .. })
-        }),
         by_kind("tp_btf", |a| matches!(a, Attach::BtfTracePoint { .. })),
         by_kind("cgroup_skb", |a| matches!(a, Attach::CgroupSkb { .. })),
     ];

@@ -23,32 +23,19 @@ pub enum Attach {
         category: &'static str,
         name: &'static str,
     },
-    RawTracePoint {
-        name: &'static str,
-    },
     /// A BTF tracepoint (`tp_btf`): a raw tracepoint whose arguments the verifier types from
     /// BTF, so the program reads them by plain loads.
-    BtfTracePoint {
-        name: &'static str,
-    },
+    BtfTracePoint { name: &'static str },
     /// A cgroup skb program (`egress` or `ingress`) on the cgroups that hold containers (on the
     /// cgroup2 root with `--net-host`): the host's packets run none.
-    CgroupSkb {
-        egress: bool,
-    },
+    CgroupSkb { egress: bool },
     /// A cgroup sock program on the cgroup2 root (`sock_create`, `post_bind4`, `post_bind6`).
-    CgroupSock {
-        attach: &'static str,
-    },
+    CgroupSock { attach: &'static str },
     /// A cgroup sock_addr program on the cgroup2 root (`connect4`, `connect6`, `sendmsg4`,
     /// `sendmsg6`).
-    CgroupSockAddr {
-        attach: &'static str,
-    },
+    CgroupSockAddr { attach: &'static str },
     /// A TC classifier, attached to every eligible interface as interfaces come and go.
-    Tc {
-        ingress: bool,
-    },
+    Tc { ingress: bool },
     /// A probe on one kernel function: only its callers pay for it.
     Function {
         probe: FunctionProbe,
@@ -125,7 +112,6 @@ impl std::fmt::Display for Attach {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Attach::TracePoint { category, name } => write!(f, "tracepoint {category}:{name}"),
-            Attach::RawTracePoint { name } => write!(f, "raw_tracepoint {name}"),
             Attach::BtfTracePoint { name } => write!(f, "tp_btf {name}"),
             Attach::CgroupSkb { egress: true } => {
                 write!(f, "cgroup_skb/egress on the cgroups holding containers")
@@ -202,17 +188,33 @@ macro_rules! syscall {
 }
 
 const PROCESS: [HookSpec; 5] = [
-    tp(Hook::Exec, "exec", "sched", "sched_process_exec"),
+    HookSpec {
+        hook: Hook::Exec,
+        name: "exec",
+        program: "sched_process_exec",
+        attach: Attach::BtfTracePoint {
+            name: "sched_process_exec",
+        },
+        optional: None,
+    },
     HookSpec {
         hook: Hook::Fork,
         name: "fork",
         program: "sched_process_fork",
-        attach: Attach::RawTracePoint {
+        attach: Attach::BtfTracePoint {
             name: "sched_process_fork",
         },
         optional: None,
     },
-    tp(Hook::Exit, "exit", "sched", "sched_process_exit"),
+    HookSpec {
+        hook: Hook::Exit,
+        name: "exit",
+        program: "sched_process_exit",
+        attach: Attach::BtfTracePoint {
+            name: "sched_process_exit",
+        },
+        optional: None,
+    },
     tp(Hook::CgroupMkdir, "cgroup_mkdir", "cgroup", "cgroup_mkdir"),
     tp(Hook::CgroupRmdir, "cgroup_rmdir", "cgroup", "cgroup_rmdir"),
 ];

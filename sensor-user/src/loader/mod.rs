@@ -22,7 +22,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr, FEntry, FExit,
-        KProbe, Program, RawTracePoint, SchedClassifier, TracePoint,
+        KProbe, Program, SchedClassifier, TracePoint,
     },
 };
 use sensor_common::{
@@ -266,12 +266,6 @@ pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, spec: &HookSpec) -> Result<()> {
             let p: &mut TracePoint = program.try_into().with_context(what)?;
             p.load().with_context(|| format!("loading {}", what()))?;
             p.attach(category, name)
-                .with_context(|| format!("attaching {}", what()))?;
-        }
-        Attach::RawTracePoint { name } => {
-            let p: &mut RawTracePoint = program.try_into().with_context(what)?;
-            p.load().with_context(|| format!("loading {}", what()))?;
-            p.attach(name)
                 .with_context(|| format!("attaching {}", what()))?;
         }
         Attach::BtfTracePoint { name } => {

@@ -11,7 +11,6 @@ pub const DFL_HIERARCHY_ID: u32 = 0;
 
 /// Resolves every offset the programs use; fails naming the first member this kernel lacks.
 pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
-    let exec = TracepointFormat::read(tracefs, "sched", "sched_process_exec")?;
     let mkdir = TracepointFormat::read(tracefs, "cgroup", "cgroup_mkdir")?;
     let sys_enter = TracepointFormat::read(tracefs, "syscalls", "sys_enter_connect")?;
     let sys_exit = TracepointFormat::read(tracefs, "syscalls", "sys_exit_connect")?;
@@ -69,7 +68,7 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         mm_arg_start: o("mm_struct", "arg_start")?,
         mm_arg_end: o("mm_struct", "arg_end")?,
         signal_live: o("signal_struct", "live")?,
-        tp_exec_filename: exec.offset("filename")?,
+        bprm_filename: o("linux_binprm", "filename")?,
         tp_cgroup_root: mkdir.offset("root")?,
         tp_cgroup_level: mkdir.offset("level")?,
         tp_cgroup_id: mkdir.offset("id")?,
