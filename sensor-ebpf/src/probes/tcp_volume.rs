@@ -3,16 +3,20 @@
 //! traffic programs leave a TCP packet after a few loads, and a connection's bytes reach
 //! [`crate::maps::FLOWS`] (as deltas, so user space reads TCP like any other flow)
 //! - while it lasts, from the incoming packet that makes its acknowledged or received bytes
-//!   cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`] (told from the packet's
-//!   acknowledgement number and payload before TCP takes them in; a sender learns its bytes
-//!   arrived from the acknowledgements, a receiver from the data), and
+//!   cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`] (told before TCP takes the packet
+//!   in, from its acknowledgement or its data's end against the socket's own sequence numbers;
+//!   a sender learns its bytes arrived from the acknowledgements, a receiver from the data;
+//!   a receiver's sample counts what the segment brings), and
 //! - when it closes, from the `inet_sock_set_state` program ([`super::tcp`]), which also sees
 //!   connections of containers no traffic program is attached to.
 //!
 //! [`TCP_SOCKS`] keeps what was last added per socket cookie. Counters are the kernel's, so a
 //! connection driven through io_uring counts like one driven by syscalls. Bytes are TCP
-//! payload (headers are not counted); what a connection moved shows within about
-//! [`sensor_common::TCP_SAMPLE_BYTES`] (and one packet) each way, or at its close.
+//! payload (headers are not counted); what a connection moved shows within
+//! [`sensor_common::TCP_SAMPLE_BYTES`] each way (a sender's, and one acknowledgement), or at
+//! its close. (A sample taken on data that
+//! arrived past a gap counts the gap before it is filled; a connection that ends with the gap
+//! never filled keeps that much too many.)
 
 use aya_ebpf::{helpers::generated, macros::map, maps::LruHashMap, programs::SkBuffContext};
 use sensor_common::{DIR_EGRESS, DIR_INGRESS, Endpoint, FlowKey, TcpCounters, tcp_sample_due};
@@ -60,28 +64,41 @@ pub fn sample_ingress(
         }
         &*tp
     };
-    // The packet: acknowledgement number, header length and flags; payload after the header.
-    let ack_seq = u32::from_be(load::<u32>(&ctx.skb, l4 + 8)?);
+    // The packet: sequence and acknowledgement numbers, header length and flags; payload after
+    // the header.
+    let [seq, ack_seq]: [u32; 2] = load(&ctx.skb, l4 + 4)?;
+    let (seq, ack_seq) = (u32::from_be(seq), u32::from_be(ack_seq));
     let [doff, flags]: [u8; 2] = load(&ctx.skb, l4 + 12)?;
     let header = l4 as u64 + ((doff >> 4) as u64) * 4;
     let payload = (ctx.len() as u64).saturating_sub(header);
     // SAFETY: each field is read once, at its own size, as the verifier requires.
-    let now = unsafe {
-        TcpCounters {
-            bytes_out: core::ptr::read_volatile(&tp.bytes_acked),
-            bytes_in: core::ptr::read_volatile(&tp.bytes_received),
-            segs_out: core::ptr::read_volatile(&tp.segs_out),
-            segs_in: core::ptr::read_volatile(&tp.segs_in),
-        }
+    let (now, snd_una, rcv_nxt) = unsafe {
+        (
+            TcpCounters {
+                bytes_out: core::ptr::read_volatile(&tp.bytes_acked),
+                bytes_in: core::ptr::read_volatile(&tp.bytes_received),
+                segs_out: core::ptr::read_volatile(&tp.segs_out),
+                segs_in: core::ptr::read_volatile(&tp.segs_in),
+            },
+            core::ptr::read_volatile(&tp.snd_una),
+            core::ptr::read_volatile(&tp.rcv_nxt),
+        )
     };
-    // SAFETY: as above.
-    let snd_una = unsafe { core::ptr::read_volatile(&tp.snd_una) };
     // What this acknowledgement adds (a stale or odd one adds nothing).
     let newly_acked = match ack_seq.wrapping_sub(snd_una) as i32 {
         n if flags & TCP_ACK != 0 && n > 0 => n as u64,
         _ => 0,
     };
-    if !tcp_sample_due(now.bytes_out, newly_acked) && !tcp_sample_due(now.bytes_in, payload) {
+    // The data the stream holds once this segment is in, beyond what the counters show: its
+    // own and that of the segments ahead of it in the socket's backlog (while the application
+    // holds the socket, segments wait there and the counters lag behind by as much). Measured
+    // against the socket's own next expected byte, so a segment already received adds nothing.
+    let newly_received = match seq.wrapping_add(payload as u32).wrapping_sub(rcv_nxt) as i32 {
+        n if payload != 0 && n > 0 => n as u64,
+        _ => 0,
+    };
+    if !tcp_sample_due(now.bytes_out, newly_acked) && !tcp_sample_due(now.bytes_in, newly_received)
+    {
         return Ok(());
     }
     let key = flow(ctx)?;
@@ -90,8 +107,13 @@ pub fn sample_ingress(
     }
     // SAFETY: the helper takes the program's own skb.
     let cookie = unsafe { generated::bpf_get_socket_cookie(skb.cast()) };
-    // The counters as they stand, before this packet: it shows at the next sample or close.
-    add(cookie, &key, &now, false);
+    // Received bytes as this segment leaves them; acknowledged bytes and segments as they
+    // stand (this acknowledgement shows at the next sample or the close).
+    let after = TcpCounters {
+        bytes_in: now.bytes_in + newly_received,
+        ..now
+    };
+    add(cookie, &key, &after, false);
     Ok(())
 }
 
