@@ -1,9 +1,9 @@
 //! Reading kernel structs through offsets resolved from BTF at load time.
 //!
 //! Reads go through `bpf_probe_read_kernel`, so a stale pointer yields an error, never a fault;
-//! the task and socket readers also take plain loads through a pointer typed from BTF
-//! ([`Typed`]), where a program has one (the BTF tracepoints' arguments). Readers return `Result` and callers decide whether a missing field spoils
-//! the record.
+//! the task readers take plain loads through a pointer typed from BTF ([`Typed`]: the BTF
+//! tracepoints' arguments), and the socket readers either. Readers return `Result` and callers
+//! decide whether a missing field spoils the record.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use sensor_common::{COMM_LEN, Caller, Creds, Endpoint, Namespaces, TaskIds};
@@ -64,29 +64,29 @@ pub fn cpu() -> u32 {
     unsafe { generated::bpf_get_smp_processor_id() }
 }
 
-/// pid, tgid, parent, cgroup, start time and comm of `task`, read through `M`. The comm array
+/// pid, tgid, parent, cgroup, start time and comm of `task`, read by plain loads. The comm array
 /// and the pid-namespace walk (an index the verifier cannot follow in a typed pointer) always
 /// go through the helper.
 #[inline(always)]
-pub fn task_ids<M: Memory>(task: *const u8, out: &mut TaskIds) -> ReadResult<()> {
-    out.pid = M::get::<u32>(task, off!(task_pid))?;
-    out.tgid = M::get::<u32>(task, off!(task_tgid))?;
-    let parent = M::get::<*const u8>(task, off!(task_real_parent))?;
-    out.ppid = M::get::<u32>(parent, off!(task_tgid))?;
-    out.start_boot_ns = M::get::<u64>(task, off!(task_start_boottime))?;
+pub fn task_ids(task: *const u8, out: &mut TaskIds) -> ReadResult<()> {
+    out.pid = Typed::get::<u32>(task, off!(task_pid))?;
+    out.tgid = Typed::get::<u32>(task, off!(task_tgid))?;
+    let parent = Typed::get::<*const u8>(task, off!(task_real_parent))?;
+    out.ppid = Typed::get::<u32>(parent, off!(task_tgid))?;
+    out.start_boot_ns = Typed::get::<u64>(task, off!(task_start_boottime))?;
     out.comm = read::<[u8; COMM_LEN]>(task, off!(task_comm))?;
-    out.cgroup_id = task_cgroup_id::<M>(task)?;
+    out.cgroup_id = task_cgroup_id(task)?;
     out.ns_tgid = task_ns_pid(task).map(|(nr, _)| nr).unwrap_or(0);
     Ok(())
 }
 
 /// The cgroup2 id of `task`: `task->cgroups->dfl_cgrp->kn->id`.
 #[inline(always)]
-pub fn task_cgroup_id<M: Memory>(task: *const u8) -> ReadResult<u64> {
-    let css_set = M::get::<*const u8>(task, off!(task_cgroups))?;
-    let cgrp = M::get::<*const u8>(css_set, off!(css_set_dfl_cgrp))?;
-    let kn = M::get::<*const u8>(cgrp, off!(cgroup_kn))?;
-    M::get::<u64>(kn, off!(kernfs_node_id))
+pub fn task_cgroup_id(task: *const u8) -> ReadResult<u64> {
+    let css_set = Typed::get::<*const u8>(task, off!(task_cgroups))?;
+    let cgrp = Typed::get::<*const u8>(css_set, off!(css_set_dfl_cgrp))?;
+    let kn = Typed::get::<*const u8>(cgrp, off!(cgroup_kn))?;
+    Typed::get::<u64>(kn, off!(kernfs_node_id))
 }
 
 /// The task's pid in its own pid namespace and that namespace's `struct pid_namespace *`.
@@ -101,42 +101,42 @@ fn task_ns_pid(task: *const u8) -> ReadResult<(u32, *const u8)> {
     Ok((nr, ns))
 }
 
-/// Real and effective ids, effective capabilities and seccomp mode of `task`, read through
-/// `M`. The capabilities go through the helper: before Linux 6.3 `kernel_cap_t` is two 32-bit
+/// Real and effective ids, effective capabilities and seccomp mode of `task`, read by plain
+/// loads. The capabilities go through the helper: before Linux 6.3 `kernel_cap_t` is two 32-bit
 /// words, which one typed 64-bit load may not span.
 #[inline(always)]
-pub fn task_creds<M: Memory>(task: *const u8, out: &mut Creds) -> ReadResult<()> {
-    let cred = M::get::<*const u8>(task, off!(task_cred))?;
-    out.uid = M::get::<u32>(cred, off!(cred_uid))?;
-    out.gid = M::get::<u32>(cred, off!(cred_gid))?;
-    out.euid = M::get::<u32>(cred, off!(cred_euid))?;
-    out.egid = M::get::<u32>(cred, off!(cred_egid))?;
+pub fn task_creds(task: *const u8, out: &mut Creds) -> ReadResult<()> {
+    let cred = Typed::get::<*const u8>(task, off!(task_cred))?;
+    out.uid = Typed::get::<u32>(cred, off!(cred_uid))?;
+    out.gid = Typed::get::<u32>(cred, off!(cred_gid))?;
+    out.euid = Typed::get::<u32>(cred, off!(cred_euid))?;
+    out.egid = Typed::get::<u32>(cred, off!(cred_egid))?;
     out.cap_effective = read::<u64>(cred, off!(cred_cap_effective))?;
-    out.seccomp_mode = M::get::<u32>(task, off!(task_seccomp_mode))?;
+    out.seccomp_mode = Typed::get::<u32>(task, off!(task_seccomp_mode))?;
     Ok(())
 }
 
-/// Inode numbers of the task's namespaces, read through `M` (the pid namespace's through the
+/// Inode numbers of the task's namespaces, read by plain loads (the pid namespace's through the
 /// helper, as in [`task_ids`]).
 #[inline(always)]
-pub fn task_namespaces<M: Memory>(task: *const u8, out: &mut Namespaces) -> ReadResult<()> {
-    let nsproxy = M::get::<*const u8>(task, off!(task_nsproxy))?;
-    out.uts = ns_inum::<M>(nsproxy, off!(nsproxy_uts_ns), off!(uts_ns_inum))?;
-    out.ipc = ns_inum::<M>(nsproxy, off!(nsproxy_ipc_ns), off!(ipc_ns_inum))?;
-    out.mnt = ns_inum::<M>(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_ns_inum))?;
-    out.net = ns_inum::<M>(nsproxy, off!(nsproxy_net_ns), off!(net_ns_inum))?;
-    out.cgroup = ns_inum::<M>(nsproxy, off!(nsproxy_cgroup_ns), off!(cgroup_ns_inum))?;
-    let cred = M::get::<*const u8>(task, off!(task_cred))?;
-    out.user = ns_inum::<M>(cred, off!(cred_user_ns), off!(user_ns_inum))?;
+pub fn task_namespaces(task: *const u8, out: &mut Namespaces) -> ReadResult<()> {
+    let nsproxy = Typed::get::<*const u8>(task, off!(task_nsproxy))?;
+    out.uts = ns_inum(nsproxy, off!(nsproxy_uts_ns), off!(uts_ns_inum))?;
+    out.ipc = ns_inum(nsproxy, off!(nsproxy_ipc_ns), off!(ipc_ns_inum))?;
+    out.mnt = ns_inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_ns_inum))?;
+    out.net = ns_inum(nsproxy, off!(nsproxy_net_ns), off!(net_ns_inum))?;
+    out.cgroup = ns_inum(nsproxy, off!(nsproxy_cgroup_ns), off!(cgroup_ns_inum))?;
+    let cred = Typed::get::<*const u8>(task, off!(task_cred))?;
+    out.user = ns_inum(cred, off!(cred_user_ns), off!(user_ns_inum))?;
     let (_, pid_ns) = task_ns_pid(task)?;
     out.pid = read::<u32>(pid_ns, off!(pid_ns_inum))?;
     Ok(())
 }
 
 #[inline(always)]
-fn ns_inum<M: Memory>(holder: *const u8, ptr_offset: u32, inum_offset: u32) -> ReadResult<u32> {
-    let ns = M::get::<*const u8>(holder, ptr_offset)?;
-    M::get::<u32>(ns, inum_offset)
+fn ns_inum(holder: *const u8, ptr_offset: u32, inum_offset: u32) -> ReadResult<u32> {
+    let ns = Typed::get::<*const u8>(holder, ptr_offset)?;
+    Typed::get::<u32>(ns, inum_offset)
 }
 
 /// A task's open files: the fd array and its size.
@@ -147,14 +147,14 @@ pub struct FdTable {
 }
 
 impl FdTable {
-    /// `task->files->fdt`, read through `M`.
+    /// `task->files->fdt`, read by plain loads.
     #[inline(always)]
-    pub fn of<M: Memory>(task: *const u8) -> ReadResult<FdTable> {
-        let files = M::get::<*const u8>(task, off!(task_files))?;
-        let fdt = M::get::<*const u8>(files, off!(files_fdt))?;
+    pub fn of(task: *const u8) -> ReadResult<FdTable> {
+        let files = Typed::get::<*const u8>(task, off!(task_files))?;
+        let fdt = Typed::get::<*const u8>(files, off!(files_fdt))?;
         Ok(FdTable {
-            max_fds: M::get::<u32>(fdt, off!(fdtable_max_fds))?,
-            array: M::get::<*const u8>(fdt, off!(fdtable_fd))?,
+            max_fds: Typed::get::<u32>(fdt, off!(fdtable_max_fds))?,
+            array: Typed::get::<*const u8>(fdt, off!(fdtable_fd))?,
         })
     }
 

@@ -12,7 +12,7 @@ use aya_ebpf::{macros::map, maps::LruHashMap};
 use sensor_common::{Namespaces, NsOp, NsRecord, RecordKind, Ring};
 
 use super::record;
-use crate::kernel::{self, ReadResult, Typed};
+use crate::kernel::{self, ReadResult};
 
 /// Each process's namespaces at its last exec or fork, by tgid.
 #[map]
@@ -59,8 +59,8 @@ pub fn compare_and_record(tgid: u32, now: &Namespaces) -> ReadResult<()> {
 #[inline(always)]
 pub fn on_fork(parent: *const u8, child: *const u8, child_tgid: u32) -> ReadResult<()> {
     let (mut ours, mut theirs) = (Namespaces::default(), Namespaces::default());
-    kernel::task_namespaces::<Typed>(parent, &mut ours)?;
-    kernel::task_namespaces::<Typed>(child, &mut theirs)?;
+    kernel::task_namespaces(parent, &mut ours)?;
+    kernel::task_namespaces(child, &mut theirs)?;
     compare_and_record((kernel::pid_tgid() >> 32) as u32, &ours)?;
     if ours != theirs {
         emit(

@@ -4,8 +4,9 @@
 //! task, the fork's child, the exec's `linux_binprm`), so the tasks are read by plain loads
 //! ([`Typed`]) rather than a helper call per field, and the kernel fills no trace record. Both
 //! exec and fork also read which of fds 0-2 are sockets ([`super::stdio`]) and compare
-//! namespaces ([`super::namespace`]). Their records are rate limited per cgroup ([`admitted`]), so one
-//! container's exec or fork flood cannot cost another container its events.
+//! namespaces ([`super::namespace`]). Their records are rate limited per cgroup
+//! ([`admitted`]), so one container's exec or fork flood cannot cost another container its
+//! events.
 
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use sensor_common::{
@@ -50,7 +51,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> ReadResult<()> {
     // Namespaces first: a change since the last exec is reported before the exec, while the
     // process is still the program that made it (nsenter, unshare).
     let mut ns = Namespaces::default();
-    let ns_read = kernel::task_namespaces::<Typed>(task, &mut ns);
+    let ns_read = kernel::task_namespaces(task, &mut ns);
     let ns_check = if ns_read.is_ok() {
         namespace::compare_and_record((kernel::pid_tgid() >> 32) as u32, &ns)
     } else {
@@ -81,11 +82,11 @@ fn try_exec(ctx: &BtfTracePointContext) -> ReadResult<()> {
         rec._pad2 = 0;
 
         rec.stdio_pipes = [0; 3];
-        let stdio = stdio::sockets::<Typed>(task, &mut rec.stdio_peer, Some(&mut rec.stdio_pipes));
+        let stdio = stdio::sockets(task, &mut rec.stdio_peer, Some(&mut rec.stdio_pipes));
         rec.stdio_sockets = *stdio.as_ref().unwrap_or(&0);
         // Every part is read whatever failed before it; the first failure is the one counted.
-        let ids = kernel::task_ids::<Typed>(task, &mut rec.task);
-        let creds = kernel::task_creds::<Typed>(task, &mut rec.creds);
+        let ids = kernel::task_ids(task, &mut rec.task);
+        let creds = kernel::task_creds(task, &mut rec.creds);
         let filename = exec_filename(bprm, rec);
         let argv = exec_argv(task, rec);
         let exe = exe_link(task, rec);
@@ -184,8 +185,8 @@ fn try_fork(ctx: &BtfTracePointContext) -> ReadResult<()> {
             rec.child = EMPTY_IDS;
             rec.stdio_peer = Endpoint::default();
             rec.stdio_sockets = 0;
-            kernel::task_ids::<Typed>(child, &mut rec.child)?;
-            rec.stdio_sockets = stdio::sockets::<Typed>(child, &mut rec.stdio_peer, None)?;
+            kernel::task_ids(child, &mut rec.child)?;
+            rec.stdio_sockets = stdio::sockets(child, &mut rec.stdio_peer, None)?;
             Ok(())
         })?;
     }
@@ -213,6 +214,6 @@ fn try_exit(ctx: &BtfTracePointContext) -> ReadResult<()> {
         rec.task = EMPTY_IDS;
         rec._pad = 0;
         rec.exit_code = Typed::get::<i32>(task, off!(task_exit_code)).unwrap_or(0);
-        kernel::task_ids::<Typed>(task, &mut rec.task)
+        kernel::task_ids(task, &mut rec.task)
     })
 }

@@ -10,22 +10,22 @@ use sensor_common::{Endpoint, STDIO_PTY_SHIFT};
 
 use crate::{
     abi::AF_UNIX,
-    kernel::{self, FdTable, FileKind, Memory, ReadResult, read},
+    kernel::{self, FdTable, FileKind, ReadResult, read},
     maps::off,
 };
 
 /// Bit N of the result is set when `task`'s fd N (0-2) is a socket, bit `STDIO_PTY_SHIFT + N`
 /// when it is a pty's terminal side; `peer` gets the first socket's peer. With `relay`,
-/// `relay[N]` gets the inode of fd N when it is a pipe, FIFO, Unix socket or pty. `task` is
-/// read through `M` as far as the fd array; the files through the helper.
+/// `relay[N]` gets the inode of fd N when it is a pipe, FIFO, Unix socket or pty. `task` (typed
+/// from BTF) is read by plain loads as far as the fd array; the files through the helper.
 #[inline(always)]
-pub fn sockets<M: Memory>(
+pub fn sockets(
     task: *const u8,
     peer: &mut Endpoint,
     mut relay: Option<&mut [u64; 3]>,
 ) -> ReadResult<u32> {
     // A task without a file table (exiting) has no stdio: not an error.
-    let Ok(fds) = FdTable::of::<M>(task) else {
+    let Ok(fds) = FdTable::of(task) else {
         return Ok(0);
     };
     let mut mask = 0;
