@@ -383,10 +383,10 @@ impl Pipeline {
         }
     }
 
-    /// After a drain: container cgroups are applied, a new container's veth is watched from its
-    /// first packet, and when the drain found records, the rings are drained again
-    /// [`RING_WAKE_GAP_NS`] later for the records the kernel submitted meanwhile without waking
-    /// us.
+    /// After a drain: container cgroups are applied, a new container's routed link (or bridge)
+    /// is watched from its first packet, and when the drain found records, the rings are
+    /// drained again [`RING_WAKE_GAP_NS`] later for the records the kernel submitted meanwhile
+    /// without waking us.
     fn after_drain(&mut self, drained: &Drained, sensor: &mut LoadedSensor, recheck: &mut Recheck) {
         self.apply_cgroups(sensor);
         if drained.netns_ready {
@@ -442,7 +442,7 @@ impl Pipeline {
 /// What one drain of the rings found.
 struct Drained {
     records: usize,
-    /// A container's first process ran: its veth exists now.
+    /// A container's first process ran: its network links exist now.
     netns_ready: bool,
 }
 

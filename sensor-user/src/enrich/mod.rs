@@ -155,7 +155,7 @@ impl Enricher {
     }
 
     /// Whether a container's first process ran since the last call: its network namespace and
-    /// interfaces exist by then, so the loader can attach to its veth.
+    /// interfaces exist by then, so the loader can attach to its routed link.
     pub fn take_netns_ready(&mut self) -> bool {
         std::mem::take(&mut self.netns_ready)
     }

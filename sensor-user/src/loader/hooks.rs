@@ -4,8 +4,8 @@
 //! every task on the node on the slow path (docs/benchmarks.md). Operations are seen where the
 //! kernel does the work, which is also where io_uring requests pass: sched and cgroup
 //! tracepoints, cgroup sock / sock_addr programs on the cgroup2 root, cgroup skb programs on
-//! containers' cgroups, `sock` and `signal` tracepoints and TC classifiers on bridges and veths,
-//! all of which load on every kernel with BTF.
+//! containers' cgroups, `sock` and `signal` tracepoints and TC classifiers on bridges and routed
+//! container links, all of which load on every kernel with BTF.
 //!
 //! What the kernel shows nowhere but on the syscall path (socket creation of the netlink and
 //! packet families, ptrace, bpf(), perf_event_open, mount, fsopen) is watched on those
@@ -124,10 +124,10 @@ impl std::fmt::Display for Attach {
                 write!(f, "cgroup/{attach} on the cgroup2 root")
             }
             Attach::Tc { ingress: true } => {
-                write!(f, "tc ingress on every bridge and veth")
+                write!(f, "tc ingress on every bridge and routed container link")
             }
             Attach::Tc { ingress: false } => {
-                write!(f, "tc egress on every bridge and veth")
+                write!(f, "tc egress on every bridge and routed container link")
             }
             Attach::Function { probe, function } => match function.symbol() {
                 Ok(symbol) => write!(f, "{} {symbol}", probe.name()),
