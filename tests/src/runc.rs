@@ -418,18 +418,32 @@ fn setup_network(id: &str, dir: &Path) -> String {
     ns
 }
 
-/// A free address in 172.17.0.0/16, claimed by creating a file named after it.
+/// A free address in 172.17.0.0/16, claimed by creating a file named after it. Addresses are
+/// handed out in turn, after the last one claimed (as Docker's allocator does), not the lowest
+/// free one: a removed container's namespace is destroyed in the background, and until it is,
+/// its veth still answers for the address, which a new container must not hold yet.
 fn claim_ip() -> String {
+    // Slot s is 172.17.(s / 250).(s % 250 + 2): from s = FIRST, 172.17.0.4, to 172.17.254.251.
+    const FIRST: u32 = 2;
+    const SLOTS: u32 = 250 * 255 - FIRST;
     let dir = Path::new(STATE).join("ips");
     fs::create_dir_all(&dir).unwrap();
-    for n in 2..65000u32 {
-        let ip = format!("172.17.{}.{}", n / 250, n % 250 + 2);
+    let next_file = dir.join("next");
+    let start = fs::read_to_string(&next_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    for n in (0..SLOTS).map(|i| (start + i) % SLOTS) {
+        let slot = n + FIRST;
+        let ip = format!("172.17.{}.{}", slot / 250, slot % 250 + 2);
         if fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(dir.join(&ip))
             .is_ok()
         {
+            // A hint only: two claims at once may read the same one, and the files decide.
+            let _ = fs::write(&next_file, (n + 1).to_string());
             return ip;
         }
     }
