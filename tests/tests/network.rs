@@ -256,7 +256,11 @@ fn ping_size_and_crafted_payloads_are_measured_per_container() {
         .cloned()
         .collect()
     };
-    assert!(sensor.wait_until(Duration::from_secs(10), |evs| packets(&on_wire(evs)) >= 5));
+    assert!(
+        sensor.wait_until(Duration::from_secs(10), |evs| packets(&on_wire(evs)) >= 5),
+        "the bridge's records of the requests: {:?}",
+        on_wire(&sensor.lines())
+    );
     let evs = sensor.lines();
     let wire = on_wire(&evs);
     assert_eq!(packets(&wire), 5, "{wire:?}");
@@ -314,8 +318,11 @@ fn pings_into_a_container_and_between_containers_are_counted() {
         ))
     };
     assert!(
+        // Every count awaited: one interval's records are written one by one.
         sensor.wait_until(Duration::from_secs(20), |evs| {
-            packets(&wire(evs, "ingress", "echo_reply")) >= 3
+            packets(&wire(evs, "egress", "echo_request")) >= 3
+                && packets(&wire(evs, "ingress", "echo_reply")) >= 3
+                && own(evs, "egress", "echo_request") >= 3
                 && own(evs, "ingress", "echo_reply") >= 3
         }),
         "ICMP records incomplete: {:?}",
