@@ -419,9 +419,9 @@ fn setup_network(id: &str, dir: &Path) -> String {
 }
 
 /// A free address in 172.17.0.0/16, claimed by creating a file named after it. Addresses are
-/// handed out in turn, after the last one claimed (as Docker's allocator does), not the lowest
-/// free one: a removed container's namespace is destroyed in the background, and until it is,
-/// its veth still answers for the address, which a new container must not hold yet.
+/// handed out in turn, after the last one claimed, not the lowest free one: a removed
+/// container's namespace is destroyed in the background, and until it is, its veth still
+/// answers for the address, which a new container must not hold yet.
 fn claim_ip() -> String {
     // Slot s is 172.17.(s / 250).(s % 250 + 2): from s = FIRST, 172.17.0.4, to 172.17.254.251.
     const FIRST: u32 = 2;
