@@ -14,9 +14,8 @@
 //! connection driven through io_uring counts like one driven by syscalls. Bytes are TCP
 //! payload (headers are not counted); what a connection moved shows within
 //! [`sensor_common::TCP_SAMPLE_BYTES`] each way (a sender's, and one acknowledgement), or at
-//! its close. (A sample taken on data that
-//! arrived past a gap counts the gap before it is filled; a connection that ends with the gap
-//! never filled keeps that much too many.)
+//! its close. (A sample taken on data that arrived past a gap counts the gap before it is
+//! filled; a connection that ends with the gap never filled keeps that much too many.)
 
 use aya_ebpf::{helpers::generated, macros::map, maps::LruHashMap, programs::SkBuffContext};
 use sensor_common::{DIR_EGRESS, DIR_INGRESS, Endpoint, FlowKey, TcpCounters, tcp_sample_due};

@@ -23,7 +23,7 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
 };
 
-use super::{Attach, HookSpec};
+use super::{Attach, HookSpec, program_as};
 
 /// ARPHRD_ETHER: interfaces whose frames start with an ethernet header.
 const ARPHRD_ETHER: u32 = 1;
@@ -142,21 +142,20 @@ impl Drop for Interfaces {
 fn container_facing(name: &str, index: u32) -> bool {
     let at = |f: &str| read_u32(format!("/sys/class/net/{name}/{f}"));
     let has = |f: &str| std::path::Path::new(&format!("/sys/class/net/{name}/{f}")).exists();
-    let flags = fs::read_to_string(format!("/sys/class/net/{name}/flags"))
-        .ok()
-        .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0);
-    let routed = || at("iflink") != Some(index) && flags & IFF_UP != 0 && !has("brport");
+    let up = || {
+        fs::read_to_string(format!("/sys/class/net/{name}/flags"))
+            .ok()
+            .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+            .is_some_and(|flags| flags & IFF_UP != 0)
+    };
+    let routed = || at("iflink") != Some(index) && !has("brport") && up();
     at("type") == Some(ARPHRD_ETHER) && (has("bridge") || routed())
 }
 
 /// Detaches the classifiers of one interface (which still exists).
 fn detach_all(ebpf: &mut Ebpf, attached: Attached) {
     for (program, link) in attached.links {
-        let detached = ebpf
-            .program_mut(program)
-            .context("program missing")
-            .and_then(|p| <&mut SchedClassifier>::try_from(p).map_err(anyhow::Error::from))
+        let detached = program_as::<SchedClassifier>(ebpf, program)
             .and_then(|p| p.detach(link).map_err(anyhow::Error::from));
         if let Err(e) = detached {
             log::warn!("could not detach {program} from {}: {e:#}", attached.name);
@@ -177,10 +176,7 @@ fn attach_all(
         let Attach::Tc { ingress } = spec.attach else {
             continue;
         };
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(spec.program)
-            .with_context(|| format!("program {} missing", spec.program))?
-            .try_into()?;
+        let program = program_as::<SchedClassifier>(ebpf, spec.program)?;
         let kind = if ingress {
             TcAttachType::Ingress
         } else {

@@ -389,6 +389,18 @@ fn cgroup_root(what: &str) -> Result<File> {
     File::open(&root).with_context(|| format!("opening {}", root.display()))
 }
 
+/// The loaded program `name` as its type `P` (the programs attached per cgroup or interface as
+/// they come and go).
+fn program_as<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing"))?
+        .try_into()
+        .map_err(anyhow::Error::from)
+}
+
 /// An error chain on one line, without aya's empty "Verifier output:" tail.
 pub fn describe(e: &anyhow::Error) -> String {
     format!("{e:#}")

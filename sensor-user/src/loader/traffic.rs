@@ -25,7 +25,7 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLinkId},
 };
 
-use super::{Attach, HookSpec};
+use super::{Attach, HookSpec, program_as};
 
 /// The cgroups the traffic programs are attached to.
 #[derive(Default)]
@@ -84,7 +84,7 @@ impl TrafficCgroups {
             let Attach::CgroupSkb { egress } = spec.attach else {
                 continue;
             };
-            let result = program(ebpf, spec.program).and_then(|p| {
+            let result = program_as::<CgroupSkb>(ebpf, spec.program).and_then(|p| {
                 let kind = if egress {
                     CgroupSkbAttachType::Egress
                 } else {
@@ -127,16 +127,9 @@ impl TrafficCgroups {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSkb> {
-    ebpf.program_mut(name)
-        .with_context(|| format!("program {name} missing"))?
-        .try_into()
-        .map_err(anyhow::Error::from)
-}
-
 fn detach(ebpf: &mut Ebpf, links: Vec<(&'static str, CgroupSkbLinkId)>) {
     for (name, link) in links {
-        if let Ok(p) = program(ebpf, name) {
+        if let Ok(p) = program_as::<CgroupSkb>(ebpf, name) {
             let _ = p.detach(link);
         }
     }
