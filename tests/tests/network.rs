@@ -363,8 +363,9 @@ fn pings_into_a_container_and_between_containers_are_counted() {
 /// A TCP server and client in two containers that make every socket operation through io_uring
 /// requests (`uring-tcp`: IORING_OP_SOCKET, BIND, LISTEN, ACCEPT, RECV / SOCKET, CONNECT, SEND,
 /// never the socket syscalls) are reported like their syscall twins, with both container ids
-/// and the addresses. Before Linux 6.11 there is no IORING_OP_BIND or LISTEN: there the server
-/// binds and listens by syscall and the rest stays io_uring.
+/// and the addresses; the client's socket and connect, run by io_uring's worker threads, say
+/// so. Before Linux 6.11 there is no IORING_OP_BIND or LISTEN: there the server binds and listens
+/// by syscall and the rest stays io_uring.
 #[test]
 fn socket_operations_through_io_uring_are_reported_like_syscalls() {
     let sensor = Sensor::start("uring_tcp");
@@ -393,11 +394,17 @@ fn socket_operations_through_io_uring_are_reported_like_syscalls() {
     assert_eq!(docker(&["wait", &client]).trim(), "0", "the client failed");
     assert_eq!(docker(&["wait", sid]).trim(), "0", "the server failed");
 
-    for (cid, what) in [(sid.as_str(), "server"), (client.as_str(), "client")] {
+    // The server's requests run inline in its own thread, the client's in io_uring's workers
+    // (`IOSQE_ASYNC`): only those are told apart as io_uring's.
+    for (cid, what, worker) in [
+        (sid.as_str(), "server", false),
+        (client.as_str(), "client", true),
+    ] {
         let socket = sensor.expect(&format!("the {what}'s socket"), |e| {
             sock_op(e, "socket", cid).is_some_and(|s| s.r#type == "stream")
         });
         assert_eq!(socket.process().exe, "/uring-tcp", "{socket:?}");
+        assert_eq!(socket.socket().io_uring, worker, "{socket:?}");
     }
     let bind = sensor.expect("bind", |e| sock_op(e, "bind", sid).is_some());
     assert_eq!(endpoint(&bind.socket().local).port, 7070, "{bind:?}");
@@ -411,6 +418,7 @@ fn socket_operations_through_io_uring_are_reported_like_syscalls() {
         "{c:?}"
     );
     assert!(c.error.is_empty(), "{c:?}");
+    assert!(c.io_uring, "the connect ran in an io_uring worker: {c:?}");
     let client_ip = ev::addr(&c.local).to_string();
     let accept = sensor.expect("accept", |e| sock_op(e, "accept", sid).is_some());
     let a = accept.socket();

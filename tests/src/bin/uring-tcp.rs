@@ -6,13 +6,17 @@
 //! BYTES bytes, then keeps the connection open HOLD_SECS seconds) and exits 0. Each request
 //! gives up after 20 s (the server's wait for the close: after 120 s).
 //!
+//! The server's requests run inline, in its own thread; the client asks for its socket and
+//! connect to run in io_uring's worker threads (`IOSQE_ASYNC`), the other way a request is
+//! carried out, which a sensor can tell from the task that runs it.
+//!
 //! `IORING_OP_BIND` and `IORING_OP_LISTEN` came in Linux 6.11: on older kernels (Debian 12's
 //! 6.1) the server binds and listens by syscall and says so on stderr; socket, accept, recv,
 //! connect and send stay io_uring requests there.
 
 use std::{io, mem, net::Ipv4Addr, process::ExitCode, time::Duration};
 
-use io_uring::{IoUring, Probe, opcode, types};
+use io_uring::{IoUring, Probe, opcode, squeue, types};
 use sensor_tests::uring::complete;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -72,14 +76,17 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
 
 const ADDR_LEN: u32 = mem::size_of::<libc::sockaddr_in>() as u32;
 
-fn tcp_socket(ring: &mut IoUring) -> io::Result<types::Fd> {
-    let socket = opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0).build();
+/// A TCP socket, created by an io-wq worker when `flags` holds `ASYNC`.
+fn tcp_socket(ring: &mut IoUring, flags: squeue::Flags) -> io::Result<types::Fd> {
+    let socket = opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0)
+        .build()
+        .flags(flags);
     Ok(types::Fd(complete(ring, socket, Some(LIMIT))? as i32))
 }
 
 fn server(port: u16) -> io::Result<()> {
     let mut ring = IoUring::new(8)?;
-    let fd = tcp_socket(&mut ring)?;
+    let fd = tcp_socket(&mut ring, squeue::Flags::empty())?;
     let addr = sockaddr(Ipv4Addr::UNSPECIFIED, port);
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe)?;
@@ -111,9 +118,11 @@ fn server(port: u16) -> io::Result<()> {
 
 fn client(ip: Ipv4Addr, port: u16, volume: Option<Volume>) -> io::Result<()> {
     let mut ring = IoUring::new(8)?;
-    let fd = tcp_socket(&mut ring)?;
+    let fd = tcp_socket(&mut ring, squeue::Flags::ASYNC)?;
     let addr = sockaddr(ip, port);
-    let connect = opcode::Connect::new(fd, (&raw const addr).cast(), ADDR_LEN).build();
+    let connect = opcode::Connect::new(fd, (&raw const addr).cast(), ADDR_LEN)
+        .build()
+        .flags(squeue::Flags::ASYNC);
     complete(&mut ring, connect, Some(LIMIT))?;
     let Some(Volume { bytes, hold }) = volume else {
         let msg = b"hello over io_uring\n";
