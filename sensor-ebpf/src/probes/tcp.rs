@@ -37,21 +37,14 @@ use super::{
     tcp_volume,
 };
 use crate::{
-    abi::{IPPROTO_TCP, SOCK_STREAM},
+    abi::{
+        IPPROTO_TCP, SOCK_STREAM, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED,
+        TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
+    },
     kernel::{self, ReadResult, Typed},
     maps::net_wanted,
 };
 
-const TCP_ESTABLISHED: u32 = 1;
-const TCP_SYN_SENT: u32 = 2;
-const TCP_SYN_RECV: u32 = 3;
-const TCP_FIN_WAIT1: u32 = 4;
-const TCP_FIN_WAIT2: u32 = 5;
-const TCP_CLOSE: u32 = 7;
-const TCP_CLOSE_WAIT: u32 = 8;
-const TCP_LAST_ACK: u32 = 9;
-const TCP_LISTEN: u32 = 10;
-const TCP_CLOSING: u32 = 11;
 /// What a connect closed before it was established reports when the socket holds no error.
 const ECONNABORTED: i64 = 103;
 

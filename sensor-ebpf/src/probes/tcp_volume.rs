@@ -22,6 +22,7 @@ use sensor_common::{DIR_EGRESS, DIR_INGRESS, Endpoint, FlowKey, TcpCounters, tcp
 
 use super::{packet::load, traffic::add_flow};
 use crate::{
+    abi::TCP_LISTEN,
     kernel::{self, Memory, ReadResult, Typed},
     maps::{net_wanted, off},
 };
@@ -52,9 +53,11 @@ pub fn sample_ingress(
         if sk.is_null() {
             return Ok(());
         }
-        // A request or timewait socket (the handshake's last ACK, a late FIN) has no counters.
+        // A request or timewait socket (a late FIN) has no counters, and a listener (which
+        // takes the handshake's last ACK) none that move: its sequence numbers would make
+        // every such ACK look like a sample.
         let full = generated::bpf_sk_fullsock(sk);
-        if full.is_null() {
+        if full.is_null() || (*full).state == TCP_LISTEN {
             return Ok(());
         }
         let tp = generated::bpf_tcp_sock(full);
