@@ -152,7 +152,9 @@ enum Cmd {
         #[arg(long = "workload", value_name = "NAME")]
         workloads: Vec<String>,
         /// Instead: each workload once under the sensor with the kernel's BPF run-time
-        /// statistics on, and the time each of the sensor's programs took (target/bench/).
+        /// statistics on, and the time each of the sensor's programs took; then once more
+        /// under `perf record`, and the share of each busy process's CPU in the sensor's
+        /// programs, the kernel's work of running them included (target/bench/).
         #[arg(long)]
         hook_costs: bool,
         /// Rounds instead of 5 (2 with --quick). The results then go to target/bench/.

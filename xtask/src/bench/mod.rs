@@ -15,6 +15,7 @@ mod chart;
 mod fixture;
 mod hook_cost;
 pub(crate) mod mode;
+mod profile;
 mod report;
 mod workload;
 
@@ -91,7 +92,8 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
     };
     let rounds = opts.rounds.unwrap_or(rounds);
     if opts.hook_costs {
-        let md = hook_cost::measure(&fx, &paths, &selected, size)?;
+        let mut md = hook_cost::measure(&fx, &paths, &selected, size)?;
+        md.push_str(&profile::measure(&fx, &paths, &selected, size)?);
         println!("\n{md}");
         let path = paths.dir.join("hook-costs.md");
         fs::write(&path, &md)?;
