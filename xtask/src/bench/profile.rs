@@ -13,10 +13,10 @@
 //! samples every CPU; a sample counts for the sensor when its call chain passes through one of
 //! the kernel's program runners ([`RUNNERS`]) or a program itself (`bpf_prog_*`). Reported per
 //! busy process: its share of the samples, and the share of its own samples in the sensor's
-//! programs by runner. Sampling noise: about one point in the square root of a share's samples
-//! (a 4% share of 15 000 samples is 4.0 +- 0.16%), far below the run-to-run drift of a rate;
-//! so two builds compare better here than in the overhead table. Effects outside the call
-//! chain (caches the programs evict) are not counted.
+//! programs by runner. A share is a count of samples, so its noise is binomial (a 4% share of
+//! 15 000 samples is 4.0 +- 0.16%), far below the run-to-run drift of a request rate: two
+//! builds compare better here than in the overhead table. Effects outside the call chain
+//! (caches the programs evict) are not counted.
 
 use std::{
     collections::BTreeMap,
