@@ -35,7 +35,9 @@ use super::{
 };
 use crate::util;
 
-/// The kernel functions that run the sensor's kinds of programs, by the name the report gives.
+/// The kernel functions that run the sensor's kinds of programs, by the name the report gives
+/// (`bpf_trace_run` for its variants by argument count, `bpf_trace_run1` to `12`). They run
+/// every program at their hook, another tool's too: the bench's node runs the sensor's alone.
 const RUNNERS: [(&str, &str); 4] = [
     ("cgroup skb", "__cgroup_bpf_run_filter_skb"),
     ("cgroup sock", "__cgroup_bpf_run_filter_sk"),
@@ -126,22 +128,35 @@ fn tally(script: &str) -> BTreeMap<String, Tally> {
             .collect();
         let t = tallies.entry(comm.to_string()).or_default();
         t.samples += 1;
-        let runner = RUNNERS
-            .iter()
-            .find(|(_, f)| frames.iter().any(|s| s.starts_with(f)))
-            .map(|(name, _)| *name)
-            .or_else(|| {
-                frames
-                    .iter()
-                    .any(|s| s.starts_with("bpf_prog_"))
-                    .then_some("other")
-            });
+        let runner = frames.iter().find_map(|s| runner_of(s)).or_else(|| {
+            frames
+                .iter()
+                .any(|s| s.starts_with("bpf_prog_"))
+                .then_some("other")
+        });
         if let Some(runner) = runner {
             t.sensor += 1;
             *t.by_runner.entry(runner).or_default() += 1;
         }
     }
     tallies
+}
+
+/// The runner a frame's symbol names: the symbol without a compiler suffix (`.isra.0`) equal
+/// to one of [`RUNNERS`], `bpf_trace_run1` to `bpf_trace_run12` standing for `bpf_trace_run`.
+/// (Equal, not a prefix: `__cgroup_bpf_run_filter_sk` begins `__cgroup_bpf_run_filter_skb`.)
+fn runner_of(symbol: &str) -> Option<&'static str> {
+    let base = symbol.split('.').next().unwrap_or(symbol);
+    let base = match base.strip_prefix("bpf_trace_run") {
+        Some(args) if !args.is_empty() && args.bytes().all(|b| b.is_ascii_digit()) => {
+            "bpf_trace_run"
+        }
+        _ => base,
+    };
+    RUNNERS
+        .iter()
+        .find(|(_, function)| *function == base)
+        .map(|(name, _)| *name)
 }
 
 /// One workload's table.
@@ -210,6 +225,19 @@ mod tests {
         assert_eq!((t["nginx"].samples, t["nginx"].sensor), (2, 2));
         assert_eq!(t["nginx"].by_runner["cgroup skb"], 1);
         assert_eq!(t["nginx"].by_runner["other"], 1);
+    }
+
+    #[test]
+    fn a_runner_is_named_by_its_whole_symbol() {
+        assert_eq!(runner_of("__cgroup_bpf_run_filter_skb"), Some("cgroup skb"));
+        assert_eq!(runner_of("__cgroup_bpf_run_filter_sk"), Some("cgroup sock"));
+        assert_eq!(
+            runner_of("__cgroup_bpf_run_filter_sock_addr.isra.0"),
+            Some("cgroup sock_addr")
+        );
+        assert_eq!(runner_of("bpf_trace_run12"), Some("tracing"));
+        assert_eq!(runner_of("bpf_trace_runner"), None);
+        assert_eq!(runner_of("__cgroup_bpf_run_filter_sock_ops"), None);
     }
 
     #[test]
