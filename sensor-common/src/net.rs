@@ -418,7 +418,7 @@ pub struct IcmpStats {
     pub first_sample_len: u32,
     pub last_sample_len: u32,
     pub _pad: u32,
-    /// When `last_sample` was taken (boot ns).
+    /// When `last_sample` was taken (boot ns, to the jiffy: the eBPF side's window clock).
     pub last_sample_ns: u64,
     /// The first bytes of the first payload seen.
     pub first_sample: [u8; ICMP_SAMPLE],
@@ -428,7 +428,8 @@ pub struct IcmpStats {
     pub last_sample: [u8; ICMP_SAMPLE],
 }
 
-/// The least time between two samples of same-size payloads of one [`IcmpStats`] entry.
+/// The least time between two samples of same-size payloads of one [`IcmpStats`] entry, give
+/// or take a jiffy (measured on a clock read once per jiffy).
 pub const ICMP_SAMPLE_GAP_NS: u64 = 10_000_000;
 
 /// The bucket of a payload size.

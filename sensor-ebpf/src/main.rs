@@ -10,6 +10,7 @@
 #![feature(core_intrinsics)]
 
 mod abi;
+mod clock;
 mod kernel;
 mod maps;
 mod probes;

@@ -18,7 +18,8 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{self, ReadResult},
+    clock,
+    kernel::ReadResult,
     maps::{ICMP, ICMP_SCRATCH},
 };
 
@@ -110,7 +111,7 @@ pub fn record<K>(
         stats.count += 1;
         stats.payload_bytes += payload_len;
         stats.size_buckets[bucket] += 1;
-        let now = kernel::boot_ns();
+        let now = clock::window_ns();
         if stats.last_payload_len != payload_len as u32
             || now.wrapping_sub(stats.last_sample_ns) >= ICMP_SAMPLE_GAP_NS
         {
@@ -131,7 +132,7 @@ pub fn record<K>(
     fresh.size_buckets[bucket] = 1;
     fresh.last_payload_len = payload_len as u32;
     fresh._pad = 0;
-    fresh.last_sample_ns = kernel::boot_ns();
+    fresh.last_sample_ns = clock::window_ns();
     fresh.first_sample_len = sample(&mut fresh.first_sample);
     fresh.last_sample = fresh.first_sample;
     fresh.last_sample_len = fresh.first_sample_len;

@@ -17,6 +17,7 @@ use sensor_common::{
 
 use super::{namespace, record::emit, run_probe, stdio};
 use crate::{
+    clock,
     kernel::{self, Memory, ReadResult, Typed, read},
     maps::{off, proc_rate_ok},
 };
@@ -25,7 +26,7 @@ use crate::{
 /// counted against the cgroup).
 #[inline(always)]
 fn admitted() -> bool {
-    proc_rate_ok(kernel::current_cgroup_id(), kernel::boot_ns())
+    proc_rate_ok(kernel::current_cgroup_id(), clock::window_ns())
 }
 
 const EMPTY_IDS: TaskIds = TaskIds {

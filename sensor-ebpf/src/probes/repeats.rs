@@ -15,7 +15,7 @@ use sensor_common::{RepeatKey, RepeatState};
 
 use crate::{
     abi::BPF_NOEXIST,
-    kernel,
+    clock,
     maps::{net_rate_ok, net_repeat_window_ns},
 };
 
@@ -36,7 +36,7 @@ static REPEATS: LruHashMap<RepeatKey, RepeatState> = LruHashMap::with_max_entrie
 /// to take the count takes what came between, usually nothing.)
 #[inline(always)]
 pub fn admit(key: &RepeatKey) -> Option<u32> {
-    let now = kernel::boot_ns();
+    let now = clock::window_ns();
     let window = net_repeat_window_ns();
     if window == 0 {
         return net_rate_ok(key.cgroup_id, now).then_some(0);
