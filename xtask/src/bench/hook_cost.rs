@@ -3,7 +3,9 @@
 //! Runs each selected workload once under the sensor with the kernel's BPF run-time statistics
 //! on (`kernel.bpf_stats_enabled`, restored afterwards) and reports, per program, the runs and
 //! run time the workload caused (`bpftool prog show`: `run_cnt`, `run_time_ns`). The statistics
-//! cost two clock reads per program run, so these runs are never part of the overhead table.
+//! cost two clock reads per program run, so these runs are never part of the overhead table,
+//! and `ns/run` includes about one of them: on the 2-core development VM a program that returns
+//! at once reads 60-80 ns/run. Compare `ns/run` between builds, not as a run's absolute cost.
 //! What programs do not account for (the syscall slow path that any attached syscall tracepoint
 //! puts every task on) shows as the gap between a workload's cost and its BPF time.
 
