@@ -198,8 +198,8 @@ pub struct TcpStateRecord {
 /// reported after it says how many it stands for. A process connecting to one service ten
 /// thousand times a second (a load generator, a connection pool) becomes a few records a
 /// second; any operation that differs (another peer or port, another process, an error, a
-/// new kind of socket) is reported as before. A peer's ephemeral port facing a service port
-/// is left out (see [`repeat_ports`]).
+/// new kind of socket) is reported as before. The port of the end that does not serve is left
+/// out (see [`repeat_ports`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RepeatKey {
@@ -220,24 +220,42 @@ pub struct RepeatKey {
 /// [`RepeatKey::op`] of a TCP state change: this plus the new state.
 pub const REPEAT_TCP_STATE: u8 = 0x80;
 
-/// Ports as a [`RepeatKey`] holds them: an ephemeral port ([`EPHEMERAL_PORTS`] and up) facing
-/// a service port below that range is 0, so a client's connections to one service (or a
-/// server's from one client) are alike whatever ports the kernel picked.
+/// Which end of a socket serves it, as the kernel told the probe: the port of the serving end
+/// names the service, the other end's is whatever port its kernel picked. Numbers alone cannot
+/// say: a node may widen `ip_local_port_range` (to 1024-65535, say) so that clients' ports fall
+/// below [`EPHEMERAL_PORTS`], and services listen above it (gRPC's 50051); keyed by number, each
+/// such connection was a report and a flow of its own (a connect storm: about 8 000 events a
+/// second and a doubled RSS, `cargo xtask bench --workload connect-container` before the fix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceEnd {
+    /// This socket's end: it accepted the connection, or its port is a listener's.
+    Local,
+    /// The peer's: this socket connected to it.
+    Remote,
+    /// Not known (datagrams, binds): judged by the numbers ([`EPHEMERAL_PORTS`]).
+    ByPorts,
+}
+
+/// Ports as a [`RepeatKey`] holds them: the port of the end that does not serve is 0, so a
+/// client's connections to one service (or a server's from one client) are alike whatever
+/// ports the kernel picked. Without a known [`ServiceEnd`], an ephemeral port
+/// ([`EPHEMERAL_PORTS`] and up) facing a service port below that range is 0.
 #[inline(always)]
-pub fn repeat_ports(local: u16, remote: u16) -> (u16, u16) {
-    let service = |p: u16| p != 0 && p < EPHEMERAL_PORTS;
-    if local >= EPHEMERAL_PORTS && service(remote) {
-        (0, remote)
-    } else if remote >= EPHEMERAL_PORTS && service(local) {
-        (local, 0)
-    } else {
-        (local, remote)
+pub fn repeat_ports(local: u16, remote: u16, service: ServiceEnd) -> (u16, u16) {
+    let below = |p: u16| p != 0 && p < EPHEMERAL_PORTS;
+    match service {
+        ServiceEnd::Local => (local, 0),
+        ServiceEnd::Remote => (0, remote),
+        ServiceEnd::ByPorts if local >= EPHEMERAL_PORTS && below(remote) => (0, remote),
+        ServiceEnd::ByPorts if remote >= EPHEMERAL_PORTS && below(local) => (local, 0),
+        ServiceEnd::ByPorts => (local, remote),
     }
 }
 
 impl RepeatKey {
     /// The key of an operation of `tgid` in `cgroup_id` on a socket of `kind` (family, type,
-    /// protocol) between `local` and `remote`.
+    /// protocol) between `local` and `remote`, `service` the end that serves.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn new(
         cgroup_id: u64,
@@ -247,6 +265,7 @@ impl RepeatKey {
         kind: (u16, u16, u16),
         local: &Endpoint,
         remote: &Endpoint,
+        service: ServiceEnd,
     ) -> RepeatKey {
         let mut key = RepeatKey {
             cgroup_id,
@@ -260,7 +279,7 @@ impl RepeatKey {
             remote: *remote,
             _pad: 0,
         };
-        (key.local.port, key.remote.port) = repeat_ports(local.port, remote.port);
+        (key.local.port, key.remote.port) = repeat_ports(local.port, remote.port, service);
         key
     }
 }
@@ -277,10 +296,11 @@ pub struct RepeatState {
 /// Key of the traffic volume map: one (cgroup, peer, port, protocol, direction).
 ///
 /// The port is the service's: the peer's (`peer_port`) when the container is the client, its
-/// own (`local_port`, with `peer_port` 0) when a peer's ephemeral port ([`EPHEMERAL_PORTS`])
-/// reaches a port of the container below that range. So a server's connections from one
-/// client are one flow, not one per connection (a connect storm made a flow and a `traffic`
-/// event per connection).
+/// own (`local_port`, with `peer_port` 0) when it serves: for TCP, when the port is one it
+/// listens on ([`tcp_ports`]); for datagrams, when a peer's ephemeral port
+/// ([`EPHEMERAL_PORTS`]) reaches a port of the container below that range ([`service_ports`]).
+/// So a server's connections from one client are one flow, not one per connection (a connect
+/// storm made a flow and a `traffic` event per connection).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -300,7 +320,15 @@ pub struct FlowKey {
 /// 32768-60999, and IANA's dynamic range starts at 49152.
 pub const EPHEMERAL_PORTS: u16 = 32768;
 
-/// The (peer, local) ports a flow is keyed by, from a packet's: see [`FlowKey`].
+/// The (peer, local) ports a TCP flow is keyed by: the container's own port when it listens on
+/// it (`local_serves`), else the peer's.
+#[inline(always)]
+pub fn tcp_ports(peer: u16, local: u16, local_serves: bool) -> (u16, u16) {
+    if local_serves { (0, local) } else { (peer, 0) }
+}
+
+/// The (peer, local) ports a datagram flow is keyed by, from a packet's, judged by the numbers
+/// (a datagram socket has no listener to ask): see [`FlowKey`].
 #[inline(always)]
 pub fn service_ports(peer: u16, local: u16) -> (u16, u16) {
     if peer >= EPHEMERAL_PORTS && local < EPHEMERAL_PORTS {
@@ -311,10 +339,17 @@ pub fn service_ports(peer: u16, local: u16) -> (u16, u16) {
 }
 
 impl FlowKey {
-    /// A TCP connection's flow in `direction`, from its socket's endpoints: a v4-mapped IPv6
-    /// peer (a dual-stack socket talking IPv4) is keyed as the IPv4 packets it sends would be.
+    /// A TCP connection's flow in `direction`, from its socket's endpoints (`local_serves`: its
+    /// local port is one its cgroup listens on): a v4-mapped IPv6 peer (a dual-stack socket
+    /// talking IPv4) is keyed as the IPv4 packets it sends would be.
     #[inline(always)]
-    pub fn tcp(cgroup_id: u64, local: &Endpoint, remote: &Endpoint, direction: u8) -> FlowKey {
+    pub fn tcp(
+        cgroup_id: u64,
+        local: &Endpoint,
+        remote: &Endpoint,
+        direction: u8,
+        local_serves: bool,
+    ) -> FlowKey {
         const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
         let mut key = FlowKey {
             cgroup_id,
@@ -331,7 +366,7 @@ impl FlowKey {
         } else {
             key.peer = remote.addr;
         }
-        (key.peer_port, key.local_port) = service_ports(remote.port, local.port);
+        (key.peer_port, key.local_port) = tcp_ports(remote.port, local.port, local_serves);
         key
     }
 }
@@ -597,7 +632,7 @@ mod tests {
         };
         let local = ep(2, &[172, 17, 0, 2], 8000);
         let remote = ep(2, &[172, 17, 0, 3], 41000);
-        let k = FlowKey::tcp(7, &local, &remote, DIR_EGRESS);
+        let k = FlowKey::tcp(7, &local, &remote, DIR_EGRESS, true);
         assert_eq!((k.cgroup_id, k.family, k.protocol), (7, 2, 6));
         assert_eq!(&k.peer[..4], &[172, 17, 0, 3]);
         assert_eq!(k.peer[4..], [0; 12]);
@@ -610,42 +645,59 @@ mod tests {
             &ep(10, &[0; 16], 8000),
             &ep(10, &mapped, 41000),
             DIR_EGRESS,
+            true,
         );
         assert_eq!(v6, k);
         // A real IPv6 peer keeps its address.
         let mut six = [0u8; 16];
         six[0] = 0xfd;
-        let k6 = FlowKey::tcp(7, &ep(10, &[0; 16], 41000), &ep(10, &six, 443), DIR_EGRESS);
+        let k6 = FlowKey::tcp(
+            7,
+            &ep(10, &[0; 16], 41000),
+            &ep(10, &six, 443),
+            DIR_EGRESS,
+            false,
+        );
         assert_eq!((k6.family, k6.peer, k6.peer_port), (10, six, 443));
+        // The listener decides, not the numbers: a server on 50051 reached from port 5000 (a
+        // client with a widened port range), and that client.
+        let server = FlowKey::tcp(7, &ep(2, &[0; 4], 50051), &ep(2, &[0; 4], 5000), 1, true);
+        assert_eq!((server.peer_port, server.local_port), (0, 50051));
+        let client = FlowKey::tcp(7, &ep(2, &[0; 4], 5000), &ep(2, &[0; 4], 50051), 1, false);
+        assert_eq!((client.peer_port, client.local_port), (50051, 0));
     }
 
     #[test]
-    fn repeats_leave_out_an_ephemeral_port_facing_a_service() {
-        // A client's connects to a service, a server's accepts from a client.
-        assert_eq!(repeat_ports(41000, 80), (0, 80));
-        assert_eq!(repeat_ports(8080, 52000), (8080, 0));
+    fn repeats_leave_out_the_port_of_the_end_that_does_not_serve() {
+        use ServiceEnd::{ByPorts, Local, Remote};
+        // Known ends: whatever the numbers (a widened port range, a service above 32768).
+        assert_eq!(repeat_ports(5000, 8080, Remote), (0, 8080));
+        assert_eq!(repeat_ports(50051, 5000, Local), (50051, 0));
+        assert_eq!(repeat_ports(41000, 50051, Remote), (0, 50051));
+        // By the numbers: a client's connects to a service, a server's accepts from a client.
+        assert_eq!(repeat_ports(41000, 80, ByPorts), (0, 80));
+        assert_eq!(repeat_ports(8080, 52000, ByPorts), (8080, 0));
         // A listener or a new socket: nothing to leave out.
-        assert_eq!(repeat_ports(8080, 0), (8080, 0));
-        assert_eq!(repeat_ports(0, 0), (0, 0));
+        assert_eq!(repeat_ports(8080, 0, ByPorts), (8080, 0));
+        assert_eq!(repeat_ports(0, 0, ByPorts), (0, 0));
         // Two ephemeral or two service ports: both kept.
-        assert_eq!(repeat_ports(40000, 50000), (40000, 50000));
-        assert_eq!(repeat_ports(53, 53), (53, 53));
+        assert_eq!(repeat_ports(40000, 50000, ByPorts), (40000, 50000));
+        assert_eq!(repeat_ports(53, 53, ByPorts), (53, 53));
         let ep = |port| Endpoint {
             port,
             family: 2,
             ..Endpoint::default()
         };
-        let a = RepeatKey::new(7, 9, 2, 0, (2, 1, 6), &ep(41000), &ep(80));
-        let b = RepeatKey::new(7, 9, 2, 0, (2, 1, 6), &ep(41001), &ep(80));
-        assert_eq!(a, b);
-        assert_ne!(
-            a,
-            RepeatKey::new(7, 9, 2, 0, (2, 1, 6), &ep(41000), &ep(81))
-        );
-        assert_ne!(
-            a,
-            RepeatKey::new(7, 10, 2, 0, (2, 1, 6), &ep(41000), &ep(80))
-        );
+        let key = |tgid, local, remote, end| {
+            RepeatKey::new(7, tgid, 2, 0, (2, 1, 6), &ep(local), &ep(remote), end)
+        };
+        let a = key(9, 41000, 80, ByPorts);
+        assert_eq!(a, key(9, 41001, 80, ByPorts));
+        assert_ne!(a, key(9, 41000, 81, ByPorts));
+        assert_ne!(a, key(10, 41000, 80, ByPorts));
+        // A connect keeps the service's port whatever its own: another service differs.
+        assert_eq!(key(9, 5000, 8080, Remote), key(9, 5001, 8080, Remote));
+        assert_ne!(key(9, 5000, 8080, Remote), key(9, 5000, 4444, Remote));
     }
 
     #[test]

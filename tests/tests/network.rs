@@ -5,8 +5,8 @@
 use std::{process::Command, thread, time::Duration};
 
 use sensor_tests::{
-    Bodies, Containers, HostProgram, Line, Sensor, Subject, bridge_gateway, container_ip, docker,
-    docker_run_rm, endpoint, ev, image, lines, pb, run_rm,
+    Bodies, Containers, HostProgram, Line, Listener, Sensor, Subject, bridge_gateway, container_ip,
+    docker, docker_run_rm, endpoint, ev, image, lines, pb, run_rm,
 };
 
 /// Whether `e` is a `kind` event of container `cid`.
@@ -786,20 +786,83 @@ fn ten_megabytes_between_containers_are_measured_within_5_percent() {
 /// the storm is reported as itself.
 #[test]
 fn a_connect_storm_to_one_service_is_a_few_events_that_count_every_connection() {
+    connect_storm_is_counted("repeats", [8000, 8001], &[]);
+}
+
+/// The same storm where port numbers cannot tell client from server: the client's kernel
+/// picks ports from 2000-20000 (a node that widened `ip_local_port_range`, as load balancers
+/// and connection-heavy nodes do), and the service listens on 50051 (gRPC's port), above
+/// Linux's default ephemeral range. The sensor takes the serving end from the kernel (the
+/// listener, the connect), so the storm is still a few events, and the server's traffic one
+/// flow keyed by its own port, the client's by the server's.
+#[test]
+fn a_connect_storm_is_counted_whatever_the_port_numbers() {
+    let (sensor, server, client) = connect_storm_is_counted(
+        "repeats_wide_range",
+        [50051, 50052],
+        &["--sysctl", "net.ipv4.ip_local_port_range=2000 20000"],
+    );
+    let server = server.id.as_str();
+    let client_port = lines::events(&sensor.lines())
+        .find_map(|e| sock_op(e, "connect", &client).map(|s| endpoint(&s.local).port))
+        .expect("a connect of the client with its local port");
+    assert!(
+        (2000..=20000).contains(&client_port),
+        "the client's port {client_port} comes from its widened range"
+    );
+    let tcp_flows = |evs: &[Line], cid: &str| -> Vec<(u32, u32)> {
+        lines::events(evs)
+            .filter(|e| kind_in(e, "traffic", cid) && e.traffic().protocol_name == "tcp")
+            .map(|e| {
+                let t = e.traffic();
+                (t.peer.as_ref().map_or(0, |p| p.port), t.local_port)
+            })
+            .collect()
+    };
+    sensor.wait_until(Duration::from_secs(15), |evs| {
+        !tcp_flows(evs, server).is_empty() && !tcp_flows(evs, &client).is_empty()
+    });
+    let evs = sensor.lines();
+    let (served, used) = (tcp_flows(&evs, server), tcp_flows(&evs, &client));
+    assert!(
+        !served.is_empty() && !used.is_empty(),
+        "{served:?} {used:?}"
+    );
+    assert!(
+        served.iter().all(|f| *f == (0, 50051) || *f == (0, 50052)),
+        "the server's flows are keyed by its own ports: {served:?}"
+    );
+    assert!(
+        used.iter().all(|f| *f == (50051, 0) || *f == (50052, 0)),
+        "the client's flows are keyed by the server's ports: {used:?}"
+    );
+}
+
+/// Runs [`a_connect_storm_to_one_service_is_a_few_events_that_count_every_connection`] with
+/// the server on `ports` (the storm's, then the one connected to once after it) and `client`
+/// options for the client's `docker run`; returns the sensor, the server (removed when
+/// dropped) and the client's id.
+fn connect_storm_is_counted(
+    name: &str,
+    ports: [u32; 2],
+    client: &[&str],
+) -> (Sensor, Listener, String) {
     const STORM: u64 = 500;
-    let sensor = Sensor::start("repeats");
+    let sensor = Sensor::start(name);
     let bin = env!("CARGO_BIN_EXE_connect-loop");
     let program = HostProgram::new(bin, "/connect-loop");
+    let (port, port2) = (ports[0].to_string(), ports[1].to_string());
     // A server that keeps up: one whose backlog overflows (busybox httpd's 9) delays connections
     // by seconds of retransmits.
     let server = sensor.listener_with(
         &program.args(),
-        &["/connect-loop", "serve", "120", "8000", "8001"],
+        &["/connect-loop", "serve", "120", &port, &port2],
     );
-    sensor.expect("listen on 8000", |e| {
-        sock_op(e, "listen", &server.id).is_some_and(|s| endpoint(&s.local).port == 8000)
+    sensor.expect(&format!("listen on {port}"), |e| {
+        sock_op(e, "listen", &server.id).is_some_and(|s| endpoint(&s.local).port == ports[0])
     });
-    let mut args: Vec<&str> = program.args().to_vec();
+    let mut args: Vec<&str> = client.to_vec();
+    args.extend(program.args());
     let image = image();
     let storm = STORM.to_string();
     let sip = server.ip.as_str();
@@ -808,15 +871,15 @@ fn a_connect_storm_to_one_service_is_a_few_events_that_count_every_connection() 
         "/connect-loop",
         "storm",
         sip,
-        "8000",
+        &port,
         &storm,
         "0",
         sip,
-        "8001",
+        &port2,
     ]);
     let client = docker_run_rm(&args);
     sensor.expect("the connect to the second port", |e| {
-        sock_op(e, "connect", &client).is_some_and(|s| endpoint(&s.remote).port == 8001)
+        sock_op(e, "connect", &client).is_some_and(|s| endpoint(&s.remote).port == ports[1])
     });
     // Every kind of record sums to its operations, at least ten times fewer events than
     // operations. The storm ends with no pause: the last window of each kind ends with no
@@ -856,14 +919,14 @@ fn a_connect_storm_to_one_service_is_a_few_events_that_count_every_connection() 
                 "{what}: {operations} operations in {events} events"
             );
         };
-    let to_8000 = |e: &pb::Event, op: &str| {
+    let to_service = |e: &pb::Event, op: &str| {
         sock_op(e, op, &client)
-            .filter(|s| endpoint(&s.remote).port == 8000)
+            .filter(|s| endpoint(&s.remote).port == ports[0])
             .map(|s| (s.repeats, s.trailing))
     };
-    counted("connects", STORM + 1, &|e| to_8000(e, "connect"));
+    counted("connects", STORM + 1, &|e| to_service(e, "connect"));
     // A trailing event comes after its process exited: the agent still names it.
-    for e in lines::events(&sensor.lines()).filter(|e| to_8000(e, "connect").is_some()) {
+    for e in lines::events(&sensor.lines()).filter(|e| to_service(e, "connect").is_some()) {
         let exe = e.process.as_ref().map(|p| p.exe.as_str());
         assert_eq!(exe, Some("/connect-loop"), "{e:?}");
     }
@@ -873,14 +936,14 @@ fn a_connect_storm_to_one_service_is_a_few_events_that_count_every_connection() 
     });
     counted("accepts", STORM + 1, &|e| {
         sock_op(e, "accept", &server.id)
-            .filter(|s| endpoint(&s.local).port == 8000)
+            .filter(|s| endpoint(&s.local).port == ports[0])
             .map(|s| (s.repeats, s.trailing))
     });
     let established = |cid: String, port_of: fn(&pb::TcpState) -> u32| {
         move |e: &pb::Event| {
             (kind_in(e, "tcp_state", &cid)
                 && e.tcp_state().new_state == "ESTABLISHED"
-                && port_of(e.tcp_state()) == 8000)
+                && port_of(e.tcp_state()) == ports[0])
                 .then(|| (e.tcp_state().repeats, e.tcp_state().trailing))
         }
     };
@@ -894,6 +957,7 @@ fn a_connect_storm_to_one_service_is_a_few_events_that_count_every_connection() 
         STORM + 1,
         &established(server.id.clone(), |t| endpoint(&t.local).port),
     );
+    (sensor, server, client)
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The repeat window of network records: an operation identical to one reported less than
-//! `--net-repeat-ms` ago ([`RepeatKey`]: same process, operation, kind of socket and peer, an
-//! ephemeral port facing a service left out) is not reported but counted, and the next one
+//! `--net-repeat-ms` ago ([`RepeatKey`]: same process, operation, kind of socket and peer, the
+//! port of the end that does not serve left out) is not reported but counted, and the next one
 //! reported carries the count. A connect or accept storm between two services becomes a few
 //! records a second instead of thousands, before the rate limit is asked: the limit then
 //! refuses only floods of operations that differ. A window that ends with no later report (the

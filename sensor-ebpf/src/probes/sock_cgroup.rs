@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     Caller, Endpoint, Hook, RecordKind, RepeatKey, Ring, SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_IO_URING,
-    SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
+    SOCK_FLAG_PACKET, SOCK_FLAG_RAW, ServiceEnd, SockOp, SockRecord,
 };
 
 use super::{
@@ -134,6 +134,12 @@ impl Sock {
     /// operations are repeats or refused.
     #[inline(always)]
     pub fn admit(&self, cgroup_id: u64, tgid: u32) -> Option<u32> {
+        // A connect's peer serves; an accepting or listening socket serves.
+        let service = match self.op {
+            SockOp::Connect => ServiceEnd::Remote,
+            SockOp::Accept | SockOp::Listen => ServiceEnd::Local,
+            _ => ServiceEnd::ByPorts,
+        };
         let key = RepeatKey::new(
             cgroup_id,
             tgid,
@@ -142,6 +148,7 @@ impl Sock {
             self.kind,
             &self.local,
             &self.remote,
+            service,
         );
         repeats::admit(&key)
     }

@@ -18,14 +18,11 @@
 //! - a connection closing: its volume since its last sample ([`super::tcp_volume`]).
 
 use aya_ebpf::{
-    cty::c_void,
-    helpers::generated::bpf_skc_to_tcp_sock,
-    macros::{btf_tracepoint, map},
-    maps::LruHashMap,
+    cty::c_void, helpers::generated::bpf_skc_to_tcp_sock, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use sensor_common::{
-    Caller, Endpoint, Hook, ListenerKey, REPEAT_TCP_STATE, RecordKind, RepeatKey, Ring, SockOp,
+    Endpoint, Hook, ListenerKey, REPEAT_TCP_STATE, RecordKind, RepeatKey, Ring, ServiceEnd, SockOp,
     TcpStateRecord,
 };
 
@@ -42,16 +39,11 @@ use crate::{
         TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
     },
     kernel::{self, ReadResult, Typed},
-    maps::net_wanted,
+    maps::{LISTENERS, net_wanted},
 };
 
 /// What a connect closed before it was established reports when the socket holds no error.
 const ECONNABORTED: i64 = 103;
-
-/// The process behind each listening socket, for the connections it accepts (seeded by the
-/// agent at start with the listeners older than it).
-#[map]
-static LISTENERS: LruHashMap<ListenerKey, Caller> = LruHashMap::with_max_entries(16384, 0);
 
 /// Whether a socket in `state` may have moved data (a connection, established once).
 #[inline(always)]
@@ -160,6 +152,15 @@ fn try_tcp_state(ctx: &BtfTracePointContext) -> ReadResult<()> {
     if !(new_state == TCP_ESTABLISHED || new_state == TCP_LISTEN) {
         return Ok(());
     }
+    // The end that serves: the listener's (an accepted connection, a listen) or the peer
+    // (a connect).
+    let service = if new_state == TCP_LISTEN || old_state == TCP_SYN_RECV {
+        ServiceEnd::Local
+    } else if old_state == TCP_SYN_SENT {
+        ServiceEnd::Remote
+    } else {
+        ServiceEnd::ByPorts
+    };
     let repeat = RepeatKey::new(
         cgroup_id,
         0,
@@ -168,6 +169,7 @@ fn try_tcp_state(ctx: &BtfTracePointContext) -> ReadResult<()> {
         kind,
         &local,
         &remote,
+        service,
     );
     let Some(repeats) = admit(&repeat) else {
         return Ok(());

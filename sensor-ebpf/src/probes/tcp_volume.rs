@@ -24,7 +24,7 @@ use super::{packet::load, traffic::add_flow};
 use crate::{
     abi::TCP_LISTEN,
     kernel::{self, Memory, ReadResult, Typed},
-    maps::{net_wanted, off},
+    maps::{listens, net_wanted, off},
 };
 
 /// What each TCP socket last added to [`crate::maps::FLOWS`], by socket cookie. LRU: an entry
@@ -141,7 +141,13 @@ pub fn on_close(sk: *const u8) -> ReadResult<()> {
     // The close released the local port (`skc_num` is 0 by now); the source port stays.
     kernel::sock_addresses::<Typed>(sk, &mut local, &mut remote)?;
     local.port = u16::from_be(Typed::get::<u16>(sk, off!(inet_sport))?);
-    let key = FlowKey::tcp(cgroup_id, &local, &remote, DIR_EGRESS);
+    let key = FlowKey::tcp(
+        cgroup_id,
+        &local,
+        &remote,
+        DIR_EGRESS,
+        listens(cgroup_id, local.port),
+    );
     // 0: nothing asked for the cookie, so no sample was taken.
     let cookie = Typed::get::<u64>(sk, off!(sk_cookie))?;
     add(cookie, &key, &now, true);

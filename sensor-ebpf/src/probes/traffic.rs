@@ -7,7 +7,7 @@
 
 use aya_ebpf::{helpers::generated, macros::cgroup_skb, programs::SkBuffContext};
 use sensor_common::{
-    DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook, HookError, IcmpKey, service_ports,
+    DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, Hook, HookError, IcmpKey, service_ports, tcp_ports,
 };
 
 use super::{
@@ -15,7 +15,7 @@ use super::{
     packet::load,
     tcp_volume,
 };
-use crate::maps::{FLOWS, count_error, net_wanted};
+use crate::maps::{FLOWS, count_error, listens, net_wanted};
 
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86dd;
@@ -123,7 +123,11 @@ fn flow_key(
         } else {
             (src, dst)
         };
-        (key.peer_port, key.local_port) = service_ports(peer, local);
+        (key.peer_port, key.local_port) = if protocol == IPPROTO_TCP {
+            tcp_ports(peer, local, listens(cgroup_id, local))
+        } else {
+            service_ports(peer, local)
+        };
     }
     Ok((key, l4))
 }

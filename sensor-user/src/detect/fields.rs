@@ -513,12 +513,12 @@ pub const FIELDS: &[FieldDef] = &[
     .and_then(|b| endpoint_addr(b.peer.as_ref()))),
     field!(
         "traffic.peer.port",
-        "traffic: the peer's port (0 when it is an ephemeral port reaching traffic.local_port)",
+        "traffic: the peer's port (0 when the container serves the flow: see traffic.local_port)",
         |e| body!(e, Traffic).and_then(|b| endpoint_port(b.peer.as_ref()))
     ),
     field!(
         "traffic.local_port",
-        "traffic: the container's own port when it serves the flow (else 0)",
+        "traffic: the container's own port when it serves the flow (else 0): for TCP a port it listens on, for UDP a port below 32768 reached from one at or above it",
         |e| body!(e, Traffic).and_then(|b| i(b.local_port as i64))
     ),
     field!(
