@@ -202,6 +202,8 @@ struct RunSpec {
     user: Option<(u32, u32)>,
     /// `-v SOURCE:DESTINATION[:ro]` bind mounts: (source, destination, read-only).
     binds: Vec<(String, String, bool)>,
+    /// `--sysctl KEY=VALUE`: set in the container's namespaces by runc, as Docker does.
+    sysctls: Vec<(String, String)>,
     cmd: Vec<String>,
 }
 
@@ -251,6 +253,13 @@ fn parse_run(args: &[&str]) -> RunSpec {
                         "-v {v}: only SOURCE:DESTINATION[:ro] bind mounts are built in the VM harness"
                     )),
                 }
+            }
+            "--sysctl" => {
+                let v = value();
+                let (key, val) = v
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("--sysctl {v}: KEY=VALUE"));
+                spec.sysctls.push((key.into(), val.into()));
             }
             "--user" => {
                 let v = value();
@@ -379,6 +388,11 @@ fn oci_config(spec: &RunSpec, id: &str, cgroup: &str, netns: Option<&str>) -> Va
         "linux": {
             "cgroupsPath": cgroup,
             "namespaces": namespaces,
+            "sysctl": spec
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect::<serde_json::Map<String, Value>>(),
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
