@@ -52,7 +52,9 @@ const CLIENT: &str = "sensor-bench-client";
 /// the range `connect()` tries first fills within a minute of back-to-back rounds, each
 /// connect then scans thousands of ports, and the rate falls from about 10 000 to 300 a second
 /// whatever the mode (measured with no sensor). A wide range and TIME_WAIT reuse keep the
-/// allocator's cost flat, as on the host's loopback, where the kernel reuses such ports.
+/// allocator's cost flat, as on the host's loopback, where the kernel reuses such ports. The
+/// client's ports then fall on both sides of 32768, as on nodes tuned for many connections:
+/// the sensor must tell them from the service's port by the listener, not by the number.
 const CLIENT_SYSCTLS: &[&str] = &[
     "net.ipv4.ip_local_port_range=1024 65535",
     "net.ipv4.tcp_tw_reuse=1",
