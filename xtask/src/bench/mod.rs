@@ -1,10 +1,11 @@
 //! `cargo xtask bench [--quick] [--workload NAME]...`: what the sensor costs the workloads a node
 //! owner runs, next to what the syscall path alone costs and what a bpftrace peer costs.
 //!
-//! Each round runs every workload under every mode: a workload's modes back to back (none,
-//! floor, peer, sensor; reversed every other round), so that its per-round cost ratio compares
-//! runs seconds apart, the machine's drift cancels out and its noise shows as the spread of the
-//! ratios. The sensor's own CPU time, peak RSS, events and drops are read per run (one run per
+//! Each round runs every workload under every mode: a workload's modes back to back, each
+//! traced mode between two runs with nothing traced (none, floor, none, peer, none, sensor,
+//! none; the traced modes reversed every other round), so that a per-round cost ratio compares
+//! a run with the mean of the runs seconds before and after it: the machine's drift cancels out
+//! and its noise shows as the spread of the ratios. The sensor's own CPU time, peak RSS, events and drops are read per run (one run per
 //! workload; per round with `--quick`); then one more sensor run measures alert latency
 //! through a gRPC client. Results go to stdout, `docs/benchmarks.md` and `docs/benchmarks.svg`
 //! (a partial run writes them under `target/bench/` instead, so the docs always hold a whole
@@ -162,9 +163,12 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
 }
 
 /// Every round, every workload under every mode. A full run (`per_workload`) runs one
-/// workload's modes back to back, in the opposite order every other round, each mode started
-/// for it alone: the runs a ratio compares are seconds apart (this machine's speed drifts over
-/// minutes) and the order's own drift cancels over the rounds; the sensor's peak RSS and drops
+/// workload's modes back to back, each traced one between two untraced runs ([`bracketed`];
+/// the traced ones in the opposite order every other round), each mode started for it alone:
+/// a ratio compares a run with the mean of the untraced runs seconds before and after it
+/// ([`bracket`]). This machine's speed drifts over tens of seconds: 24 back-to-back 5-s connect
+/// storms with no sensor read 9 910-13 059 req/s; the ratio of each run to the next spread
+/// with a standard deviation of 0.085, that of each run to the mean of its neighbours 0.048; the sensor's peak RSS and drops
 /// are then the workload's own (a stop detaches its programs, about 4 s). `--quick` starts each
 /// mode once per round for every workload. Returns the samples per workload and round, and the
 /// sensor's runs merged over the rounds.
@@ -191,7 +195,7 @@ fn matrix(
             per.push(Vec::new());
         }
         if !per_workload {
-            for &mode in modes {
+            for mode in bracketed(modes) {
                 progress(round, mode.name());
                 let active = mode.start(paths)?;
                 let mut work = Vec::new();
@@ -205,10 +209,11 @@ fn matrix(
             }
             continue;
         }
-        let mut order = modes.to_vec();
+        let mut traced = modes.to_vec();
         if round % 2 == 0 {
-            order.reverse();
+            traced.reverse();
         }
+        let order = bracketed(&traced);
         for (i, w) in selected.iter().enumerate() {
             for &mode in &order {
                 progress(round, &format!("{} under {}", w.name(), mode.name()));
@@ -222,6 +227,29 @@ fn matrix(
         }
     }
     Ok((samples, runs))
+}
+
+/// The order of a round's runs: every traced mode of `modes` (in their order) between two runs
+/// of [`Mode::None`], which the modes next to each other share.
+fn bracketed(modes: &[Mode]) -> Vec<Mode> {
+    let mut order = vec![Mode::None];
+    for &m in modes.iter().filter(|m| **m != Mode::None) {
+        order.extend([m, Mode::None]);
+    }
+    order
+}
+
+/// The untraced measurement a traced run at `at` of a round's runs is compared with: the mean
+/// of the [`Mode::None`] runs just before and after it (one of them, when the other is missing).
+fn bracket(round: &[Sample], at: usize, of: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+    let near: Vec<f64> = [at.checked_sub(1), Some(at + 1)]
+        .into_iter()
+        .flatten()
+        .filter_map(|i| round.get(i))
+        .filter(|s| s.mode == Mode::None)
+        .filter_map(of)
+        .collect();
+    (!near.is_empty()).then(|| near.iter().sum::<f64>() / near.len() as f64)
 }
 
 /// A stretch of work under a mode: when it ran, and the sensor's CPU time meanwhile.
@@ -329,32 +357,35 @@ fn modes(opts: &Options) -> Result<Vec<Mode>> {
 
 /// The overhead line of a workload from its rounds.
 fn row(w: Workload, size: Size, modes: &[Mode], rounds: &[Vec<Sample>]) -> Row {
-    let value = |round: &[Sample], mode| round.iter().find(|s| s.mode == mode).map(|s| s.value);
+    // Per round, `of` the run of `mode` over `of` the untraced runs around it.
+    let per_round = |mode: Mode, of: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|r| {
+                let at = r.iter().position(|s| s.mode == mode)?;
+                Some(of(&r[at])? / bracket(r, at, of)?)
+            })
+            .collect()
+    };
     let ratios = (modes.iter().copied())
         .filter(|m| *m != Mode::None)
         .map(|m| {
-            let per_round: Vec<f64> = rounds
-                .iter()
-                .filter_map(|r| {
-                    let (none, with) = (value(r, Mode::None)?, value(r, m)?);
-                    Some(if w.is_rate() {
-                        none.value / with.value
-                    } else {
-                        with.value / none.value
-                    })
-                })
-                .collect();
-            (m, Spread::of(&per_round))
+            let with_over_none = per_round(m, &|s: &Sample| Some(s.value.value));
+            let cost: Vec<f64> = if w.is_rate() {
+                with_over_none.iter().map(|r| 1.0 / r).collect()
+            } else {
+                with_over_none
+            };
+            (m, Spread::of(&cost))
         })
         .collect();
     let none: Vec<f64> = rounds
         .iter()
-        .filter_map(|r| value(r, Mode::None).map(|v| v.value))
+        .flatten()
+        .filter(|s| s.mode == Mode::None)
+        .map(|s| s.value.value)
         .collect();
-    let p99: Vec<f64> = rounds
-        .iter()
-        .filter_map(|r| Some(value(r, Mode::Sensor)?.p99_ms? / value(r, Mode::None)?.p99_ms?))
-        .collect();
+    let p99 = per_round(Mode::Sensor, &|s: &Sample| s.value.p99_ms);
     let baseline = Spread::of(&none).map_or("—".to_string(), |s| {
         format!("{} {}", significant(s.median), w.unit())
     });
@@ -490,6 +521,43 @@ mod tests {
         assert!(err.contains("--baseline PATH"), "{err}");
         let err = modes(&opts(&["nope"], None)).unwrap_err().to_string();
         assert!(err.contains("floor, peer, sensor, baseline"), "{err}");
+    }
+
+    #[test]
+    fn each_traced_run_is_compared_with_the_untraced_runs_around_it() {
+        use Mode::*;
+        assert_eq!(
+            bracketed(&[None, Floor, Sensor]),
+            [None, Floor, None, Sensor, None]
+        );
+        assert_eq!(bracketed(&[Sensor, Peer]), [None, Sensor, None, Peer, None]);
+        let run = |mode, value, p99_ms| Sample {
+            mode,
+            value: workload::Measurement { value, p99_ms },
+        };
+        // A machine slowing down over the round: 100, then 90 and 80 req/s untraced.
+        let round = vec![
+            run(None, 100.0, Some(2.0)),
+            run(Floor, 95.0, Option::None),
+            run(None, 90.0, Some(2.0)),
+            run(Sensor, 85.0, Some(3.0)),
+            run(None, 80.0, Some(2.0)),
+        ];
+        let value = |s: &Sample| Some(s.value.value);
+        assert_eq!(bracket(&round, 1, value), Some(95.0));
+        assert_eq!(bracket(&round, 3, value), Some(85.0));
+        // A run at an end has one neighbour; one without a p99 is not compared by it.
+        assert_eq!(bracket(&round[1..], 0, value), Some(90.0));
+        assert_eq!(bracket(&round, 1, |s| s.value.p99_ms), Some(2.0));
+        let w = workload::ALL[5];
+        assert!(w.is_rate());
+        let row = row(w, Size::FULL, &[None, Floor, Sensor], &[round]);
+        let cost = |m| row.ratios.iter().find(|(r, _)| *r == m).unwrap().1.unwrap();
+        // The drift cancels: each traced run costs nothing against its neighbours.
+        assert_eq!(cost(Floor).median, 1.0);
+        assert_eq!(cost(Sensor).median, 1.0);
+        assert_eq!(row.p99_ratio.unwrap().median, 1.5);
+        assert_eq!(row.baseline, "90.0 req/s");
     }
 
     #[test]

@@ -169,13 +169,16 @@ impl Report {
         let _ = writeln!(md, "- sensor hook set: {}", c.hook_set);
         let _ = writeln!(
             md,
-            "- {} rounds; in each, every workload under every mode back to back (the order \
-             reversed every other round)\n",
+            "- {} rounds; in each, every workload under every mode back to back, each traced \
+             mode between two runs with none (the traced modes' order reversed every other \
+             round)\n",
             c.rounds
         );
         md.push_str(
-            "Cost ratio to no sensor, per round: the same work's time with the mode over its time \
-             without (for rates, the rate without over the rate with). Median over the rounds, \
+            "Cost ratio to no sensor, per round: the same work's time with the mode over the \
+             mean of its times without just before and after (for rates, the mean rate without \
+             over the rate with), so the machine's drift over the round cancels. Median over \
+             the rounds, \
              then (smallest–largest). **floor**: bpftrace holding one empty \
              `syscalls:sys_enter_setns` tracepoint, what the syscall slow path alone costs. \
              **peer**: bpftrace printing exec with arguments, connect, accept and sendto/recvmsg \
