@@ -10,6 +10,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Condvar, Mutex},
@@ -343,7 +344,21 @@ impl Sensor {
             JsonOut::File(path) => path.display().to_string(),
             _ => "-".into(),
         };
-        let mut child = Command::new(sensor_bin())
+        let mut command = Command::new(sensor_bin());
+        // A test binary killed by hand or by a timeout takes its sensors with it (SIGTERM: the
+        // sensor detaches its programs and stops), instead of leaving them attached for the
+        // next run's cleanup tests to find. The kernel sends it when the thread that started
+        // the sensor ends: each test keeps its sensor in its own thread, and drops it there.
+        // SAFETY: only prctl(2) runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let mut child = command
             .args(["run", "--json-out", &target, "--health-interval", "1"])
             .args(&delivery)
             .args(extra)
