@@ -228,7 +228,7 @@ pub const REPEAT_TCP_STATE: u8 = 0x80;
 /// second and a doubled RSS, `cargo xtask bench --workload connect-container` before the fix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceEnd {
-    /// This socket's end: it accepted the connection, or its port is a listener's.
+    /// This socket's end: it accepted the connection, or it listens.
     Local,
     /// The peer's: this socket connected to it.
     Remote,
@@ -293,11 +293,12 @@ pub struct RepeatState {
     pub suppressed: u64,
 }
 
-/// Key of the traffic volume map: one (cgroup, peer, port, protocol, direction).
+/// Key of the traffic volume map: one (cgroup, peer, port, protocol); its value holds both
+/// directions ([`FlowStats`]), so a TCP connection's close adds to one entry, not two.
 ///
 /// The port is the service's: the peer's (`peer_port`) when the container is the client, its
-/// own (`local_port`, with `peer_port` 0) when it serves: for TCP, when the port is one it
-/// listens on ([`tcp_ports`]); for datagrams, when a peer's ephemeral port
+/// own (`local_port`, with `peer_port` 0) when it serves: for TCP, when it accepted the
+/// connection ([`tcp_ports`]); for datagrams, when a peer's ephemeral port
 /// ([`EPHEMERAL_PORTS`]) reaches a port of the container below that range ([`service_ports`]).
 /// So a server's connections from one client are one flow, not one per connection (a connect
 /// storm made a flow and a `traffic` event per connection).
@@ -310,8 +311,7 @@ pub struct FlowKey {
     pub family: u16,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP...).
     pub protocol: u8,
-    /// [`DIR_EGRESS`] or [`DIR_INGRESS`].
-    pub direction: u8,
+    pub _pad: u8,
     /// The container's own port when it serves the flow (else 0).
     pub local_port: u16,
 }
@@ -320,8 +320,8 @@ pub struct FlowKey {
 /// 32768-60999, and IANA's dynamic range starts at 49152.
 pub const EPHEMERAL_PORTS: u16 = 32768;
 
-/// The (peer, local) ports a TCP flow is keyed by: the container's own port when it listens on
-/// it (`local_serves`), else the peer's.
+/// The (peer, local) ports a TCP flow is keyed by: the container's own port when it accepted the
+/// connection (`local_serves`), else the peer's.
 #[inline(always)]
 pub fn tcp_ports(peer: u16, local: u16, local_serves: bool) -> (u16, u16) {
     if local_serves { (0, local) } else { (peer, 0) }
@@ -339,23 +339,16 @@ pub fn service_ports(peer: u16, local: u16) -> (u16, u16) {
 }
 
 impl FlowKey {
-    /// A TCP connection's flow in `direction`, from its socket's endpoints (`local_serves`: its
-    /// local port is one its cgroup listens on): a v4-mapped IPv6 peer (a dual-stack socket
-    /// talking IPv4) is keyed as the IPv4 packets it sends would be.
+    /// A TCP connection's flow, from its socket's endpoints (`local_serves`: the socket serves
+    /// the connection): a v4-mapped IPv6 peer (a dual-stack socket talking IPv4) is keyed as
+    /// the IPv4 packets it sends would be.
     #[inline(always)]
-    pub fn tcp(
-        cgroup_id: u64,
-        local: &Endpoint,
-        remote: &Endpoint,
-        direction: u8,
-        local_serves: bool,
-    ) -> FlowKey {
+    pub fn tcp(cgroup_id: u64, local: &Endpoint, remote: &Endpoint, local_serves: bool) -> FlowKey {
         const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
         let mut key = FlowKey {
             cgroup_id,
             family: remote.family,
             protocol: IPPROTO_TCP,
-            direction,
             ..FlowKey::default()
         };
         if remote.family == AF_INET6 && remote.addr[..12] == V4_MAPPED {
@@ -401,12 +394,39 @@ pub fn tcp_sample_due(count: u64, more: u64) -> bool {
 pub const DIR_EGRESS: u8 = 0;
 pub const DIR_INGRESS: u8 = 1;
 
-/// Value of the traffic volume map (per CPU; user space sums).
+/// Bytes and packets of a flow one way.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Volume {
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+/// Value of the traffic volume map (per CPU; user space sums): the volume each way, indexed
+/// by [`DIR_EGRESS`] and [`DIR_INGRESS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
-    pub bytes: u64,
-    pub packets: u64,
+    pub ways: [Volume; 2],
+}
+
+impl FlowStats {
+    /// `bytes` and `packets` in `direction` ([`DIR_EGRESS`] or [`DIR_INGRESS`]).
+    #[inline(always)]
+    pub fn one_way(direction: u8, bytes: u64, packets: u64) -> FlowStats {
+        let mut stats = FlowStats::default();
+        stats.ways[(direction & 1) as usize] = Volume { bytes, packets };
+        stats
+    }
+
+    /// Adds `other`'s volume each way.
+    #[inline(always)]
+    pub fn add(&mut self, other: &FlowStats) {
+        for (way, more) in self.ways.iter_mut().zip(&other.ways) {
+            way.bytes += more.bytes;
+            way.packets += more.packets;
+        }
+    }
 }
 
 /// Bytes of ICMP payload kept per (sender, peer, type).
@@ -564,6 +584,7 @@ mod tests {
             size_of::<NsRecord>(),
             size_of::<TcpStateRecord>(),
             size_of::<FlowKey>(),
+            size_of::<FlowStats>(),
             size_of::<IcmpKey>(),
             size_of::<TcIcmpKey>(),
             size_of::<IcmpStats>(),
@@ -632,7 +653,7 @@ mod tests {
         };
         let local = ep(2, &[172, 17, 0, 2], 8000);
         let remote = ep(2, &[172, 17, 0, 3], 41000);
-        let k = FlowKey::tcp(7, &local, &remote, DIR_EGRESS, true);
+        let k = FlowKey::tcp(7, &local, &remote, true);
         assert_eq!((k.cgroup_id, k.family, k.protocol), (7, 2, 6));
         assert_eq!(&k.peer[..4], &[172, 17, 0, 3]);
         assert_eq!(k.peer[4..], [0; 12]);
@@ -640,31 +661,29 @@ mod tests {
         // A dual-stack socket's v4-mapped peer is the IPv4 address.
         let mut mapped = [0u8; 16];
         mapped[10..].copy_from_slice(&[0xff, 0xff, 172, 17, 0, 3]);
-        let v6 = FlowKey::tcp(
-            7,
-            &ep(10, &[0; 16], 8000),
-            &ep(10, &mapped, 41000),
-            DIR_EGRESS,
-            true,
-        );
+        let v6 = FlowKey::tcp(7, &ep(10, &[0; 16], 8000), &ep(10, &mapped, 41000), true);
         assert_eq!(v6, k);
         // A real IPv6 peer keeps its address.
         let mut six = [0u8; 16];
         six[0] = 0xfd;
-        let k6 = FlowKey::tcp(
-            7,
-            &ep(10, &[0; 16], 41000),
-            &ep(10, &six, 443),
-            DIR_EGRESS,
-            false,
-        );
+        let k6 = FlowKey::tcp(7, &ep(10, &[0; 16], 41000), &ep(10, &six, 443), false);
         assert_eq!((k6.family, k6.peer, k6.peer_port), (10, six, 443));
-        // The listener decides, not the numbers: a server on 50051 reached from port 5000 (a
+        // The serving end decides, not the numbers: a server on 50051 reached from port 5000 (a
         // client with a widened port range), and that client.
-        let server = FlowKey::tcp(7, &ep(2, &[0; 4], 50051), &ep(2, &[0; 4], 5000), 1, true);
+        let server = FlowKey::tcp(7, &ep(2, &[0; 4], 50051), &ep(2, &[0; 4], 5000), true);
         assert_eq!((server.peer_port, server.local_port), (0, 50051));
-        let client = FlowKey::tcp(7, &ep(2, &[0; 4], 5000), &ep(2, &[0; 4], 50051), 1, false);
+        let client = FlowKey::tcp(7, &ep(2, &[0; 4], 5000), &ep(2, &[0; 4], 50051), false);
         assert_eq!((client.peer_port, client.local_port), (50051, 0));
+    }
+
+    #[test]
+    fn a_flow_holds_both_ways() {
+        let mut s = FlowStats::one_way(DIR_INGRESS, 100, 2);
+        assert_eq!(s.ways[DIR_EGRESS as usize], Volume::default());
+        s.add(&FlowStats::one_way(DIR_EGRESS, 40, 1));
+        s.add(&FlowStats::one_way(DIR_INGRESS, 10, 1));
+        let way = |bytes, packets| Volume { bytes, packets };
+        assert_eq!(s.ways, [way(40, 1), way(110, 3)]);
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct KernelOffsets {
     pub inet_sport: u32,
     /// `sk->__sk_common.skc_cookie`: the socket's cookie (0 until something asked for it).
     pub sk_cookie: u32,
+    /// `sk->sk_max_ack_backlog`: a listener's backlog, copied into each connection it accepts
+    /// (0 on a socket that connected): which end of a connection serves it.
+    pub sk_max_ack_backlog: u32,
 
     // struct tcp_sock (relative to struct sock, which it starts with): a connection's own
     // counters, read when it closes.

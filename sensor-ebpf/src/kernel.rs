@@ -294,6 +294,16 @@ pub fn sock_error<M: Memory>(sk: *const u8) -> ReadResult<i32> {
     M::get::<i32>(sk, off!(sk_err))
 }
 
+/// Whether the TCP socket `sk` serves its connection: it is a listener, or a connection a
+/// listener accepted. `listen()` sets the socket's backlog, and each connection the listener
+/// accepts starts as a copy of it; a socket that connected has none. So the kernel answers
+/// for as long as the socket lives, its listener closed or not, without a map lookup. (A
+/// listener with a backlog of 0, `listen(fd, 0)`, has its connections taken for a client's.)
+#[inline(always)]
+pub fn sock_serves<M: Memory>(sk: *const u8) -> ReadResult<bool> {
+    Ok(M::get::<u32>(sk, off!(sk_max_ack_backlog))? != 0)
+}
+
 /// `PF_IO_WORKER`: the task is an io_uring worker thread.
 const PF_IO_WORKER: u32 = 0x10;
 

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    Caller, DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_ERROR_KINDS,
-    HOOK_ERROR_SLOTS, Hook, HookError, IcmpKey, IcmpStats, KernelOffsets, ListenerKey,
-    OFFSETS_MAGIC, RING_COUNT, RateState, Ring, SELF_GROUP, SELF_TASK,
+    DROP_REASONS, DropKey, DropReason, FilterConfig, FlowKey, FlowStats, HOOK_ERROR_KINDS,
+    HOOK_ERROR_SLOTS, Hook, HookError, IcmpKey, IcmpStats, KernelOffsets, OFFSETS_MAGIC,
+    RING_COUNT, RateState, Ring, SELF_GROUP, SELF_TASK,
 };
 
 /// Process and container lifecycle records. User space may resize it before load.
@@ -38,10 +38,11 @@ pub static CGROUP_DROPS: LruPerCpuHashMap<DropKey, u64> =
 #[map]
 pub static HOOK_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HOOK_ERROR_SLOTS, 0);
 
-/// Traffic volume per (cgroup, peer, protocol, direction), flushed by user space.
+/// Traffic volume per (cgroup, peer, ports, protocol), both ways in one entry, read by user
+/// space. (A flow took two entries, one per direction, when there were 65 536.)
 #[map]
 pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
-    LruPerCpuHashMap::with_max_entries(65536, 0);
+    LruPerCpuHashMap::with_max_entries(32768, 0);
 
 /// ICMP echo traffic per (cgroup, peer, type, direction), with payload samples.
 #[map]
@@ -56,24 +57,6 @@ pub static ICMP_SCRATCH: PerCpuArray<IcmpStats> = PerCpuArray::with_max_entries(
 /// brand-new container is never filtered before user space has seen it.
 #[map]
 pub static HOST_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
-
-/// The process behind each listening TCP socket, by (cgroup, port), for the connections it
-/// accepts (seeded by the agent at start with the listeners older than it); also which end of
-/// a connection serves it ([`listens`]).
-#[map]
-pub static LISTENERS: LruHashMap<ListenerKey, Caller> = LruHashMap::with_max_entries(16384, 0);
-
-/// Whether `cgroup_id` listens for TCP connections on `port`: a connection's end on such a
-/// port is the one that serves it.
-#[inline(always)]
-pub fn listens(cgroup_id: u64, port: u16) -> bool {
-    let key = ListenerKey {
-        cgroup_id,
-        port,
-        _pad: [0; 6],
-    };
-    LISTENERS.get_ptr(key).is_some()
-}
 
 /// The sensor's own threads ([`SELF_TASK`]) and process group ([`SELF_GROUP`]), kept current by
 /// user space: signals and ptrace aimed at them are reported, and the sensor's own calls are not.

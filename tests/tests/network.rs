@@ -653,6 +653,18 @@ fn tcp_bytes(lines: &[Line], cid: &str, direction: &str, peer: &str) -> u64 {
         .sum()
 }
 
+/// The (peer port, local port) of each of `cid`'s TCP traffic events: the ports its flows are
+/// keyed by.
+fn tcp_flow_ports(lines: &[Line], cid: &str) -> Vec<(u32, u32)> {
+    lines::events(lines)
+        .filter(|e| kind_in(e, "traffic", cid) && e.traffic().protocol_name == "tcp")
+        .map(|e| {
+            let t = e.traffic();
+            (t.peer.as_ref().map_or(0, |p| p.port), t.local_port)
+        })
+        .collect()
+}
+
 /// TCP volume comes from each connection's own counters, read each time its bytes cross a
 /// multiple of 256 KiB and at its close: a connection that moves 20 MiB and then stays open is
 /// measured while it lasts, whether its data went through syscalls (busybox nc running `head`
@@ -760,21 +772,57 @@ fn ten_megabytes_between_containers_are_measured_within_5_percent() {
     );
     // Keyed by the service port: the server's flows name its own port 8000 (the client's
     // ephemeral port is 0), the client's name the server's.
-    for e in lines::events(&evs)
-        .filter(|e| kind_in(e, "traffic", server) || kind_in(e, "traffic", &client))
-    {
-        let t = e.traffic();
-        if t.protocol_name != "tcp" {
-            continue;
-        }
-        let port = t.peer.as_ref().map_or(0, |p| p.port);
-        let expected = if kind_in(e, "traffic", server) {
-            (0, 8000)
-        } else {
-            (8000, 0)
-        };
-        assert_eq!((port, t.local_port), expected, "{t:?}");
-    }
+    let (served, used) = (tcp_flow_ports(&evs, server), tcp_flow_ports(&evs, &client));
+    assert!(served.iter().all(|f| *f == (0, 8000)), "{served:?}");
+    assert!(used.iter().all(|f| *f == (8000, 0)), "{used:?}");
+}
+
+/// A connection keeps the end that serves it after its listener closed: the server accepts
+/// one connection, closes its listener, then sends 1 MiB. The kernel says which socket a
+/// listener accepted (its backlog, copied into the connection), so the server's flow is still
+/// keyed by its own port and the client's by the server's; a lookup of the listener at the
+/// close found none and keyed the server's flow by the client's port.
+#[test]
+fn a_connection_that_outlives_its_listener_is_still_the_servers_flow() {
+    const SENT: u64 = 1 << 20;
+    let sensor = Sensor::start_with("outlived", &["--flow-interval", "1"]);
+    let program = HostProgram::new(env!("CARGO_BIN_EXE_connect-loop"), "/connect-loop");
+    let server = sensor.listener_with(
+        &program.args(),
+        &["/connect-loop", "send-once", "7000", &SENT.to_string()],
+    );
+    let sip = server.ip.as_str();
+    let client = docker_run_rm(&[&image(), "sh", "-c", &format!("nc {sip} 7000 | wc -c")]);
+    let client_ip = {
+        let connect = sensor.expect("client connect", |e| {
+            sock_op(e, "connect", &client).is_some()
+        });
+        ev::addr(&connect.socket().local).to_string()
+    };
+    let done = |evs: &[Line]| {
+        tcp_bytes(evs, &server.id, "egress", &client_ip) >= SENT
+            && tcp_bytes(evs, &client, "ingress", sip) >= SENT
+    };
+    let ok = sensor.wait_until(Duration::from_secs(20), done);
+    let evs = sensor.lines();
+    assert!(
+        ok,
+        "sent {SENT}; measured server egress {} and client ingress {}",
+        tcp_bytes(&evs, &server.id, "egress", &client_ip),
+        tcp_bytes(&evs, &client, "ingress", sip)
+    );
+    let (served, used) = (
+        tcp_flow_ports(&evs, &server.id),
+        tcp_flow_ports(&evs, &client),
+    );
+    assert!(
+        served.iter().all(|f| *f == (0, 7000)),
+        "the server's flows are keyed by its own port: {served:?}"
+    );
+    assert!(
+        used.iter().all(|f| *f == (7000, 0)),
+        "the client's flows are keyed by the server's port: {used:?}"
+    );
 }
 
 /// A client that connects to one service 500 times in a burst from one process (a load
@@ -810,20 +858,11 @@ fn a_connect_storm_is_counted_whatever_the_port_numbers() {
         (2000..=20000).contains(&client_port),
         "the client's port {client_port} comes from its widened range"
     );
-    let tcp_flows = |evs: &[Line], cid: &str| -> Vec<(u32, u32)> {
-        lines::events(evs)
-            .filter(|e| kind_in(e, "traffic", cid) && e.traffic().protocol_name == "tcp")
-            .map(|e| {
-                let t = e.traffic();
-                (t.peer.as_ref().map_or(0, |p| p.port), t.local_port)
-            })
-            .collect()
-    };
     sensor.wait_until(Duration::from_secs(15), |evs| {
-        !tcp_flows(evs, server).is_empty() && !tcp_flows(evs, &client).is_empty()
+        !tcp_flow_ports(evs, server).is_empty() && !tcp_flow_ports(evs, &client).is_empty()
     });
     let evs = sensor.lines();
-    let (served, used) = (tcp_flows(&evs, server), tcp_flows(&evs, &client));
+    let (served, used) = (tcp_flow_ports(&evs, server), tcp_flow_ports(&evs, &client));
     assert!(
         !served.is_empty() && !used.is_empty(),
         "{served:?} {used:?}"

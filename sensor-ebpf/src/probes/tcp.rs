@@ -18,12 +18,15 @@
 //! - a connection closing: its volume since its last sample ([`super::tcp_volume`]).
 
 use aya_ebpf::{
-    cty::c_void, helpers::generated::bpf_skc_to_tcp_sock, macros::btf_tracepoint,
+    cty::c_void,
+    helpers::generated::bpf_skc_to_tcp_sock,
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
     programs::BtfTracePointContext,
 };
 use sensor_common::{
-    Endpoint, Hook, ListenerKey, REPEAT_TCP_STATE, RecordKind, RepeatKey, Ring, ServiceEnd, SockOp,
-    TcpStateRecord,
+    Caller, Endpoint, Hook, ListenerKey, REPEAT_TCP_STATE, RecordKind, RepeatKey, Ring, ServiceEnd,
+    SockOp, TcpStateRecord,
 };
 
 use super::{
@@ -39,11 +42,16 @@ use crate::{
         TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT,
     },
     kernel::{self, ReadResult, Typed},
-    maps::{LISTENERS, net_wanted},
+    maps::net_wanted,
 };
 
 /// What a connect closed before it was established reports when the socket holds no error.
 const ECONNABORTED: i64 = 103;
+
+/// The process behind each listening socket, for the connections it accepts (seeded by the
+/// agent at start with the listeners older than it).
+#[map]
+static LISTENERS: LruHashMap<ListenerKey, Caller> = LruHashMap::with_max_entries(16384, 0);
 
 /// Whether a socket in `state` may have moved data (a connection, established once).
 #[inline(always)]

@@ -18,13 +18,15 @@
 //! filled; a connection that ends with the gap never filled keeps that much too many.)
 
 use aya_ebpf::{helpers::generated, macros::map, maps::LruHashMap, programs::SkBuffContext};
-use sensor_common::{DIR_EGRESS, DIR_INGRESS, Endpoint, FlowKey, TcpCounters, tcp_sample_due};
+use sensor_common::{
+    DIR_EGRESS, DIR_INGRESS, Endpoint, FlowKey, FlowStats, TcpCounters, Volume, tcp_sample_due,
+};
 
 use super::{packet::load, traffic::add_flow};
 use crate::{
     abi::TCP_LISTEN,
     kernel::{self, Memory, ReadResult, Typed},
-    maps::{listens, net_wanted, off},
+    maps::{net_wanted, off},
 };
 
 /// What each TCP socket last added to [`crate::maps::FLOWS`], by socket cookie. LRU: an entry
@@ -38,17 +40,18 @@ const TCP_ACK: u8 = 0x10;
 
 /// A TCP packet on its way into a container's socket, its TCP header at `l4`: a sample when
 /// it makes the connection's counters cross a multiple of [`sensor_common::TCP_SAMPLE_BYTES`].
-/// `flow` builds the connection's key from the packet (asked only for a sample).
+/// `flow` builds the connection's key from the packet and whether the socket serves the
+/// connection ([`kernel::sock_serves`]), asked only for a sample.
 #[inline(always)]
 pub fn sample_ingress(
     ctx: &SkBuffContext,
     l4: usize,
-    flow: impl FnOnce(&SkBuffContext) -> Result<FlowKey, i64>,
+    flow: impl FnOnce(&SkBuffContext, bool) -> Result<FlowKey, i64>,
 ) -> Result<(), i64> {
     let skb = ctx.skb.skb;
     // SAFETY: the context's own fields; the helpers take the socket the verifier typed (the
     // kernel sets the receiving socket on the packet while cgroup programs run).
-    let tp = unsafe {
+    let (full, tp) = unsafe {
         let sk = (*skb).__bindgen_anon_2.sk;
         if sk.is_null() {
             return Ok(());
@@ -64,7 +67,7 @@ pub fn sample_ingress(
         if tp.is_null() {
             return Ok(());
         }
-        &*tp
+        (full, &*tp)
     };
     // The packet: sequence and acknowledgement numbers, header length and flags; payload after
     // the header.
@@ -103,7 +106,10 @@ pub fn sample_ingress(
     {
         return Ok(());
     }
-    let key = flow(ctx)?;
+    // SAFETY: the helper checks the type of the socket it is given (null for no TCP socket).
+    let sk = unsafe { generated::bpf_skc_to_tcp_sock(full.cast()) } as *const u8;
+    let serves = !sk.is_null() && kernel::sock_serves::<Typed>(sk)?;
+    let key = flow(ctx, serves)?;
     if !net_wanted(key.cgroup_id) {
         return Ok(());
     }
@@ -145,8 +151,7 @@ pub fn on_close(sk: *const u8) -> ReadResult<()> {
         cgroup_id,
         &local,
         &remote,
-        DIR_EGRESS,
-        listens(cgroup_id, local.port),
+        kernel::sock_serves::<Typed>(sk)?,
     );
     // 0: nothing asked for the cookie, so no sample was taken.
     let cookie = Typed::get::<u64>(sk, off!(sk_cookie))?;
@@ -154,8 +159,8 @@ pub fn on_close(sk: *const u8) -> ReadResult<()> {
     Ok(())
 }
 
-/// Adds what the socket `cookie` moved since its last entry to its egress and ingress flows
-/// (`key` is the egress one); keeps `now` as its entry, or forgets the socket when `closed`.
+/// Adds what the socket `cookie` moved since its last entry to its flow `key`, both ways in
+/// one update; keeps `now` as its entry, or forgets the socket when `closed`.
 #[inline(always)]
 fn add(cookie: u64, key: &FlowKey, now: &TcpCounters, closed: bool) {
     let mut last = TcpCounters::default();
@@ -178,28 +183,16 @@ fn add(cookie: u64, key: &FlowKey, now: &TcpCounters, closed: bool) {
             None => {}
         }
     }
-    let out = now.bytes_out.saturating_sub(last.bytes_out);
-    let segs_out = now.segs_out.wrapping_sub(last.segs_out);
-    if out != 0 || segs_out != 0 {
-        add_flow(
-            &FlowKey {
-                direction: DIR_EGRESS,
-                ..*key
-            },
-            out,
-            segs_out as u64,
-        );
-    }
-    let inbound = now.bytes_in.saturating_sub(last.bytes_in);
-    let segs_in = now.segs_in.wrapping_sub(last.segs_in);
-    if inbound != 0 || segs_in != 0 {
-        add_flow(
-            &FlowKey {
-                direction: DIR_INGRESS,
-                ..*key
-            },
-            inbound,
-            segs_in as u64,
-        );
+    let mut more = FlowStats::default();
+    more.ways[DIR_EGRESS as usize] = Volume {
+        bytes: now.bytes_out.saturating_sub(last.bytes_out),
+        packets: now.segs_out.wrapping_sub(last.segs_out) as u64,
+    };
+    more.ways[DIR_INGRESS as usize] = Volume {
+        bytes: now.bytes_in.saturating_sub(last.bytes_in),
+        packets: now.segs_in.wrapping_sub(last.segs_in) as u64,
+    };
+    if more != FlowStats::default() {
+        add_flow(key, &more);
     }
 }

@@ -1,4 +1,4 @@
-//! Traffic volume: bytes and packets per (cgroup, peer, peer port, protocol, direction), summed
+//! Traffic volume: bytes and packets per (cgroup, peer, peer port, protocol) each way, summed
 //! in a per-CPU LRU map by cgroup skb programs on the cgroups holding containers. User space
 //! reads the cumulative counters periodically and reports the deltas: no record per packet.
 //! UDP and other protocols are counted per packet; TCP from each connection's own counters
@@ -15,7 +15,7 @@ use super::{
     packet::load,
     tcp_volume,
 };
-use crate::maps::{FLOWS, count_error, listens, net_wanted};
+use crate::maps::{FLOWS, count_error, net_wanted};
 
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86dd;
@@ -61,10 +61,10 @@ fn account(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
         } else {
             40
         };
-        return tcp_volume::sample_ingress(ctx, l4 & 0x3c, |ctx| {
+        return tcp_volume::sample_ingress(ctx, l4 & 0x3c, |ctx, serves| {
             // SAFETY: the helper takes the program's own skb.
             let cgroup_id = unsafe { generated::bpf_skb_cgroup_id(ctx.skb.skb) };
-            flow_key(ctx, cgroup_id, direction, v4, protocol).map(|(key, _)| key)
+            flow_key(ctx, cgroup_id, direction, v4, protocol, serves).map(|(key, _)| key)
         });
     }
     // SAFETY: the helper takes the program's own skb.
@@ -72,19 +72,20 @@ fn account(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     if !net_wanted(cgroup_id) {
         return Ok(());
     }
-    let (key, l4) = flow_key(ctx, cgroup_id, direction, v4, protocol)?;
+    let (key, l4) = flow_key(ctx, cgroup_id, direction, v4, protocol, false)?;
     if key.protocol == if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 } {
-        count_icmp(ctx, &key, l4)?;
+        count_icmp(ctx, &key, direction, l4)?;
     }
     // A GSO packet stands for several on the wire.
     // SAFETY: reading the context's own field.
     let segs = unsafe { (*ctx.skb.skb).gso_segs }.max(1) as u64;
-    add_flow(&key, ctx.len() as u64, segs);
+    add_flow(&key, &FlowStats::one_way(direction, ctx.len() as u64, segs));
     Ok(())
 }
 
 /// The flow of a packet of `cgroup_id` (IPv4 when `v4`, else IPv6) whose IP protocol is
-/// `protocol`, and where its layer-4 header starts.
+/// `protocol`, and where its layer-4 header starts; a TCP packet's socket serves its connection
+/// when `tcp_serves` ([`crate::kernel::sock_serves`]).
 #[inline(always)]
 fn flow_key(
     ctx: &SkBuffContext,
@@ -92,10 +93,10 @@ fn flow_key(
     direction: u8,
     v4: bool,
     protocol: u8,
+    tcp_serves: bool,
 ) -> Result<(FlowKey, usize), i64> {
     let mut key = FlowKey {
         cgroup_id,
-        direction,
         protocol,
         ..FlowKey::default()
     };
@@ -124,7 +125,7 @@ fn flow_key(
             (src, dst)
         };
         (key.peer_port, key.local_port) = if protocol == IPPROTO_TCP {
-            tcp_ports(peer, local, listens(cgroup_id, local))
+            tcp_ports(peer, local, tcp_serves)
         } else {
             service_ports(peer, local)
         };
@@ -141,27 +142,23 @@ fn ipv4_vihl(ctx: &SkBuffContext) -> Result<u8, i64> {
     Ok(vihl)
 }
 
-/// Adds `bytes` and `packets` to the flow `key` (this CPU's counters).
+/// Adds `more` to the flow `key` (this CPU's counters).
 #[inline(always)]
-pub fn add_flow(key: &FlowKey, bytes: u64, packets: u64) {
+pub fn add_flow(key: &FlowKey, more: &FlowStats) {
     match FLOWS.get_ptr_mut(key) {
-        Some(stats) => {
-            // SAFETY: per-CPU value, no concurrent writer on this CPU.
-            let stats = unsafe { &mut *stats };
-            stats.bytes += bytes;
-            stats.packets += packets;
-        }
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        Some(stats) => unsafe { &mut *stats }.add(more),
         None => {
-            let _ = FLOWS.insert(key, FlowStats { bytes, packets }, 0);
+            let _ = FLOWS.insert(key, more, 0);
         }
     }
 }
 
-/// An ICMP message of the flow `flow`, its header at `l4`: its payload is what follows the
-/// 8-byte ICMP header within the IP packet's own length (the whole message: cgroup egress runs
-/// before fragmentation, ingress after reassembly).
+/// An ICMP message of the flow `flow` in `direction`, its header at `l4`: its payload is what
+/// follows the 8-byte ICMP header within the IP packet's own length (the whole message: cgroup
+/// egress runs before fragmentation, ingress after reassembly).
 #[inline(always)]
-fn count_icmp(ctx: &SkBuffContext, flow: &FlowKey, l4: usize) -> Result<(), i64> {
+fn count_icmp(ctx: &SkBuffContext, flow: &FlowKey, direction: u8, l4: usize) -> Result<(), i64> {
     let ip_payload = if flow.family == 2 {
         (u16::from_be(load::<u16>(&ctx.skb, 2)?) as u64).saturating_sub(l4 as u64)
     } else {
@@ -172,7 +169,7 @@ fn count_icmp(ctx: &SkBuffContext, flow: &FlowKey, l4: usize) -> Result<(), i64>
         peer: flow.peer,
         family: flow.family,
         icmp_type: 0,
-        direction: flow.direction,
+        direction,
         _pad: 0,
     };
     icmp::account_skb(ctx, key, l4, ip_payload.saturating_sub(8))

@@ -518,7 +518,7 @@ pub const FIELDS: &[FieldDef] = &[
     ),
     field!(
         "traffic.local_port",
-        "traffic: the container's own port when it serves the flow (else 0): for TCP a port it listens on, for UDP a port below 32768 reached from one at or above it",
+        "traffic: the container's own port when it serves the flow (else 0): for TCP that of a connection it accepted, for UDP a port below 32768 reached from one at or above it",
         |e| body!(e, Traffic).and_then(|b| i(b.local_port as i64))
     ),
     field!(

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use sensor_common::{
-    COMM_LEN, Caller, DIR_EGRESS, Endpoint, FlowKey, FlowStats, IcmpKey, IcmpStats, Namespaces,
-    NsOp, NsRecord, RECORD_VERSION, REPEAT_TCP_STATE, RecordHeader, RecordKind,
+    COMM_LEN, Caller, DIR_EGRESS, DIR_INGRESS, Endpoint, FlowKey, FlowStats, IcmpKey, IcmpStats,
+    Namespaces, NsOp, NsRecord, RECORD_VERSION, REPEAT_TCP_STATE, RecordHeader, RecordKind,
     SOCK_FLAG_ICMP_DGRAM, SOCK_FLAG_IO_URING, SOCK_FLAG_PACKET, SOCK_FLAG_RAW, SockOp, SockRecord,
     TcIcmpKey, TcpStateRecord,
 };
@@ -278,37 +278,40 @@ impl Enricher {
         let mut seen = HashMap::with_capacity(snapshot.flows.len());
         for (key, stats) in snapshot.flows {
             let last = state.flows.get(&key).copied().unwrap_or_default();
-            // A smaller count means the LRU evicted the entry and it started again.
-            let (bytes, packets) = if stats.bytes >= last.bytes {
-                (
-                    stats.bytes - last.bytes,
-                    stats.packets.saturating_sub(last.packets),
-                )
-            } else {
-                (stats.bytes, stats.packets)
-            };
             seen.insert(key, stats);
-            if bytes == 0 {
-                continue;
-            }
             let peer = Endpoint {
                 addr: key.peer,
                 port: key.peer_port,
                 family: key.family,
             };
-            reports.push((
-                CgroupId(key.cgroup_id),
-                Body::Traffic(pb::Traffic {
-                    direction: direction(key.direction),
-                    protocol: key.protocol as u32,
-                    protocol_name: names::protocol(key.protocol),
-                    peer: names::endpoint(&peer),
-                    bytes,
-                    packets,
-                    interval,
-                    local_port: key.local_port as u32,
-                }),
-            ));
+            for dir in [DIR_EGRESS, DIR_INGRESS] {
+                let (now, before) = (stats.ways[dir as usize], last.ways[dir as usize]);
+                // A smaller count means the LRU evicted the entry and it started again.
+                let (bytes, packets) = if now.bytes >= before.bytes {
+                    (
+                        now.bytes - before.bytes,
+                        now.packets.saturating_sub(before.packets),
+                    )
+                } else {
+                    (now.bytes, now.packets)
+                };
+                if bytes == 0 {
+                    continue;
+                }
+                reports.push((
+                    CgroupId(key.cgroup_id),
+                    Body::Traffic(pb::Traffic {
+                        direction: direction(dir),
+                        protocol: key.protocol as u32,
+                        protocol_name: names::protocol(key.protocol),
+                        peer: names::endpoint(&peer),
+                        bytes,
+                        packets,
+                        interval,
+                        local_port: key.local_port as u32,
+                    }),
+                ));
+            }
         }
         state.flows = seen;
 

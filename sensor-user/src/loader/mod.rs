@@ -151,10 +151,8 @@ impl AggregationMaps {
             .iter()
             .filter_map(Result::ok)
             .map(|(k, per_cpu)| {
-                let total = per_cpu.iter().fold(FlowStats::default(), |a, v| FlowStats {
-                    bytes: a.bytes + v.bytes,
-                    packets: a.packets + v.packets,
-                });
+                let mut total = FlowStats::default();
+                per_cpu.iter().for_each(|v| total.add(v));
                 (k, total)
             })
             .collect();

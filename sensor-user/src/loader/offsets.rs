@@ -100,6 +100,7 @@ pub fn resolve(btf: &KernelBtf, tracefs: &str) -> Result<KernelOffsets> {
         sk_err: o("sock", "sk_err")?,
         inet_sport: o("inet_sock", "inet_sport")?,
         sk_cookie: sk("skc_cookie")?,
+        sk_max_ack_backlog: o("sock", "sk_max_ack_backlog")?,
         tcp_bytes_acked: o("tcp_sock", "bytes_acked")?,
         tcp_bytes_received: o("tcp_sock", "bytes_received")?,
         tcp_segs_in: o("tcp_sock", "segs_in")?,

@@ -9,10 +9,14 @@
 //!   retransmits); exits after SECONDS.
 //! - `connect-loop scan HOST FIRST_PORT COUNT SECONDS`: a port scan, one connect to each of
 //!   COUNT ports from FIRST_PORT on (refusals expected), until done or SECONDS have passed.
+//! - `connect-loop send-once PORT BYTES`: a server that accepts one connection on PORT, closes
+//!   its listener, then sends BYTES (at most 64 MiB) and closes the connection: a connection
+//!   that outlives its listener.
 //!
 //! Each connect gives up after 10 s.
 
 use std::{
+    io::Write,
     net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     process::ExitCode,
     thread,
@@ -22,7 +26,8 @@ use std::{
 const LIMIT: Duration = Duration::from_secs(10);
 const USAGE: &str = "usage: connect-loop storm HOST PORT COUNT PAUSE_MS HOST2 PORT2 | \
                      connect-loop scan HOST FIRST_PORT COUNT SECONDS | \
-                     connect-loop serve SECONDS PORT...";
+                     connect-loop serve SECONDS PORT... | \
+                     connect-loop send-once PORT BYTES";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +50,10 @@ fn main() -> ExitCode {
         ["serve", seconds, ports @ ..] if !ports.is_empty() => match seconds.parse() {
             Ok(seconds) => serve(seconds, ports),
             Err(_) => Err(std::io::Error::other("SECONDS must be a number")),
+        },
+        ["send-once", port, bytes] => match bytes.parse() {
+            Ok(bytes) => send_once(port, bytes),
+            Err(_) => Err(std::io::Error::other("BYTES must be a number")),
         },
         _ => {
             eprintln!("{USAGE}");
@@ -100,6 +109,21 @@ fn serve(seconds: u64, ports: &[&str]) -> std::io::Result<()> {
         });
     }
     thread::sleep(Duration::from_secs(seconds.min(600)));
+    Ok(())
+}
+
+fn send_once(port: &str, bytes: usize) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address("0.0.0.0", port)?)?;
+    let (mut connection, _) = listener.accept()?;
+    drop(listener);
+    connection.set_write_timeout(Some(LIMIT))?;
+    let chunk = [0x5a_u8; 64 * 1024];
+    let mut left = bytes.min(64 << 20);
+    while left > 0 {
+        let n = left.min(chunk.len());
+        connection.write_all(&chunk[..n])?;
+        left -= n;
+    }
     Ok(())
 }
 
