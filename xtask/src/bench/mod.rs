@@ -5,11 +5,11 @@
 //! traced mode between two runs with nothing traced (none, floor, none, peer, none, sensor,
 //! none; the traced modes reversed every other round), so that a per-round cost ratio compares
 //! a run with the mean of the runs seconds before and after it: the machine's drift cancels out
-//! and its noise shows as the spread of the ratios. The sensor's own CPU time, peak RSS, events and drops are read per run (one run per
-//! workload; per round with `--quick`); then one more sensor run measures alert latency
-//! through a gRPC client. Results go to stdout, `docs/benchmarks.md` and `docs/benchmarks.svg`
-//! (a partial run writes them under `target/bench/` instead, so the docs always hold a whole
-//! run).
+//! and its noise shows as the spread of the ratios. The sensor's own CPU time, peak RSS, events
+//! and drops are read per run (one run per workload; per round with `--quick`); then one more
+//! sensor run measures alert latency through a gRPC client. Results go to stdout,
+//! `docs/benchmarks.md` and `docs/benchmarks.svg` (a partial run writes them under
+//! `target/bench/` instead, so the docs always hold a whole run).
 
 mod alert_latency;
 mod chart;
@@ -168,10 +168,10 @@ pub fn bench(root: &Path, opts: &Options) -> Result<()> {
 /// a ratio compares a run with the mean of the untraced runs seconds before and after it
 /// ([`bracket`]). This machine's speed drifts over tens of seconds: 24 back-to-back 5-s connect
 /// storms with no sensor read 9 910-13 059 req/s; the ratio of each run to the next spread
-/// with a standard deviation of 0.085, that of each run to the mean of its neighbours 0.048; the sensor's peak RSS and drops
-/// are then the workload's own (a stop detaches its programs, about 4 s). `--quick` starts each
-/// mode once per round for every workload. Returns the samples per workload and round, and the
-/// sensor's runs merged over the rounds.
+/// with a standard deviation of 0.085, that of each run to the mean of its neighbours 0.048.
+/// The sensor's peak RSS and drops are then the workload's own (a stop detaches its programs,
+/// about 4 s). `--quick` starts each mode once per round for every workload. Returns the
+/// samples per workload and round, and the sensor's runs merged over the rounds.
 fn matrix(
     fx: &fixture::Fixture,
     paths: &Paths,
@@ -546,7 +546,8 @@ mod tests {
         let value = |s: &Sample| Some(s.value.value);
         assert_eq!(bracket(&round, 1, value), Some(95.0));
         assert_eq!(bracket(&round, 3, value), Some(85.0));
-        // A run at an end has one neighbour; one without a p99 is not compared by it.
+        // A run at an end has one neighbour; the neighbours' p99 whatever the run's own (a run
+        // without one is left out of the p99 ratio by `row`).
         assert_eq!(bracket(&round[1..], 0, value), Some(90.0));
         assert_eq!(bracket(&round, 1, |s| s.value.p99_ms), Some(2.0));
         let w = workload::ALL[5];
